@@ -1,0 +1,52 @@
+# govmigrate — the two commands a newcomer needs are `make demo` and `make test`.
+# Both do all set-up first: Debian packages (apt-get), a virtual environment, Python packages.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Servers the test lab starts on 127.0.0.1: Dovecot (IMAP), BIND9 (DNS), Kamailio (SIP).
+DEB_PACKAGES := dovecot-imapd bind9 bind9-utils kamailio openssl
+BENCH_PACKAGES := isync
+
+.PHONY: setup system-packages bench-packages venv test lint demo bench clean
+
+setup: system-packages venv
+
+system-packages:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+bench-packages:
+	@dpkg -s $(BENCH_PACKAGES) >/dev/null 2>&1 || { \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BENCH_PACKAGES); }
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check migrate tests benchmarks
+
+test: setup
+	$(VENV)/bin/ruff check migrate tests benchmarks
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m tests.lab.demo
+
+bench: setup bench-packages
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

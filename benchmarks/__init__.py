@@ -1,0 +1,1 @@
+"""Benchmarks: ``make bench`` runs them against the local test lab and prints figures."""

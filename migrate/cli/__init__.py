@@ -1,0 +1,1 @@
+"""The command line: Click commands only; they parse options, call the library and render."""

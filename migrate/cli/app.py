@@ -1,0 +1,77 @@
+"""The CLI's environment object (``ctx.obj``): options, output streams, and lazily opened workspace parts."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+
+from migrate.core.workspace import Workspace, open_workspace
+
+if TYPE_CHECKING:
+    from migrate.core.config import Project
+    from migrate.core.store import Store
+
+
+@dataclass
+class App:
+    workspace_dir: Path
+    quiet: bool = False
+    verbose: int = 0
+    log_json: bool = False
+    traceback: bool = False
+    out: Console = field(default_factory=lambda: Console(file=sys.stdout, highlight=False, soft_wrap=True))
+    err: Console = field(default_factory=lambda: Console(file=sys.stderr, highlight=False, soft_wrap=True))
+    _workspace: Workspace | None = None
+    _project: Project | None = None
+    _store: Store | None = None
+
+    @property
+    def workspace(self) -> Workspace:
+        if self._workspace is None:
+            self._workspace = open_workspace(self.workspace_dir)
+        return self._workspace
+
+    @property
+    def project(self) -> Project:
+        if self._project is None:
+            self._project = self.workspace.load_project()
+            for warning in self._project.warnings:
+                self.warn(str(warning))
+        return self._project
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = self.workspace.open_store()
+        return self._store
+
+    @property
+    def show_progress(self) -> bool:
+        """Live progress only for a person at a terminal."""
+        return self.err.is_terminal and not self.quiet and not self.log_json
+
+    def info(self, message: str) -> None:
+        """A human note on stderr (hidden by --quiet and --log-json; logs carry it then)."""
+        if not self.quiet and not self.log_json:
+            self.err.print(message, markup=False, highlight=False)
+
+    def warn(self, message: str) -> None:
+        if not self.log_json:
+            self.err.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
+        else:
+            import logging
+
+            logging.getLogger("migrate").warning(message)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+pass_app = click.make_pass_decorator(App)

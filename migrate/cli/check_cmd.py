@@ -1,0 +1,39 @@
+"""`govmigrate check`: validate the project file and the user lists it names, offline."""
+
+from __future__ import annotations
+
+import click
+
+from migrate.cli.app import App, pass_app
+from migrate.core.errors import ValidationFailed
+from migrate.core.userlist import read_user_list
+
+
+@click.command()
+@pass_app
+def command(app: App) -> None:
+    """Validate migration.yaml and every user list it names, without contacting any server.
+
+    Every problem is listed as FILE:LINE: FIELD: MESSAGE and the command exits 2 if there is any.
+    A secret reference that does not resolve yet (an unset variable) is only a warning here.
+    """
+    ws = app.workspace
+    project = ws.load_project()  # raises ValidationFailed (exit 2) with every problem listed
+    problems = list(project.warnings)
+    total_users = 0
+    for source in project.config.sources:
+        needs_password = getattr(getattr(source.server, "login", None), "method", "") == "user_password"
+        entries, found = read_user_list(project.resolve_path(source.users), domains=source.domains,
+                                        source_id=source.id, needs_password=needs_password)
+        problems.extend(found)
+        total_users += len(entries)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise ValidationFailed(f"{ws.project_file} and its user lists", problems)
+    for warning in problems:
+        app.warn(str(warning))
+    sources = project.config.sources
+    app.out.print(f"{ws.project_file}: ok — {len(sources)} source{'s' if len(sources) != 1 else ''}, "
+                  f"{total_users} mailbox{'es' if total_users != 1 else ''}"
+                  + (f", {len(problems)} warning{'s' if len(problems) != 1 else ''}" if problems else ""),
+                  markup=False, highlight=False)

@@ -1,0 +1,119 @@
+"""The ``govmigrate`` root command: global options, the command groups, and the one error boundary."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from migrate import __version__
+from migrate.cli.app import App
+from migrate.core.errors import ExitCode, MigrateError, ValidationFailed
+from migrate.core.logs import setup_logging
+from migrate.core.secrets import redact
+from migrate.core.workspace import default_workspace_dir
+
+log = logging.getLogger(__name__)
+
+# Command modules, in the order `govmigrate --help` lists them.
+COMMAND_MODULES = ["init", "check", "inventory", "plan", "run", "sync", "verify", "cutover", "dns", "sip",
+                   "status", "report", "log"]
+
+
+class GovmigrateGroup(click.Group):
+    """Keeps commands in workflow order and is the single place errors turn into exit codes."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMAND_MODULES if name in self.commands]
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except MigrateError as exc:
+            _report_error(ctx, exc)
+            ctx.exit(int(exc.exit_code))
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: state is consistent; run the same command again to resume", err=True)
+            ctx.exit(int(ExitCode.INTERRUPTED))
+        except Exception as exc:  # a bug: say so plainly, keep the traceback behind --traceback
+            app = ctx.find_object(App)
+            if app is not None and app.traceback:
+                import traceback
+
+                click.echo(redact(traceback.format_exc()), err=True)
+            click.echo(f"internal error: {type(exc).__name__}: {redact(str(exc))}", err=True)
+            if app is None or not app.traceback:
+                click.echo("this is a bug in govmigrate; run again with --traceback and report the output",
+                           err=True)
+            ctx.exit(int(ExitCode.INTERNAL))
+
+
+def _report_error(ctx: click.Context, exc: MigrateError) -> None:
+    app = ctx.find_object(App)
+    if app is not None and app.traceback:
+        import traceback
+
+        click.echo(redact(traceback.format_exc()), err=True)
+    if isinstance(exc, ValidationFailed):
+        for problem in exc.problems:
+            click.echo(redact(str(problem)) + ("  (warning)" if problem.severity == "warning" else ""), err=True)
+    click.echo(f"error: {redact(exc.message)}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {redact(exc.hint)}", err=True)
+    if app is not None and app.log_json:
+        log.error(exc.message)
+
+
+def _sigterm_to_interrupt(signum, frame):  # SIGTERM stops as cleanly as Ctrl-C
+    raise KeyboardInterrupt
+
+
+@click.group(cls=GovmigrateGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-w", "--workspace", "workspace", type=click.Path(file_okay=False, path_type=Path),
+              envvar="GOVMIGRATE_WORKSPACE", default=None, show_envvar=True,
+              help="Migration workspace directory (default: the current directory).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress display.")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("--log-json", is_flag=True, help="Log as JSON lines on stderr (for cron and log shippers).")
+@click.option("--traceback", "show_traceback", is_flag=True, help="Show Python tracebacks for errors.")
+@click.version_option(__version__, "--version", prog_name="govmigrate")
+@click.pass_context
+def cli(ctx: click.Context, workspace: Path | None, quiet: bool, verbose: int, log_json: bool,
+        show_traceback: bool) -> None:
+    """Consolidate ministry mail servers and PBX extensions onto central government infrastructure.
+
+    A migration runs in waves: inventory the ministry servers, generate and approve a wave plan, run
+    each wave (prestage, delta and final passes), cut over DNS, and report progress. Everything is
+    recorded in the workspace's state store, and every step can be re-run to resume.
+    """
+    app = App(workspace_dir=workspace or default_workspace_dir(), quiet=quiet, verbose=verbose,
+              log_json=log_json, traceback=show_traceback)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+    setup_logging(verbose=verbose, quiet=quiet, log_json=log_json)
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        try:
+            signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+        except ValueError:  # not the main thread (e.g. under a test runner thread)
+            pass
+
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"migrate.cli.{name}_cmd")
+        cli.add_command(module.command, name)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(cli.main(prog_name="govmigrate"))

@@ -1,0 +1,446 @@
+"""The project file (``migration.yaml``) as typed, validated objects.
+
+Validation reports every problem at once as ``file:line: field: message``; unknown keys are errors so
+that a typo never silently falls back to a default. Sections for DNS, SIP and the wave policy are
+validated when present; later issues give them their behaviour.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from migrate.core.errors import Problem, ValidationFailed
+from migrate.core.secrets import SecretRef, parse_ref
+from migrate.core.yamlsrc import Located, dotted, load_yaml_file, pydantic_problems
+
+PROJECT_FILE = "migration.yaml"
+SCHEMA_VERSION = 1
+
+_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$|^\[?[0-9a-fA-F:.]+\]?$")
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?i?b?)?\s*(?:/s)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+          "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4,
+          "tib": 1024**4}
+
+
+def _secret_ref(value: str) -> str:
+    parse_ref(value)
+    return value.strip()
+
+
+def _hostname(value: str) -> str:
+    if not _HOST_RE.match(value):
+        raise ValueError(f"{value!r} is not a host name or IP address")
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}")
+    return value
+
+
+def parse_byte_rate(value: int | float | str) -> int:
+    """``"2 MB/s"``, ``"512KiB/s"``, ``1000000`` → bytes per second."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as '2 MB/s' or a number of bytes per second")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    else:
+        m = _SIZE_RE.match(value)
+        if not m:
+            raise ValueError(f"{value!r} is not a rate; write e.g. '2 MB/s', '512 KiB/s' or 1000000")
+        number, unit = float(m.group(1)), (m.group(2) or "").lower()
+        if unit not in _UNITS:
+            raise ValueError(f"unknown unit in {value!r}")
+    rate = int(number * _UNITS[unit])
+    if rate <= 0:
+        raise ValueError("must be greater than zero")
+    return rate
+
+
+SecretRefStr = Annotated[str, AfterValidator(_secret_ref)]
+HostName = Annotated[str, AfterValidator(_hostname)]
+Regex = Annotated[str, AfterValidator(_regex)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class TlsEndpoint(Strict):
+    """Where a server listens and how its TLS is checked."""
+
+    host: HostName
+    port: Port | None = None
+    tls: Literal["implicit", "starttls", "none"] = "implicit"
+    #: CA bundle to verify this server's certificate with (default: the system's).
+    ca_file: str | None = None
+    #: Certificates are verified unless this is explicitly false for this host.
+    verify_certificate: bool = True
+    timeout: float = Field(60.0, gt=0, le=3600)
+
+    @property
+    def effective_port(self) -> int:
+        if self.port:
+            return self.port
+        return 993 if self.tls == "implicit" else 143
+
+
+class AdminLogin(Strict):
+    """How the migrator logs into any user's mailbox on an IMAP server."""
+
+    #: master_user: LOGIN "user<sep>admin"; sasl_plain: AUTHENTICATE PLAIN with authorization
+    #: identity; user_password: each user's own password from the user list.
+    method: Literal["master_user", "sasl_plain", "user_password"]
+    user: str | None = None
+    password: SecretRefStr | None = None
+    separator: str = Field("*", min_length=1, max_length=1)
+
+    @model_validator(mode="after")
+    def _needs_admin(self) -> AdminLogin:
+        if self.method in ("master_user", "sasl_plain"):
+            missing = [n for n in ("user", "password") if not getattr(self, n)]
+            if missing:
+                raise ValueError(f"login method {self.method} needs {' and '.join(missing)}")
+        elif self.user or self.password:
+            raise ValueError("login method user_password takes each user's password from the user list; "
+                             "remove user/password here")
+        return self
+
+
+class ImapServer(TlsEndpoint):
+    type: Literal["imap"]
+    login: AdminLogin
+
+
+class EwsServer(Strict):
+    type: Literal["ews"]
+    #: EWS endpoint, e.g. https://mail.health.gov.bz/EWS/Exchange.asmx (required unless autodiscover).
+    url: str | None = None
+    autodiscover: bool = False
+    auth: Literal["ntlm", "basic"] = "ntlm"
+    #: impersonation (ApplicationImpersonation role) or delegate (full access granted per mailbox).
+    access: Literal["impersonation", "delegate"] = "impersonation"
+    user: str
+    password: SecretRefStr
+    ca_file: str | None = None
+    verify_certificate: bool = True
+    timeout: float = Field(120.0, gt=0, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError("must be an http:// or https:// URL of the EWS endpoint")
+        return value
+
+    @model_validator(mode="after")
+    def _url_or_autodiscover(self) -> EwsServer:
+        if not self.url and not self.autodiscover:
+            raise ValueError("give the EWS endpoint url, or set autodiscover: true")
+        return self
+
+
+class FolderRule(Strict):
+    """A project-file folder rule; applied in order, before the built-in mappings."""
+
+    match: Regex
+    rename: str | None = None
+    exclude: bool = False
+
+    @model_validator(mode="after")
+    def _one_action(self) -> FolderRule:
+        if bool(self.rename) == bool(self.exclude):
+            raise ValueError("a folder rule needs exactly one of rename or exclude: true")
+        return self
+
+
+class FolderPolicy(Strict):
+    rules: list[FolderRule] = []
+    #: Put every migrated folder under this destination folder (e.g. "Migrated").
+    prefix: str | None = None
+
+
+class Source(Strict):
+    """One ministry's mail server and its users."""
+
+    id: str
+    ministry: str = Field(min_length=1)
+    domains: list[str] = Field(min_length=1)
+    server: Annotated[ImapServer | EwsServer, Field(discriminator="type")]
+    #: CSV user list, relative to the project file.
+    users: str
+    #: Maximum simultaneous connections to this server.
+    connections: int = Field(4, ge=1, le=64)
+    #: Bandwidth cap for this source's link, e.g. "2 MB/s"; none by default.
+    bandwidth: int | str | None = None
+    folders: FolderPolicy = FolderPolicy()
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _SLUG_RE.match(value):
+            raise ValueError("must be a short lower-case name: letters, digits, '-' or '_' (e.g. health)")
+        return value
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        bad = [d for d in value if not _DOMAIN_RE.match(d.lower())]
+        if bad:
+            raise ValueError(f"not a mail domain: {', '.join(bad)}")
+        return [d.lower() for d in value]
+
+    @field_validator("bandwidth")
+    @classmethod
+    def _bandwidth(cls, value: int | str | None) -> int | None:
+        return None if value is None else parse_byte_rate(value)
+
+    @property
+    def bandwidth_bps(self) -> int | None:
+        return self.bandwidth  # type: ignore[return-value]  # normalised by the validator
+
+
+class CentralLogin(Strict):
+    method: Literal["master_user", "sasl_plain"]
+    user: str
+    password: SecretRefStr
+    separator: str = Field("*", min_length=1, max_length=1)
+
+
+class CentralImap(TlsEndpoint):
+    pass
+
+
+class CentralHost(Strict):
+    """The central IMAP host every mailbox moves to."""
+
+    imap: CentralImap
+    login: CentralLogin
+    #: Maximum simultaneous connections to the central host.
+    connections: int = Field(8, ge=1, le=256)
+    #: Folder rules applied to every source, after the source's own rules.
+    folders: FolderPolicy = FolderPolicy()
+
+
+class PilotPolicy(Strict):
+    #: Users with this flag in the user lists form the pilot wave.
+    flag: str = "pilot"
+    #: If nobody has the flag: this many of the smallest mailboxes of `from_source` are the pilot.
+    count: int = Field(5, ge=0, le=1000)
+    from_source: str | None = None
+
+
+class Window(Strict):
+    #: Start of the maintenance window, local time, "HH:MM".
+    start: str = "22:00"
+    hours: float = Field(6.0, gt=0, le=72)
+
+    @field_validator("start")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not re.match(r"^([01][0-9]|2[0-3]):[0-5][0-9]$", value):
+            raise ValueError("must be a time of day as HH:MM, e.g. 22:00")
+        return value
+
+
+class WavePolicy(Strict):
+    pilot: PilotPolicy = PilotPolicy()
+    max_mailboxes: int = Field(100, ge=1)
+    max_gb: float = Field(200.0, gt=0)
+    window: Window = Window()
+    #: Throughput assumed before any run has measured one, in MB/s.
+    default_rate_mb_s: float = Field(10.0, gt=0)
+
+
+class NameServer(Strict):
+    address: HostName
+    port: Port = 53
+
+
+class TsigKey(Strict):
+    name: str
+    algorithm: Literal["hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha1"] = "hmac-sha256"
+    secret: SecretRefStr
+
+
+class DnsTargets(Strict):
+    """What the ministry domains should point at after cut-over."""
+
+    mx: list[str] = Field(min_length=1)
+    spf: str | None = None
+    dmarc: str | None = None
+    autodiscover: str | None = None
+    imap_host: str | None = None
+    submission_host: str | None = None
+
+
+class DnsSection(Strict):
+    """Reserved for the DNS cut-over issue; validated when present."""
+
+    nameservers: list[NameServer] = Field(min_length=1)
+    tsig: TsigKey | None = None
+    targets: DnsTargets
+
+
+class SipSection(Strict):
+    """Reserved for the SIP issue; validated when present."""
+
+    registrar: HostName
+    port: Port = 5060
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    domain: str
+    ca_file: str | None = None
+    verify_certificate: bool = True
+
+
+class ProjectConfig(Strict):
+    version: Literal[1]
+    name: str = Field(min_length=1)
+    central: CentralHost
+    sources: list[Source] = Field(min_length=1)
+    waves: WavePolicy = WavePolicy()
+    dns: DnsSection | None = None
+    sip: SipSection | None = None
+
+
+@dataclass
+class Project:
+    """A loaded project file: the validated config plus where it came from."""
+
+    path: Path
+    config: ProjectConfig
+    warnings: list[Problem] = field(default_factory=list)
+    located: Located | None = field(default=None, repr=False)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def source(self, source_id: str) -> Source:
+        for source in self.config.sources:
+            if source.id == source_id:
+                return source
+        known = ", ".join(s.id for s in self.config.sources)
+        from migrate.core.errors import UsageError
+
+        raise UsageError(f"no source {source_id!r} in {self.path.name} (sources: {known})")
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+
+def _semantic_checks(config: ProjectConfig, located: Located, filename: str, base_dir: Path) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def at(path: tuple, message: str, severity: str = "error") -> None:
+        problems.append(Problem(filename, located.line_of(path), dotted(path), message, severity))
+
+    seen_ids: dict[str, int] = {}
+    seen_domains: dict[str, str] = {}
+    for i, source in enumerate(config.sources):
+        if source.id in seen_ids:
+            at(("sources", i, "id"), f"source id {source.id!r} is already used by sources[{seen_ids[source.id]}]")
+        seen_ids.setdefault(source.id, i)
+        for j, domain in enumerate(source.domains):
+            if domain in seen_domains and seen_domains[domain] != source.id:
+                at(("sources", i, "domains", j), f"domain {domain} is already listed by source {seen_domains[domain]}")
+            seen_domains.setdefault(domain, source.id)
+        users_path = Path(source.users).expanduser()
+        users_path = users_path if users_path.is_absolute() else base_dir / users_path
+        if not users_path.is_file():
+            at(("sources", i, "users"), f"user list {users_path} does not exist")
+        server = source.server
+        if server.ca_file:
+            ca = Path(server.ca_file).expanduser()
+            ca = ca if ca.is_absolute() else base_dir / ca
+            if not ca.is_file():
+                at(("sources", i, "server", "ca_file"), f"CA file {ca} does not exist")
+    central = config.central.imap
+    if central.ca_file:
+        ca = Path(central.ca_file).expanduser()
+        ca = ca if ca.is_absolute() else base_dir / ca
+        if not ca.is_file():
+            at(("central", "imap", "ca_file"), f"CA file {ca} does not exist")
+    pilot_source = config.waves.pilot.from_source
+    if pilot_source and pilot_source not in seen_ids:
+        at(("waves", "pilot", "from_source"), f"no source with id {pilot_source!r}")
+    return problems
+
+
+def secret_refs(config: ProjectConfig) -> list[tuple[tuple, str]]:
+    """Every secret reference in the project file with its path, for checks and resolution."""
+    refs: list[tuple[tuple, str]] = [(("central", "login", "password"), config.central.login.password)]
+    for i, source in enumerate(config.sources):
+        server = source.server
+        if isinstance(server, ImapServer):
+            if server.login.password:
+                refs.append((("sources", i, "server", "login", "password"), server.login.password))
+        else:
+            refs.append((("sources", i, "server", "password"), server.password))
+    if config.dns and config.dns.tsig:
+        refs.append((("dns", "tsig", "secret"), config.dns.tsig.secret))
+    return refs
+
+
+def check_secret_refs(project: Project, located: Located | None = None) -> list[Problem]:
+    """Warnings for references that do not resolve yet (``check`` must not fail on an unset variable)."""
+    from migrate.core.errors import SecretError
+    from migrate.core.secrets import resolve
+
+    problems = []
+    filename = str(project.path)
+    for path, ref in secret_refs(project.config):
+        if ref == "prompt":
+            continue
+        try:
+            resolve(SecretRef(ref), base_dir=project.base_dir, label=dotted(path))
+        except SecretError as exc:
+            line = located.line_of(path) if located else None
+            problems.append(Problem(filename, line, dotted(path), f"{exc.message.split(': ', 1)[-1]}",
+                                    "warning"))
+    return problems
+
+
+def load_project(path: Path) -> Project:
+    """Load and validate a project file; raises :class:`ValidationFailed` listing every problem."""
+    filename = str(path)
+    located = load_yaml_file(path)
+    problems = list(located.problems)
+    if located.data is None and problems:
+        raise ValidationFailed(filename, problems)
+    if not isinstance(located.data, dict):
+        raise ValidationFailed(filename, [Problem(filename, 1, "", "the project file must be a YAML mapping")])
+    config = None
+    try:
+        config = ProjectConfig.model_validate(located.data)
+    except ValidationError as exc:
+        problems.extend(pydantic_problems(exc, located, filename))
+    if config is not None:
+        problems.extend(_semantic_checks(config, located, filename, path.parent))
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or config is None:
+        raise ValidationFailed(filename, sorted(problems, key=lambda p: (p.line or 0, p.field)))
+    project = Project(path=path, config=config, located=located)
+    project.warnings = check_secret_refs(project, located)
+    return project

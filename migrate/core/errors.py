@@ -1,0 +1,154 @@
+"""Exceptions and the one exit-code table of govmigrate.
+
+Every error a user can cause is a ``MigrateError`` subclass carrying its exit code; the CLI's single
+error boundary turns it into a one-line message and that code. Keep this table in sync with the
+README.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit statuses (README: "Exit codes")."""
+
+    OK = 0
+    #: The command finished, but some items failed or were skipped (a mailbox, a message, a check).
+    PARTIAL = 1
+    #: Usage error, invalid project file, user list or plan file, or a command not yet available.
+    USAGE = 2
+    #: The workspace is missing, not a workspace, or its state store cannot be used.
+    WORKSPACE = 3
+    #: A server the whole command depends on (the central host) cannot be reached.
+    UNREACHABLE = 4
+    #: A server the whole command depends on refused the credentials.
+    AUTH = 5
+    #: A wave plan is not approved, or changed since it was approved.
+    NOT_APPROVED = 6
+    #: Another process holds the lock for this work (a wave run, a sync of the same mailbox).
+    LOCKED = 7
+    #: Pre-flight checks failed before any copying started.
+    PREFLIGHT = 8
+    #: A bug in govmigrate: an unexpected exception reached the error boundary.
+    INTERNAL = 70
+    #: Stopped by Ctrl-C or SIGTERM; state is consistent and re-running resumes.
+    INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding in a file a person wrote: where it is and what is wrong."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+    severity: str = "error"  # or "warning"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}:{field} {self.message}"
+
+
+class MigrateError(Exception):
+    """Base of every error govmigrate reports to its user."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(MigrateError):
+    exit_code = ExitCode.USAGE
+
+
+class NotYetAvailable(UsageError):
+    """A command group whose issue has not landed yet."""
+
+
+class ValidationFailed(UsageError):
+    """A project file, user list or plan file has problems; all of them are listed at once."""
+
+    def __init__(self, what: str, problems: list[Problem]) -> None:
+        errors = [p for p in problems if p.severity == "error"]
+        super().__init__(f"{what}: {len(errors)} problem{'s' if len(errors) != 1 else ''} found")
+        self.problems = problems
+
+
+class WorkspaceError(MigrateError):
+    exit_code = ExitCode.WORKSPACE
+
+
+class StoreError(WorkspaceError):
+    """The state store cannot be opened, is newer than this program, or is corrupt."""
+
+
+class SecretError(UsageError):
+    """A secret reference cannot be resolved (unset variable, unreadable or unsafe file)."""
+
+
+class ServerUnreachable(MigrateError):
+    exit_code = ExitCode.UNREACHABLE
+
+
+class AuthenticationFailed(MigrateError):
+    exit_code = ExitCode.AUTH
+
+
+class NotApproved(MigrateError):
+    exit_code = ExitCode.NOT_APPROVED
+
+
+class LockHeld(MigrateError):
+    exit_code = ExitCode.LOCKED
+
+
+class PreflightFailed(MigrateError):
+    exit_code = ExitCode.PREFLIGHT
+
+
+class Interrupted(MigrateError):
+    exit_code = ExitCode.INTERRUPTED
+
+
+class RemoteError(MigrateError):
+    """A server refused or failed one item of work (a mailbox, a folder, a message).
+
+    These are recorded with their reason and the work goes on; a command that met any exits 1.
+    ``transient`` errors are retried with back-off before they are recorded.
+    """
+
+    exit_code = ExitCode.PARTIAL
+    transient = False
+
+
+class TransientError(RemoteError):
+    """Connection reset, BYE, timeout or throttling: worth retrying after a pause."""
+
+    transient = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConnectFailed(RemoteError):
+    """The server could not be reached at all (refused, unreachable, DNS, timeout on connect)."""
+
+
+class TlsFailed(RemoteError):
+    """TLS failed: the certificate was not trusted, expired, or issued for another name."""
+
+
+class LoginFailed(RemoteError):
+    """The server refused the credentials (a permanent fault for that mailbox)."""
+
+
+class FolderFailed(RemoteError):
+    """One folder could not be read or written."""

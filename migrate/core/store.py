@@ -1,0 +1,644 @@
+"""The state store: one SQLite database per workspace, and the only module that speaks SQL.
+
+WAL mode, numbered schema migrations applied on open (``PRAGMA user_version``), file mode 0600. All
+writes of one step happen in one transaction (:meth:`Store.tx`), so a crash leaves the store at a step
+boundary. Secrets never reach it: no column holds a password or a secret reference's value.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from migrate.core.errors import StoreError
+from migrate.core.secrets import redact
+
+STATE_FILE = "state.db"
+
+MIGRATIONS: list[str] = [
+    # 1: the foundation schema.
+    """
+    CREATE TABLE sources (
+        id          TEXT PRIMARY KEY,
+        ministry    TEXT NOT NULL,
+        kind        TEXT NOT NULL,             -- imap | ews
+        domains     TEXT NOT NULL,             -- JSON list
+        updated_at  TEXT NOT NULL
+    );
+    CREATE TABLE mailboxes (
+        id              INTEGER PRIMARY KEY,
+        source_id       TEXT NOT NULL REFERENCES sources(id),
+        email           TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        login           TEXT NOT NULL,
+        display_name    TEXT NOT NULL DEFAULT '',
+        flags           TEXT NOT NULL DEFAULT '',   -- space separated: pilot vip skip
+        state           TEXT NOT NULL DEFAULT 'new',
+        state_reason    TEXT,
+        wave            TEXT,
+        last_sync_at    TEXT,
+        last_sync_result TEXT,
+        src_messages    INTEGER,
+        src_bytes       INTEGER,
+        copied_messages INTEGER NOT NULL DEFAULT 0,
+        copied_bytes    INTEGER NOT NULL DEFAULT 0,
+        failed_messages INTEGER NOT NULL DEFAULT 0,
+        updated_at      TEXT NOT NULL
+    );
+    CREATE INDEX mailboxes_source ON mailboxes(source_id);
+    CREATE INDEX mailboxes_wave ON mailboxes(wave);
+
+    CREATE TABLE probes (
+        source_id   TEXT PRIMARY KEY REFERENCES sources(id),
+        ok          INTEGER NOT NULL,
+        error       TEXT,
+        detail      TEXT NOT NULL,             -- JSON: TLS, capabilities, namespace, login method...
+        probed_at   TEXT NOT NULL
+    );
+    CREATE TABLE inventory (
+        mailbox_id  INTEGER PRIMARY KEY REFERENCES mailboxes(id) ON DELETE CASCADE,
+        ok          INTEGER NOT NULL,
+        error       TEXT,
+        messages    INTEGER,
+        bytes       INTEGER,
+        largest     INTEGER,
+        oldest      TEXT,
+        newest      TEXT,
+        quota_used  INTEGER,                   -- bytes
+        quota_limit INTEGER,                   -- bytes
+        folder_errors INTEGER NOT NULL DEFAULT 0,
+        measured_at TEXT NOT NULL
+    );
+    CREATE TABLE inventory_folders (
+        mailbox_id  INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        special_use TEXT,
+        messages    INTEGER,
+        bytes       INTEGER,
+        error       TEXT,
+        PRIMARY KEY (mailbox_id, name)
+    );
+
+    CREATE TABLE folders (
+        id                  INTEGER PRIMARY KEY,
+        mailbox_id          INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        source_name         TEXT NOT NULL,
+        dest_name           TEXT NOT NULL,
+        source_uidvalidity  INTEGER,
+        dest_uidvalidity    INTEGER,
+        source_uidnext      INTEGER,
+        source_modseq       INTEGER,
+        source_messages     INTEGER,
+        sync_state          TEXT,              -- EWS SyncFolderItems state
+        subscribed          INTEGER NOT NULL DEFAULT 0,
+        note                TEXT,              -- why the destination name differs, if it does
+        last_synced_at      TEXT,
+        UNIQUE (mailbox_id, source_name)
+    );
+    CREATE TABLE messages (
+        folder_id   INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+        src_uid     INTEGER,                   -- IMAP source UID
+        src_item    TEXT,                      -- EWS item id
+        dest_uid    INTEGER,
+        fingerprint TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        flags       TEXT NOT NULL DEFAULT '',  -- as last synced, space separated
+        state       TEXT NOT NULL,             -- pending | copied | failed
+        dest_uidnext_before INTEGER,           -- for pending rows: where the APPEND would land
+        error       TEXT
+    );
+    CREATE UNIQUE INDEX messages_by_uid ON messages(folder_id, src_uid) WHERE src_uid IS NOT NULL;
+    CREATE UNIQUE INDEX messages_by_item ON messages(folder_id, src_item) WHERE src_item IS NOT NULL;
+    CREATE INDEX messages_by_state ON messages(folder_id, state);
+
+    CREATE TABLE waves (
+        id          TEXT PRIMARY KEY,
+        position    INTEGER NOT NULL,
+        plan_file   TEXT NOT NULL,
+        plan_hash   TEXT,
+        approved_by TEXT,
+        approved_at TEXT,
+        state       TEXT NOT NULL DEFAULT 'planned',
+        updated_at  TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        id          INTEGER PRIMARY KEY,
+        wave        TEXT,
+        pass        TEXT,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        result      TEXT,
+        mailboxes   INTEGER NOT NULL DEFAULT 0,
+        messages    INTEGER NOT NULL DEFAULT 0,
+        bytes       INTEGER NOT NULL DEFAULT 0,
+        seconds     REAL
+    );
+    CREATE TABLE throughput (
+        id          INTEGER PRIMARY KEY,
+        source_id   TEXT NOT NULL,
+        measured_at TEXT NOT NULL,
+        messages    INTEGER NOT NULL,
+        bytes       INTEGER NOT NULL,
+        seconds     REAL NOT NULL
+    );
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY,
+        at      TEXT NOT NULL,
+        actor   TEXT NOT NULL,
+        object  TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        detail  TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_by_object ON events(object);
+    CREATE TRIGGER events_append_only_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+    CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def actor() -> str:
+    try:
+        return os.environ.get("GOVMIGRATE_ACTOR") or getpass.getuser()
+    except Exception:
+        return f"uid{os.getuid()}"
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    at: str
+    actor: str
+    object: str
+    action: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class MailboxRow:
+    id: int
+    source_id: str
+    email: str
+    login: str
+    display_name: str
+    flags: frozenset[str]
+    state: str
+    state_reason: str | None
+    wave: str | None
+    last_sync_at: str | None
+    last_sync_result: str | None
+    src_messages: int | None
+    src_bytes: int | None
+    copied_messages: int
+    copied_bytes: int
+    failed_messages: int
+
+
+@dataclass(frozen=True)
+class FolderState:
+    id: int
+    mailbox_id: int
+    source_name: str
+    dest_name: str
+    source_uidvalidity: int | None
+    dest_uidvalidity: int | None
+    source_uidnext: int | None
+    source_modseq: int | None
+    source_messages: int | None
+    sync_state: str | None
+    subscribed: bool
+    note: str | None
+    last_synced_at: str | None
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    src_uid: int | None
+    src_item: str | None
+    dest_uid: int | None
+    fingerprint: str
+    size: int
+    flags: str
+    state: str
+    dest_uidnext_before: int | None
+    error: str | None
+
+
+class Store:
+    """Open with :func:`open_store`. Thread-safe: one connection, serialised by a lock."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; nested calls join the outer one."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._conn
+                finally:
+                    self._depth -= 1
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    @property
+    def schema_version(self) -> int:
+        return self._query("PRAGMA user_version")[0][0]
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def add_event(self, obj: str, action: str, detail: str = "", *, who: str | None = None) -> None:
+        with self.tx() as c:
+            c.execute("INSERT INTO events(at, actor, object, action, detail) VALUES (?,?,?,?,?)",
+                      (now(), who or actor(), obj, action, redact(detail)))
+
+    def events(self, *, obj: str | None = None, since: str | None = None, limit: int | None = None,
+               newest_first: bool = False) -> list[Event]:
+        sql = "SELECT id, at, actor, object, action, detail FROM events WHERE 1=1"
+        params: list[Any] = []
+        if obj:
+            sql += " AND (object = ? OR object LIKE ?)"
+            params += [obj, f"{obj}/%"]
+        if since:
+            sql += " AND at >= ?"
+            params.append(since)
+        sql += " ORDER BY id DESC" if newest_first or limit else " ORDER BY id"
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = [Event(*r) for r in self._query(sql, params)]
+        if limit and not newest_first:
+            rows.reverse()
+        return rows
+
+    # -- sources and mailboxes ----------------------------------------------------------------------
+
+    def upsert_source(self, source_id: str, ministry: str, kind: str, domains: list[str]) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO sources(id, ministry, kind, domains, updated_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET ministry=excluded.ministry, kind=excluded.kind, "
+                "domains=excluded.domains, updated_at=excluded.updated_at",
+                (source_id, ministry, kind, json.dumps(domains), now()))
+
+    def sources(self) -> list[dict[str, Any]]:
+        return [dict(id=r[0], ministry=r[1], kind=r[2], domains=json.loads(r[3]))
+                for r in self._query("SELECT id, ministry, kind, domains FROM sources ORDER BY id")]
+
+    def upsert_mailbox(self, source_id: str, email: str, login: str, display_name: str,
+                       flags: Iterable[str]) -> int:
+        """Record a user-list entry; returns the mailbox id. Sync and plan state are left alone."""
+        flag_text = " ".join(sorted(flags))
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO mailboxes(source_id, email, login, display_name, flags, updated_at) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT(email) DO UPDATE SET source_id=excluded.source_id, "
+                "login=excluded.login, display_name=excluded.display_name, flags=excluded.flags, "
+                "updated_at=excluded.updated_at",
+                (source_id, email, login, display_name, flag_text, now()))
+            return c.execute("SELECT id FROM mailboxes WHERE email = ?", (email,)).fetchone()[0]
+
+    _MAILBOX_COLS = ("id, source_id, email, login, display_name, flags, state, state_reason, wave, "
+                     "last_sync_at, last_sync_result, src_messages, src_bytes, copied_messages, "
+                     "copied_bytes, failed_messages")
+
+    @staticmethod
+    def _mailbox(row: sqlite3.Row) -> MailboxRow:
+        values = list(row)
+        values[5] = frozenset(values[5].split())
+        return MailboxRow(*values)
+
+    def mailbox(self, email: str) -> MailboxRow | None:
+        rows = self._query(f"SELECT {self._MAILBOX_COLS} FROM mailboxes WHERE email = ?", (email,))
+        return self._mailbox(rows[0]) if rows else None
+
+    def mailbox_by_id(self, mailbox_id: int) -> MailboxRow | None:
+        rows = self._query(f"SELECT {self._MAILBOX_COLS} FROM mailboxes WHERE id = ?", (mailbox_id,))
+        return self._mailbox(rows[0]) if rows else None
+
+    def mailboxes(self, *, source_id: str | None = None, wave: str | None = None) -> list[MailboxRow]:
+        sql = f"SELECT {self._MAILBOX_COLS} FROM mailboxes WHERE 1=1"
+        params: list[Any] = []
+        if source_id:
+            sql += " AND source_id = ?"
+            params.append(source_id)
+        if wave:
+            sql += " AND wave = ?"
+            params.append(wave)
+        return [self._mailbox(r) for r in self._query(sql + " ORDER BY source_id, email", params)]
+
+    def find_mailboxes(self, text: str) -> list[MailboxRow]:
+        """Helpdesk lookup: exact email or login first, else part of a display name or address."""
+        exact = self._query(f"SELECT {self._MAILBOX_COLS} FROM mailboxes WHERE email = ? OR login = ? "
+                            "ORDER BY email", (text, text))
+        if exact:
+            return [self._mailbox(r) for r in exact]
+        like = f"%{text}%"
+        return [self._mailbox(r) for r in self._query(
+            f"SELECT {self._MAILBOX_COLS} FROM mailboxes WHERE display_name LIKE ? OR email LIKE ? "
+            "ORDER BY email", (like, like))]
+
+    def set_mailbox_state(self, mailbox_id: int, state: str, reason: str | None = None) -> None:
+        with self.tx() as c:
+            row = c.execute("SELECT email, state FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no mailbox with id {mailbox_id}")
+            c.execute("UPDATE mailboxes SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?",
+                      (state, reason, now(), mailbox_id))
+            if row[1] != state:
+                detail = f"{row[1]} -> {state}" + (f": {reason}" if reason else "")
+                self.add_event(f"mailbox/{row[0]}", "state", detail)
+
+    def set_mailbox_wave(self, mailbox_id: int, wave: str | None) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE mailboxes SET wave = ?, updated_at = ? WHERE id = ?", (wave, now(), mailbox_id))
+
+    def record_mailbox_sync(self, mailbox_id: int, *, result: str, src_messages: int, src_bytes: int,
+                            copied_messages: int, copied_bytes: int, failed_messages: int) -> None:
+        with self.tx() as c:
+            c.execute(
+                "UPDATE mailboxes SET last_sync_at=?, last_sync_result=?, src_messages=?, src_bytes=?, "
+                "copied_messages=?, copied_bytes=?, failed_messages=?, updated_at=? WHERE id=?",
+                (now(), result, src_messages, src_bytes, copied_messages, copied_bytes, failed_messages,
+                 now(), mailbox_id))
+
+    # -- inventory --------------------------------------------------------------------------------
+
+    def record_probe(self, source_id: str, ok: bool, error: str | None, detail: dict[str, Any]) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO probes(source_id, ok, error, detail, probed_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(source_id) DO UPDATE SET ok=excluded.ok, error=excluded.error, "
+                "detail=excluded.detail, probed_at=excluded.probed_at",
+                (source_id, int(ok), redact(error) if error else None, redact(json.dumps(detail)), now()))
+
+    def probe(self, source_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT ok, error, detail, probed_at FROM probes WHERE source_id = ?", (source_id,))
+        if not rows:
+            return None
+        ok, error, detail, at = rows[0]
+        return {"ok": bool(ok), "error": error, "detail": json.loads(detail), "probed_at": at}
+
+    def record_inventory(self, mailbox_id: int, *, ok: bool, error: str | None = None,
+                         messages: int | None = None, bytes_: int | None = None, largest: int | None = None,
+                         oldest: str | None = None, newest: str | None = None,
+                         quota_used: int | None = None, quota_limit: int | None = None,
+                         folders: Iterable[dict[str, Any]] = ()) -> None:
+        """Replace a mailbox's measurement (a re-run updates, never duplicates)."""
+        folders = list(folders)
+        folder_errors = sum(1 for f in folders if f.get("error"))
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO inventory(mailbox_id, ok, error, messages, bytes, largest, oldest, newest, "
+                "quota_used, quota_limit, folder_errors, measured_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(mailbox_id) DO UPDATE SET ok=excluded.ok, error=excluded.error, "
+                "messages=excluded.messages, bytes=excluded.bytes, largest=excluded.largest, "
+                "oldest=excluded.oldest, newest=excluded.newest, quota_used=excluded.quota_used, "
+                "quota_limit=excluded.quota_limit, folder_errors=excluded.folder_errors, "
+                "measured_at=excluded.measured_at",
+                (mailbox_id, int(ok), redact(error) if error else None, messages, bytes_, largest, oldest,
+                 newest, quota_used, quota_limit, folder_errors, now()))
+            c.execute("DELETE FROM inventory_folders WHERE mailbox_id = ?", (mailbox_id,))
+            c.executemany(
+                "INSERT INTO inventory_folders(mailbox_id, name, special_use, messages, bytes, error) "
+                "VALUES (?,?,?,?,?,?)",
+                [(mailbox_id, f["name"], f.get("special_use"), f.get("messages"), f.get("bytes"),
+                  redact(f["error"]) if f.get("error") else None) for f in folders])
+
+    def inventory(self, *, source_id: str | None = None) -> list[dict[str, Any]]:
+        """Every mailbox with its latest measurement (None fields where not measured)."""
+        sql = ("SELECT m.id, m.source_id, m.email, m.login, m.display_name, m.flags, i.ok, i.error, "
+               "i.messages, i.bytes, i.largest, i.oldest, i.newest, i.quota_used, i.quota_limit, "
+               "i.folder_errors, i.measured_at FROM mailboxes m LEFT JOIN inventory i ON i.mailbox_id = m.id")
+        params: list[Any] = []
+        if source_id:
+            sql += " WHERE m.source_id = ?"
+            params.append(source_id)
+        keys = ("mailbox_id", "source_id", "email", "login", "display_name", "flags", "ok", "error",
+                "messages", "bytes", "largest", "oldest", "newest", "quota_used", "quota_limit",
+                "folder_errors", "measured_at")
+        out = []
+        for row in self._query(sql + " ORDER BY m.source_id, m.email", params):
+            doc = dict(zip(keys, row, strict=True))
+            doc["flags"] = doc["flags"].split()
+            doc["ok"] = None if doc["ok"] is None else bool(doc["ok"])
+            out.append(doc)
+        return out
+
+    def inventory_folders(self, mailbox_id: int) -> list[dict[str, Any]]:
+        return [dict(name=r[0], special_use=r[1], messages=r[2], bytes=r[3], error=r[4])
+                for r in self._query("SELECT name, special_use, messages, bytes, error FROM inventory_folders "
+                                     "WHERE mailbox_id = ? ORDER BY name", (mailbox_id,))]
+
+    # -- sync state -------------------------------------------------------------------------------
+
+    _FOLDER_COLS = ("id, mailbox_id, source_name, dest_name, source_uidvalidity, dest_uidvalidity, "
+                    "source_uidnext, source_modseq, source_messages, sync_state, subscribed, note, "
+                    "last_synced_at")
+
+    def folders(self, mailbox_id: int) -> list[FolderState]:
+        return [FolderState(*r[:10], bool(r[10]), *r[11:]) for r in self._query(
+            f"SELECT {self._FOLDER_COLS} FROM folders WHERE mailbox_id = ? ORDER BY source_name", (mailbox_id,))]
+
+    def ensure_folder(self, mailbox_id: int, source_name: str, dest_name: str, *, subscribed: bool,
+                      note: str | None = None) -> FolderState:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO folders(mailbox_id, source_name, dest_name, subscribed, note) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(mailbox_id, source_name) DO UPDATE SET dest_name=excluded.dest_name, "
+                "subscribed=excluded.subscribed, note=excluded.note",
+                (mailbox_id, source_name, dest_name, int(subscribed), note))
+            row = c.execute(f"SELECT {self._FOLDER_COLS} FROM folders WHERE mailbox_id = ? AND source_name = ?",
+                            (mailbox_id, source_name)).fetchone()
+        return FolderState(*row[:10], bool(row[10]), *row[11:])
+
+    def update_folder(self, folder_id: int, **fields: Any) -> None:
+        allowed = {"source_uidvalidity", "dest_uidvalidity", "source_uidnext", "source_modseq",
+                   "source_messages", "sync_state", "last_synced_at", "dest_name", "note", "subscribed"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"unknown folder fields: {unknown}")
+        if not fields:
+            return
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.tx() as c:
+            c.execute(f"UPDATE folders SET {sets} WHERE id = ?", (*fields.values(), folder_id))
+
+    def forget_folder_messages(self, folder_id: int) -> None:
+        """Drop a folder's message records (its UIDVALIDITY changed); reconciliation rebuilds them."""
+        with self.tx() as c:
+            c.execute("DELETE FROM messages WHERE folder_id = ?", (folder_id,))
+
+    def delete_folder(self, folder_id: int) -> None:
+        with self.tx() as c:
+            c.execute("DELETE FROM messages WHERE folder_id = ?", (folder_id,))
+            c.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
+
+    _MSG_COLS = "src_uid, src_item, dest_uid, fingerprint, size, flags, state, dest_uidnext_before, error"
+
+    def message_records(self, folder_id: int) -> list[MessageRecord]:
+        return [MessageRecord(*r) for r in self._query(
+            f"SELECT {self._MSG_COLS} FROM messages WHERE folder_id = ?", (folder_id,))]
+
+    def record_pending(self, folder_id: int, rows: Iterable[tuple[int | None, str | None, str, int, str]],
+                       dest_uidnext_before: int | None) -> None:
+        """Before an APPEND: (src_uid, src_item, fingerprint, size, flags) per message, state pending."""
+        with self.tx() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO messages(folder_id, src_uid, src_item, fingerprint, size, flags, state, "
+                "dest_uidnext_before) VALUES (?,?,?,?,?,?, 'pending', ?)",
+                [(folder_id, uid, item, fp, size, flags, dest_uidnext_before)
+                 for uid, item, fp, size, flags in rows])
+
+    def record_copied(self, folder_id: int, rows: Iterable[tuple[int | None, str | None, int | None, str,
+                                                                   int, str]]) -> None:
+        """(src_uid, src_item, dest_uid, fingerprint, size, flags) per message now on the destination."""
+        with self.tx() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO messages(folder_id, src_uid, src_item, dest_uid, fingerprint, size, "
+                "flags, state) VALUES (?,?,?,?,?,?,?, 'copied')",
+                [(folder_id, uid, item, dest_uid, fp, size, flags)
+                 for uid, item, dest_uid, fp, size, flags in rows])
+
+    def record_failed(self, folder_id: int, src_uid: int | None, src_item: str | None, fingerprint: str,
+                      size: int, error: str) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO messages(folder_id, src_uid, src_item, fingerprint, size, state, error) "
+                "VALUES (?,?,?,?,?, 'failed', ?)", (folder_id, src_uid, src_item, fingerprint, size, redact(error)))
+
+    def update_message_flags(self, folder_id: int, rows: Iterable[tuple[str, int | None, str | None]]) -> None:
+        """(flags, src_uid, src_item) per message whose flags were carried over."""
+        with self.tx() as c:
+            c.executemany("UPDATE messages SET flags = ? WHERE folder_id = ? AND "
+                          "(src_uid = ? OR src_item = ?)",
+                          [(flags, folder_id, uid, item) for flags, uid, item in rows])
+
+    def delete_message_records(self, folder_id: int, src_uids: Iterable[int] = (),
+                               src_items: Iterable[str] = ()) -> None:
+        with self.tx() as c:
+            c.executemany("DELETE FROM messages WHERE folder_id = ? AND src_uid = ?",
+                          [(folder_id, u) for u in src_uids])
+            c.executemany("DELETE FROM messages WHERE folder_id = ? AND src_item = ?",
+                          [(folder_id, i) for i in src_items])
+
+    def failed_messages(self, mailbox_id: int) -> list[dict[str, Any]]:
+        return [dict(folder=r[0], src_uid=r[1], src_item=r[2], size=r[3], error=r[4]) for r in self._query(
+            "SELECT f.source_name, m.src_uid, m.src_item, m.size, m.error FROM messages m "
+            "JOIN folders f ON f.id = m.folder_id WHERE f.mailbox_id = ? AND m.state = 'failed' "
+            "ORDER BY f.source_name, m.src_uid", (mailbox_id,))]
+
+    def record_throughput(self, source_id: str, messages: int, bytes_: int, seconds: float) -> None:
+        with self.tx() as c:
+            c.execute("INSERT INTO throughput(source_id, measured_at, messages, bytes, seconds) VALUES (?,?,?,?,?)",
+                      (source_id, now(), messages, bytes_, seconds))
+
+    def throughput(self, source_id: str | None = None) -> tuple[int, int, float]:
+        """Total (messages, bytes, seconds) measured, for rate estimates."""
+        sql = "SELECT COALESCE(SUM(messages),0), COALESCE(SUM(bytes),0), COALESCE(SUM(seconds),0) FROM throughput"
+        rows = self._query(sql + (" WHERE source_id = ?" if source_id else ""), (source_id,) if source_id else ())
+        return rows[0][0], rows[0][1], rows[0][2]
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{path} has schema version {version}, newer than this govmigrate understands "
+                         f"({SCHEMA_VERSION}); upgrade govmigrate")
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _split_sql(MIGRATIONS[number - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit behind our back)."""
+    statements, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements
+
+
+def open_store(path: Path, *, create: bool = False) -> Store:
+    """Open (or with ``create``, create) the state store and bring its schema up to date."""
+    if not path.exists():
+        if not create:
+            raise StoreError(f"no state store at {path}; is this a govmigrate workspace? (govmigrate init DIR)")
+        # Create the file 0600 before SQLite touches it, so it is never readable by others.
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+    try:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 30000")
+        _migrate(conn, path)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot use state store {path}: {exc}")
+    for suffix in ("-wal", "-shm"):
+        side = Path(str(path) + suffix)
+        if side.exists():
+            try:
+                os.chmod(side, 0o600)
+            except OSError:
+                pass
+    return Store(path, conn)

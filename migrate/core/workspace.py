@@ -1,0 +1,103 @@
+"""The migration workspace: a directory holding the project file, the state store, plans and reports."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from migrate.core.config import PROJECT_FILE, Project, load_project
+from migrate.core.errors import WorkspaceError
+from migrate.core.store import STATE_FILE, Store, open_store
+
+EXAMPLE_USERS = {
+    "users/health.csv": (
+        "email,login,display_name,password,flags\n"
+        "# One row per mailbox. login: the user's login on the ministry server (default: the email).\n"
+        "# flags: pilot (first wave), vip (white-glove wave), skip (do not migrate).\n"
+        "maria.gonzalez@health.gov.bz,mgonzalez,María González,,pilot\n"
+        "john.smith@health.gov.bz,jsmith,John Smith,,\n"
+        "minister@health.gov.bz,minister,Hon. Minister of Health,,vip\n"
+    ),
+    "users/finance.csv": (
+        "email,login,display_name,password,flags\n"
+        "anne.young@finance.gov.bz,anne.young@finance.gov.bz,Anne Young,,pilot\n"
+        "peter.chan@finance.gov.bz,peter.chan@finance.gov.bz,Peter Chan,,\n"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def project_file(self) -> Path:
+        return self.root / PROJECT_FILE
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / STATE_FILE
+
+    @property
+    def plans_dir(self) -> Path:
+        return self.root / "plans"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / ".locks"
+
+    def load_project(self) -> Project:
+        return load_project(self.project_file)
+
+    def open_store(self) -> Store:
+        return open_store(self.state_file)
+
+
+def example_project_text() -> str:
+    return resources.files("migrate.core").joinpath("example_migration.yaml").read_text(encoding="utf-8")
+
+
+def init_workspace(root: Path) -> Workspace:
+    """Create a workspace with a commented example project; refuses to touch an existing one."""
+    root = root.expanduser()
+    ws = Workspace(root)
+    for existing in (ws.project_file, ws.state_file):
+        if existing.exists():
+            raise WorkspaceError(f"{root} is already a govmigrate workspace ({existing.name} exists); "
+                                 "nothing was changed")
+    if root.exists() and not root.is_dir():
+        raise WorkspaceError(f"{root} exists and is not a directory")
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in (ws.plans_dir, ws.reports_dir, root / "users"):
+        sub.mkdir(exist_ok=True)
+    ws.project_file.write_text(example_project_text(), encoding="utf-8")
+    for rel, text in EXAMPLE_USERS.items():
+        target = root / rel
+        if not target.exists():
+            target.write_text(text, encoding="utf-8")
+    store = open_store(ws.state_file, create=True)
+    try:
+        store.add_event("workspace", "init", f"created {root}")
+    finally:
+        store.close()
+    return ws
+
+
+def open_workspace(root: Path) -> Workspace:
+    ws = Workspace(root.expanduser())
+    if not ws.root.is_dir():
+        raise WorkspaceError(f"workspace directory {ws.root} does not exist (create one with: govmigrate init DIR)")
+    if not ws.project_file.exists():
+        raise WorkspaceError(f"{ws.root} is not a govmigrate workspace: no {PROJECT_FILE} "
+                             "(create one with: govmigrate init DIR, or pass --workspace)")
+    return ws
+
+
+def default_workspace_dir() -> Path:
+    return Path(os.environ.get("GOVMIGRATE_WORKSPACE") or ".")

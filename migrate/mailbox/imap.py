@@ -1,0 +1,274 @@
+"""IMAP connections: TLS set-up and verification, the three ways of logging into a user's mailbox, and the
+translation of socket, TLS and protocol failures into govmigrate's error types.
+
+Used by every IMAP-speaking part: the inventory probe, the sync engine's source and destination, and
+verification. imapclient does the protocol; this module decides how to connect and what a failure means.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+import socket
+import ssl
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient import exceptions as imapclient_errors
+
+from migrate.core.config import AdminLogin, CentralHost, ImapServer, Project, TlsEndpoint
+from migrate.core.errors import (
+    ConnectFailed,
+    LoginFailed,
+    RemoteError,
+    TlsFailed,
+    TransientError,
+)
+from migrate.core.secrets import Secret, SecretRef, redact, resolve
+
+log = logging.getLogger(__name__)
+
+#: Capabilities that matter for a migration, in the order the inventory shows them.
+MIGRATION_CAPABILITIES = ("IMAP4REV1", "IMAP4REV2", "UIDPLUS", "LITERAL+", "LITERAL-", "MULTIAPPEND",
+                          "SPECIAL-USE", "NAMESPACE", "STATUS=SIZE", "LIST-STATUS", "QUOTA", "ID", "CONDSTORE",
+                          "QRESYNC", "COMPRESS=DEFLATE", "ENABLE", "UTF8=ACCEPT", "MOVE", "BINARY")
+SPECIAL_USE = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where an IMAP server is and how to check its TLS; built from the project file."""
+
+    host: str
+    port: int
+    tls: str  # implicit | starttls | none
+    ca_file: Path | None
+    verify: bool
+    timeout: float
+    label: str
+
+    @classmethod
+    def from_config(cls, cfg: TlsEndpoint, *, base_dir: Path, label: str) -> Endpoint:
+        ca = None
+        if cfg.ca_file:
+            ca = Path(cfg.ca_file).expanduser()
+            ca = ca if ca.is_absolute() else base_dir / ca
+        return cls(cfg.host, cfg.effective_port, cfg.tls, ca, cfg.verify_certificate, cfg.timeout, label)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to log into a user's mailbox: master user, SASL PLAIN authorization identity, or own password."""
+
+    method: str  # master_user | sasl_plain | user_password
+    admin_user: str | None = None
+    admin_password: Secret | None = None
+    separator: str = "*"
+
+
+@dataclass
+class Session:
+    """A logged-in IMAP session with what the migration needs to know about the server."""
+
+    client: IMAPClient
+    endpoint: Endpoint
+    login: str
+    capabilities: frozenset[str]
+    separator: str = "/"
+    prefix: str = ""
+    greeting: str = ""
+    tls: dict[str, Any] = field(default_factory=dict)
+
+    def has(self, capability: str) -> bool:
+        return capability.upper() in self.capabilities
+
+    def close(self) -> None:
+        try:
+            self.client.logout()
+        except Exception:
+            try:
+                self.client.shutdown()
+            except Exception:
+                pass
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
+    """Verified by default; unverified only when the project file says so for this host."""
+    if endpoint.verify:
+        ctx = ssl.create_default_context(cafile=str(endpoint.ca_file) if endpoint.ca_file else None)
+    else:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def describe_failure(exc: BaseException, endpoint: Endpoint) -> RemoteError:
+    """Map any exception from connecting or talking to a server onto a govmigrate error with a reason."""
+    where = f"{endpoint.label} ({endpoint.host}:{endpoint.port})"
+    if isinstance(exc, RemoteError):
+        return exc
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message or exc.reason or str(exc)
+        return TlsFailed(f"{where}: TLS certificate refused: {reason}")
+    if isinstance(exc, ssl.SSLError):
+        return TlsFailed(f"{where}: TLS failed: {exc.reason or exc}")
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectFailed(f"{where}: connection refused (nothing listening)")
+    if isinstance(exc, socket.gaierror):
+        return ConnectFailed(f"{where}: host name not found ({exc.strerror})")
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return TransientError(f"{where}: timed out")
+    if isinstance(exc, imapclient_errors.LoginError):
+        return LoginFailed(f"{where}: login refused: {_server_text(exc)}")
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, EOFError, imaplib.IMAP4.abort)):
+        return TransientError(f"{where}: connection lost: {_server_text(exc) or type(exc).__name__}")
+    if isinstance(exc, OSError):
+        return ConnectFailed(f"{where}: {exc.strerror or exc}")
+    if isinstance(exc, (imaplib.IMAP4.error, imapclient_errors.IMAPClientError)):
+        return RemoteError(f"{where}: server said: {_server_text(exc)}")
+    return RemoteError(f"{where}: {type(exc).__name__}: {redact(str(exc))}")
+
+
+def _server_text(exc: BaseException) -> str:
+    text = str(exc)
+    for prefix in ("b'", 'b"'):
+        text = text.replace(prefix, "")
+    return redact(text.strip("'\" []"))
+
+
+def connect(endpoint: Endpoint) -> IMAPClient:
+    """Open the connection (TLS as configured), not yet logged in."""
+    try:
+        if endpoint.tls == "implicit":
+            client = IMAPClient(endpoint.host, port=endpoint.port, ssl=True, ssl_context=tls_context(endpoint),
+                                timeout=endpoint.timeout)
+        else:
+            client = IMAPClient(endpoint.host, port=endpoint.port, ssl=False, timeout=endpoint.timeout)
+            if endpoint.tls == "starttls":
+                if not client.has_capability("STARTTLS"):
+                    client.shutdown()
+                    raise TlsFailed(f"{endpoint.label} ({endpoint.host}:{endpoint.port}): the server does not "
+                                    "offer STARTTLS; refusing to send credentials in clear text")
+                client.starttls(tls_context(endpoint))
+        client.normalise_times = False
+        return client
+    except Exception as exc:
+        raise describe_failure(exc, endpoint)
+
+
+def tls_details(client: IMAPClient) -> dict[str, Any]:
+    """TLS version, cipher and the server certificate's subject, issuer, expiry and names."""
+    sock = client.socket()
+    if not isinstance(sock, ssl.SSLSocket):
+        return {"tls": False}
+    details: dict[str, Any] = {"tls": True, "version": sock.version(), "cipher": (sock.cipher() or ("",))[0]}
+    der = sock.getpeercert(binary_form=True)
+    if der:
+        from cryptography import x509
+
+        cert = x509.load_der_x509_certificate(der)
+        details["subject"] = cert.subject.rfc4514_string()
+        details["issuer"] = cert.issuer.rfc4514_string()
+        not_after = cert.not_valid_after_utc
+        details["not_after"] = not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+        details["days_left"] = (not_after - datetime.now(UTC)).days
+        details["self_signed"] = cert.issuer == cert.subject
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            details["names"] = [str(n.value) for n in san]
+        except x509.ExtensionNotFound:
+            details["names"] = []
+    return details
+
+
+def authenticate(client: IMAPClient, creds: Credentials, user_login: str, user_password: Secret | None,
+                 endpoint: Endpoint) -> None:
+    try:
+        if creds.method == "master_user":
+            assert creds.admin_password is not None
+            client.login(f"{user_login}{creds.separator}{creds.admin_user}", creds.admin_password.reveal())
+        elif creds.method == "sasl_plain":
+            assert creds.admin_password is not None
+            client.plain_login(creds.admin_user, creds.admin_password.reveal(), authorization_identity=user_login)
+        else:
+            if user_password is None:
+                raise LoginFailed(f"{endpoint.label}: no password for {user_login} in the user list")
+            client.login(user_login, user_password.reveal())
+    except Exception as exc:
+        raise describe_failure(exc, endpoint)
+
+
+def open_session(endpoint: Endpoint, creds: Credentials, user_login: str,
+                 user_password: Secret | None = None, *, want_tls_details: bool = False) -> Session:
+    """Connect and log into ``user_login``'s mailbox; learn capabilities, separator and namespace."""
+    client = connect(endpoint)
+    try:
+        greeting = client.welcome.decode(errors="replace") if isinstance(client.welcome, bytes) else ""
+        tls = tls_details(client) if want_tls_details else {}
+        authenticate(client, creds, user_login, user_password, endpoint)
+        caps = frozenset(c.decode().upper() for c in client.capabilities())
+        session = Session(client, endpoint, user_login, caps, greeting=greeting, tls=tls)
+        _learn_namespace(session)
+        return session
+    except BaseException as exc:
+        try:
+            client.shutdown()
+        except Exception:
+            pass
+        if isinstance(exc, Exception):
+            raise describe_failure(exc, endpoint)
+        raise
+
+
+def _learn_namespace(session: Session) -> None:
+    client = session.client
+    if session.has("NAMESPACE"):
+        personal = client.namespace().personal
+        if personal:
+            prefix, sep = personal[0]
+            session.prefix = prefix or ""
+            session.separator = sep or "/"
+            return
+    # No NAMESPACE: ask LIST "" "" for the separator and guess the prefix from INBOX's children.
+    listing = client.list_folders("", "")
+    if listing and listing[0][1]:
+        session.separator = listing[0][1].decode() if isinstance(listing[0][1], bytes) else listing[0][1]
+    names = [name for _, _, name in client.list_folders()]
+    sep = session.separator
+    if names and all(n == "INBOX" or n.startswith(f"INBOX{sep}") for n in names) and len(names) > 1:
+        session.prefix = f"INBOX{sep}"
+
+
+def credentials_for_source(server: ImapServer, project: Project) -> Credentials:
+    return _credentials(server.login, project, f"source {server.host} login password")
+
+
+def credentials_for_central(central: CentralHost, project: Project) -> Credentials:
+    return _credentials(central.login, project, "central host login password")
+
+
+def _credentials(login: AdminLogin | Any, project: Project, label: str) -> Credentials:
+    password = None
+    if login.password:
+        password = resolve(SecretRef(login.password), base_dir=project.base_dir, label=label)
+    return Credentials(login.method, login.user, password, getattr(login, "separator", "*"))
+
+
+def imap_date(value: Any) -> datetime | None:
+    """INTERNALDATE as an aware UTC datetime (imapclient gives aware datetimes with normalise_times off)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

@@ -1,0 +1,1 @@
+"""Wave plans: the planner, the plan file schema and its validation."""

@@ -1,0 +1,1 @@
+"""Reports: data assembly from the state store, and its terminal, CSV, JSON and HTML renderings."""

@@ -1,0 +1,1 @@
+"""VOIP: PBX inventory readers and the SIP probe (a later issue)."""

@@ -1,0 +1,76 @@
+"""Shared fixtures: the real-server test lab and a CLI runner that checks exit codes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from migrate.cli.main import cli
+from tests.lab import scenario
+from tests.lab.scenario import Lab
+
+
+@pytest.fixture(scope="session")
+def lab_sources():
+    """Both Dovecot ministry sources with their corpora; read-only for tests (session-wide)."""
+    sources = scenario.start_sources(scenario.make_corpora())
+    yield sources
+    for source in sources.values():
+        source.server.cleanup()
+
+
+@pytest.fixture
+def central_server():
+    """A fresh, empty central host for each test."""
+    server = scenario.start_central()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def lab(lab_sources, central_server) -> Lab:
+    return Lab(dict(lab_sources), central_server)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, lab: Lab) -> Path:
+    """A workspace whose project file points at the lab's sources and central host."""
+    ws = tmp_path / "ws"
+    scenario.write_workspace(ws, lab)
+    return ws
+
+
+class Runner:
+    """Runs govmigrate in-process. ``expect`` is the exit code the test expects (default 0): a command that
+    exits otherwise fails the test with its output, as httpie's test helper does."""
+
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, expect: int | None = 0, env: dict[str, str] | None = None,
+                 input: str | None = None) -> Result:
+        result = self.runner.invoke(cli, [str(a) for a in args], env=env, input=input, catch_exceptions=False)
+        if expect is not None and result.exit_code != expect:
+            raise AssertionError(
+                f"govmigrate {' '.join(map(str, args))} exited {result.exit_code}, expected {expect}\n"
+                f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}")
+        return result
+
+
+@pytest.fixture
+def govmigrate() -> Runner:
+    return Runner()
+
+
+@pytest.fixture
+def example_workspace(tmp_path: Path, govmigrate: Runner) -> Path:
+    ws = tmp_path / "example"
+    govmigrate("init", ws)
+    return ws
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst)

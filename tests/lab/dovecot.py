@@ -1,0 +1,379 @@
+"""Dovecot IMAP servers for the lab, each in its own temporary directory on a free 127.0.0.1 port.
+
+Three shapes cover what the migration meets:
+
+* ``modern_source``: a ministry server with ``/`` separator, SPECIAL-USE folders, a master user and quota;
+* ``legacy_source``: laid out like many older (Courier-style) servers: ``.`` separator, everything under
+  ``INBOX.``, no SPECIAL-USE, and a short capability list (no STATUS=SIZE, LIST-STATUS, CONDSTORE);
+* ``central``: the central host on mdbox, with special-use Sent, Drafts, Trash, Junk and Archive
+  auto-created, a master user and quota.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import pwd
+import shutil
+import socket
+import ssl
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imapclient.imap_utf7 import encode as utf7_encode
+
+from tests.lab.base import LOOPBACK, LabError, ServerProcess, free_port, lab_tempdir, wait_for_port, which
+from tests.lab.certs import CertFiles
+from tests.lab.corpus import CorpusMailbox
+
+LEGACY_CAPABILITY = "IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE IDLE NAMESPACE UIDPLUS CHILDREN"
+
+
+@dataclass
+class DovecotConfig:
+    name: str
+    separator: str = "/"
+    prefix: str = ""
+    storage: str = "maildir"                       # maildir | mdbox
+    master_user: str | None = "migrator"
+    master_password: str | None = "lab-master-secret"
+    #: special-use attribute → folder name; declared in the config (auto-created when ``autocreate``).
+    special_use: dict[str, str] = field(default_factory=dict)
+    autocreate: bool = False
+    #: Advertise only these capabilities after login (an older server's look).
+    capability: str | None = None
+    quota_bytes: int | None = 10 * 1024**3
+    max_mail_size: int | None = None               # refuse APPEND of bigger messages (central host)
+    tls: CertFiles | None = None                   # adds an implicit-TLS listener
+
+
+def modern_source(name: str = "health", **kw) -> DovecotConfig:
+    return DovecotConfig(name=name, separator="/", prefix="",
+                         special_use={"\\Sent": "Sent", "\\Drafts": "Drafts", "\\Trash": "Trash",
+                                      "\\Junk": "Junk", "\\Archive": "Archive"}, **kw)
+
+
+def legacy_source(name: str = "education", **kw) -> DovecotConfig:
+    return DovecotConfig(name=name, separator=".", prefix="INBOX.", capability=LEGACY_CAPABILITY, **kw)
+
+
+def central(name: str = "central", **kw) -> DovecotConfig:
+    kw.setdefault("storage", "mdbox")
+    return DovecotConfig(name=name, separator="/", prefix="", autocreate=True,
+                         special_use={"\\Sent": "Sent", "\\Drafts": "Drafts", "\\Trash": "Trash",
+                                      "\\Junk": "Junk", "\\Archive": "Archive"}, **kw)
+
+
+class DovecotServer:
+    """One running Dovecot. ``users`` maps login → password (passwd-file, re-read on change)."""
+
+    def __init__(self, config: DovecotConfig, users: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.users: dict[str, str] = dict(users or {})
+        self.root = lab_tempdir(f"dovecot-{config.name}")
+        self.port = free_port()
+        self.tls_port = free_port() if config.tls else None
+        self.process: ServerProcess | None = None
+        self._mail_uid, self._mail_gid, self._internal, self._login_user = self._accounts()
+
+    # -- configuration --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _accounts() -> tuple[int, int, str, str]:
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            for account in ("dovecot", "dovenull"):
+                try:
+                    pwd.getpwnam(account)
+                except KeyError:
+                    raise LabError(f"system user {account} is missing; reinstall dovecot-core")
+            return nobody.pw_uid, nobody.pw_gid, "dovecot", "dovenull"
+        me = pwd.getpwuid(os.geteuid())
+        return me.pw_uid, me.pw_gid, me.pw_name, me.pw_name
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "dovecot.log"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.root / "dovecot.conf"
+
+    def _mail_location(self) -> str:
+        mail = self.root / "mail" / "%u"
+        if self.config.storage == "mdbox":
+            return f"mdbox:{mail}"
+        if self.config.separator == "/":
+            # fs layout lets folder names contain dots; DIRNAME keeps them apart from cur/new/tmp.
+            return f"maildir:{mail}:LAYOUT=fs:DIRNAME=mBoX-dAtA"
+        return f"maildir:{mail}"
+
+    def _render(self) -> str:
+        c = self.config
+        special = ""
+        for attr, name in c.special_use.items():
+            auto = "subscribe" if c.autocreate else "no"
+            special += f'  mailbox "{name}" {{\n    special_use = {attr}\n    auto = {auto}\n  }}\n'
+        passdbs = ""
+        if c.master_user:
+            passdbs += (f"passdb {{\n  driver = passwd-file\n  args = {self.root}/master-users\n"
+                        "  master = yes\n  result_success = continue\n}\n")
+        passdbs += f"passdb {{\n  driver = passwd-file\n  args = {self.root}/users\n}}\n"
+        quota = ""
+        plugins = ""
+        if c.quota_bytes or c.max_mail_size:
+            plugins = "mail_plugins = $mail_plugins quota\n"
+            rule = f"*:storage={c.quota_bytes}B" if c.quota_bytes else "*:storage=0"
+            quota = ("plugin {\n  quota = count:User quota\n  quota_vsizes = yes\n"
+                     f"  quota_rule = {rule}\n")
+            if c.max_mail_size:
+                quota += f"  quota_max_mail_size = {c.max_mail_size}\n"
+            quota += "}\n"
+        imap_plugins = "  mail_plugins = $mail_plugins imap_quota\n" if plugins else ""
+        capability = f"  imap_capability = {c.capability}\n" if c.capability else ""
+        tls = "ssl = no\n"
+        tls_listener = "  inet_listener imaps {\n    port = 0\n  }\n"
+        if c.tls:
+            tls = (f"ssl = yes\nssl_cert = <{c.tls.cert}\nssl_key = <{c.tls.key}\n"
+                   "ssl_min_protocol = TLSv1.2\n")
+            tls_listener = (f"  inet_listener imaps {{\n    address = {LOOPBACK}\n    port = {self.tls_port}\n"
+                            "    ssl = yes\n  }\n")
+        return f"""# generated by the govmigrate test lab
+base_dir = {self.root}/run
+state_dir = {self.root}/state
+instance_name = govlab-{c.name}-{self.port}
+log_path = {self.log_path}
+protocols = imap
+listen = {LOOPBACK}
+{tls}disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_master_user_separator = *
+auth_cache_size = 0
+default_internal_user = {self._internal}
+default_login_user = {self._login_user}
+mail_uid = {self._mail_uid}
+mail_gid = {self._mail_gid}
+first_valid_uid = 1
+first_valid_gid = 1
+mail_location = {self._mail_location()}
+mailbox_list_index = yes
+{plugins}namespace inbox {{
+  inbox = yes
+  separator = {c.separator}
+  prefix = {c.prefix}
+{special}}}
+{passdbs}userdb {{
+  driver = passwd-file
+  args = {self.root}/users
+  default_fields = home={self.root}/home/%u
+}}
+protocol imap {{
+  mail_max_userip_connections = 500
+{imap_plugins}{capability}}}
+{quota}service imap-login {{
+  inet_listener imap {{
+    address = {LOOPBACK}
+    port = {self.port}
+  }}
+{tls_listener}  process_min_avail = 2
+  service_count = 0
+}}
+service imap {{
+  process_limit = 1024
+}}
+service stats {{
+  unix_listener stats-reader {{
+    mode = 0666
+  }}
+  unix_listener stats-writer {{
+    mode = 0666
+  }}
+}}
+"""
+
+    def _write_users(self) -> None:
+        lines = [f"{login}:{{PLAIN}}{password}::::::" for login, password in self.users.items()]
+        path = self.root / "users"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.chmod(0o644)
+        tmp.replace(path)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def start(self) -> DovecotServer:
+        c = self.config
+        binary = which("dovecot", "dovecot-imapd")
+        for sub in ("run", "state", "mail", "home"):
+            (self.root / sub).mkdir(exist_ok=True)
+        for sub in ("mail", "home"):
+            os.chown(self.root / sub, self._mail_uid, self._mail_gid)
+        self._write_users()
+        if c.master_user:
+            (self.root / "master-users").write_text(f"{c.master_user}:{{PLAIN}}{c.master_password}\n")
+        self.conf_path.write_text(self._render())
+        self.process = ServerProcess([binary, "-F", "-c", str(self.conf_path)], log=self.log_path,
+                                     what=f"dovecot ({c.name})")
+        wait_for_port(self.port, proc=self.process.proc, log=self.log_path, what=f"dovecot ({c.name})",
+                      greeting=b"* OK")
+        if self.tls_port:
+            wait_for_port(self.tls_port, proc=self.process.proc, log=self.log_path, what=f"dovecot ({c.name}) TLS")
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+            self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> DovecotServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    # -- helpers for tests --------------------------------------------------------------------------
+
+    def add_user(self, login: str, password: str) -> None:
+        self.users[login] = password
+        self._write_users()
+
+    def server_name(self, path: tuple[str, ...]) -> str:
+        if path == ("INBOX",):
+            return "INBOX"
+        return self.config.prefix + self.config.separator.join(path)
+
+    def connect(self, login: str, *, as_master: bool = True) -> imaplib.IMAP4:
+        """A plain imaplib session for this user: the lab's own independent view of the server."""
+        conn = imaplib.IMAP4(LOOPBACK, self.port, timeout=60)
+        if as_master and self.config.master_user:
+            conn.login(f"{login}*{self.config.master_user}", self.config.master_password)
+        else:
+            conn.login(login, self.users[login])
+        return conn
+
+    def doveadm(self, *args: str) -> str:
+        binary = which("doveadm", "dovecot-core")
+        result = subprocess.run([binary, "-c", str(self.conf_path), *args], capture_output=True, text=True,
+                                timeout=60)
+        if result.returncode != 0:
+            raise LabError(f"doveadm {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def kick(self, login: str) -> None:
+        """Disconnect every session of a user (the server sends BYE): a transient fault."""
+        self.doveadm("kick", login)
+
+    def folder_dir(self, login: str, path: tuple[str, ...]) -> Path:
+        """The on-disk directory of a maildir folder (to break it on purpose)."""
+        base = self.root / "mail" / login
+        if self.config.storage != "maildir":
+            raise LabError("folder_dir is for maildir storage")
+        if path == ("INBOX",):
+            return base if self.config.separator == "." else base / "INBOX"
+        if self.config.separator == "/":
+            return base.joinpath(*path)
+        return base / ("." + ".".join(path))
+
+    # -- corpus ---------------------------------------------------------------------------------------
+
+    def load(self, mailboxes: list[CorpusMailbox]) -> None:
+        """Create users, folders and subscriptions, and APPEND every message with flags and date."""
+        for box in mailboxes:
+            self.users[box.login] = box.password
+        self._write_users()
+        for box in mailboxes:
+            load_mailbox(self, box)
+
+
+def _quote(name: str) -> bytes:
+    encoded = utf7_encode(name)
+    return b'"' + encoded.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def _imap_date(when) -> bytes:
+    return when.strftime('"%d-%b-%Y %H:%M:%S %z"').encode()
+
+
+def load_mailbox(server: DovecotServer, box: CorpusMailbox) -> None:
+    """Pipelined APPENDs with LITERAL+ over a raw socket: fast, and independent of govmigrate's code."""
+    sock = socket.create_connection((LOOPBACK, server.port), timeout=120)
+    reader = sock.makefile("rb")
+    tag_no = 0
+
+    def send(line: bytes) -> str:
+        nonlocal tag_no
+        tag_no += 1
+        tag = f"L{tag_no}"
+        sock.sendall(tag.encode() + b" " + line + b"\r\n")
+        return tag
+
+    def wait(tag: str) -> bytes:
+        while True:
+            line = reader.readline()
+            if not line:
+                raise LabError(f"dovecot closed the connection while loading {box.login}")
+            if line.startswith(tag.encode() + b" "):
+                if not line.split(b" ", 2)[1] == b"OK":
+                    raise LabError(f"loading {box.login}: {line.decode(errors='replace').strip()}")
+                return line
+            if line.rstrip().endswith(b"}"):  # a literal in an untagged response: skip it
+                size = int(line.rstrip()[line.rstrip().rindex(b"{") + 1:-1])
+                reader.read(size)
+
+    reader.readline()  # greeting
+    user = f"{box.login}*{server.config.master_user}" if server.config.master_user else box.login
+    password = server.config.master_password if server.config.master_user else box.password
+    wait(send(b"LOGIN " + _qstr(user) + b" " + _qstr(password)))
+    tags = []
+    for folder in box.folders:
+        name = server.server_name(folder.path)
+        if not folder.is_inbox:
+            # Parents first: some servers refuse to create a child under a missing parent.
+            for depth in range(1, len(folder.path)):
+                tags.append(send(b"CREATE " + _quote(server.server_name(folder.path[:depth]))))
+            tags.append(send(b"CREATE " + _quote(name)))
+        if folder.subscribed:
+            tags.append(send(b"SUBSCRIBE " + _quote(name)))
+    for tag in tags:
+        _wait_any(reader, tag)
+    for folder in box.folders:
+        name = _quote(server.server_name(folder.path))
+        pending = []
+        for msg in folder.messages:
+            flags = " ".join(msg.flags).encode()
+            head = b"APPEND " + name + b" (" + flags + b") " + _imap_date(msg.internaldate)
+            pending.append(send(head + b" {" + str(len(msg.raw)).encode() + b"+}\r\n" + msg.raw))
+            if len(pending) >= 64:
+                for tag in pending:
+                    wait(tag)
+                pending = []
+        for tag in pending:
+            wait(tag)
+    wait(send(b"LOGOUT"))
+    sock.close()
+
+
+def _wait_any(reader, tag: str) -> None:
+    """Wait for a tagged reply, accepting NO (CREATE of a folder that exists is fine)."""
+    while True:
+        line = reader.readline()
+        if not line:
+            raise LabError("dovecot closed the connection")
+        if line.startswith(tag.encode() + b" "):
+            if line.split(b" ", 2)[1] == b"BAD":
+                raise LabError(line.decode(errors="replace"))
+            return
+
+
+def _qstr(text: str) -> bytes:
+    return b'"' + text.encode().replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def tls_client_context(ca_file: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    return ctx

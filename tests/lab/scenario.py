@@ -1,0 +1,160 @@
+"""A whole lab programme: two Dovecot ministry sources of different layouts, the central host, their corpora,
+and a govmigrate workspace pointed at them. Used by the pytest fixtures and by ``make demo``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tests.lab import corpus
+from tests.lab.dovecot import DovecotServer, central, legacy_source, modern_source
+
+MODERN = "health"
+LEGACY = "education"
+MODERN_DOMAIN = "health.gov.bz"
+LEGACY_DOMAIN = "education.gov.bz"
+
+
+@dataclass
+class LabSource:
+    id: str
+    ministry: str
+    domain: str
+    server: DovecotServer
+    mailboxes: list[corpus.CorpusMailbox]
+
+    def mailbox(self, email: str) -> corpus.CorpusMailbox:
+        for box in self.mailboxes:
+            if box.email == email:
+                return box
+        raise KeyError(email)
+
+
+@dataclass
+class Lab:
+    sources: dict[str, LabSource]
+    central: DovecotServer
+    extra: list[object] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for source in self.sources.values():
+            source.server.cleanup()
+        self.central.cleanup()
+        for other in self.extra:
+            stop = getattr(other, "cleanup", None) or getattr(other, "stop", None)
+            if stop:
+                stop()
+
+
+def make_corpora(seed: str = "govlab", users: int = 3, messages: int = 40) -> dict[str, list[corpus.CorpusMailbox]]:
+    return {
+        MODERN: corpus.ministry(seed=seed, domain=MODERN_DOMAIN, users=users, layout="modern",
+                                messages=messages, login_style="local"),
+        LEGACY: corpus.ministry(seed=seed, domain=LEGACY_DOMAIN, users=users, layout="legacy",
+                                messages=messages, login_style="email"),
+    }
+
+
+def start_sources(corpora: dict[str, list[corpus.CorpusMailbox]]) -> dict[str, LabSource]:
+    modern = DovecotServer(modern_source(MODERN)).start()
+    legacy = DovecotServer(legacy_source(LEGACY)).start()
+    try:
+        modern.load(corpora[MODERN])
+        legacy.load(corpora[LEGACY])
+    except BaseException:
+        modern.cleanup()
+        legacy.cleanup()
+        raise
+    return {
+        MODERN: LabSource(MODERN, "Ministry of Health", MODERN_DOMAIN, modern, corpora[MODERN]),
+        LEGACY: LabSource(LEGACY, "Ministry of Education", LEGACY_DOMAIN, legacy, corpora[LEGACY]),
+    }
+
+
+def start_central(**kw) -> DovecotServer:
+    return DovecotServer(central(**kw)).start()
+
+
+def start_lab(seed: str = "govlab", users: int = 3, messages: int = 40) -> Lab:
+    sources = start_sources(make_corpora(seed, users, messages))
+    try:
+        return Lab(sources, start_central())
+    except BaseException:
+        for source in sources.values():
+            source.server.cleanup()
+        raise
+
+
+def _secret_file(ws: Path, name: str, value: str) -> str:
+    secrets = ws / "secrets"
+    secrets.mkdir(exist_ok=True)
+    secrets.chmod(0o700)
+    path = secrets / name
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return f"file:secrets/{name}"
+
+
+def source_entry(ws: Path, src: LabSource, **overrides) -> dict:
+    server = src.server
+    cfg = server.config
+    entry = {
+        "id": src.id,
+        "ministry": src.ministry,
+        "domains": [src.domain],
+        "server": {
+            "type": "imap",
+            "host": "127.0.0.1",
+            "port": server.port,
+            "tls": "none",
+            "timeout": 30,
+            "login": {"method": "master_user", "user": cfg.master_user,
+                      "password": _secret_file(ws, f"{src.id}-master", cfg.master_password)},
+        },
+        "users": f"users/{src.id}.csv",
+        "connections": 4,
+    }
+    entry.update(overrides)
+    return entry
+
+
+def write_workspace(ws: Path, lab: Lab, *, sources: list[str] | None = None, extra_sources: list[dict] = (),
+                    central_overrides: dict | None = None, waves: dict | None = None) -> Path:
+    """A workspace whose migration.yaml points at the lab; returns the project file's path."""
+    ws.mkdir(parents=True, exist_ok=True)
+    for sub in ("plans", "reports", "users"):
+        (ws / sub).mkdir(exist_ok=True)
+    chosen = [lab.sources[s] for s in (sources or list(lab.sources))]
+    for src in chosen:
+        (ws / "users" / f"{src.id}.csv").write_text(corpus.user_list_csv(src.mailboxes))
+    c = lab.central
+    doc = {
+        "version": 1,
+        "name": "govmigrate lab programme",
+        "central": {
+            "imap": {"host": "127.0.0.1", "port": c.port, "tls": "none", "timeout": 30},
+            "login": {"method": "master_user", "user": c.config.master_user,
+                      "password": _secret_file(ws, "central-master", c.config.master_password)},
+            "connections": 16,
+            **(central_overrides or {}),
+        },
+        "sources": [source_entry(ws, s) for s in chosen] + list(extra_sources),
+    }
+    if waves:
+        doc["waves"] = waves
+    path = ws / "migration.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    from migrate.core.store import open_store
+
+    if not (ws / "state.db").exists():
+        open_store(ws / "state.db", create=True).close()
+    return path
+
+
+def lab_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("GOVMIGRATE_WORKSPACE", None)
+    return env

@@ -1,0 +1,60 @@
+"""The state store: schema migrations, WAL mode, private file, and refusal of a newer schema."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from migrate.core.errors import StoreError
+from migrate.core.store import SCHEMA_VERSION, open_store
+
+
+def test_new_store_is_at_the_current_schema_in_wal_mode(tmp_path):
+    store = open_store(tmp_path / "state.db", create=True)
+    try:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store._query("PRAGMA journal_mode")[0][0] == "wal"
+    finally:
+        store.close()
+
+
+def test_missing_store_is_a_workspace_error(tmp_path):
+    with pytest.raises(StoreError, match="no state store"):
+        open_store(tmp_path / "state.db")
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "state.db"
+    open_store(path, create=True).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this govmigrate"):
+        open_store(path)
+
+
+def test_mailbox_upsert_updates_and_never_duplicates(tmp_path):
+    store = open_store(tmp_path / "state.db", create=True)
+    try:
+        store.upsert_source("health", "Ministry of Health", "imap", ["health.gov.bz"])
+        first = store.upsert_mailbox("health", "a@health.gov.bz", "a", "A", ["pilot"])
+        second = store.upsert_mailbox("health", "A@health.gov.bz", "a2", "A2", [])
+        assert first == second
+        rows = store.mailboxes()
+        assert len(rows) == 1 and rows[0].login == "a2"
+    finally:
+        store.close()
+
+
+def test_mailbox_state_changes_are_events(tmp_path):
+    store = open_store(tmp_path / "state.db", create=True)
+    try:
+        store.upsert_source("health", "Ministry of Health", "imap", ["health.gov.bz"])
+        mid = store.upsert_mailbox("health", "a@health.gov.bz", "a", "A", [])
+        store.set_mailbox_state(mid, "prestaging")
+        store.set_mailbox_state(mid, "failed", "login refused")
+        events = store.events(obj="mailbox/a@health.gov.bz")
+        assert [e.detail for e in events] == ["new -> prestaging", "prestaging -> failed: login refused"]
+    finally:
+        store.close()
