@@ -46,7 +46,7 @@ demo: setup
 	$(PY) -m tests.lab.demo
 
 bench: setup bench-packages
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
