@@ -17,6 +17,12 @@ if TYPE_CHECKING:
     from migrate.core.store import Store
 
 
+def _console(stream) -> Console:
+    """Rich output; when redirected to a file or pipe, wide enough that tables are not cut to 80 columns."""
+    is_tty = hasattr(stream, "isatty") and stream.isatty()
+    return Console(file=stream, highlight=False, soft_wrap=True, width=None if is_tty else 200)
+
+
 @dataclass
 class App:
     workspace_dir: Path
@@ -24,8 +30,8 @@ class App:
     verbose: int = 0
     log_json: bool = False
     traceback: bool = False
-    out: Console = field(default_factory=lambda: Console(file=sys.stdout, highlight=False, soft_wrap=True))
-    err: Console = field(default_factory=lambda: Console(file=sys.stderr, highlight=False, soft_wrap=True))
+    out: Console = field(default_factory=lambda: _console(sys.stdout))
+    err: Console = field(default_factory=lambda: _console(sys.stderr))
     _workspace: Workspace | None = None
     _project: Project | None = None
     _store: Store | None = None

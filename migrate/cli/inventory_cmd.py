@@ -1,5 +1,188 @@
-"""`govmigrate inventory`: Probe ministry mail servers and measure every mailbox."""
+"""`govmigrate inventory`: probe ministry mail servers, measure every mailbox, and show what was found."""
 
-from migrate.cli.placeholder import not_yet_available
+from __future__ import annotations
 
-command = not_yet_available("inventory", "Probe ministry mail servers and measure every mailbox.", "the mail inventory issue")
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from migrate.cli.app import App, pass_app
+from migrate.cli.output import emit_csv, emit_json, human_bytes, output_options
+from migrate.cli.progress import progress_for
+from migrate.core.errors import ExitCode
+from migrate.reports.inventory import (
+    CSV_COLUMNS,
+    FOLDER_CSV_COLUMNS,
+    SourceSection,
+    as_json,
+    csv_rows,
+    folder_csv_rows,
+    grand_totals,
+    load_inventory,
+    probe_lines,
+)
+
+MAILBOX_COLUMNS = [("email", "mailbox"), ("status", "status"), ("folders", "folders>"),
+                   ("messages", "messages>"), ("size", "size>"), ("largest", "largest>"), ("oldest", "oldest"),
+                   ("newest", "newest"), ("quota", "quota")]
+FOLDER_COLUMNS = [("email", "mailbox"), ("folder", "folder"), ("special_use", "special use"),
+                  ("messages", "messages>"), ("size", "size>"), ("error", "error")]
+
+source_option = click.option(
+    "-s", "--source", "source_ids", multiple=True, metavar="ID",
+    help="Only this source (a source id from migration.yaml); repeat for several. Default: all.")
+
+
+@click.group()
+def command() -> None:
+    """Probe ministry mail servers and measure every mailbox.
+
+    `inventory mail` contacts the servers and records what it finds in the state store;
+    `inventory show` prints the recorded inventory again without contacting any server.
+    """
+
+
+@command.command("mail")
+@source_option
+@output_options
+@pass_app
+@click.pass_context
+def mail(ctx: click.Context, app: App, source_ids: tuple[str, ...], fmt: str) -> None:
+    """Probe each source's mail server and measure every mailbox in its user list.
+
+    Per server: reachability, TLS version and certificate, the IMAP capabilities that matter for a
+    migration, hierarchy separator and namespace, the login method that works, and the server software.
+    Per mailbox: login, folders with message counts and sizes, totals, largest message, oldest and
+    newest message date, and quota use. Results are stored (a re-run replaces them) and printed as a
+    table per ministry.
+
+    Anything that fails (a malformed user-list row, an unreachable server, a refused certificate or
+    login, a folder that cannot be read) is recorded with its reason, the rest goes on, and the command
+    exits 1.
+    """
+    from migrate.mailbox.inventory import run_inventory
+
+    project, store = app.project, app.store
+    chosen = list(source_ids) or None
+    if chosen:
+        for sid in chosen:
+            project.source(sid)  # an unknown id is a usage error before anything is contacted
+    with progress_for(app, "inventory", unit="items") as sink:
+        result = run_inventory(project, store, chosen, progress=sink)
+    for problem in result.problems:
+        app.warn(str(problem))
+    sections = load_inventory(store, list(result.probes))
+    _render(app, sections, fmt, with_folders=False)
+    failures = result.failures
+    total = sum(len(boxes) for boxes in result.mailboxes.values())
+    summary = (f"inventory: {total} mailbox{'es' if total != 1 else ''} in {len(result.probes)} "
+               f"source{'s' if len(result.probes) != 1 else ''}, {result.measured} measured completely")
+    if failures:
+        app.warn(f"{summary}; {len(failures)} problem{'s' if len(failures) != 1 else ''}:")
+        for line in failures:
+            app.warn(f"  {line}")
+        ctx.exit(int(ExitCode.PARTIAL))
+    app.info(summary)
+
+
+@command.command("show")
+@source_option
+@click.option("--folders", is_flag=True, help="List every folder of every mailbox instead of one row per mailbox.")
+@output_options
+@pass_app
+def show(app: App, source_ids: tuple[str, ...], folders: bool, fmt: str) -> None:
+    """Print the recorded inventory again, without contacting any server.
+
+    One table per ministry with the server probe's findings and totals; --json gives everything
+    (folders included), --csv one row per mailbox (with --folders, one row per folder).
+    """
+    chosen = list(source_ids) or None
+    if chosen:
+        for sid in chosen:
+            app.project.source(sid)
+    sections = load_inventory(app.store, chosen)
+    if not sections and fmt == "table":
+        app.info("no inventory recorded yet: run govmigrate inventory mail")
+    _render(app, sections, fmt, with_folders=folders)
+
+
+def _render(app: App, sections: list[SourceSection], fmt: str, *, with_folders: bool) -> None:
+    if fmt == "json":
+        emit_json(as_json(sections))
+    elif fmt == "csv":
+        if with_folders:
+            emit_csv(FOLDER_CSV_COLUMNS, folder_csv_rows(sections))
+        else:
+            emit_csv(CSV_COLUMNS, csv_rows(sections))
+    else:
+        for section in sections:
+            _table(app, section, with_folders=with_folders)
+        if len(sections) > 1:
+            t = grand_totals(sections)
+            _console(app).print(f"All sources: {t.mailboxes} mailboxes ({t.measured} measured, {t.failed} failed), "
+                          f"{t.folders} folders, {t.messages} messages, {human_bytes(t.bytes)}",
+                          markup=False, highlight=False)
+
+
+#: Tables on a pipe or in a file are read whole, so they are not squeezed into 80 columns.
+PIPE_WIDTH = 180
+
+
+def _console(app: App) -> Console:
+    if app.out.is_terminal:
+        return app.out
+    return Console(file=app.out.file, width=PIPE_WIDTH, highlight=False, soft_wrap=True)
+
+
+def _emit_table(out: Console, title: str, columns: list[tuple[str, str]], rows: list[dict[str, Any]],
+                footer: dict[str, Any] | None = None) -> None:
+    """Headings ending in '>' are right-aligned numbers; addresses and folder names never wrap."""
+    table = Table(title=title, title_justify="left", show_footer=footer is not None)
+    for key, heading in columns:
+        right = heading.endswith(">")
+        table.add_column(heading.rstrip(">"), justify="right" if right else "left",
+                         no_wrap=key in ("email", "folder") or right,
+                         footer="" if footer is None else str(footer.get(key, "")))
+    for row in rows:
+        table.add_row(*("" if row.get(key) is None else str(row.get(key)) for key, _ in columns))
+    out.print(table)
+
+
+def _table(app: App, section: SourceSection, *, with_folders: bool) -> None:
+    out = _console(app)
+    out.print(f"{section.ministry} ({section.id})", markup=False, highlight=False, style="bold")
+    for line in probe_lines(section.probe):
+        out.print(f"  {line}", markup=False, highlight=False)
+    if with_folders:
+        rows = [{"email": m.email, "folder": f["name"], "special_use": f["special_use"] or "",
+                 "messages": f["messages"], "size": human_bytes(f["bytes"]), "error": f["error"] or ""}
+                for m in section.mailboxes for f in m.folder_list]
+        _emit_table(out, f"{section.ministry}: folders", FOLDER_COLUMNS, rows)
+        out.print("")
+        return
+    t = section.totals
+    footer = {"email": f"{t.mailboxes} mailboxes", "status": f"{t.measured} ok" + (f", {t.failed} failed"
+                                                                                   if t.failed else ""),
+              "folders": t.folders, "messages": t.messages, "size": human_bytes(t.bytes),
+              "largest": human_bytes(t.largest), "oldest": (t.oldest or "")[:10], "newest": (t.newest or "")[:10],
+              "quota": human_bytes(t.quota_used) if t.quota_used else ""}
+    _emit_table(out, f"{section.ministry}: mailboxes", MAILBOX_COLUMNS,
+                [_mailbox_row(m) for m in section.mailboxes], footer)
+    problems = [m for m in section.mailboxes if m.error]
+    if problems:
+        out.print("  problems:", markup=False, highlight=False)
+        for m in problems:
+            out.print(f"    {m.email}: {m.error}", markup=False, highlight=False)
+    out.print("")
+
+
+def _mailbox_row(m: Any) -> dict[str, Any]:
+    quota = ""
+    if m.quota_used is not None:
+        quota = human_bytes(m.quota_used) + (f" of {human_bytes(m.quota_limit)}" if m.quota_limit else "")
+    return {"email": m.email, "status": m.status, "folders": m.folders if m.folders is not None else "",
+            "messages": m.messages if m.messages is not None else "", "size": human_bytes(m.bytes),
+            "largest": human_bytes(m.largest), "oldest": (m.oldest or "")[:10], "newest": (m.newest or "")[:10],
+            "quota": quota}

@@ -1,5 +1,90 @@
-"""`govmigrate sync`: Copy mailboxes from their ministry server into the central host."""
+"""`govmigrate sync`: copy mailboxes from their ministry server into the central host."""
 
-from migrate.cli.placeholder import not_yet_available
+from __future__ import annotations
 
-command = not_yet_available("sync", "Copy mailboxes from their ministry server into the central host.", "the mailbox sync engine issue")
+import click
+
+from migrate.cli.app import App, pass_app
+from migrate.cli.mailboxes import select_mailboxes
+from migrate.cli.output import emit_json, emit_table, human_bytes
+from migrate.cli.progress import progress_for
+from migrate.core.errors import ExitCode
+from migrate.mailbox.sync import MailboxReport, SyncEngine, SyncOptions
+
+
+@click.command()
+@click.argument("users", nargs=-1, metavar="[USER]...")
+@click.option("--source", "source_id", metavar="ID", help="Every mailbox of this source (ministry).")
+@click.option("--all", "everything", is_flag=True, help="Every mailbox of every source.")
+@click.option("--dry-run", is_flag=True, help="Show what would be copied; change nothing anywhere.")
+@click.option("--propagate-deletes", is_flag=True,
+              help="Remove from the central host what was deleted at the source since the last pass "
+                   "(only messages govmigrate itself copied).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@pass_app
+@click.pass_context
+def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str | None, everything: bool,
+            dry_run: bool, propagate_deletes: bool, as_json: bool) -> None:
+    """Copy mailboxes (USER: email address or login) into the central host.
+
+    Incremental and resumable: run it once, twice, or after a crash, and the central host ends with a
+    faithful copy (same bytes, flags, dates and folders) and no duplicates. New mail that reached the
+    central host by other means is never touched. Exits 1 if any mailbox, folder or message failed.
+    """
+    project, store, mailboxes = select_mailboxes(app, users, source_id, everything)
+    options = SyncOptions(dry_run=dry_run, propagate_deletes=propagate_deletes, lock_dir=app.workspace.locks_dir)
+    with progress_for(app, "dry run" if dry_run else "sync") as sink:
+        reports = SyncEngine(project, store, options=options, progress=sink).run(mailboxes)
+    render(app, reports, dry_run=dry_run, as_json=as_json)
+    ok = all(r.complete for r in reports)
+    ctx.exit(int(ExitCode.OK if ok else ExitCode.PARTIAL))
+
+
+def report_rows(reports: list[MailboxReport], dry_run: bool) -> list[dict]:
+    rows = []
+    for r in reports:
+        row = {
+            "mailbox": r.email, "source": r.source_id,
+            "result": ("failed: " + (r.error or "")) if not r.ok else ("ok" if r.complete else "incomplete"),
+            "folders": len([f for f in r.folders if f.dest]),
+            "created_folders": sum(1 for f in r.folders if f.created),
+            "source_messages": r.src_messages, "source_bytes": r.src_bytes,
+            "copied": r.copied, "copied_bytes": r.copied_bytes,
+            "reconciled": sum(f.reconciled for f in r.folders),
+            "flag_updates": sum(f.flag_updates for f in r.folders),
+            "deleted": sum(f.deleted for f in r.folders),
+            "refused": r.failed_messages, "folder_errors": r.folder_errors,
+            "seconds": round(r.seconds, 2),
+        }
+        if dry_run:
+            row["would_copy"] = sum(f.to_copy for f in r.folders)
+            row["would_copy_bytes"] = sum(f.to_copy_bytes for f in r.folders)
+        row["problems"] = [{"folder": f.source, "error": f.error} for f in r.folders if f.error] + \
+            [{"folder": f.source, "message": m, "error": why} for f in r.folders for m, why in f.failed]
+        row["renamed_folders"] = [{"source": f.source, "dest": f.dest, "why": f.note}
+                                  for f in r.folders if f.note]
+        rows.append(row)
+    return rows
+
+
+def render(app: App, reports: list[MailboxReport], *, dry_run: bool, as_json: bool) -> None:
+    rows = report_rows(reports, dry_run)
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        row["size"] = human_bytes(row["source_bytes"])
+        row["moved"] = human_bytes(row["copied_bytes"])
+        if dry_run:
+            row["would"] = f"{row['would_copy']} ({human_bytes(row['would_copy_bytes'])})"
+    columns = [("mailbox", "mailbox"), ("result", "result"), ("source_messages", "messages>"), ("size", "size>")]
+    if dry_run:
+        columns += [("would", "would copy>"), ("created_folders", "new folders>"), ("flag_updates", "flag updates>")]
+    else:
+        columns += [("copied", "copied>"), ("moved", "moved>"), ("flag_updates", "flags>"),
+                    ("refused", "refused>"), ("seconds", "seconds>")]
+    emit_table(app, "dry run: nothing was changed" if dry_run else "sync", columns, rows)
+    for row in rows:
+        for p in row["problems"]:
+            what = f"{p['folder']}: {p['message']}: " if "message" in p else f"{p['folder']}: "
+            app.out.print(f"  {row['mailbox']}: {what}{p['error']}", markup=False, highlight=False)

@@ -1,5 +1,68 @@
-"""`govmigrate verify`: Compare source and destination mailboxes message by message."""
+"""`govmigrate verify`: compare source and destination mailboxes message by message."""
 
-from migrate.cli.placeholder import not_yet_available
+from __future__ import annotations
 
-command = not_yet_available("verify", "Compare source and destination mailboxes message by message.", "the mailbox sync engine issue")
+import click
+
+from migrate.cli.app import App, pass_app
+from migrate.cli.mailboxes import select_mailboxes
+from migrate.cli.output import emit_json, emit_table
+from migrate.cli.progress import progress_for
+from migrate.core.errors import ExitCode
+from migrate.mailbox.verify import verify_mailboxes
+
+
+@click.command()
+@click.argument("users", nargs=-1, metavar="[USER]...")
+@click.option("--source", "source_id", metavar="ID", help="Every mailbox of this source (ministry).")
+@click.option("--all", "everything", is_flag=True, help="Every mailbox of every source.")
+@click.option("--deep", is_flag=True, help="Also compare every message's full bytes (reads everything twice).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@pass_app
+@click.pass_context
+def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str | None, everything: bool,
+            deep: bool, as_json: bool) -> None:
+    """Compare mailboxes at the source and on the central host; exit 0 only when they match.
+
+    Messages are matched by content (size and first 8 KiB; --deep: every byte), so missing messages,
+    duplicates, wrong flags and wrong dates are found independently of govmigrate's own records.
+    Extra mail on the central host that did not come from the source (new mail after cut-over) is
+    reported but is not a mismatch.
+    """
+    project, store, mailboxes = select_mailboxes(app, users, source_id, everything)
+    with progress_for(app, "verify", unit="items") as sink:
+        results = verify_mailboxes(project, store, mailboxes, deep=deep, progress=sink)
+    rows = []
+    for r in results:
+        totals = r.totals()
+        rows.append({"mailbox": r.email, "matches": r.matches, "error": r.error, **totals,
+                     "folders": [{"source": f.source, "dest": f.dest, "missing": f.missing,
+                                  "duplicates": f.duplicates, "flag_mismatches": f.flag_mismatches,
+                                  "date_mismatches": f.date_mismatches, "content_mismatches": f.content_mismatches,
+                                  "dest_folder_missing": f.dest_folder_missing, "not_subscribed": f.not_subscribed,
+                                  "error": f.error} for f in r.folders if not f.matches]})
+    if as_json:
+        emit_json(rows)
+    else:
+        for row in rows:
+            row["result"] = "match" if row["matches"] else ("error: " + row["error"] if row["error"] else "DIFFERS")
+        emit_table(app, "verify" + (" (deep)" if deep else ""),
+                   [("mailbox", "mailbox"), ("result", "result"), ("source_messages", "source>"),
+                    ("dest_messages", "central>"), ("missing", "missing>"), ("duplicates", "duplicates>"),
+                    ("flag_mismatches", "flags>"), ("date_mismatches", "dates>"),
+                    ("other_mail", "other mail>")], rows)
+        for row in rows:
+            for f in row["folders"]:
+                for kind in ("missing", "duplicates", "flag_mismatches", "date_mismatches", "content_mismatches"):
+                    for item in f[kind][:10]:
+                        app.out.print(f"  {row['mailbox']}: {f['source']}: {kind.replace('_', ' ')}: {item}",
+                                      markup=False, highlight=False)
+                if f["dest_folder_missing"]:
+                    app.out.print(f"  {row['mailbox']}: {f['source']}: folder {f['dest']} missing on the central host",
+                                  markup=False, highlight=False)
+                if f["not_subscribed"]:
+                    app.out.print(f"  {row['mailbox']}: {f['source']}: not subscribed on the central host",
+                                  markup=False, highlight=False)
+                if f["error"]:
+                    app.out.print(f"  {row['mailbox']}: {f['source']}: {f['error']}", markup=False, highlight=False)
+    ctx.exit(int(ExitCode.OK if all(r.matches for r in results) else ExitCode.PARTIAL))

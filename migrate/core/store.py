@@ -97,6 +97,7 @@ MIGRATIONS: list[str] = [
         source_uidnext      INTEGER,
         source_modseq       INTEGER,
         source_messages     INTEGER,
+        source_bytes        INTEGER,
         sync_state          TEXT,              -- EWS SyncFolderItems state
         subscribed          INTEGER NOT NULL DEFAULT 0,
         note                TEXT,              -- why the destination name differs, if it does
@@ -220,6 +221,7 @@ class FolderState:
     source_uidnext: int | None
     source_modseq: int | None
     source_messages: int | None
+    source_bytes: int | None
     sync_state: str | None
     subscribed: bool
     note: str | None
@@ -479,11 +481,11 @@ class Store:
     # -- sync state -------------------------------------------------------------------------------
 
     _FOLDER_COLS = ("id, mailbox_id, source_name, dest_name, source_uidvalidity, dest_uidvalidity, "
-                    "source_uidnext, source_modseq, source_messages, sync_state, subscribed, note, "
+                    "source_uidnext, source_modseq, source_messages, source_bytes, sync_state, subscribed, note, "
                     "last_synced_at")
 
     def folders(self, mailbox_id: int) -> list[FolderState]:
-        return [FolderState(*r[:10], bool(r[10]), *r[11:]) for r in self._query(
+        return [FolderState(*r[:11], bool(r[11]), *r[12:]) for r in self._query(
             f"SELECT {self._FOLDER_COLS} FROM folders WHERE mailbox_id = ? ORDER BY source_name", (mailbox_id,))]
 
     def ensure_folder(self, mailbox_id: int, source_name: str, dest_name: str, *, subscribed: bool,
@@ -496,11 +498,12 @@ class Store:
                 (mailbox_id, source_name, dest_name, int(subscribed), note))
             row = c.execute(f"SELECT {self._FOLDER_COLS} FROM folders WHERE mailbox_id = ? AND source_name = ?",
                             (mailbox_id, source_name)).fetchone()
-        return FolderState(*row[:10], bool(row[10]), *row[11:])
+        return FolderState(*row[:11], bool(row[11]), *row[12:])
 
     def update_folder(self, folder_id: int, **fields: Any) -> None:
         allowed = {"source_uidvalidity", "dest_uidvalidity", "source_uidnext", "source_modseq",
-                   "source_messages", "sync_state", "last_synced_at", "dest_name", "note", "subscribed"}
+                   "source_messages", "source_bytes", "sync_state", "last_synced_at", "dest_name", "note",
+                   "subscribed"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown folder fields: {unknown}")
@@ -567,6 +570,17 @@ class Store:
                           [(folder_id, u) for u in src_uids])
             c.executemany("DELETE FROM messages WHERE folder_id = ? AND src_item = ?",
                           [(folder_id, i) for i in src_items])
+
+    def folders_needing_attention(self, mailbox_id: int) -> set[int]:
+        """Folders with interrupted (pending) or refused (failed) copies: never skipped as unchanged."""
+        return {r[0] for r in self._query(
+            "SELECT DISTINCT m.folder_id FROM messages m JOIN folders f ON f.id = m.folder_id "
+            "WHERE f.mailbox_id = ? AND m.state IN ('pending', 'failed')", (mailbox_id,))}
+
+    def copied_totals(self, mailbox_id: int) -> tuple[int, int]:
+        row = self._query("SELECT COUNT(*), COALESCE(SUM(m.size), 0) FROM messages m JOIN folders f "
+                          "ON f.id = m.folder_id WHERE f.mailbox_id = ? AND m.state = 'copied'", (mailbox_id,))[0]
+        return row[0], row[1]
 
     def failed_messages(self, mailbox_id: int) -> list[dict[str, Any]]:
         return [dict(folder=r[0], src_uid=r[1], src_item=r[2], size=r[3], error=r[4]) for r in self._query(

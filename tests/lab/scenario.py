@@ -131,6 +131,11 @@ def write_workspace(ws: Path, lab: Lab, *, sources: list[str] | None = None, ext
     for src in chosen:
         (ws / "users" / f"{src.id}.csv").write_text(corpus.user_list_csv(src.mailboxes))
     c = lab.central
+    # The central mail team provisions the accounts; the migration fills them.
+    for src in chosen:
+        for box in src.mailboxes:
+            if box.email not in c.users:
+                c.add_user(box.email, f"central-{box.password}")
     doc = {
         "version": 1,
         "name": "govmigrate lab programme",

@@ -1,0 +1,173 @@
+"""The central host side of a mailbox: its folders, and the writes the sync engine makes there.
+
+One ``Destination`` per user session. It appends in batches (MULTIAPPEND with LITERAL+ when offered,
+else one APPEND at a time), streams large messages, carries flag changes, and reads fingerprints for
+reconciliation. The central host must offer UIDPLUS: without APPENDUID the engine could not know where a
+message landed, and could not resume exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from migrate.core.errors import RemoteError
+from migrate.mailbox.fingerprint import PREFIX, fingerprint
+from migrate.mailbox.folders import DEFAULT_CENTRAL_SPECIAL, CentralLayout
+from migrate.mailbox.imap import Credentials, Endpoint, Session, describe_failure, open_session
+from migrate.mailbox.protocol import (
+    Appendable,
+    CommandFailed,
+    ListedFolder,
+    append_stream,
+    clean_flags,
+    fetch,
+    folder_status,
+    list_folders,
+    multiappend,
+    store_flags,
+    uid_expunge,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    uidvalidity: int | None
+    uids: list[int]
+
+
+class Destination:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.client = session.client
+        if not session.has("UIDPLUS"):
+            raise RemoteError(f"{session.endpoint.label}: the central host does not offer UIDPLUS; govmigrate "
+                              "needs APPENDUID to copy exactly and resume")
+        self.literal_plus = session.has("LITERAL+")
+        self.multiappend_ok = session.has("MULTIAPPEND")
+        self._folders: dict[str, ListedFolder] | None = None
+        self._selected: str | None = None
+
+    @classmethod
+    def open(cls, endpoint: Endpoint, creds: Credentials, email: str) -> Destination:
+        session = open_session(endpoint, creds, email)
+        try:
+            return cls(session)
+        except BaseException:
+            session.close()
+            raise
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- folders --------------------------------------------------------------------------------------
+
+    def folders(self, refresh: bool = False) -> dict[str, ListedFolder]:
+        if self._folders is None or refresh:
+            listed = list_folders(self.client, self.session.capabilities, with_status=False)
+            self._folders = {f.name: f for f in listed}
+        return self._folders
+
+    def layout(self) -> CentralLayout:
+        special = dict(DEFAULT_CENTRAL_SPECIAL)
+        prefix = self.session.prefix
+        for f in self.folders().values():
+            if f.special_use in special:
+                name = f.name[len(prefix):] if prefix and f.name.startswith(prefix) else f.name
+                special[f.special_use] = name
+        return CentralLayout(self.session.separator, prefix, tuple(special.items()))
+
+    def ensure_folder(self, name: str, subscribe: bool) -> bool:
+        """Create ``name`` (and missing parents) if needed; subscribe when the source folder was."""
+        existing = self.folders()
+        created = False
+        if name not in existing or not existing[name].selectable:
+            sep = self.session.separator
+            parts = name.split(sep) if sep else [name]
+            for depth in range(1, len(parts) + 1):
+                partial = sep.join(parts[:depth])
+                if partial in existing and existing[partial].selectable:
+                    continue
+                try:
+                    self.client.create_folder(partial)
+                except Exception as exc:
+                    if "ALREADYEXISTS" not in str(exc).upper() and "already exists" not in str(exc).lower():
+                        raise describe_failure(exc, self.session.endpoint)
+                existing[partial] = ListedFolder(partial, frozenset(), sep, False, {})
+            created = True
+        if subscribe and not existing[name].subscribed:
+            try:
+                self.client.subscribe_folder(name)
+            except Exception as exc:
+                raise describe_failure(exc, self.session.endpoint)
+            existing[name] = ListedFolder(name, existing[name].attributes, existing[name].delimiter, True, {})
+        return created
+
+    def status(self, name: str) -> dict[str, int]:
+        return folder_status(self.client, name, ("MESSAGES", "UIDNEXT", "UIDVALIDITY"))
+
+    def select(self, name: str) -> dict:
+        if self._selected == name:
+            return {}
+        info = self.client.select_folder(name)
+        self._selected = name
+        return info
+
+    # -- writes ---------------------------------------------------------------------------------------
+
+    def append_batch(self, folder: str, messages: Sequence[Appendable]) -> AppendResult:
+        """All of ``messages`` in one MULTIAPPEND, or raises CommandFailed (then none was appended)."""
+        if len(messages) > 1 and self.multiappend_ok:
+            validity, uids = multiappend(self.client, folder, messages, self.literal_plus)
+        else:
+            uids, validity = [], None
+            for msg in messages:
+                validity, got = multiappend(self.client, folder, [msg], self.literal_plus)
+                uids.extend(got)
+        if len(uids) != len(messages):
+            raise RemoteError(f"{self.session.endpoint.label}: the central host did not report where "
+                              f"{len(messages)} appended message(s) landed (no APPENDUID)")
+        return AppendResult(validity, uids)
+
+    def append_streamed(self, folder: str, flags: tuple[str, ...], internaldate: datetime | None, size: int,
+                        chunks: Iterator[bytes]) -> AppendResult:
+        validity, uids = append_stream(self.client, folder, flags, internaldate, size, chunks, self.literal_plus)
+        if len(uids) != 1:
+            raise RemoteError(f"{self.session.endpoint.label}: no APPENDUID for a streamed message")
+        return AppendResult(validity, uids)
+
+    def change_flags(self, folder: str, add: dict[frozenset[str], list[int]],
+                     remove: dict[frozenset[str], list[int]]) -> None:
+        """Apply flag additions/removals grouped by identical flag sets (few commands for many messages)."""
+        self.select(folder)
+        for flags, uids in add.items():
+            store_flags(self.client, uids, "+", flags)
+        for flags, uids in remove.items():
+            store_flags(self.client, uids, "-", flags)
+
+    def expunge(self, folder: str, uids: list[int]) -> None:
+        self.select(folder)
+        store_flags(self.client, uids, "+", ["\\Deleted"])
+        uid_expunge(self.client, uids)
+
+    # -- reads for reconciliation and verification ----------------------------------------------------
+
+    def fingerprints(self, folder: str, since_uid: int = 1) -> dict[int, tuple[str, int, tuple[str, ...]]]:
+        """UID → (fingerprint, size, flags) for the folder's messages with UID ≥ ``since_uid``."""
+        self.select(folder)
+        try:
+            data = fetch(self.client, f"{since_uid}:*", ["RFC822.SIZE", "FLAGS", f"BODY.PEEK[]<0.{PREFIX}>"])
+        except CommandFailed as exc:
+            raise RemoteError(f"{self.session.endpoint.label}: reading {folder}: {exc.text}")
+        out = {}
+        for uid, values in data.items():
+            if uid < since_uid:
+                continue  # "N:*" always returns the last message, even below N
+            size = values.get(b"RFC822.SIZE", 0)
+            prefix = values.get(b"BODY[]<0>", b"") or b""
+            out[uid] = (fingerprint(size, prefix), size, clean_flags(values.get(b"FLAGS")))
+        return out

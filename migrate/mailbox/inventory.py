@@ -1,0 +1,319 @@
+"""Mail inventory: probe every ministry mail server, then measure every mailbox in its user list.
+
+:func:`run_inventory` registers the user lists, probes each source (reachability, TLS, capabilities,
+namespace, the login method that works), measures mailboxes in parallel within each source's connection
+limit, and writes every result to the state store as it arrives. Faults are recorded with their reason
+and the inventory goes on; the protocol details live in ``inventory_imap`` and ``inventory_ews``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from migrate.core.config import ImapServer, Project, Source
+from migrate.core.errors import MigrateError, Problem
+from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
+from migrate.core.retry import call_with_retry
+from migrate.core.secrets import redact
+from migrate.core.store import Store
+from migrate.core.userlist import UserEntry
+from migrate.mailbox.registry import register_users
+
+log = logging.getLogger(__name__)
+
+#: A measurement that failed on a transient fault (connection lost, BYE, throttling) is tried this often.
+MEASURE_ATTEMPTS = 3
+
+
+def iso(when: datetime | None) -> str | None:
+    """UTC timestamp text as the state store keeps it."""
+    if when is None:
+        return None
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class FolderMeasurement:
+    """One folder of one mailbox: its count and size, or why it could not be measured."""
+
+    name: str
+    special_use: str | None = None
+    messages: int | None = None
+    bytes: int | None = None
+    error: str | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        return {"name": self.name, "special_use": self.special_use, "messages": self.messages,
+                "bytes": self.bytes, "error": self.error}
+
+
+@dataclass
+class Extremes:
+    """Running largest message and oldest/newest date over every message seen in a mailbox."""
+
+    largest: int | None = None
+    oldest: datetime | None = None
+    newest: datetime | None = None
+
+    def add(self, size: int | None, when: datetime | None) -> None:
+        if size is not None and (self.largest is None or size > self.largest):
+            self.largest = size
+        if when is not None:
+            if self.oldest is None or when < self.oldest:
+                self.oldest = when
+            if self.newest is None or when > self.newest:
+                self.newest = when
+
+
+@dataclass
+class MailboxMeasurement:
+    """What one mailbox holds, or why it could not be measured. ``ok`` means measured completely."""
+
+    email: str
+    ok: bool
+    error: str | None = None
+    messages: int | None = None
+    bytes: int | None = None
+    largest: int | None = None
+    oldest: datetime | None = None
+    newest: datetime | None = None
+    quota_used: int | None = None
+    quota_limit: int | None = None
+    folders: list[FolderMeasurement] = field(default_factory=list)
+
+    @classmethod
+    def failed(cls, email: str, reason: str) -> MailboxMeasurement:
+        return cls(email=email, ok=False, error=reason)
+
+    @classmethod
+    def from_folders(cls, email: str, folders: list[FolderMeasurement], extremes: Extremes,
+                     quota: tuple[int, int] | None) -> MailboxMeasurement:
+        """Totals over the folders that could be measured; a folder that failed makes it incomplete."""
+        broken = [f for f in folders if f.error]
+        error = None
+        if broken:
+            error = (f"{len(broken)} folder{'s' if len(broken) != 1 else ''} could not be measured: "
+                     + "; ".join(f"{f.name}: {f.error}" for f in broken[:3])
+                     + (" ..." if len(broken) > 3 else ""))
+        return cls(email=email, ok=not broken, error=error,
+                   messages=sum(f.messages or 0 for f in folders if not f.error),
+                   bytes=sum(f.bytes or 0 for f in folders if not f.error),
+                   largest=extremes.largest, oldest=extremes.oldest, newest=extremes.newest,
+                   quota_used=quota[0] if quota else None, quota_limit=quota[1] if quota else None,
+                   folders=folders)
+
+    @property
+    def folder_errors(self) -> int:
+        return sum(1 for f in self.folders if f.error)
+
+
+@dataclass
+class SourceProbe:
+    """What the probe learnt about one server. ``blocked`` says why its mailboxes were not measured at all."""
+
+    source_id: str
+    ok: bool
+    error: str | None
+    detail: dict[str, Any]
+    blocked: str | None = None
+
+
+@dataclass
+class InventoryResult:
+    """Everything one inventory run found, per source, plus the user-list problems."""
+
+    probes: dict[str, SourceProbe] = field(default_factory=dict)
+    mailboxes: dict[str, list[MailboxMeasurement]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    interrupted: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def failures(self) -> list[str]:
+        """One line per thing that failed: a user-list row, a server, a mailbox (folders included)."""
+        out = [str(p) for p in self.problems if p.severity == "error"]
+        out += [f"source {sid}: {probe.error}" for sid, probe in self.probes.items() if not probe.ok]
+        for boxes in self.mailboxes.values():
+            out += [f"{m.email}: {m.error}" for m in boxes if not m.ok]
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.interrupted
+
+    @property
+    def measured(self) -> int:
+        return sum(1 for boxes in self.mailboxes.values() for m in boxes if m.ok)
+
+
+class SourceReader(Protocol):
+    """The protocol-specific part of an inventory: one per source, shared by its worker threads."""
+
+    def probe(self, entries: list[UserEntry]) -> SourceProbe: ...
+
+    def measure(self, entry: UserEntry) -> MailboxMeasurement: ...
+
+    def close(self) -> None: ...
+
+
+def open_reader(source: Source, project: Project) -> SourceReader:
+    """The reader for a source's kind of server; EWS support is imported only when a source needs it."""
+    if isinstance(source.server, ImapServer):
+        from migrate.mailbox.inventory_imap import ImapReader
+
+        return ImapReader(source, project)
+    from migrate.mailbox.inventory_ews import EwsReader  # exchangelib costs 0.3 s to import
+
+    return EwsReader(source, project)
+
+
+def run_inventory(project: Project, store: Store, source_ids: list[str] | None = None, *,
+                  progress: ProgressSink = no_progress,
+                  reader_factory: Callable[[Source, Project], SourceReader] = open_reader) -> InventoryResult:
+    """Probe the chosen sources (all by default) and measure their mailboxes; results go to ``store``.
+
+    Nothing a server does stops the run: unreachable servers, refused certificates or logins, and
+    failing folders are recorded with their reason. Unknown source ids raise ``UsageError``.
+    """
+    sources = [project.source(sid) for sid in source_ids] if source_ids else list(project.config.sources)
+    registered = register_users(project, store, [s.id for s in sources])
+    # The caller shows the user-list problems; logging them here too would print them twice.
+    result = InventoryResult(problems=list(registered.problems))
+    total = sum(len(registered.users.get(s.id, [])) for s in sources)
+    progress(ProgressEvent("plan", total_messages=total))
+
+    stop = threading.Event()
+    readers: dict[str, SourceReader] = {}
+    try:
+        _probe_all(sources, project, store, registered.users, readers, result, progress, reader_factory)
+        _measure_all(sources, store, registered.users, readers, result, progress, stop)
+    except KeyboardInterrupt:
+        stop.set()
+        result.interrupted = True
+        raise
+    finally:
+        for reader in readers.values():
+            try:
+                reader.close()
+            except Exception:  # closing is best effort; the results are already stored
+                log.debug("closing the reader failed", exc_info=True)
+    for source in sources:
+        boxes = result.mailboxes.get(source.id, [])
+        failed = sum(1 for m in boxes if not m.ok)
+        store.add_event(f"source/{source.id}", "inventory",
+                        f"{len(boxes)} mailboxes, {len(boxes) - failed} measured, {failed} failed"
+                        + ("" if result.probes[source.id].ok else f"; probe: {result.probes[source.id].error}"))
+    return result
+
+
+def _probe_all(sources: list[Source], project: Project, store: Store, users: dict[str, list[UserEntry]],
+               readers: dict[str, SourceReader], result: InventoryResult, progress: ProgressSink,
+               reader_factory: Callable[[Source, Project], SourceReader]) -> None:
+    """Probe every source at once: a slow or unreachable server must not hold up the others."""
+
+    def probe(source: Source) -> SourceProbe:
+        try:
+            reader = reader_factory(source, project)
+        except MigrateError as exc:  # e.g. the admin password's secret reference does not resolve
+            return SourceProbe(source.id, False, exc.message, {"kind": source.server.type},
+                               blocked=exc.message)
+        readers[source.id] = reader
+        try:
+            return reader.probe(users.get(source.id, []))
+        except MigrateError as exc:
+            return SourceProbe(source.id, False, exc.message, {"kind": source.server.type}, blocked=exc.message)
+        except Exception as exc:  # a bug must not lose the other sources' results
+            log.exception("probing source %s failed unexpectedly", source.id)
+            reason = f"internal error: {type(exc).__name__}: {redact(str(exc))}"
+            return SourceProbe(source.id, False, reason, {"kind": source.server.type}, blocked=reason)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(sources)), thread_name_prefix="probe") as pool:
+        probes = dict(zip([s.id for s in sources], pool.map(probe, sources), strict=True))
+    for source in sources:
+        found = probes[source.id]
+        result.probes[source.id] = found
+        store.record_probe(source.id, found.ok, found.error, found.detail)
+        if found.ok:
+            log.info("source %s: probe ok", source.id)
+        else:
+            # Shown through the progress stream (and every mailbox of the source fails with the reason).
+            log.info("source %s: %s", source.id, found.error)
+            progress(ProgressEvent("note", source.id, detail=f"source {source.id}: {found.error}"))
+
+
+def _measure_all(sources: list[Source], store: Store, users: dict[str, list[UserEntry]],
+                 readers: dict[str, SourceReader], result: InventoryResult, progress: ProgressSink,
+                 stop: threading.Event) -> None:
+    """One pool per source, as wide as its connection limit, so no server sees more than it allows."""
+    pools: list[ThreadPoolExecutor] = []
+    futures: list[Future] = []
+    try:
+        for source in sources:
+            entries = users.get(source.id, [])
+            result.mailboxes[source.id] = []
+            probe = result.probes[source.id]
+            if probe.blocked or source.id not in readers:
+                reason = f"not measured: {probe.blocked or probe.error}"
+                for entry in entries:
+                    _finish(store, source.id, entry, MailboxMeasurement.failed(entry.email, reason), result,
+                            progress)
+                continue
+            if not entries:
+                continue
+            pool = ThreadPoolExecutor(max_workers=min(source.connections, len(entries)),
+                                      thread_name_prefix=f"inv-{source.id}")
+            pools.append(pool)
+            reader = readers[source.id]
+            futures += [pool.submit(_measure_one, reader, source.id, entry, store, result, progress, stop)
+                        for entry in entries]
+        wait(futures)
+        for future in futures:
+            future.result()  # re-raise a bug in the bookkeeping itself rather than hide it
+    finally:
+        for pool in pools:
+            pool.shutdown(wait=not stop.is_set(), cancel_futures=stop.is_set())
+    # Keep each source's mailboxes in user-list order, whatever order the workers finished in.
+    for source in sources:
+        order = {e.email: i for i, e in enumerate(users.get(source.id, []))}
+        result.mailboxes[source.id].sort(key=lambda m: order.get(m.email, len(order)))
+
+
+def _measure_one(reader: SourceReader, source_id: str, entry: UserEntry, store: Store, result: InventoryResult,
+                 progress: ProgressSink, stop: threading.Event) -> None:
+    if stop.is_set():
+        return
+    progress(ProgressEvent("start", entry.email, total_messages=1))
+    try:
+        measurement = call_with_retry(f"inventory of {entry.email}", lambda: reader.measure(entry),
+                                      attempts=MEASURE_ATTEMPTS)
+    except MigrateError as exc:  # RemoteError after retries, or a per-user password that does not resolve
+        measurement = MailboxMeasurement.failed(entry.email, exc.message)
+    except Exception as exc:  # a bug: record it against this mailbox, keep measuring the others
+        log.exception("measuring %s failed unexpectedly", entry.email)
+        measurement = MailboxMeasurement.failed(entry.email,
+                                                f"internal error: {type(exc).__name__}: {redact(str(exc))}")
+    _finish(store, source_id, entry, measurement, result, progress)
+
+
+def _finish(store: Store, source_id: str, entry: UserEntry, m: MailboxMeasurement, result: InventoryResult,
+            progress: ProgressSink) -> None:
+    row = store.mailbox(entry.email)
+    if row is not None:
+        store.record_inventory(row.id, ok=m.ok, error=m.error, messages=m.messages, bytes_=m.bytes,
+                               largest=m.largest, oldest=iso(m.oldest), newest=iso(m.newest),
+                               quota_used=m.quota_used, quota_limit=m.quota_limit,
+                               folders=[f.as_record() for f in m.folders])
+    with result._lock:
+        result.mailboxes[source_id].append(m)
+    if m.ok:
+        log.info("%s: %d messages, %d bytes in %d folders", m.email, m.messages or 0, m.bytes or 0,
+                 len(m.folders), extra={"mailbox": m.email, "source": source_id})
+        progress(ProgressEvent("done", m.email, messages=m.messages or 0, bytes=m.bytes or 0))
+    else:
+        progress(ProgressEvent("failed", m.email, detail=m.error or "failed"))

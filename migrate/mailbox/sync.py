@@ -1,0 +1,811 @@
+"""The sync engine: copy mailboxes from ministry servers (IMAP or EWS) into the central host.
+
+Per folder it remembers the source UIDVALIDITY and, per message, source UID (or EWS item id) →
+destination UID with a content fingerprint. Later passes copy only what is new and carry flag changes.
+Every batch is written to the state store as *pending* before its APPEND and as *copied* after it, so
+a crash between the two is repaired on the next pass by matching fingerprints on the destination; a lost
+state store or a changed UIDVALIDITY is repaired the same way, folder-wide. Nothing is ever duplicated
+and mail that reached the destination by other means is never touched.
+
+Mailboxes run in parallel, bounded per source and for the central host; transient faults reconnect and
+resume from the last recorded batch. A stop event ends the run at the next batch boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from migrate.core.config import EwsServer, ImapServer, Project, Source
+from migrate.core.errors import (
+    FolderFailed,
+    Interrupted,
+    LockHeld,
+    LoginFailed,
+    MigrateError,
+    RemoteError,
+    TransientError,
+)
+from migrate.core.locks import Lock
+from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
+from migrate.core.ratelimit import RateLimiter
+from migrate.core.retry import retrying
+from migrate.core.secrets import Secret, SecretRef, resolve
+from migrate.core.store import FolderState, MailboxRow, MessageRecord, Store
+from migrate.mailbox.central import Destination
+from migrate.mailbox.fingerprint import PREFIX, fingerprint, of_message
+from migrate.mailbox.folders import CentralLayout, FolderMapping, SourceFolderInfo, map_folders
+from migrate.mailbox.imap import (
+    Credentials,
+    Endpoint,
+    credentials_for_central,
+    credentials_for_source,
+    describe_failure,
+    open_session,
+)
+from migrate.mailbox.protocol import Appendable, CommandFailed, ListedFolder
+from migrate.mailbox.source_imap import ImapSourceMailbox, MessageMeta
+
+log = logging.getLogger(__name__)
+
+Key = int | str  # IMAP source UID, or EWS item id
+
+
+@dataclass
+class SyncOptions:
+    dry_run: bool = False
+    propagate_deletes: bool = False
+    #: A batch is fetched with one FETCH and appended with one MULTIAPPEND.
+    batch_bytes: int = 2_000_000
+    batch_messages: int = 250
+    #: Messages larger than this are streamed in chunks instead of held whole in memory.
+    stream_threshold: int = 8_000_000
+    chunk_size: int = 1_000_000
+    #: Parallel mailboxes (default: bounded by the sources' and the central host's connection limits).
+    workers: int | None = None
+    #: Retries of a mailbox after transient faults before it is recorded as failed.
+    attempts: int = 5
+    #: A lock directory (the workspace's); None disables per-mailbox locks (library use, tests).
+    lock_dir: Any = None
+
+
+@dataclass
+class FolderReport:
+    source: str
+    dest: str | None
+    note: str | None = None
+    created: bool = False
+    unchanged: bool = False
+    copied: int = 0
+    copied_bytes: int = 0
+    reconciled: int = 0
+    flag_updates: int = 0
+    deleted: int = 0
+    to_copy: int = 0          # dry-run: would copy
+    to_copy_bytes: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (message, reason)
+    error: str | None = None
+
+
+@dataclass
+class MailboxReport:
+    email: str
+    source_id: str
+    ok: bool = True
+    error: str | None = None
+    folders: list[FolderReport] = field(default_factory=list)
+    src_messages: int = 0
+    src_bytes: int = 0
+    seconds: float = 0.0
+    attempts: int = 1
+
+    @property
+    def copied(self) -> int:
+        return sum(f.copied for f in self.folders)
+
+    @property
+    def copied_bytes(self) -> int:
+        return sum(f.copied_bytes for f in self.folders)
+
+    @property
+    def failed_messages(self) -> int:
+        return sum(len(f.failed) for f in self.folders)
+
+    @property
+    def folder_errors(self) -> int:
+        return sum(1 for f in self.folders if f.error)
+
+    @property
+    def complete(self) -> bool:
+        """Everything at the source is at the destination (as far as this pass knows)."""
+        return self.ok and not self.failed_messages and not self.folder_errors
+
+
+def _cols(key: Key) -> tuple[int | None, str | None]:
+    return (key, None) if isinstance(key, int) else (None, key)
+
+
+def _key(record: MessageRecord) -> Key:
+    return record.src_uid if record.src_uid is not None else record.src_item  # type: ignore[return-value]
+
+
+def _flagstr(flags) -> str:
+    return " ".join(sorted(flags))
+
+
+@dataclass
+class _Item:
+    """One message to copy."""
+
+    key: Key
+    size: int
+    flags: tuple[str, ...]
+    internaldate: datetime | None
+
+
+class _Stopped(Exception):
+    pass
+
+
+class SyncEngine:
+    def __init__(self, project: Project, store: Store, *, options: SyncOptions | None = None,
+                 progress: ProgressSink = no_progress, stop: threading.Event | None = None) -> None:
+        self.project = project
+        self.store = store
+        self.options = options or SyncOptions()
+        self.progress = progress
+        self.stop = stop or threading.Event()
+        cfg = project.config
+        self.central_endpoint = Endpoint.from_config(cfg.central.imap, base_dir=project.base_dir, label="central host")
+        self._central_creds: Credentials | None = None
+        self._source_creds: dict[str, Credentials] = {}
+        self._ews: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._source_slots = {s.id: threading.BoundedSemaphore(s.connections) for s in cfg.sources}
+        self._central_slots = threading.BoundedSemaphore(cfg.central.connections)
+        self._limiters = {s.id: RateLimiter(s.bandwidth_bps) for s in cfg.sources if s.bandwidth_bps}
+        # Only one huge message in flight at a time: memory stays bounded whatever the mailbox holds.
+        self._large = threading.Semaphore(1)
+
+    # -- credentials and connections -------------------------------------------------------------------
+
+    def central_credentials(self) -> Credentials:
+        with self._lock:
+            if self._central_creds is None:
+                self._central_creds = credentials_for_central(self.project.config.central, self.project)
+            return self._central_creds
+
+    def _source_credentials(self, source: Source) -> Credentials:
+        with self._lock:
+            if source.id not in self._source_creds:
+                assert isinstance(source.server, ImapServer)
+                self._source_creds[source.id] = credentials_for_source(source.server, self.project)
+            return self._source_creds[source.id]
+
+    def _user_password(self, source: Source, email: str) -> Secret | None:
+        if not isinstance(source.server, ImapServer) or source.server.login.method != "user_password":
+            return None
+        from migrate.mailbox.registry import read_users
+
+        entries, _ = read_users(self.project, source)
+        for entry in entries:
+            if entry.email.lower() == email.lower() and entry.password_ref:
+                return resolve(SecretRef(entry.password_ref), base_dir=self.project.base_dir,
+                               label=f"password of {email}")
+        raise LoginFailed(f"no password reference for {email} in the user list of {source.id}")
+
+    def _ews_source(self, source: Source):
+        with self._lock:
+            if source.id not in self._ews:
+                from migrate.mailbox.ews import EwsSource
+
+                assert isinstance(source.server, EwsServer)
+                password = resolve(SecretRef(source.server.password), base_dir=self.project.base_dir,
+                                   label=f"EWS service account of {source.id}")
+                self._ews[source.id] = EwsSource(source.server, password, base_dir=self.project.base_dir,
+                                                 label=f"source {source.id}", max_connections=source.connections)
+            return self._ews[source.id]
+
+    def close(self) -> None:
+        for ews in self._ews.values():
+            try:
+                ews.close()
+            except Exception:
+                pass
+
+    # -- the run ----------------------------------------------------------------------------------------
+
+    def run(self, mailboxes: list[MailboxRow]) -> list[MailboxReport]:
+        """Sync ``mailboxes`` in parallel; a KeyboardInterrupt stops at the next batch boundary."""
+        cfg = self.project.config
+        total_msgs = sum(m.src_messages or 0 for m in mailboxes)
+        total_bytes = sum(m.src_bytes or 0 for m in mailboxes)
+        inventory = {row["email"]: row for row in self.store.inventory()} if not total_bytes else {}
+        if inventory:
+            total_msgs = sum((inventory.get(m.email) or {}).get("messages") or 0 for m in mailboxes)
+            total_bytes = sum((inventory.get(m.email) or {}).get("bytes") or 0 for m in mailboxes)
+        self.progress(ProgressEvent("plan", total_messages=total_msgs or None, total_bytes=total_bytes or None))
+        per_source = defaultdict(int)
+        for m in mailboxes:
+            per_source[m.source_id] += 1
+        limit = sum(min(n, self.project.source(s).connections) for s, n in per_source.items())
+        workers = self.options.workers or max(1, min(limit, cfg.central.connections, len(mailboxes)))
+        reports: list[MailboxReport] = []
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync")
+        try:
+            futures = [pool.submit(self.sync_mailbox, m) for m in mailboxes]
+            for future in futures:
+                while True:
+                    try:
+                        reports.append(future.result(timeout=0.2))
+                        break
+                    except TimeoutError:
+                        continue
+        except KeyboardInterrupt:
+            self.stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise Interrupted("interrupted: the batches in flight were finished and recorded; "
+                              "run the same command again to resume")
+        finally:
+            pool.shutdown(wait=True)
+            self.close()
+        if self.stop.is_set():
+            raise Interrupted("stopped: the batches in flight were finished and recorded; run again to resume")
+        return reports
+
+    def sync_mailbox(self, mailbox: MailboxRow) -> MailboxReport:
+        source = self.project.source(mailbox.source_id)
+        report = MailboxReport(mailbox.email, source.id)
+        started = time.monotonic()
+        if self.stop.is_set():
+            report.ok, report.error = False, "not started: the run was stopped"
+            return report
+        lock = None
+        if self.options.lock_dir is not None and not self.options.dry_run:
+            lock = Lock(self.options.lock_dir, f"mailbox {mailbox.email}", "govmigrate sync")
+            try:
+                lock.acquire()
+            except LockHeld as exc:
+                report.ok, report.error = False, exc.message
+                self.progress(ProgressEvent("failed", mailbox.email, detail=exc.message))
+                return report
+        slots = self._source_slots[source.id]
+        self.progress(ProgressEvent("start", mailbox.email, total_messages=mailbox.src_messages,
+                                    total_bytes=mailbox.src_bytes))
+        try:
+            with slots, self._central_slots:
+                attempt_no = 0
+                for attempt in retrying(f"sync {mailbox.email}", attempts=self.options.attempts, initial=1.0,
+                                        maximum=30.0):
+                    with attempt:
+                        attempt_no += 1
+                        report = MailboxReport(mailbox.email, source.id, attempts=attempt_no)
+                        if self.stop.is_set():
+                            raise _Stopped()
+                        self._sync_once(mailbox, source, report)
+        except _Stopped:
+            report.ok, report.error = False, "stopped before finishing; run again to resume"
+        except MigrateError as exc:
+            report.ok, report.error = False, exc.message
+        except Exception as exc:  # a server doing something unexpected must not take the wave down
+            log.exception("sync of %s failed unexpectedly", mailbox.email)
+            report.ok, report.error = False, f"unexpected error: {type(exc).__name__}: {exc}"
+        finally:
+            if lock is not None:
+                lock.release()
+        report.seconds = time.monotonic() - started
+        if not self.options.dry_run:
+            self._record(mailbox, report)
+        if report.ok:
+            self.progress(ProgressEvent("done", mailbox.email))
+        else:
+            self.progress(ProgressEvent("failed", mailbox.email, detail=report.error or ""))
+        return report
+
+    def _record(self, mailbox: MailboxRow, report: MailboxReport) -> None:
+        copied = self.store.copied_totals(mailbox.id)
+        failed = len(self.store.failed_messages(mailbox.id))
+        result = ("ok" if report.complete else "partial") if report.ok else f"failed: {report.error}"
+        self.store.record_mailbox_sync(
+            mailbox.id, result=result,
+            src_messages=report.src_messages if report.ok else (mailbox.src_messages or 0),
+            src_bytes=report.src_bytes if report.ok else (mailbox.src_bytes or 0),
+            copied_messages=copied[0], copied_bytes=copied[1], failed_messages=failed)
+        if report.copied and report.seconds > 0:
+            self.store.record_throughput(mailbox.source_id, report.copied, report.copied_bytes, report.seconds)
+        detail = (f"copied {report.copied} messages ({report.copied_bytes} bytes)"
+                  + (f", {report.failed_messages} refused" if report.failed_messages else "")
+                  + (f", {report.folder_errors} folder errors" if report.folder_errors else ""))
+        self.store.add_event(f"mailbox/{mailbox.email}", "sync" if report.ok else "sync-failed",
+                             detail if report.ok else (report.error or ""))
+
+    # -- one pass over one mailbox ------------------------------------------------------------------------
+
+    def _sync_once(self, mailbox: MailboxRow, source: Source, report: MailboxReport) -> None:
+        dest: Destination | None = None
+        src: Any = None
+        try:
+            if isinstance(source.server, ImapServer):
+                endpoint = Endpoint.from_config(source.server, base_dir=self.project.base_dir,
+                                                label=f"source {source.id}")
+                creds = self._source_credentials(source)
+                session = open_session(endpoint, creds, mailbox.login, self._user_password(source, mailbox.email))
+                src = ImapSourceMailbox(session)
+                folders = src.folders()
+            else:
+                src = self._ews_source(source).mailbox(mailbox.email)
+                folders = [(info, None) for info in _ews_folder_infos(src)]
+            dest = Destination.open(self.central_endpoint, self.central_credentials(), mailbox.email)
+            runner = _MailboxPass(self, mailbox, source, src, dest, report)
+            runner.run(folders)
+        finally:
+            for side in (src, dest):
+                close = getattr(side, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except Exception:
+                        pass
+
+
+def _ews_folder_infos(mailbox) -> list[SourceFolderInfo]:
+    """EWS folders are selected by id and named by their display path; the inbox becomes INBOX."""
+    infos = []
+    for f in mailbox.folders():
+        path = ("INBOX", *f.path[1:]) if f.well_known == "inbox" else tuple(f.path)
+        infos.append(SourceFolderInfo("/".join(f.path), path, f.special_use, True, folder_id=f.folder_id,
+                                      messages=f.total_count, size=f.size))
+    return infos
+
+
+class _MailboxPass:
+    """One pass over one mailbox: map folders, then sync each folder."""
+
+    def __init__(self, engine: SyncEngine, mailbox: MailboxRow, source: Source, src: Any, dest: Destination,
+                 report: MailboxReport) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.options = engine.options
+        self.mailbox = mailbox
+        self.source = source
+        self.src = src
+        self.dest = dest
+        self.report = report
+        self.dry = engine.options.dry_run
+        self.limiter = engine._limiters.get(source.id)
+        self.is_ews = not isinstance(src, ImapSourceMailbox)
+
+    def progress(self, messages: int, nbytes: int) -> None:
+        self.engine.progress(ProgressEvent("advance", self.mailbox.email, messages=messages, bytes=nbytes))
+
+    def check_stop(self) -> None:
+        if self.engine.stop.is_set():
+            raise _Stopped()
+
+    def run(self, folders: list[tuple[SourceFolderInfo, ListedFolder | None]]) -> None:
+        recorded = {f.source_name: f for f in self.store.folders(self.mailbox.id)}
+        layout: CentralLayout = self.dest.layout()
+        policy_rules = list(self.source.folders.rules) + list(self.engine.project.config.central.folders.rules)
+        prefix = self.source.folders.prefix or self.engine.project.config.central.folders.prefix
+        mappings = map_folders([info for info, _ in folders], central=layout, rules=policy_rules, prefix=prefix,
+                               recorded={name: f.dest_name for name, f in recorded.items()})
+        listed = {info.name: lf for info, lf in folders}
+        attention = self.store.folders_needing_attention(self.mailbox.id)
+        for mapping in mappings:
+            self.check_stop()
+            folder_report = FolderReport(mapping.source.name, mapping.dest, mapping.note)
+            self.report.folders.append(folder_report)
+            if mapping.dest is None:
+                continue
+            try:
+                self._folder(mapping, recorded.get(mapping.source.name), listed.get(mapping.source.name),
+                             attention, folder_report)
+            except (FolderFailed, CommandFailed) as exc:
+                folder_report.error = exc.message if isinstance(exc, FolderFailed) else exc.text
+                log.warning("%s: folder %s: %s", self.mailbox.email, mapping.source.name, folder_report.error)
+            except RemoteError as exc:
+                if exc.transient:
+                    raise
+                folder_report.error = exc.message
+
+    # -- per folder --------------------------------------------------------------------------------------
+
+    def _folder(self, mapping: FolderMapping, state: FolderState | None, listed: ListedFolder | None,
+                attention: set[int], fr: FolderReport) -> None:
+        src_info = mapping.source
+        dest_name = mapping.dest
+        assert dest_name is not None
+        status = listed.status if listed is not None else {}
+        if listed is not None and listed.selectable and not status:
+            raise FolderFailed(f"the source server cannot report the status of {src_info.name!r}")
+        if (state is not None and status and not self.is_ews
+                and state.dest_name == dest_name and state.subscribed == src_info.subscribed
+                and state.id not in attention
+                and state.source_uidvalidity == status.get("UIDVALIDITY")
+                and state.source_uidnext == status.get("UIDNEXT")
+                and state.source_messages == status.get("MESSAGES")
+                and "HIGHESTMODSEQ" in status and state.source_modseq == status.get("HIGHESTMODSEQ")):
+            fr.unchanged = True
+            self.report.src_messages += state.source_messages or 0
+            self.report.src_bytes += state.source_bytes or 0
+            return
+        pre_existing = dest_name in self.dest.folders()
+        if not self.dry:
+            fr.created = self.dest.ensure_folder(dest_name, src_info.subscribed)
+            if state is None or state.dest_name != dest_name or state.subscribed != src_info.subscribed \
+                    or state.note != mapping.note:
+                state = self.store.ensure_folder(self.mailbox.id, src_info.name, dest_name,
+                                                 subscribed=src_info.subscribed, note=mapping.note)
+        else:
+            fr.created = not pre_existing
+        if self.is_ews:
+            self._ews_folder(src_info, state, dest_name, pre_existing, fr)
+        else:
+            self._imap_folder(src_info, state, dest_name, pre_existing, status, fr)
+
+    def _dest_status(self, dest_name: str) -> dict[str, int]:
+        if self.dry and dest_name not in self.dest.folders():
+            return {"UIDNEXT": 1, "UIDVALIDITY": 0, "MESSAGES": 0}
+        return self.dest.status(dest_name)
+
+    def _records(self, state: FolderState | None, dest_status: dict[str, int]) -> dict[Key, MessageRecord]:
+        if state is None:
+            return {}
+        if state.dest_uidvalidity is not None and dest_status.get("UIDVALIDITY") not in (None, 0) \
+                and state.dest_uidvalidity != dest_status["UIDVALIDITY"]:
+            # The destination folder was recreated: every record of it is void; reconcile from scratch.
+            log.warning("%s: destination folder %s changed UIDVALIDITY; reconciling", self.mailbox.email,
+                        state.dest_name)
+            if not self.dry:
+                self.store.forget_folder_messages(state.id)
+            return {}
+        return {_key(r): r for r in self.store.message_records(state.id)}
+
+    def _imap_folder(self, src_info: SourceFolderInfo, state: FolderState | None, dest_name: str,
+                     pre_existing: bool, status: dict[str, int], fr: FolderReport) -> None:
+        src: ImapSourceMailbox = self.src
+        info = src.examine(src_info.name)
+        uidvalidity = info.get(b"UIDVALIDITY")
+        dest_status = self._dest_status(dest_name)
+        records = self._records(state, dest_status)
+        if state is not None and records and state.source_uidvalidity not in (None, uidvalidity):
+            log.warning("%s: source folder %s changed UIDVALIDITY; reconciling by fingerprint",
+                        self.mailbox.email, src_info.name)
+            if not self.dry:
+                self.store.forget_folder_messages(state.id)
+            records = {}
+        meta = src.metadata()
+        self.report.src_messages += len(meta)
+        self.report.src_bytes += sum(m.size for m in meta.values())
+        dest_available: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
+        records = self._reconcile_pending(state, dest_name, records)
+        if not records and pre_existing and dest_status.get("MESSAGES"):
+            # No record of this folder but the destination already has mail in it: state lost, UIDVALIDITY
+            # changed, or mail that arrived by other means. Match by fingerprint before copying anything.
+            records = self._reconcile_folder(state, dest_name, records, src.fingerprints(), meta, fr)
+            src.examine(src_info.name)
+        copy_items = [_Item(uid, m.size, m.flags, m.internaldate) for uid, m in sorted(meta.items())
+                      if uid not in records or records[uid].state == "failed"]
+        self._copy(state, dest_name, dest_status, copy_items, fr, dest_available)
+        self._carry_flags(state, dest_name, records, {uid: m.flags for uid, m in meta.items()}, fr)
+        self._vanished(state, dest_name, records, set(meta), fr)
+        if not self.dry and state is not None:
+            self.store.update_folder(state.id, source_uidvalidity=uidvalidity, source_uidnext=status.get("UIDNEXT"),
+                                     source_modseq=status.get("HIGHESTMODSEQ"), source_messages=len(meta),
+                                     source_bytes=sum(m.size for m in meta.values()), last_synced_at=_now())
+
+    def _ews_folder(self, src_info: SourceFolderInfo, state: FolderState | None, dest_name: str, pre_existing: bool,
+                    fr: FolderReport) -> None:
+        dest_status = self._dest_status(dest_name)
+        records = self._records(state, dest_status)
+        records = self._reconcile_pending(state, dest_name, records)
+        dest_available: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
+        sync_state = state.sync_state if state is not None and records else None
+        if not records and pre_existing and dest_status.get("MESSAGES"):
+            dest_available = self._dest_multiset(dest_name, set())
+        self.report.src_messages += src_info.messages or 0
+        present: dict[Key, tuple[str, ...]] = {}
+        while True:
+            self.check_stop()
+            changes = self.src.sync(src_info.folder_id, sync_state)
+            items = []
+            for item in changes.creates + changes.updates:
+                present[item.item_id] = tuple(sorted(item.flags))
+                if item.item_id not in records or records[item.item_id].state == "failed":
+                    items.append(_Item(item.item_id, item.size, tuple(sorted(item.flags)), item.received))
+            self._copy(state, dest_name, dest_status, items, fr, dest_available)
+            if state is not None and not self.dry:
+                records = {_key(r): r for r in self.store.message_records(state.id)}
+            self._carry_flags(state, dest_name, records, {k: v for k, v in present.items() if k in records}, fr)
+            if changes.deletes:
+                gone = [d for d in changes.deletes if d in records]
+                self._delete(state, dest_name, records, gone, fr)
+            sync_state = changes.state
+            if not self.dry and state is not None:
+                self.store.update_folder(state.id, sync_state=sync_state, last_synced_at=_now())
+            present.clear()
+            if not changes.more:
+                break
+        if src_info.size is not None:
+            self.report.src_bytes += src_info.size
+        elif state is not None:
+            self.report.src_bytes += sum(r.size for r in self.store.message_records(state.id))
+
+    # -- reconciliation ----------------------------------------------------------------------------------
+
+    def _dest_multiset(self, dest_name: str, exclude: set[int], since: int = 1) -> dict[str, list[tuple[int, tuple]]]:
+        available: dict[str, list[tuple[int, tuple[str, ...]]]] = defaultdict(list)
+        for uid, (fp, _size, flags) in sorted(self.dest.fingerprints(dest_name, since).items()):
+            if uid not in exclude:
+                available[fp].append((uid, flags))
+        return available
+
+    def _reconcile_pending(self, state: FolderState | None, dest_name: str,
+                           records: dict[Key, MessageRecord]) -> dict[Key, MessageRecord]:
+        """A crash between APPEND and its record left rows pending: find where they landed, if they did."""
+        pending = [r for r in records.values() if r.state == "pending"]
+        if not pending or state is None:
+            return records
+        since = min(r.dest_uidnext_before or 1 for r in pending)
+        mapped = {r.dest_uid for r in records.values() if r.state == "copied" and r.dest_uid}
+        available = self._dest_multiset(dest_name, mapped, since)
+        found, missing = [], []
+        for r in sorted(pending, key=lambda r: (str(type(_key(r))), _key(r))):
+            slot = available.get(r.fingerprint)
+            if slot:
+                uid, _flags = slot.pop(0)
+                found.append((r.src_uid, r.src_item, uid, r.fingerprint, r.size, r.flags))
+            else:
+                missing.append(r)
+        if not self.dry:
+            self.store.record_copied(state.id, found)
+            self.store.delete_message_records(state.id, [r.src_uid for r in missing if r.src_uid is not None],
+                                              [r.src_item for r in missing if r.src_item is not None])
+        log.info("%s: %s: %d interrupted copies found on the destination, %d to copy again",
+                 self.mailbox.email, dest_name, len(found), len(missing))
+        return {_key(r): r for r in self.store.message_records(state.id)} if not self.dry else {
+            k: r for k, r in records.items() if r.state != "pending"}
+
+    def _reconcile_folder(self, state: FolderState | None, dest_name: str, records: dict[Key, MessageRecord],
+                          src_fps: dict[int, tuple[str, int]], meta: dict[int, MessageMeta],
+                          fr: FolderReport) -> dict[Key, MessageRecord]:
+        available = self._dest_multiset(dest_name, set())
+        matched = []
+        for uid in sorted(src_fps):
+            fp, size = src_fps[uid]
+            slot = available.get(fp)
+            if slot and uid in meta:
+                dest_uid, dest_flags = slot.pop(0)
+                matched.append((uid, None, dest_uid, fp, size, _flagstr(dest_flags)))
+        fr.reconciled += len(matched)
+        if self.dry:
+            return {m[0]: MessageRecord(m[0], None, m[2], m[3], m[4], m[5], "copied", None, None) for m in matched}
+        assert state is not None
+        self.store.record_copied(state.id, matched)
+        log.info("%s: %s: %d messages already on the destination matched by fingerprint",
+                 self.mailbox.email, dest_name, len(matched))
+        return {_key(r): r for r in self.store.message_records(state.id)}
+
+    # -- copying -------------------------------------------------------------------------------------------
+
+    def _batches(self, items: list[_Item]) -> Iterator[list[_Item]]:
+        batch: list[_Item] = []
+        size = 0
+        for item in items:
+            if item.size > self.options.stream_threshold:
+                if batch:
+                    yield batch
+                    batch, size = [], 0
+                yield [item]
+                continue
+            if batch and (size + item.size > self.options.batch_bytes or len(batch) >= self.options.batch_messages):
+                yield batch
+                batch, size = [], 0
+            batch.append(item)
+            size += item.size
+        if batch:
+            yield batch
+
+    def _copy(self, state: FolderState | None, dest_name: str, dest_status: dict[str, int], items: list[_Item],
+              fr: FolderReport, dest_available: dict[str, list[tuple[int, tuple]]]) -> None:
+        if not items:
+            return
+        if self.dry:
+            fr.to_copy += len(items)
+            fr.to_copy_bytes += sum(i.size for i in items)
+            return
+        assert state is not None
+        if state.dest_uidvalidity != dest_status.get("UIDVALIDITY"):
+            self.store.update_folder(state.id, dest_uidvalidity=dest_status.get("UIDVALIDITY"))
+        next_uid = dest_status.get("UIDNEXT") or 1
+        for batch in self._batches(items):
+            self.check_stop()
+            if len(batch) == 1 and batch[0].size > self.options.stream_threshold and not self.is_ews:
+                next_uid = self._copy_streamed(state, dest_name, batch[0], next_uid, fr)
+                continue
+            bodies = self._fetch(batch)
+            fetched = sum(len(b) for b in bodies.values())
+            if self.limiter:
+                self.limiter.consume(fetched)
+            ready: list[tuple[_Item, bytes, str]] = []
+            matched = []
+            for item in batch:
+                raw = bodies.get(item.key)
+                if raw is None:
+                    continue  # expunged at the source since the listing: nothing to copy
+                fp = of_message(raw)
+                slot = dest_available.get(fp)
+                if slot:
+                    uid, dest_flags = slot.pop(0)
+                    matched.append((*_cols(item.key), uid, fp, len(raw), _flagstr(dest_flags)))
+                    continue
+                ready.append((item, raw, fp))
+            if matched:
+                self.store.record_copied(state.id, matched)
+                fr.reconciled += len(matched)
+            if not ready:
+                continue
+            self.store.record_pending(state.id, [(*_cols(i.key), fp, len(raw), _flagstr(i.flags))
+                                                 for i, raw, fp in ready], next_uid)
+            messages = [Appendable(raw, i.flags, i.internaldate) for i, raw, _ in ready]
+            try:
+                result = self.dest.append_batch(dest_name, messages)
+                landed = list(zip(ready, result.uids, strict=True))
+                if result.uidvalidity and result.uidvalidity != state.dest_uidvalidity:
+                    self.store.update_folder(state.id, dest_uidvalidity=result.uidvalidity)
+            except CommandFailed as exc:
+                # MULTIAPPEND is all or nothing: find the refused message(s) one by one.
+                log.info("%s: batch refused (%s); appending one by one", self.mailbox.email, exc.text)
+                landed = []
+                for entry, msg in zip(ready, messages, strict=True):
+                    try:
+                        one = self.dest.append_batch(dest_name, [msg])
+                        landed.append((entry, one.uids[0]))
+                    except CommandFailed as single:
+                        item, raw, fp = entry
+                        reason = f"central host refused it: {single.text}"
+                        self.store.record_failed(state.id, *_cols(item.key), fp, len(raw), reason)
+                        fr.failed.append((_describe(item, raw), reason))
+            if landed:
+                self.store.record_copied(state.id, [(*_cols(i.key), uid, fp, len(raw), _flagstr(i.flags))
+                                                    for (i, raw, fp), uid in landed])
+                next_uid = max(uid for _, uid in landed) + 1
+                copied_bytes = sum(len(raw) for (_, raw, _), _ in landed)
+                fr.copied += len(landed)
+                fr.copied_bytes += copied_bytes
+                self.progress(len(landed), copied_bytes)
+
+    def _fetch(self, batch: list[_Item]) -> dict[Key, bytes]:
+        if self.is_ews:
+            return dict(self.src.mime([str(i.key) for i in batch]))
+        return self.src.bodies([int(i.key) for i in batch])  # type: ignore[misc]
+
+    def _copy_streamed(self, state: FolderState, dest_name: str, item: _Item, next_uid: int,
+                       fr: FolderReport) -> int:
+        src: ImapSourceMailbox = self.src
+        with self.engine._large:
+            chunks = src.chunks(int(item.key), item.size, self.options.chunk_size)
+            try:
+                first = next(chunks)
+            except StopIteration:
+                return next_uid
+            fp = fingerprint(item.size, first[:PREFIX])
+            self.store.record_pending(state.id, [(*_cols(item.key), fp, item.size, _flagstr(item.flags))], next_uid)
+
+            def stream() -> Iterator[bytes]:
+                yield first
+                for piece in chunks:
+                    if self.limiter:
+                        self.limiter.consume(len(piece))
+                    yield piece
+
+            try:
+                result = self.dest.append_streamed(dest_name, item.flags, item.internaldate, item.size, stream())
+            except CommandFailed as exc:
+                reason = f"central host refused it: {exc.text}"
+                self.store.record_failed(state.id, *_cols(item.key), fp, item.size, reason)
+                fr.failed.append((f"UID {item.key} ({item.size} bytes)", reason))
+                return next_uid
+            self.store.record_copied(state.id, [(*_cols(item.key), result.uids[0], fp, item.size,
+                                                 _flagstr(item.flags))])
+            fr.copied += 1
+            fr.copied_bytes += item.size
+            self.progress(1, item.size)
+            return result.uids[0] + 1
+
+    # -- flags and deletions -------------------------------------------------------------------------------
+
+    def _carry_flags(self, state: FolderState | None, dest_name: str, records: dict[Key, MessageRecord],
+                     current: dict[Key, tuple[str, ...]], fr: FolderReport) -> None:
+        """Three-way: only what changed at the source since the last pass is applied to the destination,
+        so flags the user changed on the central host are left alone."""
+        add: dict[frozenset[str], list[int]] = defaultdict(list)
+        remove: dict[frozenset[str], list[int]] = defaultdict(list)
+        updates = []
+        for key, flags in current.items():
+            rec = records.get(key)
+            if rec is None or rec.state != "copied" or rec.dest_uid is None:
+                continue
+            now_flags = set(flags)
+            before = set(rec.flags.split())
+            if now_flags == before:
+                continue
+            if now_flags - before:
+                add[frozenset(now_flags - before)].append(rec.dest_uid)
+            if before - now_flags:
+                remove[frozenset(before - now_flags)].append(rec.dest_uid)
+            updates.append((_flagstr(now_flags), *_cols(key)))
+        if not updates:
+            return
+        fr.flag_updates += len(updates)
+        if self.dry or state is None:
+            return
+        self.dest.change_flags(dest_name, add, remove)
+        self.store.update_message_flags(state.id, updates)
+
+    def _vanished(self, state: FolderState | None, dest_name: str, records: dict[Key, MessageRecord],
+                  present: set[Key], fr: FolderReport) -> None:
+        gone = [k for k, r in records.items() if r.state == "copied" and k not in present]
+        self._delete(state, dest_name, records, gone, fr)
+
+    def _delete(self, state: FolderState | None, dest_name: str, records: dict[Key, MessageRecord],
+                gone: list[Key], fr: FolderReport) -> None:
+        if not gone or not self.options.propagate_deletes:
+            return
+        # Only messages this engine copied (they have a record) are ever removed.
+        dest_uids = [records[k].dest_uid for k in gone if records[k].dest_uid]
+        fr.deleted += len(gone)
+        if self.dry or state is None:
+            return
+        if dest_uids:
+            self.dest.expunge(dest_name, dest_uids)  # type: ignore[arg-type]
+        self.store.delete_message_records(state.id, [k for k in gone if isinstance(k, int)],
+                                          [k for k in gone if isinstance(k, str)])
+
+
+def _describe(item: _Item, raw: bytes) -> str:
+    subject = ""
+    head = raw[:PREFIX].split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"subject:"):
+            subject = line[8:].strip().decode("utf-8", "replace")[:60]
+            break
+    ref = f"UID {item.key}" if isinstance(item.key, int) else f"item {str(item.key)[:16]}…"
+    return f"{ref} ({len(raw)} bytes){': ' + subject if subject else ''}"
+
+
+def _now() -> str:
+    from migrate.core.store import now
+
+    return now()
+
+
+def selected_mailboxes(store: Store, *, users: list[str] = (), source_id: str | None = None,
+                       everything: bool = False) -> tuple[list[MailboxRow], list[str]]:
+    """Resolve a command line's selection to mailboxes; returns (found, unknown names)."""
+    if everything:
+        return store.mailboxes(), []
+    if source_id:
+        return store.mailboxes(source_id=source_id), []
+    found, unknown = [], []
+    for user in users:
+        matches = store.find_mailboxes(user)
+        exact = [m for m in matches if m.email.lower() == user.lower() or m.login == user]
+        chosen = exact or (matches if len(matches) == 1 else [])
+        if chosen:
+            found.extend(c for c in chosen if c not in found)
+        else:
+            unknown.append(user)
+    return found, unknown
+
+
+SyncCallback = Callable[[MailboxReport], None]
+__all__ = ["FolderReport", "MailboxReport", "SyncEngine", "SyncOptions", "TransientError", "describe_failure",
+           "selected_mailboxes"]

@@ -1,0 +1,299 @@
+"""Verification: compare a mailbox at the source with its copy on the central host, message by message.
+
+Independent of the sync engine's records for what it counts: both servers are read afresh and messages
+are matched by content fingerprint as multisets, so a missing message, a duplicate, a wrong flag or a
+wrong date is found even if the state store were wrong. The records are only used to explain extra
+messages on the destination: ones the engine copied that were since deleted at the source are reported
+as such; others arrived by other means (new mail after the MX cut-over) and are not a mismatch.
+``deep`` also compares every matched pair's full bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from migrate.core.config import EwsServer, ImapServer, Project, Source
+from migrate.core.errors import MigrateError, RemoteError
+from migrate.core.secrets import SecretRef, resolve
+from migrate.core.store import MailboxRow, Store
+from migrate.mailbox.central import Destination
+from migrate.mailbox.fingerprint import PREFIX, fingerprint, of_message
+from migrate.mailbox.folders import map_folders
+from migrate.mailbox.imap import (
+    Endpoint,
+    credentials_for_central,
+    credentials_for_source,
+    imap_date,
+    open_session,
+)
+from migrate.mailbox.protocol import clean_flags, fetch, uid_set
+from migrate.mailbox.source_imap import ImapSourceMailbox
+
+log = logging.getLogger(__name__)
+
+#: Flags an EWS item can carry (is_read, flag status, is_draft); keywords come from categories.
+EWS_SYSTEM_FLAGS = {"\\Seen", "\\Flagged", "\\Draft"}
+
+
+@dataclass
+class Msg:
+    ref: str                      # "UID 12" or an EWS item id
+    fp: str
+    size: int
+    flags: frozenset[str]
+    date: datetime | None
+    full: str | None = None       # sha256 of the whole message (EWS, deep checks)
+
+
+@dataclass
+class FolderCheck:
+    source: str
+    dest: str | None
+    source_messages: int = 0
+    dest_messages: int = 0
+    missing: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    flag_mismatches: list[str] = field(default_factory=list)
+    date_mismatches: list[str] = field(default_factory=list)
+    content_mismatches: list[str] = field(default_factory=list)
+    deleted_at_source: int = 0
+    other_mail: int = 0
+    dest_folder_missing: bool = False
+    not_subscribed: bool = False
+    error: str | None = None
+
+    @property
+    def matches(self) -> bool:
+        return not (self.missing or self.duplicates or self.flag_mismatches or self.date_mismatches
+                    or self.content_mismatches or self.dest_folder_missing or self.not_subscribed or self.error)
+
+
+@dataclass
+class MailboxCheck:
+    email: str
+    error: str | None = None
+    folders: list[FolderCheck] = field(default_factory=list)
+
+    @property
+    def matches(self) -> bool:
+        return self.error is None and all(f.matches for f in self.folders)
+
+    def totals(self) -> dict[str, int]:
+        keys = ("missing", "duplicates", "flag_mismatches", "date_mismatches", "content_mismatches")
+        out = {k: sum(len(getattr(f, k)) for f in self.folders) for k in keys}
+        out["source_messages"] = sum(f.source_messages for f in self.folders)
+        out["dest_messages"] = sum(f.dest_messages for f in self.folders)
+        out["deleted_at_source"] = sum(f.deleted_at_source for f in self.folders)
+        out["other_mail"] = sum(f.other_mail for f in self.folders)
+        out["folder_problems"] = sum(1 for f in self.folders if f.dest_folder_missing or f.not_subscribed or f.error)
+        return out
+
+
+def _imap_messages(client) -> dict[int, Msg]:
+    items = ["FLAGS", "INTERNALDATE", "RFC822.SIZE", f"BODY.PEEK[]<0.{PREFIX}>"]
+    data = fetch(client, "1:*", items)
+    return {uid: Msg(f"UID {uid}", fingerprint(v.get(b"RFC822.SIZE", 0), v.get(b"BODY[]<0>") or b""),
+                     v.get(b"RFC822.SIZE", 0), frozenset(clean_flags(v.get(b"FLAGS"))),
+                     imap_date(v.get(b"INTERNALDATE")))
+            for uid, v in data.items()}
+
+
+def _full_hashes(client, uids: list[int]) -> dict[int, str]:
+    out = {}
+    for i in range(0, len(uids), 100):
+        chunk = uids[i:i + 100]
+        for uid, v in fetch(client, uid_set(chunk), ["BODY.PEEK[]"]).items():
+            out[uid] = hashlib.sha256(v.get(b"BODY[]") or b"").hexdigest()
+    return out
+
+
+class Verifier:
+    def __init__(self, project: Project, store: Store, *, deep: bool = False) -> None:
+        self.project = project
+        self.store = store
+        self.deep = deep
+        self.central_endpoint = Endpoint.from_config(project.config.central.imap, base_dir=project.base_dir,
+                                                     label="central host")
+        self.central_creds = credentials_for_central(project.config.central, project)
+        self._ews: dict[str, Any] = {}
+
+    def close(self) -> None:
+        for ews in self._ews.values():
+            ews.close()
+
+    def verify(self, mailbox: MailboxRow) -> MailboxCheck:
+        check = MailboxCheck(mailbox.email)
+        source = self.project.source(mailbox.source_id)
+        src = dest = None
+        try:
+            dest = Destination.open(self.central_endpoint, self.central_creds, mailbox.email)
+            if isinstance(source.server, ImapServer):
+                src = self._open_imap(source, mailbox)
+                folders = [info for info, _ in src.folders()]
+            else:
+                src = self._ews_mailbox(source, mailbox.email)
+                from migrate.mailbox.sync import _ews_folder_infos
+
+                folders = _ews_folder_infos(src)
+            recorded = {f.source_name: f for f in self.store.folders(mailbox.id)}
+            rules = list(source.folders.rules) + list(self.project.config.central.folders.rules)
+            prefix = source.folders.prefix or self.project.config.central.folders.prefix
+            mappings = map_folders(folders, central=dest.layout(), rules=rules, prefix=prefix,
+                                   recorded={n: f.dest_name for n, f in recorded.items()})
+            dest_folders = dest.folders(refresh=True)
+            for mapping in mappings:
+                if mapping.dest is None:
+                    continue
+                fc = FolderCheck(mapping.source.name, mapping.dest)
+                check.folders.append(fc)
+                try:
+                    if mapping.dest not in dest_folders:
+                        fc.dest_folder_missing = True
+                        src_msgs = self._source_messages(src, mapping.source)
+                        fc.source_messages = len(src_msgs)
+                        fc.missing = [m.ref for m in src_msgs.values()]
+                        continue
+                    if mapping.source.subscribed and not dest_folders[mapping.dest].subscribed:
+                        fc.not_subscribed = True
+                    state = recorded.get(mapping.source.name)
+                    self._compare(src, dest, mapping.source, mapping.dest, state, fc, ews=source.server.type == "ews")
+                except MigrateError as exc:
+                    fc.error = exc.message
+        except MigrateError as exc:
+            check.error = exc.message
+        finally:
+            for side in (src, dest):
+                if side is not None:
+                    try:
+                        side.close()
+                    except Exception:
+                        pass
+        return check
+
+    def _open_imap(self, source: Source, mailbox: MailboxRow) -> ImapSourceMailbox:
+        assert isinstance(source.server, ImapServer)
+        endpoint = Endpoint.from_config(source.server, base_dir=self.project.base_dir, label=f"source {source.id}")
+        password = None
+        if source.server.login.method == "user_password":
+            from migrate.mailbox.registry import read_users
+
+            for entry in read_users(self.project, source)[0]:
+                if entry.email.lower() == mailbox.email.lower() and entry.password_ref:
+                    password = resolve(SecretRef(entry.password_ref), base_dir=self.project.base_dir)
+        session = open_session(endpoint, credentials_for_source(source.server, self.project), mailbox.login, password)
+        return ImapSourceMailbox(session)
+
+    def _ews_mailbox(self, source: Source, email: str):
+        if source.id not in self._ews:
+            from migrate.mailbox.ews import EwsSource
+
+            assert isinstance(source.server, EwsServer)
+            password = resolve(SecretRef(source.server.password), base_dir=self.project.base_dir)
+            self._ews[source.id] = EwsSource(source.server, password, base_dir=self.project.base_dir,
+                                             label=f"source {source.id}", max_connections=source.connections)
+        return self._ews[source.id].mailbox(email)
+
+    def _source_messages(self, src, info) -> dict[Any, Msg]:
+        if isinstance(src, ImapSourceMailbox):
+            src.examine(info.name)
+            return _imap_messages(src.client)
+        items = list(src.items(info.folder_id))
+        out: dict[Any, Msg] = {}
+        ids = [i.item_id for i in items]
+        mime = dict(src.mime(ids)) if ids else {}
+        for item in items:
+            raw = mime.get(item.item_id, b"")
+            out[item.item_id] = Msg(item.item_id, of_message(raw), len(raw), frozenset(item.flags), item.received,
+                                    hashlib.sha256(raw).hexdigest() if self.deep else None)
+        return out
+
+    def _compare(self, src, dest: Destination, info, dest_name: str, state, fc: FolderCheck, *, ews: bool) -> None:
+        src_msgs = self._source_messages(src, info)
+        dest.select(dest_name)
+        dest_msgs = _imap_messages(dest.client)
+        fc.source_messages, fc.dest_messages = len(src_msgs), len(dest_msgs)
+        by_fp_src: dict[str, list[Any]] = defaultdict(list)
+        by_fp_dest: dict[str, list[int]] = defaultdict(list)
+        for key, m in src_msgs.items():
+            by_fp_src[m.fp].append(key)
+        for uid, m in dest_msgs.items():
+            by_fp_dest[m.fp].append(uid)
+        copied_dest_uids = set()
+        if state is not None:
+            present = set(src_msgs)
+            for r in self.store.message_records(state.id):
+                key = r.src_uid if r.src_uid is not None else r.src_item
+                if r.state == "copied" and r.dest_uid and key not in present:
+                    copied_dest_uids.add(r.dest_uid)
+        pairs: list[tuple[Any, int]] = []
+        for fp, src_keys in by_fp_src.items():
+            dest_uids = by_fp_dest.get(fp, [])
+            # Pair in date order so identical copies with different dates line up.
+            src_sorted = sorted(src_keys, key=lambda k: (_ts(src_msgs[k].date), str(k)))
+            dest_sorted = sorted(dest_uids, key=lambda u: (_ts(dest_msgs[u].date), u))
+            pairs.extend(zip(src_sorted, dest_sorted, strict=False))
+            for k in src_sorted[len(dest_sorted):]:
+                fc.missing.append(src_msgs[k].ref)
+            for u in dest_sorted[len(src_sorted):]:
+                if u in copied_dest_uids:
+                    fc.deleted_at_source += 1
+                else:
+                    fc.duplicates.append(f"UID {u} (same content as {src_msgs[src_sorted[0]].ref})")
+        for fp, dest_uids in by_fp_dest.items():
+            if fp not in by_fp_src:
+                for u in dest_uids:
+                    if u in copied_dest_uids:
+                        fc.deleted_at_source += 1
+                    else:
+                        fc.other_mail += 1
+        for key, uid in pairs:
+            s, d = src_msgs[key], dest_msgs[uid]
+            dest_flags = d.flags & (EWS_SYSTEM_FLAGS | {f for f in d.flags if not f.startswith("\\")}) if ews else d.flags
+            if s.flags != dest_flags:
+                fc.flag_mismatches.append(f"{s.ref}: source {sorted(s.flags)} central {sorted(d.flags)}")
+            if s.date and d.date and int(s.date.timestamp()) != int(d.date.timestamp()):
+                fc.date_mismatches.append(f"{s.ref}: source {s.date.isoformat()} central {d.date.isoformat()}")
+        if self.deep and pairs:
+            dest_full = _full_hashes(dest.client, [u for _, u in pairs])
+            if isinstance(src, ImapSourceMailbox):
+                src.examine(info.name)
+                src_full = _full_hashes(src.client, [k for k, _ in pairs])
+            else:
+                src_full = {k: src_msgs[k].full for k, _ in pairs}
+            for key, uid in pairs:
+                if src_full.get(key) != dest_full.get(uid):
+                    fc.content_mismatches.append(f"{src_msgs[key].ref} differs from central UID {uid}")
+
+
+def _ts(value: datetime | None) -> float:
+    return value.timestamp() if value else 0.0
+
+
+def verify_mailboxes(project: Project, store: Store, mailboxes: list[MailboxRow], *, deep: bool = False,
+                     progress=None) -> list[MailboxCheck]:
+    verifier = Verifier(project, store, deep=deep)
+    results = []
+    try:
+        for mailbox in mailboxes:
+            if progress:
+                from migrate.core.progress import ProgressEvent
+
+                progress(ProgressEvent("start", mailbox.email))
+            try:
+                result = verifier.verify(mailbox)
+            except RemoteError as exc:
+                result = MailboxCheck(mailbox.email, error=exc.message)
+            results.append(result)
+            if progress:
+                from migrate.core.progress import ProgressEvent
+
+                progress(ProgressEvent("done" if result.matches else "failed", mailbox.email,
+                                       detail="" if result.matches else "differs"))
+    finally:
+        verifier.close()
+    return results

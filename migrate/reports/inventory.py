@@ -1,0 +1,256 @@
+"""The inventory as people read it: per-ministry sections with probe findings, mailbox rows and totals.
+
+Built from the state store only (never from the servers), so ``inventory show`` and the end of
+``inventory mail`` print the same thing. Rendering to a terminal table is the CLI's job; this module
+gives it rows, totals, probe summary lines, and the JSON and CSV shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrate.core.store import Store
+
+#: CSV columns, one row per mailbox (``--folders``: one row per folder, with FOLDER_CSV_COLUMNS).
+CSV_COLUMNS = ("source", "ministry", "email", "login", "display_name", "flags", "status", "error", "folders",
+               "folder_errors", "messages", "bytes", "largest", "oldest", "newest", "quota_used",
+               "quota_limit", "measured_at")
+FOLDER_CSV_COLUMNS = ("source", "email", "folder", "special_use", "messages", "bytes", "error")
+#: The capabilities a sysadmin looks for first, in the words the issue uses.
+KEY_CAPABILITIES = ("IMAP4REV1", "IMAP4REV2", "UIDPLUS", "LITERAL+", "MULTIAPPEND", "SPECIAL-USE", "NAMESPACE",
+                    "STATUS=SIZE", "QUOTA", "ID", "CONDSTORE", "QRESYNC", "COMPRESS=DEFLATE")
+
+
+@dataclass
+class MailboxLine:
+    """One mailbox's latest measurement; ``status`` is ok, failed, incomplete or not measured."""
+
+    email: str
+    login: str
+    display_name: str
+    flags: list[str]
+    status: str
+    error: str | None
+    folders: int | None
+    folder_errors: int
+    messages: int | None
+    bytes: int | None
+    largest: int | None
+    oldest: str | None
+    newest: str | None
+    quota_used: int | None
+    quota_limit: int | None
+    measured_at: str | None
+    folder_list: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self, *, with_folders: bool = True) -> dict[str, Any]:
+        doc = {k: getattr(self, k) for k in ("email", "login", "display_name", "flags", "status", "error",
+                                             "folders", "folder_errors", "messages", "bytes", "largest", "oldest",
+                                             "newest", "quota_used", "quota_limit", "measured_at")}
+        if with_folders:
+            doc["folder_list"] = self.folder_list
+        return doc
+
+
+@dataclass
+class Totals:
+    mailboxes: int = 0
+    measured: int = 0
+    failed: int = 0
+    folders: int = 0
+    messages: int = 0
+    bytes: int = 0
+    largest: int | None = None
+    oldest: str | None = None
+    newest: str | None = None
+    quota_used: int = 0
+
+    def add(self, line: MailboxLine) -> None:
+        self.mailboxes += 1
+        if line.status == "ok":
+            self.measured += 1
+        elif line.status in ("failed", "incomplete"):
+            self.failed += 1
+        self.folders += line.folders or 0
+        self.messages += line.messages or 0
+        self.bytes += line.bytes or 0
+        self.quota_used += line.quota_used or 0
+        if line.largest is not None and (self.largest is None or line.largest > self.largest):
+            self.largest = line.largest
+        # ISO 8601 UTC text sorts as time does.
+        if line.oldest and (self.oldest is None or line.oldest < self.oldest):
+            self.oldest = line.oldest
+        if line.newest and (self.newest is None or line.newest > self.newest):
+            self.newest = line.newest
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SourceSection:
+    """One ministry: its server probe, its mailboxes and their totals."""
+
+    id: str
+    ministry: str
+    kind: str
+    probe: dict[str, Any] | None
+    mailboxes: list[MailboxLine]
+    totals: Totals
+
+    def as_dict(self, *, with_folders: bool = True) -> dict[str, Any]:
+        return {"id": self.id, "ministry": self.ministry, "kind": self.kind, "probe": self.probe,
+                "mailboxes": [m.as_dict(with_folders=with_folders) for m in self.mailboxes],
+                "totals": self.totals.as_dict()}
+
+
+def _status(doc: dict[str, Any]) -> str:
+    if doc["ok"] is None:
+        return "not measured"
+    if doc["ok"]:
+        return "ok"
+    if doc["messages"] is not None:
+        return "incomplete"  # measured, but some folders failed
+    return "failed"
+
+
+def load_inventory(store: Store, source_ids: list[str] | None = None) -> list[SourceSection]:
+    """Every source the store knows (or those named), with the latest probe and measurements."""
+    sections = []
+    for src in store.sources():
+        if source_ids and src["id"] not in source_ids:
+            continue
+        lines = []
+        totals = Totals()
+        for doc in store.inventory(source_id=src["id"]):
+            folder_list = store.inventory_folders(doc["mailbox_id"]) if doc["ok"] is not None else []
+            line = MailboxLine(
+                email=doc["email"], login=doc["login"], display_name=doc["display_name"], flags=doc["flags"],
+                status=_status(doc), error=doc["error"],
+                folders=len(folder_list) if doc["ok"] is not None and folder_list else None,
+                folder_errors=doc["folder_errors"] or 0, messages=doc["messages"], bytes=doc["bytes"],
+                largest=doc["largest"], oldest=doc["oldest"], newest=doc["newest"], quota_used=doc["quota_used"],
+                quota_limit=doc["quota_limit"], measured_at=doc["measured_at"], folder_list=folder_list)
+            lines.append(line)
+            totals.add(line)
+        sections.append(SourceSection(src["id"], src["ministry"], src["kind"], store.probe(src["id"]), lines,
+                                      totals))
+    return sections
+
+
+def grand_totals(sections: list[SourceSection]) -> Totals:
+    totals = Totals()
+    for section in sections:
+        for line in section.mailboxes:
+            totals.add(line)
+    return totals
+
+
+def as_json(sections: list[SourceSection], *, with_folders: bool = True) -> dict[str, Any]:
+    return {"sources": [s.as_dict(with_folders=with_folders) for s in sections],
+            "totals": grand_totals(sections).as_dict()}
+
+
+def csv_rows(sections: list[SourceSection]) -> list[dict[str, Any]]:
+    rows = []
+    for section in sections:
+        for line in section.mailboxes:
+            row = line.as_dict(with_folders=False)
+            row.update(source=section.id, ministry=section.ministry)
+            rows.append(row)
+    return rows
+
+
+def folder_csv_rows(sections: list[SourceSection]) -> list[dict[str, Any]]:
+    rows = []
+    for section in sections:
+        for line in section.mailboxes:
+            for folder in line.folder_list:
+                rows.append({"source": section.id, "email": line.email, "folder": folder["name"],
+                             "special_use": folder["special_use"], "messages": folder["messages"],
+                             "bytes": folder["bytes"], "error": folder["error"]})
+    return rows
+
+
+def probe_lines(probe: dict[str, Any] | None) -> list[str]:
+    """The probe's findings as short lines for a person: server, TLS, software, capabilities, login."""
+    if probe is None:
+        return ["not probed yet: run govmigrate inventory mail"]
+    d = probe.get("detail") or {}
+    lines = []
+    where = d.get("endpoint") or "?"
+    if d.get("kind") == "imap":
+        where += f" (IMAP, TLS {d.get('tls_mode', '?')})"
+    elif d.get("kind") == "ews":
+        where += " (EWS)"
+    reach = d.get("reachable")
+    lines.append(f"server: {where}: " + ("reachable" if reach else "unreachable" if reach is False else "?")
+                 + (f", probed {probe['probed_at']}" if probe.get("probed_at") else ""))
+    tls = d.get("tls")
+    if isinstance(tls, dict):
+        lines.append(_tls_line(tls, d))
+    if d.get("software"):
+        lines.append(f"software: {d['software']}")
+    if d.get("version"):
+        lines.append(f"server version: {d['version']}")
+    caps = d.get("migration_capabilities")
+    if caps:
+        have = [c for c in KEY_CAPABILITIES if caps.get(c)]
+        missing = [c for c in KEY_CAPABILITIES if c in caps and not caps.get(c)]
+        lines.append("capabilities: " + (" ".join(have) or "none of note")
+                     + (f"; missing: {' '.join(missing)}" if missing else ""))
+    elif d.get("capabilities_before_login"):
+        lines.append("capabilities (before login): " + " ".join(
+            c for c in d["capabilities_before_login"] if c in KEY_CAPABILITIES or c.startswith("AUTH=")))
+    if "separator" in d:
+        lines.append(f"folders: hierarchy separator {d['separator']!r}, personal namespace prefix "
+                     f"{d.get('prefix', '')!r}")
+    login = d.get("login")
+    if isinstance(login, dict):
+        lines.append(_login_line(login))
+    if not probe.get("ok") and probe.get("error"):
+        lines.append(f"problem: {probe['error']}")
+    return lines
+
+
+def _tls_line(tls: dict[str, Any], detail: dict[str, Any]) -> str:
+    if tls.get("tls") is False:
+        return "TLS: none (credentials travel in clear text)"
+    if tls.get("tls") is None:
+        return f"TLS: {tls.get('error') or tls.get('verify_error') or 'failed'}"
+    parts = [f"TLS: {tls.get('version', '?')}"]
+    if tls.get("subject"):
+        parts.append(f"certificate {tls['subject']} issued by {tls.get('issuer', '?')}"
+                     + (" (self-signed)" if tls.get("self_signed") else ""))
+    if tls.get("not_after"):
+        days = tls.get("days_left")
+        parts.append(f"expires {tls['not_after'][:10]}"
+                     + (f" (expired {-days} days ago)" if isinstance(days, int) and days < 0
+                        else f" ({days} days left)" if isinstance(days, int) else ""))
+    if "name_match" in tls:
+        parts.append("name matches" if tls["name_match"] else "name does NOT match the host")
+    if tls.get("verified"):
+        parts.append("verified")
+    elif tls.get("verify_error"):
+        verdict = tls["verify_error"]
+        parts.append(f"refused: {verdict}" if detail.get("verify_certificate", True)
+                     else f"not verified (verify_certificate: false); a check would say: {verdict}")
+    elif tls.get("verified") is False:
+        parts.append("not verified (verify_certificate: false)")
+    return ", ".join(parts)
+
+
+def _login_line(login: dict[str, Any]) -> str:
+    method = login.get("method", "?")
+    who = f" as {login['admin_user']}" if login.get("admin_user") else ""
+    if login.get("ok"):
+        text = f"login: {method}{who}: works"
+    elif login.get("ok") is None:
+        text = f"login: {method}{who}: {login.get('error') or 'not tested'}"
+    else:
+        text = f"login: {method}{who}: refused ({login.get('error')})"
+    alt = login.get("alternative")
+    if isinstance(alt, dict):
+        text += f"; {alt.get('method')}: " + ("works" if alt.get("ok") else "refused too")
+    return text

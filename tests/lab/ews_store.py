@@ -1,0 +1,345 @@
+"""The mailboxes behind the lab's EWS responder: corpus folders placed in Exchange's folder tree, items with
+stable ids and change keys, and the change journal that SyncFolderItems reads.
+
+Kept apart from the HTTP/SOAP code in :mod:`tests.lab.ews` so the model can be read (and mutated by tests)
+without any XML in the way. All access goes through :class:`LabStore`'s lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from dataclasses import dataclass, field
+
+from tests.lab.corpus import CorpusFolder, CorpusMailbox, CorpusMessage
+
+#: Distinguished ids of the mail folders every Exchange mailbox has, with their English display names.
+WELL_KNOWN_MAIL = {
+    "inbox": "Inbox",
+    "sentitems": "Sent Items",
+    "deleteditems": "Deleted Items",
+    "drafts": "Drafts",
+    "junkemail": "Junk Email",
+}
+#: Non-mail folders every mailbox has under Top of Information Store; a client must skip them.
+NON_MAIL = (("calendar", "Calendar", "IPF.Appointment"), ("contacts", "Contacts", "IPF.Contact"),
+            ("tasks", "Tasks", "IPF.Task"))
+MAIL_CLASS = "IPF.Note"
+
+# IMAP special-use attribute or well-known source folder name → distinguished folder id.
+_BY_SPECIAL_USE = {"\\Sent": "sentitems", "\\Trash": "deleteditems", "\\Drafts": "drafts", "\\Junk": "junkemail"}
+_BY_NAME = {"sent": "sentitems", "sent items": "sentitems", "trash": "deleteditems",
+            "deleted items": "deleteditems", "drafts": "drafts", "junk": "junkemail",
+            "junk e-mail": "junkemail", "junk email": "junkemail"}
+
+
+def well_known_for(folder: CorpusFolder) -> str | None:
+    """The distinguished folder a corpus folder lands in on Exchange, or None for an ordinary folder.
+
+    Only top-level folders map; "Archive" stays an ordinary folder (Exchange's archive is a separate mailbox).
+    """
+    if folder.is_inbox:
+        return "inbox"
+    if len(folder.path) != 1:
+        return None
+    if folder.special_use in _BY_SPECIAL_USE:
+        return _BY_SPECIAL_USE[folder.special_use]
+    return _BY_NAME.get(folder.path[0].lower())
+
+
+def ews_folder_path(box: CorpusMailbox, corpus_path: tuple[str, ...]) -> tuple[str, ...]:
+    """The display-name path (below Top of Information Store) of a corpus folder on the EWS responder."""
+    head = next((f for f in box.folders if f.path == corpus_path[:1]), CorpusFolder(corpus_path[:1]))
+    wk = well_known_for(head)
+    if wk is None:
+        return tuple(corpus_path)
+    return (WELL_KNOWN_MAIL[wk], *corpus_path[1:])
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def imap_flags_ews(flags: tuple[str, ...]) -> dict:
+    """What EWS shows of IMAP flags. ``\\Answered`` has no EWS property here (real Exchange keeps it in
+    PR_LAST_VERB_EXECUTED, which the lab does not model), and ``\\Recent``/``\\Deleted`` do not exist."""
+    return {
+        "is_read": "\\Seen" in flags,
+        "is_flagged": "\\Flagged" in flags,
+        "is_draft": "\\Draft" in flags,
+        "categories": [f for f in flags if not f.startswith("\\")],
+    }
+
+
+@dataclass(eq=False)
+class LabItem:
+    serial: int
+    item_id: str
+    folder: LabFolder
+    message: CorpusMessage
+    flags: tuple[str, ...]
+    created_seq: int
+    changed_seq: int        # last change of any kind (journal order)
+    content_seq: int        # last change other than the read flag (Update rather than ReadFlagChange)
+    version: int = 1
+    deleted_seq: int | None = None
+
+    @property
+    def change_key(self) -> str:
+        return _b64(f"CQAAABYA|{self.serial}|{self.version}")
+
+    @property
+    def alive(self) -> bool:
+        return self.deleted_seq is None
+
+    @property
+    def size(self) -> int:
+        return len(self.message.raw)
+
+    @property
+    def mailbox(self) -> LabMailbox:
+        return self.folder.mailbox
+
+
+@dataclass(eq=False)
+class LabFolder:
+    mailbox: LabMailbox
+    serial: int
+    folder_id: str
+    name: str
+    folder_class: str | None
+    parent: LabFolder | None
+    distinguished: str | None = None
+    children: list[LabFolder] = field(default_factory=list)
+    items: list[LabItem] = field(default_factory=list)
+    tombstones: list[LabItem] = field(default_factory=list)
+    version: int = 1
+
+    @property
+    def change_key(self) -> str:
+        return _b64(f"AQAAABYA|F{self.serial}|{self.version}")
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """Display names below Top of Information Store (empty for the root and that folder itself)."""
+        names: list[str] = []
+        f: LabFolder | None = self
+        while f is not None and f.distinguished not in ("msgfolderroot", "root"):
+            names.insert(0, f.name)
+            f = f.parent
+        return tuple(names)
+
+    @property
+    def is_mail(self) -> bool:
+        return self.folder_class == MAIL_CLASS
+
+    @property
+    def total(self) -> int:
+        return len(self.items)
+
+    @property
+    def unread(self) -> int:
+        return sum(1 for i in self.items if "\\Seen" not in i.flags)
+
+    @property
+    def size(self) -> int:
+        return sum(i.size for i in self.items)
+
+    def descendants(self) -> list[LabFolder]:
+        """Pre-order, the order a Deep FindFolder lists them in."""
+        out: list[LabFolder] = []
+        for child in self.children:
+            out.append(child)
+            out.extend(child.descendants())
+        return out
+
+    def touch(self) -> None:
+        self.version += 1
+
+
+class LabMailbox:
+    """One Exchange mailbox built from a corpus mailbox."""
+
+    def __init__(self, store: LabStore, corpus: CorpusMailbox) -> None:
+        self.store = store
+        self.corpus = corpus
+        self.email = corpus.email
+        self.folders_by_id: dict[str, LabFolder] = {}
+        self.distinguished: dict[str, LabFolder] = {}
+        self._folder_serial = 0
+        self.root = self._new_folder("Root", None, None, "root")
+        self.top = self._new_folder("Top of Information Store", None, self.root, "msgfolderroot")
+        for wk, name in WELL_KNOWN_MAIL.items():
+            self._new_folder(name, MAIL_CLASS, self.top, wk)
+        for wk, name, cls in NON_MAIL:
+            self._new_folder(name, cls, self.top, wk)
+        corpus_by_path = {cf.path: cf for cf in corpus.folders}
+        by_corpus: dict[tuple[str, ...], LabFolder] = {}
+        claimed: set[str] = set()
+
+        def place(path: tuple[str, ...]) -> LabFolder:
+            if path in by_corpus:
+                return by_corpus[path]
+            wk = well_known_for(corpus_by_path.get(path) or CorpusFolder(path))
+            if wk is not None and wk not in claimed:
+                claimed.add(wk)             # a second "Trash"-like folder stays an ordinary folder
+                folder = self.distinguished[wk]
+            else:
+                parent = self.top if len(path) == 1 else place(path[:-1])
+                folder = self._child(parent, path[-1])
+            by_corpus[path] = folder
+            return folder
+
+        for cf in corpus.folders:
+            folder = place(cf.path)
+            for message in cf.messages:
+                store._append(folder, message, message.flags)
+
+    def _new_folder(self, name: str, folder_class: str | None, parent: LabFolder | None,
+                    distinguished: str | None = None) -> LabFolder:
+        self._folder_serial += 1
+        folder_id = _b64(f"AAMkAG|{self.email}|folder|{self._folder_serial}")
+        folder = LabFolder(self, self._folder_serial, folder_id, name, folder_class, parent, distinguished)
+        if parent is not None:
+            parent.children.append(folder)
+        self.folders_by_id[folder_id] = folder
+        self.store.folders[folder_id] = folder
+        if distinguished:
+            self.distinguished[distinguished] = folder
+        return folder
+
+    def _child(self, parent: LabFolder, name: str) -> LabFolder:
+        for child in parent.children:
+            if child.name == name:
+                return child
+        return self._new_folder(name, MAIL_CLASS, parent)
+
+    # -- look-ups ---------------------------------------------------------------------------------------
+
+    def all_folders(self) -> list[LabFolder]:
+        return [self.root, *self.root.descendants()]
+
+    def mail_folders(self) -> list[LabFolder]:
+        return [f for f in self.top.descendants() if f.is_mail]
+
+    def folder(self, *path: str) -> LabFolder:
+        """A folder by its EWS display path (("Inbox",), ("Projects", "Budget 2025")) or by its corpus path
+        (("INBOX",), ("Sent",)), whichever matches."""
+        for f in self.top.descendants():
+            if f.path == tuple(path):
+                return f
+        mapped = ews_folder_path(self.corpus, tuple(path))
+        for f in self.top.descendants():
+            if f.path == mapped:
+                return f
+        raise KeyError(path)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.all_folders())
+
+
+class LabStore:
+    """Every mailbox of the responder, the global change sequence and the id indexes."""
+
+    def __init__(self, mailboxes: list[CorpusMailbox]) -> None:
+        self.lock = threading.RLock()
+        self.seq = 0
+        self._item_serial = 0
+        self.folders: dict[str, LabFolder] = {}
+        self.items: dict[str, LabItem] = {}
+        self.mailboxes: dict[str, LabMailbox] = {}
+        for box in mailboxes:
+            self.mailboxes[box.email.lower()] = LabMailbox(self, box)
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def mailbox(self, email: str) -> LabMailbox:
+        try:
+            return self.mailboxes[email.strip().lower()]
+        except KeyError:
+            raise KeyError(f"no mailbox {email} on the EWS responder") from None
+
+    def _append(self, folder: LabFolder, message: CorpusMessage, flags: tuple[str, ...]) -> LabItem:
+        self._item_serial += 1
+        seq = self.next_seq()
+        item_id = _b64(f"AAMkAG|{folder.mailbox.email}|item|{self._item_serial}")
+        item = LabItem(self._item_serial, item_id, folder, message, tuple(flags), seq, seq, seq)
+        folder.items.append(item)
+        folder.touch()
+        self.items[item_id] = item
+        return item
+
+    # -- mutations tests make between syncs -------------------------------------------------------------
+
+    def add_message(self, email: str, folder_path: tuple[str, ...], message: CorpusMessage) -> str:
+        with self.lock:
+            folder = self.mailbox(email).folder(*folder_path)
+            return self._append(folder, message, message.flags).item_id
+
+    def set_flags(self, email: str, item_id: str, flags: tuple[str, ...] | list[str]) -> None:
+        with self.lock:
+            item = self._live_item(email, item_id)
+            flags = tuple(flags)
+            read_only = set(item.flags) ^ set(flags) <= {"\\Seen"}
+            seq = self.next_seq()
+            item.flags = flags
+            item.changed_seq = seq
+            if not read_only:
+                item.content_seq = seq
+            item.version += 1
+            item.folder.touch()
+
+    def delete_message(self, email: str, item_id: str) -> None:
+        with self.lock:
+            item = self._live_item(email, item_id)
+            item.deleted_seq = item.changed_seq = self.next_seq()
+            item.folder.items.remove(item)
+            item.folder.tombstones.append(item)
+            item.folder.touch()
+
+    def _live_item(self, email: str, item_id: str) -> LabItem:
+        item = self.items.get(item_id)
+        if item is None or not item.alive or item.mailbox is not self.mailbox(email):
+            raise KeyError(f"no item {item_id} in {email}")
+        return item
+
+    # -- SyncFolderItems --------------------------------------------------------------------------------
+
+    @staticmethod
+    def sync_token(folder: LabFolder, seq: int) -> str:
+        return _b64(f"lab-sync|{folder.folder_id}|{seq}")
+
+    @staticmethod
+    def parse_sync_token(folder: LabFolder, token: str) -> int:
+        """The sequence number a state was issued at; ``ValueError`` if it is not ours or not this folder's."""
+        try:
+            kind, folder_id, seq = base64.b64decode(token.strip(), validate=True).decode().split("|")
+        except Exception:
+            raise ValueError("malformed sync state") from None
+        if kind != "lab-sync" or folder_id != folder.folder_id:
+            raise ValueError("sync state belongs to another folder")
+        return int(seq)
+
+    def changes_since(self, folder: LabFolder, since: int, max_changes: int
+                      ) -> tuple[list[tuple[str, LabItem]], int, bool]:
+        """One SyncFolderItems page: (change kind, item) pairs, the new state's sequence, and whether this is
+        the last page. Kinds: Create, Update, ReadFlagChange, Delete."""
+        candidates = sorted((i for i in [*folder.items, *folder.tombstones] if i.changed_seq > since),
+                            key=lambda i: i.changed_seq)
+        changes: list[tuple[str, LabItem]] = []
+        for n, item in enumerate(candidates):
+            if item.created_seq > since:
+                kind = "Create" if item.alive else None     # created and deleted in between: nothing to say
+            elif not item.alive:
+                kind = "Delete"
+            else:
+                kind = "Update" if item.content_seq > since else "ReadFlagChange"
+            if kind is None:
+                continue
+            if len(changes) == max_changes:
+                return changes, candidates[n - 1].changed_seq, False
+            changes.append((kind, item))
+        return changes, self.seq, True
