@@ -32,7 +32,8 @@ def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str
     central host by other means is never touched. Exits 1 if any mailbox, folder or message failed.
     """
     project, store, mailboxes = select_mailboxes(app, users, source_id, everything)
-    options = SyncOptions(dry_run=dry_run, propagate_deletes=propagate_deletes, lock_dir=app.workspace.locks_dir)
+    options = SyncOptions.from_project(project, dry_run=dry_run, propagate_deletes=propagate_deletes,
+                                       lock_dir=app.workspace.locks_dir)
     with progress_for(app, "dry run" if dry_run else "sync") as sink:
         reports = SyncEngine(project, store, options=options, progress=sink).run(mailboxes)
     render(app, reports, dry_run=dry_run, as_json=as_json)

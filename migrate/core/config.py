@@ -272,6 +272,26 @@ class WavePolicy(Strict):
     default_rate_mb_s: float = Field(10.0, gt=0)
 
 
+def _size(value: int | str) -> int:
+    return parse_byte_rate(value)
+
+
+ByteSize = Annotated[int | str, AfterValidator(_size)]
+
+
+class SyncTuning(Strict):
+    """How the sync engine batches its work; the defaults suit most links."""
+
+    #: One FETCH and one MULTIAPPEND carry at most this much mail...
+    batch_bytes: ByteSize = 2_000_000
+    #: ...and at most this many messages.
+    batch_messages: int = Field(250, ge=1, le=5000)
+    #: Messages larger than this are streamed in pieces, never held whole in memory.
+    stream_threshold: ByteSize = 8_000_000
+    #: Mailboxes copied in parallel (default: as the connection limits allow).
+    workers: int | None = Field(None, ge=1, le=256)
+
+
 class NameServer(Strict):
     address: HostName
     port: Port = 53
@@ -319,6 +339,7 @@ class ProjectConfig(Strict):
     central: CentralHost
     sources: list[Source] = Field(min_length=1)
     waves: WavePolicy = WavePolicy()
+    sync: SyncTuning = SyncTuning()
     dns: DnsSection | None = None
     sip: SipSection | None = None
 

@@ -577,6 +577,14 @@ class Store:
             "SELECT DISTINCT m.folder_id FROM messages m JOIN folders f ON f.id = m.folder_id "
             "WHERE f.mailbox_id = ? AND m.state IN ('pending', 'failed')", (mailbox_id,))}
 
+    def folders_with_vanished(self, mailbox_id: int) -> set[int]:
+        """Folders holding records of more copied messages than the source had at the last pass: messages
+        were deleted at the source since they were copied."""
+        return {r[0] for r in self._query(
+            "SELECT f.id FROM folders f JOIN messages m ON m.folder_id = f.id AND m.state = 'copied' "
+            "WHERE f.mailbox_id = ? GROUP BY f.id HAVING COUNT(*) > COALESCE(f.source_messages, 0)",
+            (mailbox_id,))}
+
     def copied_totals(self, mailbox_id: int) -> tuple[int, int]:
         row = self._query("SELECT COUNT(*), COALESCE(SUM(m.size), 0) FROM messages m JOIN folders f "
                           "ON f.id = m.folder_id WHERE f.mailbox_id = ? AND m.state = 'copied'", (mailbox_id,))[0]

@@ -16,7 +16,7 @@ from datetime import datetime
 from migrate.core.errors import RemoteError
 from migrate.mailbox.fingerprint import PREFIX, fingerprint
 from migrate.mailbox.folders import DEFAULT_CENTRAL_SPECIAL, CentralLayout
-from migrate.mailbox.imap import Credentials, Endpoint, Session, describe_failure, open_session
+from migrate.mailbox.imap import Credentials, Endpoint, Session, describe_failure, guarded, open_session
 from migrate.mailbox.protocol import (
     Appendable,
     CommandFailed,
@@ -66,6 +66,7 @@ class Destination:
 
     # -- folders --------------------------------------------------------------------------------------
 
+    @guarded
     def folders(self, refresh: bool = False) -> dict[str, ListedFolder]:
         if self._folders is None or refresh:
             listed = list_folders(self.client, self.session.capabilities, with_status=False)
@@ -81,6 +82,7 @@ class Destination:
                 special[f.special_use] = name
         return CentralLayout(self.session.separator, prefix, tuple(special.items()))
 
+    @guarded
     def ensure_folder(self, name: str, subscribe: bool) -> bool:
         """Create ``name`` (and missing parents) if needed; subscribe when the source folder was."""
         existing = self.folders()
@@ -107,9 +109,11 @@ class Destination:
             existing[name] = ListedFolder(name, existing[name].attributes, existing[name].delimiter, True, {})
         return created
 
+    @guarded
     def status(self, name: str) -> dict[str, int]:
         return folder_status(self.client, name, ("MESSAGES", "UIDNEXT", "UIDVALIDITY"))
 
+    @guarded
     def select(self, name: str) -> dict:
         if self._selected == name:
             return {}
@@ -119,6 +123,7 @@ class Destination:
 
     # -- writes ---------------------------------------------------------------------------------------
 
+    @guarded
     def append_batch(self, folder: str, messages: Sequence[Appendable]) -> AppendResult:
         """All of ``messages`` in one MULTIAPPEND, or raises CommandFailed (then none was appended)."""
         if len(messages) > 1 and self.multiappend_ok:
@@ -133,6 +138,7 @@ class Destination:
                               f"{len(messages)} appended message(s) landed (no APPENDUID)")
         return AppendResult(validity, uids)
 
+    @guarded
     def append_streamed(self, folder: str, flags: tuple[str, ...], internaldate: datetime | None, size: int,
                         chunks: Iterator[bytes]) -> AppendResult:
         validity, uids = append_stream(self.client, folder, flags, internaldate, size, chunks, self.literal_plus)
@@ -140,6 +146,7 @@ class Destination:
             raise RemoteError(f"{self.session.endpoint.label}: no APPENDUID for a streamed message")
         return AppendResult(validity, uids)
 
+    @guarded
     def change_flags(self, folder: str, add: dict[frozenset[str], list[int]],
                      remove: dict[frozenset[str], list[int]]) -> None:
         """Apply flag additions/removals grouped by identical flag sets (few commands for many messages)."""
@@ -149,6 +156,7 @@ class Destination:
         for flags, uids in remove.items():
             store_flags(self.client, uids, "-", flags)
 
+    @guarded
     def expunge(self, folder: str, uids: list[int]) -> None:
         self.select(folder)
         store_flags(self.client, uids, "+", ["\\Deleted"])
@@ -156,6 +164,7 @@ class Destination:
 
     # -- reads for reconciliation and verification ----------------------------------------------------
 
+    @guarded
     def fingerprints(self, folder: str, since_uid: int = 1) -> dict[int, tuple[str, int, tuple[str, ...]]]:
         """UID → (fingerprint, size, flags) for the folder's messages with UID ≥ ``since_uid``."""
         self.select(folder)

@@ -118,16 +118,19 @@ def _clean(components: tuple[str, ...], separator: str) -> tuple[tuple[str, ...]
 
 
 def map_folders(folders: list[SourceFolderInfo], *, central: CentralLayout, rules: list[FolderRule] = (),
-                prefix: str | None = None, recorded: dict[str, str] | None = None) -> list[FolderMapping]:
-    """Map every source folder; deterministic for the same input, stable across passes via ``recorded``."""
+                prefix: str | None = None,
+                recorded: dict[str, tuple[str, str | None]] | None = None) -> list[FolderMapping]:
+    """Map every source folder; deterministic for the same input, and stable across passes: ``recorded``
+    maps source names to the (destination, note) chosen on an earlier pass."""
     recorded = recorded or {}
     taken: dict[str, str] = {}  # destination name → source name
     result: dict[str, FolderMapping] = {}
 
     for f in folders:
         if f.name in recorded:
-            result[f.name] = FolderMapping(f, recorded[f.name], None)
-            taken[recorded[f.name]] = f.name
+            dest, note = recorded[f.name]
+            result[f.name] = FolderMapping(f, dest, note)
+            taken[dest] = f.name
 
     def priority(f: SourceFolderInfo) -> tuple:
         inbox = f.path == ("INBOX",)

@@ -147,6 +147,30 @@ def _server_text(exc: BaseException) -> str:
     return redact(text.strip("'\" []"))
 
 
+def guarded(method):
+    """Decorator for methods of objects holding ``self.session``: any socket, TLS or protocol failure
+    leaves as a govmigrate error naming that server (transient ones are then retried by the caller).
+    ``CommandFailed`` (a NO/BAD the caller handles itself) and govmigrate errors pass through."""
+    import functools
+
+    from migrate.core.errors import MigrateError
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except MigrateError:
+            raise
+        except Exception as exc:
+            from migrate.mailbox.protocol import CommandFailed
+
+            if isinstance(exc, CommandFailed):
+                raise
+            raise describe_failure(exc, self.session.endpoint) from exc
+
+    return wrapper
+
+
 def connect(endpoint: Endpoint) -> IMAPClient:
     """Open the connection (TLS as configured), not yet logged in."""
     try:

@@ -13,7 +13,7 @@ from datetime import datetime
 from migrate.core.errors import FolderFailed
 from migrate.mailbox.fingerprint import PREFIX, fingerprint
 from migrate.mailbox.folders import SourceFolderInfo, source_path
-from migrate.mailbox.imap import Session, describe_failure, imap_date
+from migrate.mailbox.imap import Session, describe_failure, guarded, imap_date
 from migrate.mailbox.protocol import CommandFailed, ListedFolder, clean_flags, fetch, list_folders, uid_set
 
 
@@ -34,6 +34,7 @@ class ImapSourceMailbox:
     def close(self) -> None:
         self.session.close()
 
+    @guarded
     def folders(self) -> list[tuple[SourceFolderInfo, ListedFolder]]:
         listed = list_folders(self.client, self.session.capabilities, with_status=True)
         out = []
@@ -45,6 +46,7 @@ class ImapSourceMailbox:
             out.append((info, f))
         return out
 
+    @guarded
     def examine(self, name: str) -> dict:
         try:
             info = self.client.select_folder(name, readonly=True)
@@ -53,6 +55,7 @@ class ImapSourceMailbox:
         self._selected = name
         return info
 
+    @guarded
     def metadata(self) -> dict[int, MessageMeta]:
         """Every message of the selected folder: UID, size, flags, internal date (no bodies)."""
         try:
@@ -65,10 +68,12 @@ class ImapSourceMailbox:
                                  imap_date(v.get(b"INTERNALDATE")))
                 for uid, v in data.items()}
 
+    @guarded
     def bodies(self, uids: list[int]) -> dict[int, bytes]:
         data = fetch(self.client, uid_set(uids), ["BODY.PEEK[]"])
         return {uid: v[b"BODY[]"] for uid, v in data.items() if uid in set(uids) and v.get(b"BODY[]") is not None}
 
+    @guarded
     def chunks(self, uid: int, size: int, chunk_size: int) -> Iterator[bytes]:
         """A large message in pieces (BODY.PEEK[]<offset.length>), never whole in memory."""
         offset = 0
@@ -83,6 +88,7 @@ class ImapSourceMailbox:
             if not piece:
                 break
 
+    @guarded
     def fingerprints(self) -> dict[int, tuple[str, int]]:
         """UID → (fingerprint, size) for the selected folder, from the first 8 KiB of each message."""
         try:

@@ -14,6 +14,8 @@ resume from the last recorded batch. A stop event ends the run at the next batch
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from collections import defaultdict
@@ -57,6 +59,24 @@ log = logging.getLogger(__name__)
 
 Key = int | str  # IMAP source UID, or EWS item id
 
+# Crash points for the crash-safety tests: GOVMIGRATE_CRASH_AT="after-append:3" kills this process with
+# SIGKILL at the third APPEND that reached the central host before its record was written. Read once.
+_CRASH_AT = os.environ.get("GOVMIGRATE_CRASH_AT", "")
+_crash_counts: dict[str, int] = defaultdict(int)
+_crash_lock = threading.Lock()
+
+
+def _crashpoint(name: str) -> None:
+    if not _CRASH_AT:
+        return
+    point, _, nth = _CRASH_AT.partition(":")
+    if point != name:
+        return
+    with _crash_lock:
+        _crash_counts[name] += 1
+        if _crash_counts[name] == int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
 
 @dataclass
 class SyncOptions:
@@ -74,6 +94,12 @@ class SyncOptions:
     attempts: int = 5
     #: A lock directory (the workspace's); None disables per-mailbox locks (library use, tests).
     lock_dir: Any = None
+
+    @classmethod
+    def from_project(cls, project: Project, **kwargs: Any) -> SyncOptions:
+        tuning = project.config.sync
+        return cls(batch_bytes=int(tuning.batch_bytes), batch_messages=tuning.batch_messages,
+                   stream_threshold=int(tuning.stream_threshold), workers=tuning.workers, **kwargs)
 
 
 @dataclass
@@ -395,9 +421,11 @@ class _MailboxPass:
         policy_rules = list(self.source.folders.rules) + list(self.engine.project.config.central.folders.rules)
         prefix = self.source.folders.prefix or self.engine.project.config.central.folders.prefix
         mappings = map_folders([info for info, _ in folders], central=layout, rules=policy_rules, prefix=prefix,
-                               recorded={name: f.dest_name for name, f in recorded.items()})
+                               recorded={name: (f.dest_name, f.note) for name, f in recorded.items()})
         listed = {info.name: lf for info, lf in folders}
         attention = self.store.folders_needing_attention(self.mailbox.id)
+        if self.options.propagate_deletes:
+            attention |= self.store.folders_with_vanished(self.mailbox.id)
         for mapping in mappings:
             self.check_stop()
             folder_report = FolderReport(mapping.source.name, mapping.dest, mapping.note)
@@ -655,8 +683,10 @@ class _MailboxPass:
             self.store.record_pending(state.id, [(*_cols(i.key), fp, len(raw), _flagstr(i.flags))
                                                  for i, raw, fp in ready], next_uid)
             messages = [Appendable(raw, i.flags, i.internaldate) for i, raw, _ in ready]
+            _crashpoint("before-append")
             try:
                 result = self.dest.append_batch(dest_name, messages)
+                _crashpoint("after-append")
                 landed = list(zip(ready, result.uids, strict=True))
                 if result.uidvalidity and result.uidvalidity != state.dest_uidvalidity:
                     self.store.update_folder(state.id, dest_uidvalidity=result.uidvalidity)
@@ -701,6 +731,7 @@ class _MailboxPass:
 
             def stream() -> Iterator[bytes]:
                 yield first
+                _crashpoint("mid-stream")
                 for piece in chunks:
                     if self.limiter:
                         self.limiter.consume(len(piece))

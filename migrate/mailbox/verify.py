@@ -144,7 +144,7 @@ class Verifier:
             rules = list(source.folders.rules) + list(self.project.config.central.folders.rules)
             prefix = source.folders.prefix or self.project.config.central.folders.prefix
             mappings = map_folders(folders, central=dest.layout(), rules=rules, prefix=prefix,
-                                   recorded={n: f.dest_name for n, f in recorded.items()})
+                                   recorded={n: (f.dest_name, f.note) for n, f in recorded.items()})
             dest_folders = dest.folders(refresh=True)
             for mapping in mappings:
                 if mapping.dest is None:
@@ -223,19 +223,32 @@ class Verifier:
             by_fp_src[m.fp].append(key)
         for uid, m in dest_msgs.items():
             by_fp_dest[m.fp].append(uid)
-        copied_dest_uids = set()
+        copied_dest_uids = set()   # copied by govmigrate from a message since deleted at the source
+        recorded_dest: dict[Any, int] = {}
         if state is not None:
             present = set(src_msgs)
             for r in self.store.message_records(state.id):
                 key = r.src_uid if r.src_uid is not None else r.src_item
-                if r.state == "copied" and r.dest_uid and key not in present:
+                if r.state != "copied" or not r.dest_uid:
+                    continue
+                if key in present:
+                    recorded_dest[key] = r.dest_uid
+                else:
                     copied_dest_uids.add(r.dest_uid)
         pairs: list[tuple[Any, int]] = []
         for fp, src_keys in by_fp_src.items():
-            dest_uids = by_fp_dest.get(fp, [])
-            # Pair in date order so identical copies with different dates line up.
-            src_sorted = sorted(src_keys, key=lambda k: (_ts(src_msgs[k].date), str(k)))
-            dest_sorted = sorted(dest_uids, key=lambda u: (_ts(dest_msgs[u].date), u))
+            dest_left = set(by_fp_dest.get(fp, []))
+            src_left = []
+            # Pair by the engine's records first, then the rest in date order (identical copies line up).
+            for k in src_keys:
+                uid = recorded_dest.get(k)
+                if uid in dest_left:
+                    pairs.append((k, uid))
+                    dest_left.discard(uid)
+                else:
+                    src_left.append(k)
+            src_sorted = sorted(src_left, key=lambda k: (_ts(src_msgs[k].date), str(k)))
+            dest_sorted = sorted(dest_left, key=lambda u: (_ts(dest_msgs[u].date), u))
             pairs.extend(zip(src_sorted, dest_sorted, strict=False))
             for k in src_sorted[len(dest_sorted):]:
                 fc.missing.append(src_msgs[k].ref)
@@ -243,7 +256,7 @@ class Verifier:
                 if u in copied_dest_uids:
                     fc.deleted_at_source += 1
                 else:
-                    fc.duplicates.append(f"UID {u} (same content as {src_msgs[src_sorted[0]].ref})")
+                    fc.duplicates.append(f"UID {u} (same content as {src_msgs[src_keys[0]].ref})")
         for fp, dest_uids in by_fp_dest.items():
             if fp not in by_fp_src:
                 for u in dest_uids:

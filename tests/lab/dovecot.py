@@ -46,8 +46,12 @@ class DovecotConfig:
     quota_bytes: int | None = 10 * 1024**3
     max_mail_size: int | None = None               # refuse APPEND of bigger messages (central host)
     tls: CertFiles | None = None                   # adds an implicit-TLS listener
-    #: Seconds Dovecot waits before answering a failed login (its default is 2); 0 keeps fault tests quick.
-    auth_failure_delay: int | None = None
+    #: Maildir layout override: "index" keeps names only in the index, so any character is allowed in a
+    #: folder name (e.g. "/" on a "." server), as on some commercial servers.
+    maildir_layout: str | None = None
+    #: Answer failed logins at once: no failure delay (default 2 s) and no per-IP penalty that grows with
+    #: every failure (up to 15 s). Keeps tests of refused logins quick.
+    quick_auth_failures: bool = False
 
 
 def modern_source(name: str = "health", **kw) -> DovecotConfig:
@@ -106,6 +110,8 @@ class DovecotServer:
         mail = self.root / "mail" / "%u"
         if self.config.storage == "mdbox":
             return f"mdbox:{mail}"
+        if self.config.maildir_layout:
+            return f"maildir:{mail}:LAYOUT={self.config.maildir_layout}"
         if self.config.separator == "/":
             # fs layout lets folder names contain dots; DIRNAME keeps them apart from cur/new/tmp.
             return f"maildir:{mail}:LAYOUT=fs:DIRNAME=mBoX-dAtA"
@@ -134,8 +140,11 @@ class DovecotServer:
             quota += "}\n"
         imap_plugins = "  mail_plugins = $mail_plugins imap_quota\n" if plugins else ""
         capability = f"  imap_capability = {c.capability}\n" if c.capability else ""
-        failure_delay = (f"auth_failure_delay = {c.auth_failure_delay} secs\n"
-                         if c.auth_failure_delay is not None else "")
+        failure_delay = ""
+        if c.quick_auth_failures:
+            # anvil's penalty socket unusable (mode 0) is how Dovecot documents turning the penalty off.
+            failure_delay = ("auth_failure_delay = 0 secs\n"
+                             "service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}\n")
         tls = "ssl = no\n"
         tls_listener = "  inet_listener imaps {\n    port = 0\n  }\n"
         if c.tls:

@@ -1,0 +1,101 @@
+"""A TCP proxy on 127.0.0.1 that cuts connections on purpose: the lab's flaky network link.
+
+``FlakyProxy(target_port, cut_after=200_000, cuts=2)`` forwards to a real server and resets the first
+``cuts`` connections once ``cut_after`` bytes have flowed from the server, as a dropped WAN link or a
+middlebox timeout would. Later connections pass untouched.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+from tests.lab.base import LOOPBACK, free_port
+
+
+class FlakyProxy:
+    def __init__(self, target_port: int, *, cut_after: int | None = None, cuts: int = 1) -> None:
+        self.target_port = target_port
+        self.cut_after = cut_after
+        self.cuts_left = cuts
+        self.cuts_done = 0
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((LOOPBACK, self.port))
+        self._listener.listen(64)
+        self._stopped = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def start(self) -> FlakyProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped = True
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+
+    cleanup = stop
+
+    def _accept(self) -> None:
+        while not self._stopped:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection((LOOPBACK, self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                doomed = self.cut_after is not None and self.cuts_left > 0
+                if doomed:
+                    self.cuts_left -= 1
+            state = {"bytes": 0, "closed": False}
+            threading.Thread(target=self._pump, args=(upstream, client, state, doomed), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, state, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, state: dict, doomed: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if doomed:
+                    state["bytes"] += len(data)
+                    if state["bytes"] >= (self.cut_after or 0):
+                        with self._lock:
+                            self.cuts_done += 1
+                        self._reset(src, dst, state)
+                        return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            if not state["closed"]:
+                state["closed"] = True
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    s.close()
+
+    @staticmethod
+    def _reset(a: socket.socket, b: socket.socket, state: dict) -> None:
+        state["closed"] = True
+        for s in (a, b):
+            try:
+                # SO_LINGER 0 turns the close into a reset; shutdown first wakes the other pump thread,
+                # which is blocked reading this socket and would otherwise keep it open.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
