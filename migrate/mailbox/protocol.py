@@ -104,7 +104,57 @@ def fetch(client: IMAPClient, uids: str, items: Sequence[str], *, modifiers: str
     _typ, data = client._imap._untagged_response("OK", data, "FETCH")
     if not data or data == [None]:
         return {}
-    return dict(parse_fetch_response(data, False, True))
+    fast = _fast_fetch(data)
+    return fast if fast is not None else dict(parse_fetch_response(data, False, True))
+
+
+# The two reply shapes that carry nearly all of a migration's traffic, parsed without the general lexer:
+#   * 7 FETCH (UID 12 BODY[] {5311}<literal>)                       (bodies; also BODY[]<0> for prefixes)
+#   * 7 FETCH (UID 12 RFC822.SIZE 5311 FLAGS (\Seen) INTERNALDATE "...")   (metadata, any order)
+_BODY_HEAD = re.compile(rb"^\d+ \(UID (\d+) (?:RFC822\.SIZE (\d+) )?(?:FLAGS \(([^()]*)\) )?(BODY\[\](?:<\d+>)?) \{\d+\}$")
+_META = re.compile(rb"^\d+ \((.*)\)$")
+_META_ITEM = re.compile(rb'(UID|RFC822\.SIZE|MODSEQ) (\d+|\(\d+\))|FLAGS \(([^()]*)\)|INTERNALDATE "([^"]*)"')
+
+
+def _fast_fetch(data: list) -> dict[int, dict] | None:
+    """Parse common FETCH replies directly; ``None`` for anything unusual (the general parser takes it)."""
+    from imapclient.datetime_util import parse_to_datetime
+
+    out: dict[int, dict] = {}
+    i, n = 0, len(data)
+    while i < n:
+        item = data[i]
+        if isinstance(item, tuple):
+            m = _BODY_HEAD.match(item[0])
+            if not m or i + 1 >= n or data[i + 1] != b")":
+                return None
+            values: dict = {b"UID": int(m.group(1)), m.group(4): item[1]}
+            if m.group(2):
+                values[b"RFC822.SIZE"] = int(m.group(2))
+            if m.group(3) is not None:
+                values[b"FLAGS"] = tuple(m.group(3).split())
+            out.setdefault(int(m.group(1)), {}).update(values)
+            i += 2
+            continue
+        m = _META.match(item) if isinstance(item, bytes) else None
+        if not m:
+            return None
+        values = {}
+        consumed = 0
+        for part in _META_ITEM.finditer(m.group(1)):
+            consumed += len(part.group(0)) + 1
+            if part.group(1):
+                number = part.group(2).strip(b"()")
+                values[part.group(1)] = int(number)
+            elif part.group(3) is not None:
+                values[b"FLAGS"] = tuple(part.group(3).split())
+            else:
+                values[b"INTERNALDATE"] = parse_to_datetime(part.group(4), normalise=False)
+        if b"UID" not in values or consumed < len(m.group(1)):
+            return None  # an item this parser does not know: let the general parser read the reply
+        out.setdefault(values[b"UID"], {}).update(values)
+        i += 1
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,197 @@
+"""Sync benchmark: govmigrate against isync's mbsync on the reference corpus, same servers, same run.
+
+Reference corpus: 20 mailboxes, about 18,000 messages, about 730 MB (mostly 2–20 KB, a tail up to 2 MB)
+on a Dovecot source (maildir); each tool copies into its own fresh central host (Dovecot, mdbox) of the
+same configuration. Prints wall time, messages/s, MB/s, the no-change re-sync time, peak RSS, the
+bandwidth cap as achieved, and the ratio to mbsync at its best parallelism; the last line is one JSON
+object. ``BENCH_SCALE=0.1`` runs a tenth of the corpus for a quick look.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.lab import corpus, scenario
+from tests.lab.corpus import SizeProfile
+from tests.lab.dovecot import DovecotServer, central, modern_source
+from tests.lab.scenario import Lab, LabSource
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The reference shape: mostly 2–20 KB, a tail up to 2 MB, about 40 KB on average.
+REFERENCE_SIZES = SizeProfile(((0.882, 2_000, 20_000), (0.10, 20_000, 200_000), (0.018, 200_000, 2_000_000)))
+
+
+def build_source(scale: float) -> tuple[DovecotServer, list[corpus.CorpusMailbox], float]:
+    users = 20
+    per_box = max(10, int(900 * scale))
+    started = time.monotonic()
+    boxes = corpus.ministry(seed="bench", domain="health.gov.bz", users=users, messages=per_box,
+                            sizes=REFERENCE_SIZES, edge_cases=False, pilot=0, vip=0)
+    source = DovecotServer(modern_source("health")).start()
+    source.load(boxes)
+    return source, boxes, time.monotonic() - started
+
+
+def _peak_rss_kb(pid: int) -> int:
+    """VmHWM: the peak resident set of the process since it started its own program (exec)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int, float, str]:
+    """(wall seconds, peak RSS in MB, CPU seconds, output) of one command.
+
+    The peak comes from polling VmHWM, not from rusage: a child's ru_maxrss also counts the memory of
+    this (large) benchmark process it was forked from.
+    """
+    with tempfile.TemporaryFile() as out_file:
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out_file, stderr=subprocess.STDOUT)
+        peak = 0
+        while True:
+            peak = max(peak, _peak_rss_kb(proc.pid))
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.01)
+        wall = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out_file.seek(0)
+        out = out_file.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{out[-3000:]}")
+    return wall, peak // 1024, usage.ru_utime + usage.ru_stime, out
+
+
+def govmigrate_run(ws: Path, *args: str) -> tuple[float, int, float, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("GOVMIGRATE_WORKSPACE", None)
+    return run_measured([sys.executable, "-m", "migrate", "-q", "-w", str(ws), *args], env)
+
+
+def mbsync_config(path: Path, source: DovecotServer, center: DovecotServer, boxes: list[corpus.CorpusMailbox],
+                  groups: int, state: Path) -> list[str]:
+    lines = []
+    names = []
+    for i, box in enumerate(boxes):
+        for side, server, user in (("far", source, box.login), ("near", center, box.email)):
+            lines += [f"IMAPAccount {side}{i}", "Host 127.0.0.1", f"Port {server.port}",
+                      f"User {user}*{server.config.master_user}", f"Pass {server.config.master_password}",
+                      "SSLType None", "AuthMechs LOGIN", "",
+                      f"IMAPStore {side}{i}-store", f"Account {side}{i}", ""]
+        lines += [f"Channel ch{i}", f"Far :far{i}-store:", f"Near :near{i}-store:", "Patterns *", "Create Near",
+                  "Sync Pull", "Expunge None", "CopyArrivalDate yes", f"SyncState {state}/ch{i}/", ""]
+        (state / f"ch{i}").mkdir(parents=True, exist_ok=True)
+        names.append(f"ch{i}")
+    group_names = []
+    for g in range(groups):
+        members = names[g::groups]
+        lines += [f"Group g{g}", *[f"Channel {m}" for m in members], ""]
+        group_names.append(f"g{g}")
+    path.write_text("\n".join(lines))
+    path.chmod(0o600)
+    return group_names
+
+
+def mbsync_run(source: DovecotServer, boxes: list[corpus.CorpusMailbox], groups: int) -> float:
+    center = DovecotServer(central()).start()
+    tmp = Path(tempfile.mkdtemp(prefix="mbsync-bench-"))
+    try:
+        for box in boxes:
+            center.add_user(box.email, "unused")
+        conf = tmp / "mbsyncrc"
+        names = mbsync_config(conf, source, center, boxes, groups, tmp / "state")
+        started = time.monotonic()
+        procs = [subprocess.Popen(["mbsync", "-q", "-c", str(conf), name], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE) for name in names]
+        for p in procs:
+            _, err = p.communicate()
+            if p.returncode != 0:
+                raise RuntimeError(f"mbsync failed: {err.decode(errors='replace')[-2000:]}")
+        return time.monotonic() - started
+    finally:
+        center.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run() -> dict:
+    scale = float(os.environ.get("BENCH_SCALE", "1"))
+    source, boxes, build_s = build_source(scale)
+    messages = sum(b.messages for b in boxes)
+    size = sum(b.size for b in boxes)
+    mb = size / 1e6
+    print(f"corpus: {len(boxes)} mailboxes, {messages} messages, {mb:.0f} MB (built and loaded in {build_s:.0f}s)",
+          flush=True)
+    center = DovecotServer(central()).start()
+    tmp = Path(tempfile.mkdtemp(prefix="govmigrate-bench-"))
+    try:
+        lab = Lab({"health": LabSource("health", "Ministry of Health", "health.gov.bz", source, boxes)}, center)
+        ws = tmp / "ws"
+        scenario.write_workspace(ws, lab)
+        text = (ws / "migration.yaml").read_text().replace("connections: 4", "connections: 16")
+        (ws / "migration.yaml").write_text(text)
+        wall, rss, cpu, _ = govmigrate_run(ws, "sync", "--all")
+        print(f"govmigrate initial sync: {wall:.2f}s, {messages / wall:.0f} msg/s, {mb / wall:.1f} MB/s, "
+              f"peak RSS {rss} MB, {cpu:.1f} CPU-s", flush=True)
+        resync, _, _, _ = govmigrate_run(ws, "sync", "--all")
+        print(f"govmigrate no-change re-sync of {len(boxes)} mailboxes: {resync:.2f}s", flush=True)
+        verify, _, _, out = govmigrate_run(ws, "verify", "--all", "--json")
+        matches = all(row["matches"] for row in json.loads(out[out.index("["):]))
+        print(f"govmigrate verify: {'all match' if matches else 'MISMATCH'} ({verify:.1f}s)", flush=True)
+
+        cap = 8_000_000
+        capped_boxes = boxes[:3]
+        cap_center = DovecotServer(central()).start()
+        try:
+            cap_ws = tmp / "cap"
+            cap_lab = Lab({"health": LabSource("health", "Ministry of Health", "health.gov.bz", source,
+                                               capped_boxes)}, cap_center)
+            scenario.write_workspace(cap_ws, cap_lab)
+            text = (cap_ws / "migration.yaml").read_text()
+            (cap_ws / "migration.yaml").write_text(text.replace("connections: 4", f"connections: 4\n  bandwidth: {cap}"))
+            cap_wall, _, _, _ = govmigrate_run(cap_ws, "sync", "--all")
+            capped_bytes = sum(b.size for b in capped_boxes)
+            achieved = capped_bytes / cap_wall
+            print(f"bandwidth cap {cap / 1e6:.0f} MB/s: achieved {achieved / 1e6:.2f} MB/s "
+                  f"({achieved / cap:.0%} of the cap, {capped_bytes / 1e6:.0f} MB in {cap_wall:.1f}s)", flush=True)
+        finally:
+            cap_center.cleanup()
+
+        mbsync_times = {}
+        for groups in (1, 2, 4, 8):
+            mbsync_times[groups] = mbsync_run(source, boxes, groups)
+            print(f"mbsync with {groups} parallel process(es): {mbsync_times[groups]:.2f}s", flush=True)
+        best_groups = min(mbsync_times, key=mbsync_times.get)
+        mbsync_s = mbsync_times[best_groups]
+        ratio = wall / mbsync_s
+        print(f"govmigrate / mbsync (best, {best_groups} processes) = {wall:.2f}s / {mbsync_s:.2f}s = {ratio:.2f}",
+              flush=True)
+        return {"govmigrate_s": round(wall, 2), "mbsync_s": round(mbsync_s, 2), "ratio_vs_mbsync": round(ratio, 3),
+                "resync_s": round(resync, 3), "peak_rss_mb": rss, "messages": messages, "mb": round(mb, 1),
+                "messages_per_s": round(messages / wall), "mb_per_s": round(mb / wall, 1),
+                "cpu_s": round(cpu, 1), "verify_matches": matches,
+                "bandwidth_cap_bps": cap, "bandwidth_achieved_bps": round(achieved),
+                "bandwidth_ratio": round(achieved / cap, 3)}
+    finally:
+        center.cleanup()
+        source.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+    print(json.dumps(run()))
