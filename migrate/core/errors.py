@@ -152,3 +152,7 @@ class LoginFailed(RemoteError):
 
 class FolderFailed(RemoteError):
     """One folder could not be read or written."""
+
+
+class SyncStateInvalid(FolderFailed):
+    """The server no longer accepts a stored SyncFolderItems state: sync that folder again from scratch."""

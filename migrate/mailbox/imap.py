@@ -196,7 +196,11 @@ def connect(endpoint: Endpoint) -> IMAPClient:
 
 def tls_details(client: IMAPClient) -> dict[str, Any]:
     """TLS version, cipher and the server certificate's subject, issuer, expiry and names."""
-    sock = client.socket()
+    return socket_tls_details(client.socket())
+
+
+def socket_tls_details(sock: Any) -> dict[str, Any]:
+    """As :func:`tls_details`, for any socket (the EWS probe opens its own)."""
     if not isinstance(sock, ssl.SSLSocket):
         return {"tls": False}
     details: dict[str, Any] = {"tls": True, "version": sock.version(), "cipher": (sock.cipher() or ("",))[0]}

@@ -33,6 +33,7 @@ from migrate.core.errors import (
     LoginFailed,
     MigrateError,
     RemoteError,
+    SyncStateInvalid,
     TransientError,
 )
 from migrate.core.locks import Lock
@@ -368,7 +369,7 @@ class SyncEngine:
             else:
                 src = self._ews_source(source).mailbox(mailbox.email)
                 folders = [(info, None) for info in _ews_folder_infos(src)]
-            dest = Destination.open(self.central_endpoint, self.central_credentials(), mailbox.email)
+            dest = _LazyDestination(self.central_endpoint, self.central_credentials(), mailbox.email)
             runner = _MailboxPass(self, mailbox, source, src, dest, report)
             runner.run(folders)
         finally:
@@ -379,6 +380,23 @@ class SyncEngine:
                         close()
                     except Exception:
                         pass
+
+
+class _LazyDestination:
+    """The central host session, opened on first use: a pass that finds nothing to do never logs in."""
+
+    def __init__(self, endpoint: Endpoint, creds: Credentials, email: str) -> None:
+        self._args = (endpoint, creds, email)
+        self._dest: Destination | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._dest is None:
+            self._dest = Destination.open(*self._args)
+        return getattr(self._dest, name)
+
+    def close(self) -> None:
+        if self._dest is not None:
+            self._dest.close()
 
 
 def _ews_folder_infos(mailbox) -> list[SourceFolderInfo]:
@@ -417,7 +435,10 @@ class _MailboxPass:
 
     def run(self, folders: list[tuple[SourceFolderInfo, ListedFolder | None]]) -> None:
         recorded = {f.source_name: f for f in self.store.folders(self.mailbox.id)}
-        layout: CentralLayout = self.dest.layout()
+        # The central host's layout only matters for folders not mapped before; a pass where nothing is new
+        # need not even log in there.
+        unmapped = any(info.name not in recorded for info, _ in folders)
+        layout: CentralLayout = self.dest.layout() if unmapped else CentralLayout()
         policy_rules = list(self.source.folders.rules) + list(self.engine.project.config.central.folders.rules)
         prefix = self.source.folders.prefix or self.engine.project.config.central.folders.prefix
         mappings = map_folders([info for info, _ in folders], central=layout, rules=policy_rules, prefix=prefix,
@@ -542,7 +563,16 @@ class _MailboxPass:
         present: dict[Key, tuple[str, ...]] = {}
         while True:
             self.check_stop()
-            changes = self.src.sync(src_info.folder_id, sync_state)
+            try:
+                changes = self.src.sync(src_info.folder_id, sync_state)
+            except SyncStateInvalid:
+                if sync_state is None:
+                    raise
+                # The server forgot our place: start the folder over; records keep it from copying twice.
+                log.warning("%s: %s: the server refused the stored sync state; reading the folder again",
+                            self.mailbox.email, src_info.name)
+                sync_state = None
+                continue
             items = []
             for item in changes.creates + changes.updates:
                 present[item.item_id] = tuple(sorted(item.flags))

@@ -1,0 +1,723 @@
+"""EWS sources: reading Exchange mailboxes through Exchange Web Services, for inventory and the sync engine.
+
+One service account opens each user's mailbox by impersonation or delegate access; this module lists mail
+folders, pages items, reads incremental changes (SyncFolderItems) and fetches exact MIME bytes. exchangelib
+does the protocol; this module decides how to connect, what to ask for, and what a failure means. Importing it
+costs about 0.3 s (exchangelib), so callers import it lazily.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import requests.exceptions
+from exchangelib import (
+    BASIC,
+    DELEGATE,
+    IMPERSONATION,
+    NTLM,
+    UTC,
+    Account,
+    Configuration,
+    Credentials,
+    FaultTolerance,
+)
+from exchangelib import errors as ews_errors
+from exchangelib.extended_properties import ExtendedProperty
+from exchangelib.fields import ExtendedPropertyField, FieldPath
+from exchangelib.folders import Folder
+from exchangelib.items import ID_ONLY, Item, Message
+from exchangelib.properties import DistinguishedFolderId, FolderId, ItemId, Mailbox
+from exchangelib.protocol import Protocol
+from exchangelib.services import FindFolder, FindItem, GetFolder, GetItem, SyncFolderItems
+
+import migrate
+from migrate.core.config import EwsServer
+from migrate.core.errors import (
+    ConnectFailed,
+    FolderFailed,
+    LoginFailed,
+    MigrateError,
+    RemoteError,
+    SyncStateInvalid,
+    TlsFailed,
+    TransientError,
+)
+from migrate.core.retry import retrying
+from migrate.core.secrets import Secret, redact, register
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TNS = "http://schemas.microsoft.com/exchange/services/2006/types"
+#: Distinguished mail folders and the IMAP special-use attribute each becomes (the inbox has none).
+WELL_KNOWN = {"inbox": None, "sentitems": "\\Sent", "deleteditems": "\\Trash", "drafts": "\\Drafts",
+              "junkemail": "\\Junk"}
+#: SyncFolderItems refuses more than this many changes per call (EWS schema limit).
+MAX_SYNC_CHANGES = 512
+
+
+# -- records that leave this module ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EwsFolderInfo:
+    folder_id: str
+    path: tuple[str, ...]          # display names below the message folder root, e.g. ("Inbox",)
+    well_known: str | None         # "inbox", "sentitems", "deleteditems", "drafts", "junkemail" or None
+    special_use: str | None        # "\\Sent", "\\Trash", "\\Drafts", "\\Junk" (None for inbox and ordinary)
+    total_count: int
+    size: int | None               # bytes, if the server reports the folder size
+
+
+@dataclass(frozen=True)
+class EwsItem:
+    item_id: str
+    change_key: str
+    size: int
+    flags: tuple[str, ...]         # IMAP-style: \Seen, \Flagged, \Draft, then keywords from categories
+    received: dt.datetime          # aware, UTC
+
+
+@dataclass
+class EwsChanges:
+    state: str                     # the new SyncFolderItems state to store
+    creates: list[EwsItem] = field(default_factory=list)
+    updates: list[EwsItem] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    more: bool = False             # the server has more changes: call sync() again with ``state``
+
+
+# -- MAPI properties read as extended properties (defined here, never registered on exchangelib's classes) --
+
+class _MessageSizeExtended(ExtendedProperty):
+    """PR_MESSAGE_SIZE_EXTENDED: on a folder, the bytes of its items."""
+
+    property_tag = 0x0E08
+    property_type = "Long"
+
+
+class _FlagStatus(ExtendedProperty):
+    """PR_FLAG_STATUS: 2 = flagged for follow-up, 1 = completed, absent = not flagged (works on every EWS
+    version, unlike item:Flag, which needs Exchange 2013)."""
+
+    property_tag = 0x1090
+    property_type = "Integer"
+
+
+class _ProhibitSendQuota(ExtendedProperty):
+    """PR_PROHIBIT_SEND_QUOTA on the mailbox root, in kilobytes: the practical mailbox limit."""
+
+    property_tag = 0x666E
+    property_type = "Integer"
+
+
+class _StorageQuotaLimit(ExtendedProperty):
+    """PR_STORAGE_QUOTA_LIMIT on the mailbox root, in kilobytes (used when the send quota is not set)."""
+
+    property_tag = 0x3FF5
+    property_type = "Integer"
+
+
+def _ext(prop: type[ExtendedProperty]) -> FieldPath:
+    return FieldPath(field=ExtendedPropertyField(prop.__name__.strip("_").lower(), value_cls=prop))
+
+
+FOLDER_FIELDS = [FieldPath(field=Folder.get_field_by_fieldname(n))
+                 for n in ("parent_folder_id", "name", "folder_class", "total_count")] + [_ext(_MessageSizeExtended)]
+ITEM_FIELDS = [FieldPath(field=Item.get_field_by_fieldname(n))
+               for n in ("size", "datetime_received", "is_draft", "categories")] + \
+              [FieldPath(field=Message.get_field_by_fieldname("is_read")), _ext(_FlagStatus)]
+MIME_FIELDS = [FieldPath(field=Item.get_field_by_fieldname("mime_content"))]
+SIZE_FIELDS = [_ext(_MessageSizeExtended)]
+QUOTA_FIELDS = [_ext(_ProhibitSendQuota), _ext(_StorageQuotaLimit)]
+
+
+# -- exchangelib services that hand back the XML, so this module parses exactly what it asked for ----------
+
+class _WholeBody:
+    """A response whose ``iter_content()`` is the whole body as bytes (see :class:`_ParseWhole`)."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    def iter_content(self) -> bytes:
+        return self._content
+
+
+class _ParseWhole:
+    """exchangelib parses every response through requests' ``iter_content()``, one byte per step: about a
+    second of CPU, with the GIL held, per 5 MB of MIME. These services never stream, so the body is already
+    in memory; lxml gets it whole."""
+
+    @classmethod
+    def _get_soap_parts(cls, response):
+        return super()._get_soap_parts(response=_WholeBody(response.content))
+
+
+class _RawGetFolder(_ParseWhole, GetFolder):
+    def _elems_to_objs(self, elems):
+        yield from elems
+
+
+class _RawFindFolder(_ParseWhole, FindFolder):
+    def _elem_to_obj(self, elem):
+        return elem
+
+
+class _RawFindItem(_ParseWhole, FindItem):
+    def _elem_to_obj(self, elem):
+        return elem
+
+
+class _RawGetItem(_ParseWhole, GetItem):
+    def _elem_to_obj(self, elem):
+        return elem
+
+
+class _RawSyncFolderItems(_ParseWhole, SyncFolderItems):
+    def _elem_to_obj(self, elem):
+        return elem.tag.rsplit("}", 1)[-1], elem
+
+
+def _distinguished(name: str, email: str) -> Folder:
+    # A Folder without a root: the raw services only need its id element.
+    return Folder(_distinguished_id=DistinguishedFolderId(id=name, mailbox=Mailbox(email_address=email)))
+
+
+def _text(elem: Any, tag: str) -> str | None:
+    child = elem.find(f"{{{TNS}}}{tag}")
+    return None if child is None else (child.text or "")
+
+
+def _extended_values(elem: Any) -> dict[int, str]:
+    values: dict[int, str] = {}
+    for prop in elem.findall(f"{{{TNS}}}ExtendedProperty"):
+        uri = prop.find(f"{{{TNS}}}ExtendedFieldURI")
+        tag = uri.get("PropertyTag") if uri is not None else None
+        if tag:
+            with suppress(ValueError):
+                values[int(tag, 16) if tag.lower().startswith("0x") else int(tag)] = _text(prop, "Value") or ""
+    return values
+
+
+def _parse_time(text: str | None) -> dt.datetime:
+    if not text:
+        return dt.datetime.fromtimestamp(0, dt.UTC)
+    value = dt.datetime.fromisoformat(text)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def item_from_xml(elem: Any) -> EwsItem:
+    """An item element (``t:Message`` or another item type) with ITEM_FIELDS → an :class:`EwsItem`."""
+    ident = elem.find(f"{{{TNS}}}ItemId")
+    flags: list[str] = []
+    if _text(elem, "IsRead") == "true":
+        flags.append("\\Seen")
+    flag_status = _extended_values(elem).get(_FlagStatus.property_tag)
+    if flag_status == "2" or (elem.findtext(f"{{{TNS}}}Flag/{{{TNS}}}FlagStatus") or "") == "Flagged":
+        flags.append("\\Flagged")
+    if _text(elem, "IsDraft") == "true":
+        flags.append("\\Draft")
+    categories = elem.find(f"{{{TNS}}}Categories")
+    if categories is not None:
+        flags.extend(s.text for s in categories.findall(f"{{{TNS}}}String") if s.text)
+    return EwsItem(item_id=ident.get("Id"), change_key=ident.get("ChangeKey") or "",
+                   size=int(_text(elem, "Size") or 0), flags=tuple(flags),
+                   received=_parse_time(_text(elem, "DateTimeReceived")))
+
+
+# -- retries, TLS and failures ---------------------------------------------------------------------------
+
+class _BoundedFaultTolerance(FaultTolerance):
+    """exchangelib's fault tolerance (honours ErrorServerBusy BackOffMilliseconds and HTTP 503 Retry-After),
+    with every back-off logged, a bounded number of consecutive back-offs, and no retrying of HTTP 401.
+
+    exchangelib treats 401 as possible throttling and retries it for up to ``max_wait``; for a migration a 401
+    almost always means a wrong password, and repeating it can lock the service account out of the domain.
+    """
+
+    def __init__(self, *, max_wait: float, max_retries: int, label: str) -> None:
+        super().__init__(max_wait=max_wait)
+        self.max_retries = max_retries
+        self.label = label
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_local", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._local = threading.local()
+
+    def raise_response_errors(self, response: Any) -> None:
+        if response.status_code == 401:
+            raise ews_errors.UnauthorizedError(f"HTTP 401 from {response.url}")
+        if response.status_code == 200:
+            self._local.retries = 0           # a normal answer ends a run of back-offs
+        return super().raise_response_errors(response)
+
+    def back_off(self, seconds: float | None) -> None:
+        seconds = self.DEFAULT_BACKOFF if seconds is None else float(seconds)
+        retries = getattr(self._local, "retries", 0) + 1
+        self._local.retries = retries
+        if retries > self.max_retries or seconds > self.max_wait:
+            self._local.retries = 0
+            raise ews_errors.RateLimitError("the server kept asking to back off", wait=seconds)
+        log.warning("%s: server busy; waiting %.2fs as it asked (retry %d of %d)", self.label, seconds, retries,
+                    self.max_retries)
+        super().back_off(seconds)
+
+
+class _GaveUp(Exception):
+    """Carries an error out of the retry loop without further retries (throttling already waited out)."""
+
+    def __init__(self, error: MigrateError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, its causes and contexts, and what urllib3/requests wrap in ``reason`` and ``args``."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        for nxt in (e.__cause__, e.__context__, getattr(e, "reason", None), *getattr(e, "args", ())):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+
+
+# -- the source and its mailboxes -------------------------------------------------------------------------
+
+class EwsSource:
+    """One ministry's Exchange server, reached through EWS as the project file's service account.
+
+    ``max_wait`` bounds any single server-requested back-off and ``retries`` the consecutive back-offs and
+    the retries of transient failures (each retry is logged). ``retry_wait`` is the first pause when the
+    server named none. The password is used only to authenticate and is never logged.
+    """
+
+    def __init__(self, server: EwsServer, password: Secret, *, base_dir: Path, label: str,
+                 max_connections: int = 4, max_wait: float = 300.0, retries: int = 5, retry_wait: float = 10.0,
+                 page_size: int = 500, mime_batch: int = 10) -> None:
+        self.server = server
+        self.label = label
+        self.max_connections = max_connections
+        self.max_wait = max_wait
+        self.retries = retries
+        self.retry_wait = retry_wait
+        self.page_size = page_size
+        self.mime_batch = mime_batch
+        self._ca_file: Path | None = None
+        if server.ca_file:
+            ca = Path(server.ca_file).expanduser()
+            self._ca_file = ca if ca.is_absolute() else base_dir / ca
+        # The Basic header carries user:password in base64; register that form too so DEBUG logs of
+        # exchangelib's request headers are masked by the same redaction point as the password itself.
+        register(base64.b64encode(f"{server.user}:{password.reveal()}".encode()).decode())
+        self._credentials = Credentials(server.user, password.reveal())
+        self._policy = _BoundedFaultTolerance(max_wait=max_wait, max_retries=retries, label=label)
+        self._lock = threading.Lock()
+        self._protocol: Protocol | None = None
+        self._config: Configuration | None = None
+        self._url = server.url
+
+    # -- connection ---------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str | None:
+        return self._url
+
+    def _where(self) -> str:
+        return f"{self.label} ({self._url or 'autodiscover'})"
+
+    def _verify(self) -> bool | str:
+        """What requests should trust: the configured CA file, else the system's store (certifi as a last
+        resort), or nothing when the project file turns verification off for this host."""
+        if not self.server.verify_certificate:
+            return False
+        if self._ca_file is not None:
+            return str(self._ca_file)
+        paths = ssl.get_default_verify_paths()
+        return paths.cafile or paths.capath or True
+
+    def _protocol_now(self, email: str | None = None) -> Protocol:
+        with self._lock:
+            if self._protocol is not None:
+                return self._protocol
+            if not self._url:
+                self._url = self._autodiscover(email or self.server.user)
+            verify, timeout = self._verify(), self.server.timeout
+
+            class _SourceProtocol(Protocol):
+                TIMEOUT = timeout
+                RETRY_WAIT = self.retry_wait
+                USERAGENT = f"govmigrate/{migrate.__version__}"
+
+                @classmethod
+                def raw_session(cls, prefix, oauth2_client=None, oauth2_session_params=None,
+                                oauth2_token_endpoint=None):
+                    session = super().raw_session(prefix, oauth2_client, oauth2_session_params,
+                                                  oauth2_token_endpoint)
+                    session.verify = verify
+                    # Proxies and CA bundles from the environment must not override the project file.
+                    session.trust_env = False
+                    return session
+
+            self._config = Configuration(service_endpoint=self._url, credentials=self._credentials,
+                                         auth_type=NTLM if self.server.auth == "ntlm" else BASIC,
+                                         retry_policy=self._policy, max_connections=self.max_connections)
+            # Built past exchangelib's process-wide protocol cache: that cache keys on endpoint and
+            # credentials only, so two sources would otherwise share one TLS and retry configuration.
+            self._protocol = type.__call__(_SourceProtocol, config=self._config)
+            return self._protocol
+
+    def _autodiscover(self, email: str) -> str:
+        from exchangelib.autodiscover import Autodiscovery
+
+        if "@" not in email:
+            raise ConnectFailed(f"{self.label}: autodiscover needs an email address; set the EWS url instead")
+        try:
+            _, protocol = Autodiscovery(email=email, credentials=self._credentials).discover()
+        except Exception as exc:
+            raise ConnectFailed(f"{self.label}: autodiscover for {email} failed: {redact(str(exc))}; "
+                                "set the EWS url in the project file") from None
+        log.info("%s: autodiscover found %s", self.label, protocol.service_endpoint)
+        return protocol.service_endpoint
+
+    def describe(self, exc: BaseException, *, mailbox: str | None = None) -> MigrateError:
+        """Map an exchangelib, requests or socket failure onto a govmigrate error with a plain reason."""
+        if isinstance(exc, MigrateError):
+            return exc
+        where = self._where()
+        who = f"service account {self.server.user}"
+        box = f"mailbox {mailbox}" if mailbox else "the mailbox"
+        if isinstance(exc, ews_errors.UnauthorizedError):
+            return LoginFailed(f"{where}: the server refused the password of {who} (HTTP 401)")
+        if isinstance(exc, ews_errors.ErrorImpersonateUserDenied):
+            return LoginFailed(f"{where}: {who} may not impersonate {box}; give it the ApplicationImpersonation "
+                               "role, or use access: delegate")
+        if isinstance(exc, ews_errors.ErrorAccessDenied):
+            return LoginFailed(f"{where}: {who} has no access to {box}; grant it full access to the mailbox, "
+                               "or use access: impersonation")
+        if isinstance(exc, ews_errors.ErrorImpersonationFailed):
+            return LoginFailed(f"{where}: impersonating {box} failed: {redact(str(exc))}")
+        if isinstance(exc, ews_errors.ErrorNonExistentMailbox):
+            return RemoteError(f"{where}: there is no {box} on this server")
+        if isinstance(exc, ews_errors.ErrorInvalidSyncStateData):
+            return SyncStateInvalid(f"{where}: the server no longer accepts the stored sync state of a folder in "
+                                    f"{box}; it will be read again from the start")
+        if isinstance(exc, (ews_errors.ErrorFolderNotFound, ews_errors.ErrorItemNotFound)):
+            return FolderFailed(f"{where}: {redact(str(exc)) or 'folder not found'} ({box})")
+        if isinstance(exc, ews_errors.RateLimitError):
+            return TransientError(f"{where}: the server is throttling; it asked for a {exc.wait:.1f}s back-off "
+                                  "after the retries ran out", retry_after=exc.wait)
+        if isinstance(exc, ews_errors.ErrorServerBusy):
+            return TransientError(f"{where}: server busy", retry_after=exc.back_off)
+        for cause in _chain(exc):
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                return TlsFailed(f"{where}: TLS certificate refused: {cause.verify_message or cause.reason}")
+            if isinstance(cause, (ssl.SSLError, requests.exceptions.SSLError)):
+                return TlsFailed(f"{where}: TLS failed: {redact(str(cause))}")
+        for cause in _chain(exc):
+            if isinstance(cause, ConnectionRefusedError):
+                return ConnectFailed(f"{where}: connection refused (nothing listening)")
+            if isinstance(cause, socket.gaierror):
+                return ConnectFailed(f"{where}: host name not found ({cause.strerror})")
+        for cause in _chain(exc):
+            if isinstance(cause, (TimeoutError, socket.timeout, requests.exceptions.Timeout)):
+                return TransientError(f"{where}: timed out")
+            if isinstance(cause, (ConnectionResetError, BrokenPipeError, requests.exceptions.ConnectionError)):
+                return TransientError(f"{where}: connection lost: {type(cause).__name__}")
+        if isinstance(exc, (ews_errors.ErrorExceededConnectionCount, ews_errors.ErrorTooManyObjectsOpened,
+                            ews_errors.ErrorTimeoutExpired, ews_errors.ErrorInternalServerTransientError,
+                            ews_errors.SessionPoolMinSizeReached)):
+            return TransientError(f"{where}: {type(exc).__name__}: {redact(str(exc))}")
+        if isinstance(exc, ews_errors.ResponseMessageError):
+            return RemoteError(f"{where}: server said {type(exc).__name__}: {redact(str(exc))} ({box})")
+        if isinstance(exc, ews_errors.EWSError):
+            return RemoteError(f"{where}: {type(exc).__name__}: {redact(str(exc))}")
+        if isinstance(exc, OSError):
+            return ConnectFailed(f"{where}: {exc.strerror or exc}")
+        return RemoteError(f"{where}: {type(exc).__name__}: {redact(str(exc))}")
+
+    def call(self, what: str, fn: Callable[[], T], *, mailbox: str | None = None) -> T:
+        """Run one unit of EWS work; transient failures are retried (and logged), everything else is
+        translated. Throttling exchangelib already waited out is not retried again here."""
+        try:
+            for attempt in retrying(f"{self.label}: {what}", attempts=self.retries + 1, initial=self.retry_wait,
+                                    maximum=self.max_wait):
+                with attempt:
+                    try:
+                        return fn()
+                    except Exception as exc:
+                        error = self.describe(exc, mailbox=mailbox)
+                        if isinstance(exc, ews_errors.RateLimitError):
+                            raise _GaveUp(error) from None
+                        raise error from None
+        except _GaveUp as gave_up:
+            raise gave_up.error from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- public API ---------------------------------------------------------------------------------------
+
+    def probe(self) -> dict[str, Any]:
+        """Endpoint, server version and build, TLS details (https) and whether the service account's password
+        is accepted. Raises LoginFailed, ConnectFailed or TlsFailed with the reason when it is not usable."""
+        protocol = self.call("probe", lambda: self._protocol_now())
+        info: dict[str, Any] = {"endpoint": self._url, "auth": self.server.auth, "access": self.server.access,
+                                "user": self.server.user}
+        if urlsplit(self._url or "").scheme == "https":
+            info["tls"] = self._tls_details()
+        else:
+            info["tls"] = {"tls": False}
+        # exchangelib learns the version from the SOAP header of an authenticated request (ConvertId).
+        version = self.call("probe", lambda: protocol.version)
+        info["version"] = version.api_version
+        info["build"] = str(version.build) if version.build else None
+        info["product"] = version.fullname if version.build else None
+        info["auth_ok"] = True
+        return info
+
+    def _tls_details(self) -> dict[str, Any]:
+        from migrate.mailbox.imap import Endpoint, describe_failure, socket_tls_details, tls_context
+
+        parts = urlsplit(self._url or "")
+        endpoint = Endpoint(parts.hostname or "", parts.port or 443, "implicit", self._ca_file,
+                            self.server.verify_certificate, self.server.timeout, self.label)
+        try:
+            with socket.create_connection((endpoint.host, endpoint.port), timeout=endpoint.timeout) as raw, \
+                    tls_context(endpoint).wrap_socket(raw, server_hostname=endpoint.host) as sock:
+                return socket_tls_details(sock)
+        except Exception as exc:
+            raise describe_failure(exc, endpoint)
+
+    def mailbox(self, email: str) -> EwsMailbox:
+        """Open ``email``'s mailbox (impersonation or delegate access, as configured) and check that the
+        service account may read it; raises LoginFailed or RemoteError naming the mailbox if not."""
+        if "@" not in email:
+            raise RemoteError(f"{self.label}: {email!r} is not an email address; EWS opens mailboxes by address")
+        protocol = self.call("connect", lambda: self._protocol_now(email), mailbox=email)
+        account = Account(primary_smtp_address=email, config=self._config, locale="en_US",
+                          access_type=IMPERSONATION if self.server.access == "impersonation" else DELEGATE,
+                          default_timezone=UTC)   # EWS times are read as UTC; no local-zone guessing
+        account.protocol = protocol
+        box = EwsMailbox(self, account)
+        self.call("open mailbox", box._resolve_well_known, mailbox=email)
+        return box
+
+    def close(self) -> None:
+        with self._lock:
+            if self._protocol is not None:
+                self._protocol.close()
+                self._protocol = None
+            if self._config is not None:
+                # Account() also registered a (never used) protocol in exchangelib's cache; drop it.
+                with suppress(KeyError):
+                    del Protocol[self._config]
+
+    def __enter__(self) -> EwsSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EwsMailbox:
+    """One user's mailbox on an :class:`EwsSource`. Every method does its own retries and error mapping."""
+
+    def __init__(self, source: EwsSource, account: Account) -> None:
+        self.source = source
+        self.account = account
+        self.email: str = account.primary_smtp_address
+        self._well_known: dict[str, str] = {}      # folder id → distinguished name
+        self._root_id: str | None = None
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        return self.source.call(f"{self.email}: {what}", fn, mailbox=self.email)
+
+    def _resolve_well_known(self) -> None:
+        """One GetFolder for the message folder root and the five well-known mail folders: checks access, and
+        identifies the well-known folders on every Exchange version (the DistinguishedFolderId property needs
+        2016)."""
+        names = ["msgfolderroot", *WELL_KNOWN]
+        folders = [_distinguished(n, self.email) for n in names]
+        results = list(_RawGetFolder(account=self.account).call(folders=folders, additional_fields=[],
+                                                                shape=ID_ONLY))
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, Exception):
+                if name == "msgfolderroot" or not isinstance(result, (ews_errors.ErrorFolderNotFound,
+                                                                      ews_errors.ErrorItemNotFound)):
+                    raise result
+                continue
+            folder_id = result.find(f"{{{TNS}}}FolderId").get("Id")
+            if name == "msgfolderroot":
+                self._root_id = folder_id
+            else:
+                self._well_known[folder_id] = name
+
+    def folders(self) -> list[EwsFolderInfo]:
+        """Mail folders (IPF.Note, or no class as IMAP-created folders have) under the message folder root,
+        at any depth, in the server's order; calendars, contacts, tasks and notes are left out."""
+        elems = self._call("list folders", lambda: list(_RawFindFolder(
+            account=self.account, page_size=self.source.page_size).call(
+            folders=[_distinguished("msgfolderroot", self.email)], additional_fields=set(FOLDER_FIELDS),
+            restriction=None, shape=ID_ONLY, depth="Deep", max_items=None, offset=0)))
+        nodes: dict[str, tuple[str, str | None, str | None, int, int | None]] = {}
+        order: list[str] = []
+        for elem in elems:
+            if isinstance(elem, Exception):
+                raise self.source.describe(elem, mailbox=self.email)
+            folder_id = elem.find(f"{{{TNS}}}FolderId").get("Id")
+            parent = elem.find(f"{{{TNS}}}ParentFolderId")
+            size = _extended_values(elem).get(_MessageSizeExtended.property_tag)
+            nodes[folder_id] = (_text(elem, "DisplayName") or "", parent.get("Id") if parent is not None else None,
+                                _text(elem, "FolderClass"), int(_text(elem, "TotalCount") or 0),
+                                int(size) if size else None)
+            order.append(folder_id)
+
+        def path(folder_id: str) -> tuple[str, ...]:
+            names: list[str] = []
+            current: str | None = folder_id
+            while current in nodes and len(names) <= len(nodes):
+                name, parent, *_ = nodes[current]
+                names.insert(0, name)
+                current = parent if parent != self._root_id else None
+            return tuple(names)
+
+        out = []
+        for folder_id in order:
+            _name, _parent, folder_class, total, size = nodes[folder_id]
+            if folder_class and folder_class != "IPF.Note" and not folder_class.startswith("IPF.Note."):
+                continue
+            well_known = self._well_known.get(folder_id)
+            out.append(EwsFolderInfo(folder_id=folder_id, path=path(folder_id), well_known=well_known,
+                                     special_use=WELL_KNOWN.get(well_known) if well_known else None,
+                                     total_count=total, size=size))
+        return out
+
+    def items(self, folder_id: str) -> Iterator[EwsItem]:
+        """Every item of a folder, a page at a time; each page is retried on its own."""
+        offset = 0
+        page_size = self.source.page_size
+        while True:
+            def page(offset: int = offset) -> list:
+                return list(_RawFindItem(account=self.account, page_size=page_size).call(
+                    folders=[FolderId(id=folder_id)], additional_fields=set(ITEM_FIELDS), restriction=None,
+                    order_fields=None, shape=ID_ONLY, query_string=None, depth="Shallow", calendar_view=None,
+                    max_items=page_size, offset=offset))
+            elems = self._call(f"list items at {offset}", page)
+            for elem in elems:
+                if isinstance(elem, Exception):
+                    raise self.source.describe(elem, mailbox=self.email)
+                yield item_from_xml(elem)
+            # exchangelib keeps paging until page_size items or the end, so a short page is the last one.
+            if len(elems) < page_size:
+                return
+            offset += len(elems)
+
+    def sync(self, folder_id: str, state: str | None, max_changes: int = MAX_SYNC_CHANGES) -> EwsChanges:
+        """One SyncFolderItems page: what changed in the folder since ``state`` (None: everything, as creates).
+        Store ``state`` from the result only after acting on it; call again while ``more``."""
+        max_changes = max(1, min(max_changes, MAX_SYNC_CHANGES))
+
+        def call() -> tuple[list, str, bool]:
+            svc = _RawSyncFolderItems(account=self.account)
+            changes = list(svc.call(folder=FolderId(id=folder_id), shape=ID_ONLY, additional_fields=set(ITEM_FIELDS),
+                                    sync_state=state, ignore=None, max_changes_returned=max_changes,
+                                    sync_scope="NormalItems"))
+            return changes, svc.sync_state, bool(svc.includes_last_item_in_range)
+
+        changes, new_state, last = self._call("sync folder", call)
+        result = EwsChanges(state=new_state, more=not last)
+        read_changed: list[str] = []
+        for change in changes:
+            if isinstance(change, Exception):
+                raise self.source.describe(change, mailbox=self.email)
+            kind, elem = change
+            if kind == "Create":
+                result.creates.append(item_from_xml(elem[0]))
+            elif kind == "Update":
+                result.updates.append(item_from_xml(elem[0]))
+            elif kind == "Delete":
+                result.deletes.append(elem.find(f"{{{TNS}}}ItemId").get("Id"))
+            elif kind == "ReadFlagChange":
+                read_changed.append(elem.find(f"{{{TNS}}}ItemId").get("Id"))
+        # A ReadFlagChange carries only the id and IsRead; fetch the item so an update is complete.
+        read_changed = [i for i in read_changed if i not in set(result.deletes)]
+        if read_changed:
+            result.updates.extend(self._get_items(read_changed))
+        return result
+
+    def _get_items(self, item_ids: list[str]) -> list[EwsItem]:
+        elems = self._call("read items", lambda: list(_RawGetItem(account=self.account).call(
+            items=[ItemId(id=i) for i in item_ids], additional_fields=set(ITEM_FIELDS), shape=ID_ONLY)))
+        items = []
+        for elem in elems:
+            if isinstance(elem, ews_errors.ErrorItemNotFound):
+                continue            # deleted since the change was recorded; the next sync reports that
+            self._raise_if_error(elem)
+            items.append(item_from_xml(elem))
+        return items
+
+    def _raise_if_error(self, elem: Any) -> None:
+        if isinstance(elem, Exception):
+            raise self.source.describe(elem, mailbox=self.email)
+
+    def mime(self, item_ids: list[str]) -> Iterator[tuple[str, bytes]]:
+        """(item id, exact MIME bytes) in the order asked, in GetItem batches. Items deleted meanwhile are
+        left out (logged); callers compare the ids they get with the ids they asked for."""
+        batch = self.source.mime_batch
+        for start in range(0, len(item_ids), batch):
+            ids = item_ids[start:start + batch]
+            elems = self._call(f"read {len(ids)} messages", lambda ids=ids: list(_RawGetItem(
+                account=self.account, chunk_size=batch).call(items=[ItemId(id=i) for i in ids],
+                                                             additional_fields=set(MIME_FIELDS), shape=ID_ONLY)))
+            for item_id, elem in zip(ids, elems, strict=True):
+                if isinstance(elem, ews_errors.ErrorItemNotFound):
+                    log.info("%s: %s: item %s is gone (deleted since it was listed)", self.source.label,
+                             self.email, item_id)
+                    continue
+                self._raise_if_error(elem)
+                mime = elem.find(f"{{{TNS}}}MimeContent")
+                if mime is None or mime.text is None:
+                    raise RemoteError(f"{self.source.label}: {self.email}: the server returned no MIME content "
+                                      f"for item {item_id}")
+                yield item_id, base64.b64decode(mime.text)
+
+    def quota(self) -> tuple[int, int] | None:
+        """(used, limit) in bytes, when the server shows the mailbox quota on its root folder; else None."""
+        def call() -> tuple[list, list]:
+            root = list(_RawGetFolder(account=self.account).call(
+                folders=[_distinguished("root", self.email)], additional_fields=QUOTA_FIELDS, shape=ID_ONLY))
+            sizes = list(_RawFindFolder(account=self.account, page_size=self.source.page_size).call(
+                folders=[_distinguished("root", self.email)], additional_fields=set(SIZE_FIELDS),
+                restriction=None, shape=ID_ONLY, depth="Deep", max_items=None, offset=0))
+            return root, sizes
+
+        root, sizes = self._call("read quota", call)
+        for elem in [*root, *sizes]:
+            self._raise_if_error(elem)
+        values = _extended_values(root[0])
+        limit_kb = values.get(_ProhibitSendQuota.property_tag) or values.get(_StorageQuotaLimit.property_tag)
+        if not limit_kb:
+            return None
+        used = sum(int(_extended_values(e).get(_MessageSizeExtended.property_tag) or 0) for e in sizes)
+        return used, int(limit_kb) * 1024
