@@ -14,22 +14,16 @@ import pytest
 
 from migrate.core.store import open_store
 from tests.lab import corpus, scenario
-from tests.lab.dovecot import DovecotServer, central, modern_source
 from tests.lab.inspect import read_mailbox
-from tests.lab.scenario import Lab, LabSource
+from tests.lab.scenario import Lab
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def crash_lab(tmp_path):
-    boxes = corpus.ministry(seed="crash", domain="health.gov.bz", users=2, messages=120)
-    source = DovecotServer(modern_source("health")).start()
-    source.load(boxes)
-    center = DovecotServer(central()).start()
-    lab = Lab({"health": LabSource("health", "Ministry of Health", "health.gov.bz", source, boxes)}, center)
     ws = tmp_path / "ws"
-    scenario.write_workspace(ws, lab)
+    lab, boxes = scenario.small_lab(ws, seed="crash", users=2, messages=120)
     # Small batches so that a kill lands between batches of one folder; streaming for the big messages.
     text = (ws / "migration.yaml").read_text()
     (ws / "migration.yaml").write_text(text + "sync:\n  batch_messages: 7\n  stream_threshold: 500000\n")

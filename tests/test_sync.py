@@ -15,9 +15,8 @@ from migrate.core.store import open_store
 from migrate.mailbox.registry import register_users
 from migrate.mailbox.sync import SyncEngine, SyncOptions
 from tests.lab import corpus, scenario
-from tests.lab.dovecot import DovecotServer, central, legacy_source, modern_source
 from tests.lab.inspect import as_comparable, expected_central, read_mailbox
-from tests.lab.scenario import Lab, LabSource
+from tests.lab.scenario import Lab
 
 
 def _sync(govmigrate, ws: Path, *args: str, expect: int = 0):
@@ -106,13 +105,8 @@ def test_dry_run_changes_nothing(govmigrate, lab: Lab, workspace: Path):
 @pytest.fixture
 def own_lab(tmp_path):
     """A one-mailbox modern source and a central host, both private to the test."""
-    boxes = corpus.ministry(seed="own", domain="health.gov.bz", users=1, messages=30)
-    source = DovecotServer(modern_source("health")).start()
-    source.load(boxes)
-    center = DovecotServer(central()).start()
-    lab = Lab({"health": LabSource("health", "Ministry of Health", "health.gov.bz", source, boxes)}, center)
     ws = tmp_path / "ws"
-    scenario.write_workspace(ws, lab)
+    lab, boxes = scenario.small_lab(ws, seed="own")
     yield lab, ws, boxes[0]
     lab.stop()
 
@@ -214,14 +208,10 @@ def test_propagate_deletes_removes_only_what_govmigrate_copied(govmigrate, own_l
 
 
 def test_refused_message_is_recorded_and_the_mailbox_goes_on(govmigrate, tmp_path):
-    boxes = corpus.ministry(seed="big", domain="health.gov.bz", users=1, messages=20)
-    source = DovecotServer(modern_source("health")).start()
-    source.load(boxes)
-    center = DovecotServer(central(max_mail_size=1_000_000)).start()
-    lab = Lab({"health": LabSource("health", "Ministry of Health", "health.gov.bz", source, boxes)}, center)
+    ws = tmp_path / "ws"
+    lab, boxes = scenario.small_lab(ws, seed="big", messages=20, central_kw={"max_mail_size": 1_000_000})
+    center = lab.central
     try:
-        ws = tmp_path / "ws"
-        scenario.write_workspace(ws, lab)
         box = boxes[0]
         big = [m for f in box.folders for m in f.messages if m.size > 1_000_000]
         assert big
@@ -313,14 +303,11 @@ def test_names_the_central_host_cannot_hold_are_renamed_and_recorded(govmigrate,
     box = corpus.generate_mailbox(seed="odd", email="odd@education.gov.bz", login="odd@education.gov.bz",
                                   password="pw-odd", display_name="Odd Names", layout="legacy", messages=10,
                                   user_folders=[("Reports 2024/2025",), ("Inbox",)], edge_cases=False)
-    source = DovecotServer(legacy_source("education", maildir_layout="index")).start()
-    center = DovecotServer(central()).start()
-    lab = Lab({"education": LabSource("education", "Ministry of Education", "education.gov.bz", source, [box])},
-              center)
+    ws = tmp_path / "ws"
+    lab, _ = scenario.small_lab(ws, seed="odd", layout="legacy", domain="education.gov.bz", boxes=[box],
+                                source_kw={"maildir_layout": "index"})
+    center = lab.central
     try:
-        source.load([box])
-        ws = tmp_path / "ws"
-        scenario.write_workspace(ws, lab)
         rows = json.loads(_sync(govmigrate, ws, box.email, "--json").stdout)
         renamed = {r["source"]: r for r in rows[0]["renamed_folders"]}
         assert renamed["INBOX.Reports 2024/2025"]["dest"] == "Reports 2024_2025"

@@ -99,7 +99,7 @@ def test_exchange_changes_are_carried_incrementally(govmigrate, ews_lab):
 
 
 def test_exchange_throttling_is_honoured(govmigrate, ews_lab):
-    lab, ws, boxes, responder = ews_lab
+    _lab, ws, boxes, responder = ews_lab
     responder.inject("server_busy", count=2, operation="GetItem", back_off_ms=50)
     responder.inject("http_503", count=1, operation="SyncFolderItems", retry_after=1)
     rows = json.loads(govmigrate("-w", ws, "sync", boxes[0].email, "--json").stdout)
@@ -110,7 +110,7 @@ def test_exchange_throttling_is_honoured(govmigrate, ews_lab):
 
 
 def test_exchange_mailbox_the_service_account_may_not_open_fails_alone(govmigrate, ews_lab, tmp_path):
-    lab, ws, boxes, responder = ews_lab
+    _lab, ws, boxes, responder = ews_lab
     responder.impersonation_allowed = {boxes[0].email}
     result = govmigrate("-w", ws, "sync", "--all", "--json", expect=int(ExitCode.PARTIAL))
     rows = {r["mailbox"]: r for r in json.loads(result.stdout)}
@@ -120,7 +120,7 @@ def test_exchange_mailbox_the_service_account_may_not_open_fails_alone(govmigrat
 
 
 def test_exchange_lost_state_store_duplicates_nothing(govmigrate, ews_lab):
-    lab, ws, boxes, _ = ews_lab
+    _lab, ws, boxes, _ = ews_lab
     box = boxes[0]
     govmigrate("-w", ws, "sync", box.email)
     for suffix in ("", "-wal", "-shm"):

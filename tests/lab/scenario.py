@@ -88,6 +88,29 @@ def start_lab(seed: str = "govlab", users: int = 3, messages: int = 40) -> Lab:
         raise
 
 
+def small_lab(ws: Path, *, seed: str, users: int = 1, messages: int = 30, domain: str = MODERN_DOMAIN,
+              layout: str = "modern", boxes: list[corpus.CorpusMailbox] | None = None, source_kw: dict | None = None,
+              central_kw: dict | None = None) -> tuple[Lab, list[corpus.CorpusMailbox]]:
+    """One private source (modern or legacy layout) and a private central host, with a workspace at ``ws``:
+    for tests that change the source or need a special central host."""
+    if boxes is None:
+        boxes = corpus.ministry(seed=seed, domain=domain, users=users, messages=messages, layout=layout,
+                                login_style="local" if layout == "modern" else "email")
+    source_id = MODERN if layout == "modern" else LEGACY
+    make = modern_source if layout == "modern" else legacy_source
+    source = DovecotServer(make(source_id, **(source_kw or {}))).start()
+    try:
+        source.load(boxes)
+        center = start_central(**(central_kw or {}))
+    except BaseException:
+        source.cleanup()
+        raise
+    ministry = "Ministry of Health" if layout == "modern" else "Ministry of Education"
+    lab = Lab({source_id: LabSource(source_id, ministry, domain, source, boxes)}, center)
+    write_workspace(ws, lab)
+    return lab, boxes
+
+
 def _secret_file(ws: Path, name: str, value: str) -> str:
     secrets = ws / "secrets"
     secrets.mkdir(exist_ok=True)
