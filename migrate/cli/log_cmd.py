@@ -26,5 +26,7 @@ def command(app: App, obj: str | None, since: str | None, limit: int | None, fmt
         emit_json(rows)
     elif fmt == "csv":
         emit_csv(COLUMNS, rows)
+    elif not rows:
+        app.info("no events" + (" match" if obj or since else " yet"))
     else:
         emit_table(app, None, [(c, c) for c in COLUMNS], rows)
