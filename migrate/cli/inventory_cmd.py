@@ -71,17 +71,15 @@ def mail(ctx: click.Context, app: App, source_ids: tuple[str, ...], fmt: str) ->
             project.source(sid)  # an unknown id is a usage error before anything is contacted
     with progress_for(app, "inventory", unit="items") as sink:
         result = run_inventory(project, store, chosen, progress=sink)
-    for problem in result.problems:
-        app.warn(str(problem))
     sections = load_inventory(store, list(result.probes))
     _render(app, sections, fmt, with_folders=False)
-    failures = result.failures
     total = sum(len(boxes) for boxes in result.mailboxes.values())
     summary = (f"inventory: {total} mailbox{'es' if total != 1 else ''} in {len(result.probes)} "
                f"source{'s' if len(result.probes) != 1 else ''}, {result.measured} measured completely")
-    if failures:
-        app.warn(f"{summary}; {len(failures)} problem{'s' if len(failures) != 1 else ''}:")
-        for line in failures:
+    if not result.ok:  # user-list problems are listed here too, with the servers' and mailboxes'
+        count = len(result.failures)
+        app.warn(f"{summary}; {count} problem{'s' if count != 1 else ''}:")
+        for line in result.failure_summary():
             app.warn(f"  {line}")
         ctx.exit(int(ExitCode.PARTIAL))
     app.info(summary)
@@ -121,19 +119,9 @@ def _render(app: App, sections: list[SourceSection], fmt: str, *, with_folders: 
             _table(app, section, with_folders=with_folders)
         if len(sections) > 1:
             t = grand_totals(sections)
-            _console(app).print(f"All sources: {t.mailboxes} mailboxes ({t.measured} measured, {t.failed} failed), "
+            app.out.print(f"All sources: {t.mailboxes} mailboxes ({t.measured} measured, {t.failed} failed), "
                           f"{t.folders} folders, {t.messages} messages, {human_bytes(t.bytes)}",
                           markup=False, highlight=False)
-
-
-#: Tables on a pipe or in a file are read whole, so they are not squeezed into 80 columns.
-PIPE_WIDTH = 180
-
-
-def _console(app: App) -> Console:
-    if app.out.is_terminal:
-        return app.out
-    return Console(file=app.out.file, width=PIPE_WIDTH, highlight=False, soft_wrap=True)
 
 
 def _emit_table(out: Console, title: str, columns: list[tuple[str, str]], rows: list[dict[str, Any]],
@@ -151,7 +139,7 @@ def _emit_table(out: Console, title: str, columns: list[tuple[str, str]], rows: 
 
 
 def _table(app: App, section: SourceSection, *, with_folders: bool) -> None:
-    out = _console(app)
+    out = app.out
     out.print(f"{section.ministry} ({section.id})", markup=False, highlight=False, style="bold")
     for line in probe_lines(section.probe):
         out.print(f"  {line}", markup=False, highlight=False)
@@ -170,11 +158,15 @@ def _table(app: App, section: SourceSection, *, with_folders: bool) -> None:
               "quota": human_bytes(t.quota_used) if t.quota_used else ""}
     _emit_table(out, f"{section.ministry}: mailboxes", MAILBOX_COLUMNS,
                 [_mailbox_row(m) for m in section.mailboxes], footer)
-    problems = [m for m in section.mailboxes if m.error]
-    if problems:
+    by_reason: dict[str, list[str]] = {}
+    for m in section.mailboxes:
+        if m.error:
+            by_reason.setdefault(m.error, []).append(m.email)
+    if by_reason:
         out.print("  problems:", markup=False, highlight=False)
-        for m in problems:
-            out.print(f"    {m.email}: {m.error}", markup=False, highlight=False)
+        for reason, emails in by_reason.items():
+            who = emails[0] if len(emails) == 1 else f"{len(emails)} mailboxes"
+            out.print(f"    {who}: {reason}", markup=False, highlight=False)
     out.print("")
 
 

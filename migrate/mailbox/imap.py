@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import imaplib
 import logging
+import re
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -141,10 +142,13 @@ def describe_failure(exc: BaseException, endpoint: Endpoint) -> RemoteError:
 
 
 def _server_text(exc: BaseException) -> str:
-    text = str(exc)
-    for prefix in ("b'", 'b"'):
-        text = text.replace(prefix, "")
-    return redact(text.strip("'\" []"))
+    """The server's words from an imaplib/imapclient exception, without Python's bytes/list decoration:
+    ``[b'[AUTHENTICATIONFAILED] Authentication failed.']`` → ``[AUTHENTICATIONFAILED] Authentication failed.``"""
+    text = str(exc).strip()
+    m = re.fullmatch(r"""\[?b?(['"])(.*)\1\]?""", text, re.S)
+    if m:
+        text = m.group(2)
+    return redact(text)
 
 
 def guarded(method):

@@ -131,21 +131,40 @@ class InventoryResult:
     probes: dict[str, SourceProbe] = field(default_factory=dict)
     mailboxes: dict[str, list[MailboxMeasurement]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
-    interrupted: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def _list_and_source_failures(self) -> list[str]:
+        out = [str(p) for p in self.problems if p.severity == "error"]
+        return out + [f"source {sid}: {probe.error}" for sid, probe in self.probes.items() if not probe.ok]
 
     @property
     def failures(self) -> list[str]:
         """One line per thing that failed: a user-list row, a server, a mailbox (folders included)."""
-        out = [str(p) for p in self.problems if p.severity == "error"]
-        out += [f"source {sid}: {probe.error}" for sid, probe in self.probes.items() if not probe.ok]
+        out = self._list_and_source_failures()
         for boxes in self.mailboxes.values():
             out += [f"{m.email}: {m.error}" for m in boxes if not m.ok]
         return out
 
+    def failure_summary(self, *, examples: int = 3) -> list[str]:
+        """Like :attr:`failures`, but mailboxes failing for one reason (a source that could not be
+        reached, say) share one line, so a thousand-mailbox ministry does not print a thousand."""
+        out = self._list_and_source_failures()
+        by_reason: dict[str, list[str]] = {}
+        for boxes in self.mailboxes.values():
+            for m in boxes:
+                if not m.ok:
+                    by_reason.setdefault(m.error or "failed", []).append(m.email)
+        for reason, emails in by_reason.items():
+            if len(emails) == 1:
+                out.append(f"{emails[0]}: {reason}")
+            else:
+                shown = ", ".join(emails[:examples]) + (", ..." if len(emails) > examples else "")
+                out.append(f"{len(emails)} mailboxes ({shown}): {reason}")
+        return out
+
     @property
     def ok(self) -> bool:
-        return not self.failures and not self.interrupted
+        return not self.failures
 
     @property
     def measured(self) -> int:
@@ -185,18 +204,15 @@ def run_inventory(project: Project, store: Store, source_ids: list[str] | None =
     registered = register_users(project, store, [s.id for s in sources])
     # The caller shows the user-list problems; logging them here too would print them twice.
     result = InventoryResult(problems=list(registered.problems))
-    total = sum(len(registered.users.get(s.id, [])) for s in sources)
-    progress(ProgressEvent("plan", total_messages=total))
 
     stop = threading.Event()
     readers: dict[str, SourceReader] = {}
     try:
         _probe_all(sources, project, store, registered.users, readers, result, progress, reader_factory)
+        # The bar counts mailboxes that will be tried; a blocked source's were announced in one note.
+        total = sum(len(registered.users.get(s.id, [])) for s in sources if not result.probes[s.id].blocked)
+        progress(ProgressEvent("plan", total_messages=total))
         _measure_all(sources, store, registered.users, readers, result, progress, stop)
-    except KeyboardInterrupt:
-        stop.set()
-        result.interrupted = True
-        raise
     finally:
         for reader in readers.values():
             try:
@@ -220,13 +236,9 @@ def _probe_all(sources: list[Source], project: Project, store: Store, users: dic
     def probe(source: Source) -> SourceProbe:
         try:
             reader = reader_factory(source, project)
-        except MigrateError as exc:  # e.g. the admin password's secret reference does not resolve
-            return SourceProbe(source.id, False, exc.message, {"kind": source.server.type},
-                               blocked=exc.message)
-        readers[source.id] = reader
-        try:
+            readers[source.id] = reader
             return reader.probe(users.get(source.id, []))
-        except MigrateError as exc:
+        except MigrateError as exc:  # e.g. the admin password's secret reference does not resolve
             return SourceProbe(source.id, False, exc.message, {"kind": source.server.type}, blocked=exc.message)
         except Exception as exc:  # a bug must not lose the other sources' results
             log.exception("probing source %s failed unexpectedly", source.id)
@@ -242,9 +254,11 @@ def _probe_all(sources: list[Source], project: Project, store: Store, users: dic
         if found.ok:
             log.info("source %s: probe ok", source.id)
         else:
-            # Shown through the progress stream (and every mailbox of the source fails with the reason).
             log.info("source %s: %s", source.id, found.error)
-            progress(ProgressEvent("note", source.id, detail=f"source {source.id}: {found.error}"))
+            count = len(users.get(source.id, []))
+            skipped = (f" ({count} mailbox{'es' if count != 1 else ''} not measured)"
+                       if found.blocked and count else "")
+            progress(ProgressEvent("note", source.id, detail=f"source {source.id}: {found.error}{skipped}"))
 
 
 def _measure_all(sources: list[Source], store: Store, users: dict[str, list[UserEntry]],
@@ -260,9 +274,9 @@ def _measure_all(sources: list[Source], store: Store, users: dict[str, list[User
             probe = result.probes[source.id]
             if probe.blocked or source.id not in readers:
                 reason = f"not measured: {probe.blocked or probe.error}"
-                for entry in entries:
+                for entry in entries:  # recorded, but without an event each: the probe's note said it once
                     _finish(store, source.id, entry, MailboxMeasurement.failed(entry.email, reason), result,
-                            progress)
+                            None)
                 continue
             if not entries:
                 continue
@@ -275,6 +289,10 @@ def _measure_all(sources: list[Source], store: Store, users: dict[str, list[User
         wait(futures)
         for future in futures:
             future.result()  # re-raise a bug in the bookkeeping itself rather than hide it
+    except BaseException:
+        # Ctrl-C or SIGTERM: mailboxes not started are dropped; those in flight finish and are recorded.
+        stop.set()
+        raise
     finally:
         for pool in pools:
             pool.shutdown(wait=not stop.is_set(), cancel_futures=stop.is_set())
@@ -302,7 +320,7 @@ def _measure_one(reader: SourceReader, source_id: str, entry: UserEntry, store: 
 
 
 def _finish(store: Store, source_id: str, entry: UserEntry, m: MailboxMeasurement, result: InventoryResult,
-            progress: ProgressSink) -> None:
+            progress: ProgressSink | None) -> None:
     row = store.mailbox(entry.email)
     if row is not None:
         store.record_inventory(row.id, ok=m.ok, error=m.error, messages=m.messages, bytes_=m.bytes,
@@ -314,6 +332,9 @@ def _finish(store: Store, source_id: str, entry: UserEntry, m: MailboxMeasuremen
     if m.ok:
         log.info("%s: %d messages, %d bytes in %d folders", m.email, m.messages or 0, m.bytes or 0,
                  len(m.folders), extra={"mailbox": m.email, "source": source_id})
+    if progress is None:
+        return
+    if m.ok:
         progress(ProgressEvent("done", m.email, messages=m.messages or 0, bytes=m.bytes or 0))
     else:
         progress(ProgressEvent("failed", m.email, detail=m.error or "failed"))

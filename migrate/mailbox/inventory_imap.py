@@ -1,19 +1,22 @@
 """The IMAP side of the inventory: probe a ministry IMAP server and measure one user's mailbox on it.
 
 The probe looks at the server without touching mail (TLS, certificate, capabilities, ID, namespace) and
-tries the project file's login method; the measurement walks every folder with STATUS (``SIZE`` where
-the server has it) and one FETCH of RFC822.SIZE and INTERNALDATE for the largest, oldest and newest
-message.
+tries the project file's login method; the measurement takes every folder's STATUS (``SIZE`` where the
+server has it; all folders in one LIST-STATUS where it has that) and, for folders holding mail, one FETCH of
+RFC822.SIZE and INTERNALDATE for the largest, oldest and newest message.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from dataclasses import replace
 from typing import Any
 
 from imapclient import IMAPClient
+from imapclient.imap_utf7 import decode as utf7_decode
+from imapclient.response_parser import parse_response
 
 from migrate import __version__
 from migrate.core.config import ImapServer, Project, Source
@@ -35,15 +38,15 @@ from migrate.mailbox.imap import (
     tls_details,
 )
 from migrate.mailbox.inventory import Extremes, FolderMeasurement, MailboxMeasurement, SourceProbe
+from migrate.mailbox.protocol import fetch
 
 log = logging.getLogger(__name__)
 
-#: Message numbers per FETCH: keeps the command line well under servers' limits (Dovecot: 64 KB).
-FETCH_BATCH = 2000
 #: How many users the probe tries before it calls the admin login refused (the first may just be wrong).
 PROBE_LOGIN_USERS = 2
 _SPECIAL = {s.lower(): s for s in SPECIAL_USE}
 _ALTERNATIVE = {"master_user": "sasl_plain", "sasl_plain": "master_user"}
+_NONEXISTENT = re.compile(r"NONEXISTENT|does ?n[o']t exist|not selectable|isn't selectable|no such mailbox", re.I)
 
 
 class ImapReader:
@@ -196,45 +199,88 @@ def measure_session(session: Session, email: str) -> MailboxMeasurement:
     client = session.client
     extremes = Extremes()
     folders: list[FolderMeasurement] = []
-    for flags, _sep, name in client.list_folders():
+    listing = client.list_folders()
+    statuses = _list_status(session)
+    for flags, _sep, name in listing:
         attrs = {(f.decode() if isinstance(f, bytes) else f).lower() for f in flags}
-        if "\\noselect" in attrs or "\\nonexistent" in attrs:
+        if "\\nonexistent" in attrs:
+            continue
+        noselect = "\\noselect" in attrs
+        if noselect and "\\haschildren" in attrs:
             continue  # a hierarchy placeholder holds no mail
         special = next((_SPECIAL[a] for a in attrs if a in _SPECIAL), None)
         name = name.decode() if isinstance(name, bytes) else name
         try:
-            folders.append(_measure_folder(session, name, special, extremes))
+            folders.append(_measure_folder(session, name, special, extremes, statuses.get(name)))
         except Exception as exc:
             error = describe_failure(exc, session.endpoint)
             if error.transient:
                 raise error  # the connection is gone: the whole mailbox is measured again
+            # A \Noselect leaf is either a leftover placeholder or a folder the server cannot open (Dovecot
+            # lists an unreadable maildir so): only the server saying it does not exist makes it harmless.
+            if noselect and _NONEXISTENT.search(error.message):
+                continue
             log.warning("%s: folder %s: %s", email, name, error.message, extra={"mailbox": email, "folder": name})
             folders.append(FolderMeasurement(name, special, error=_folder_reason(error.message)))
     folders.sort(key=lambda f: (f.name != "INBOX", f.name))
     return MailboxMeasurement.from_folders(email, folders, extremes, _quota(session))
 
 
-def _measure_folder(session: Session, name: str, special: str | None, extremes: Extremes) -> FolderMeasurement:
+def _status_items(session: Session) -> list[str]:
+    return ["MESSAGES", "SIZE"] if session.has("STATUS=SIZE") else ["MESSAGES"]
+
+
+def _list_status(session: Session) -> dict[str, dict[bytes, int]]:
+    """Every folder's STATUS from one ``LIST ... RETURN (STATUS ...)`` (RFC 5819) where the server offers it,
+    instead of one STATUS per folder. A folder the server cannot read is left out of the answer and gets
+    its own STATUS later, which then fails with the server's reason."""
+    if not (session.has("LIST-STATUS") and session.has("LIST-EXTENDED")):
+        return {}
+    imap = session.client._imap  # imapclient has no RETURN options; imaplib's plumbing carries them
+    imap.untagged_responses.pop("STATUS", None)
+    try:
+        typ, _data = imap._simple_command("LIST", '""', '"*"', "RETURN",
+                                          f"(STATUS ({' '.join(_status_items(session))}))")
+    except Exception as exc:
+        error = describe_failure(exc, session.endpoint)
+        if error.transient:
+            raise error
+        log.info("%s: LIST-STATUS failed (%s); asking each folder", session.login, error.message)
+        return {}
+    finally:
+        replies = imap.untagged_responses.pop("STATUS", [])
+        imap.untagged_responses.pop("LIST", None)
+    if typ != "OK":
+        return {}
+    statuses: dict[str, dict[bytes, int]] = {}
+    for reply in replies:
+        try:
+            parsed = parse_response([reply])
+            name = utf7_decode(parsed[0]) if isinstance(parsed[0], bytes) else str(parsed[0])
+            values = parsed[1]
+            statuses[name] = {(values[i].upper() if isinstance(values[i], bytes) else str(values[i]).encode()):
+                              int(values[i + 1]) for i in range(0, len(values) - 1, 2)}
+        except Exception:  # an odd reply only costs that folder a STATUS of its own
+            log.debug("unparsed LIST-STATUS reply %r", reply)
+    return statuses
+
+
+def _measure_folder(session: Session, name: str, special: str | None, extremes: Extremes,
+                    status: dict[bytes, int] | None) -> FolderMeasurement:
     client = session.client
-    with_size = session.has("STATUS=SIZE")
-    status = client.folder_status(name, ["MESSAGES", "SIZE"] if with_size else ["MESSAGES"])
+    want = _status_items(session)
+    if status is None or any(item.encode() not in status for item in want):
+        status = client.folder_status(name, want)
     count = int(status[b"MESSAGES"])
-    size = int(status[b"SIZE"]) if with_size and b"SIZE" in status else None
+    size = int(status[b"SIZE"]) if b"SIZE" in status else None
     if count == 0:
         return FolderMeasurement(name, special, 0, size or 0)
-    exists = int(client.select_folder(name, readonly=True)[b"EXISTS"])
+    client.select_folder(name, readonly=True)
     summed = 0
-    use_uid = client.use_uid
-    client.use_uid = False  # message numbers 1..EXISTS need no SEARCH first
-    try:
-        for start in range(1, exists + 1, FETCH_BATCH):
-            numbers = list(range(start, min(start + FETCH_BATCH, exists + 1)))
-            for item in client.fetch(numbers, ["RFC822.SIZE", "INTERNALDATE"]).values():
-                msg_size = item.get(b"RFC822.SIZE")
-                summed += int(msg_size or 0)
-                extremes.add(int(msg_size) if msg_size is not None else None, imap_date(item.get(b"INTERNALDATE")))
-    finally:
-        client.use_uid = use_uid
+    for item in fetch(client, "1:*", ["RFC822.SIZE", "INTERNALDATE"]).values():
+        msg_size = item.get(b"RFC822.SIZE")
+        summed += int(msg_size or 0)
+        extremes.add(int(msg_size) if msg_size is not None else None, imap_date(item.get(b"INTERNALDATE")))
     return FolderMeasurement(name, special, count, size if size is not None else summed)
 
 

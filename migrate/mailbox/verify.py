@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -121,6 +122,7 @@ class Verifier:
                                                      label="central host")
         self.central_creds = credentials_for_central(project.config.central, project)
         self._ews: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         for ews in self._ews.values():
@@ -189,6 +191,10 @@ class Verifier:
         return ImapSourceMailbox(session)
 
     def _ews_mailbox(self, source: Source, email: str):
+        with self._lock:
+            return self._ews_source(source).mailbox(email)
+
+    def _ews_source(self, source: Source):
         if source.id not in self._ews:
             from migrate.mailbox.ews import EwsSource
 
@@ -196,7 +202,7 @@ class Verifier:
             password = resolve(SecretRef(source.server.password), base_dir=self.project.base_dir)
             self._ews[source.id] = EwsSource(source.server, password, base_dir=self.project.base_dir,
                                              label=f"source {source.id}", max_connections=source.connections)
-        return self._ews[source.id].mailbox(email)
+        return self._ews[source.id]
 
     def _source_messages(self, src, info) -> dict[Any, Msg]:
         if isinstance(src, ImapSourceMailbox):
@@ -288,25 +294,31 @@ def _ts(value: datetime | None) -> float:
 
 
 def verify_mailboxes(project: Project, store: Store, mailboxes: list[MailboxRow], *, deep: bool = False,
-                     progress=None) -> list[MailboxCheck]:
-    verifier = Verifier(project, store, deep=deep)
-    results = []
-    try:
-        for mailbox in mailboxes:
-            if progress:
-                from migrate.core.progress import ProgressEvent
+                     progress=None, workers: int = 8) -> list[MailboxCheck]:
+    """Verify mailboxes in parallel (bounded like a sync: per source and for the central host)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-                progress(ProgressEvent("start", mailbox.email))
+    from migrate.core.progress import ProgressEvent, no_progress
+
+    sink = progress or no_progress
+    verifier = Verifier(project, store, deep=deep)
+    slots = {s.id: threading.BoundedSemaphore(s.connections) for s in project.config.sources}
+
+    def one(mailbox: MailboxRow) -> MailboxCheck:
+        with slots[mailbox.source_id]:
+            sink(ProgressEvent("start", mailbox.email))
             try:
                 result = verifier.verify(mailbox)
             except RemoteError as exc:
                 result = MailboxCheck(mailbox.email, error=exc.message)
-            results.append(result)
-            if progress:
-                from migrate.core.progress import ProgressEvent
+            sink(ProgressEvent("done" if result.matches else "failed", mailbox.email,
+                               detail="" if result.matches else (result.error or "differs")))
+            return result
 
-                progress(ProgressEvent("done" if result.matches else "failed", mailbox.email,
-                                       detail="" if result.matches else "differs"))
+    sink(ProgressEvent("plan", total_messages=len(mailboxes)))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(mailboxes),
+                                                       project.config.central.connections))) as pool:
+            return list(pool.map(one, mailboxes))
     finally:
         verifier.close()
-    return results

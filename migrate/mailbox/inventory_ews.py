@@ -1,0 +1,206 @@
+"""The EWS side of the inventory: probe an Exchange server and measure one mailbox through EWS.
+
+The service account opens mailboxes with the access the project file names (impersonation by default);
+when the server refuses that for a mailbox, the other kind of access (delegate, or impersonation) is tried
+before the mailbox is called failed. Throttling is waited out inside :mod:`migrate.mailbox.ews` with the
+server's own back-off; this module only decides what to measure. Imported only when an EWS source is
+inventoried, because exchangelib is slow to import.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from migrate.core.config import EwsServer, Project, Source
+from migrate.core.errors import LoginFailed, RemoteError, TlsFailed, TransientError
+from migrate.core.secrets import SecretRef, resolve
+from migrate.core.userlist import UserEntry
+from migrate.mailbox.ews import EwsMailbox, EwsSource
+from migrate.mailbox.imap import Endpoint, tls_context, tls_details
+from migrate.mailbox.inventory import Extremes, FolderMeasurement, MailboxMeasurement, SourceProbe
+from migrate.mailbox.inventory_imap import name_matches
+
+log = logging.getLogger(__name__)
+
+_OTHER_ACCESS = {"impersonation": "delegate", "delegate": "impersonation"}
+
+
+class EwsReader:
+    """Inventory of one EWS source; thread-safe (exchangelib pools connections up to the source's limit)."""
+
+    def __init__(self, source: Source, project: Project) -> None:
+        assert isinstance(source.server, EwsServer)
+        self.source = source
+        self.project = project
+        self.server: EwsServer = source.server
+        self.label = f"source {source.id}"
+        self.password = resolve(SecretRef(self.server.password), base_dir=project.base_dir,
+                                label=f"{self.label} EWS service account password")
+        self.ews = self._open(self.server)
+        self._fallback: EwsSource | None = None
+        self._lock = threading.Lock()
+
+    def _open(self, server: EwsServer) -> EwsSource:
+        return EwsSource(server, self.password, base_dir=self.project.base_dir, label=self.label,
+                         max_connections=self.source.connections)
+
+    @property
+    def fallback(self) -> EwsSource:
+        """The same service account with the other kind of access, opened on first need."""
+        with self._lock:
+            if self._fallback is None:
+                other = self.server.model_copy(update={"access": _OTHER_ACCESS[self.server.access]})
+                self._fallback = self._open(other)
+            return self._fallback
+
+    def close(self) -> None:
+        self.ews.close()
+        if self._fallback is not None:
+            self._fallback.close()
+
+    # -- probe ------------------------------------------------------------------------------------
+
+    def probe(self, entries: list[UserEntry]) -> SourceProbe:
+        detail: dict[str, Any] = {"kind": "ews", "endpoint": self.server.url or "autodiscover",
+                                  "auth": self.server.auth, "verify_certificate": self.server.verify_certificate}
+        login: dict[str, Any] = {"method": self.server.access, "admin_user": self.server.user}
+        try:
+            info = self.ews.probe()
+        except TlsFailed as exc:
+            detail["reachable"] = True
+            detail["tls"] = {**self._peek_certificate(), "verify_error": exc.message}
+            return SourceProbe(self.source.id, False, exc.message, detail, blocked=exc.message)
+        except LoginFailed as exc:
+            # The service account itself was refused: every mailbox would be refused the same way.
+            detail["reachable"] = True
+            detail["login"] = {**login, "ok": False, "error": exc.message}
+            return SourceProbe(self.source.id, False, exc.message, detail, blocked=exc.message)
+        except RemoteError as exc:
+            detail["reachable"] = not isinstance(exc, TransientError) and "connection refused" not in exc.message \
+                and "not found" not in exc.message
+            return SourceProbe(self.source.id, False, exc.message, detail, blocked=exc.message)
+        detail["reachable"] = True
+        detail["endpoint"] = info.get("endpoint") or detail["endpoint"]
+        detail["version"] = info.get("version")
+        detail["build"] = info.get("build")
+        detail["software"] = info.get("product") or (f"Exchange (EWS schema {info['version']})"
+                                                     if info.get("version") else None)
+        tls = dict(info.get("tls") or {})
+        if tls.get("tls"):
+            tls["name_match"] = name_matches(urlsplit(detail["endpoint"]).hostname or "", tls.get("names", []))
+            tls["verified"] = bool(self.server.verify_certificate)
+        detail["tls"] = tls
+        detail["login"] = login
+        if not entries:
+            login.update(ok=None, error="not tested: the user list has no usable rows")
+            return SourceProbe(self.source.id, True, None, detail)
+        email = entries[0].email
+        login["user"] = email
+        try:
+            self.ews.mailbox(email)
+            login["ok"] = True
+            return SourceProbe(self.source.id, True, None, detail)
+        except LoginFailed as exc:
+            login.update(ok=False, error=exc.message)
+        except RemoteError as exc:
+            login.update(ok=False, error=exc.message)
+            return SourceProbe(self.source.id, False, exc.message, detail)
+        other = _OTHER_ACCESS[self.server.access]
+        try:
+            self.fallback.mailbox(email)
+            login["alternative"] = {"method": other, "ok": True}
+            # The fallback is part of the design: mailboxes are measured with it, so the source is usable.
+            return SourceProbe(self.source.id, True, None, detail)
+        except RemoteError as exc:
+            login["alternative"] = {"method": other, "ok": False, "error": exc.message}
+            return SourceProbe(self.source.id, False, f"{login['error']}; {other} access refused too", detail)
+
+    def _peek_certificate(self) -> dict[str, Any]:
+        """The refused certificate, read over a handshake that sends nothing."""
+        parts = urlsplit(self.server.url or "")
+        if parts.scheme != "https" or not parts.hostname:
+            return {}
+        endpoint = Endpoint(parts.hostname, parts.port or 443, "implicit", None, False, self.server.timeout,
+                            self.label)
+        try:
+            with socket.create_connection((endpoint.host, endpoint.port), timeout=endpoint.timeout) as raw, \
+                    tls_context(endpoint).wrap_socket(raw, server_hostname=endpoint.host) as sock:
+                details = tls_details(_Holder(sock))  # type: ignore[arg-type]
+        except (OSError, ssl.SSLError) as exc:
+            return {"tls": None, "error": str(exc)}
+        details["name_match"] = name_matches(endpoint.host, details.get("names", []))
+        details["verified"] = False
+        return details
+
+    # -- one mailbox --------------------------------------------------------------------------------
+
+    def measure(self, entry: UserEntry) -> MailboxMeasurement:
+        try:
+            return measure_mailbox(self._open_mailbox(entry.email), entry.email)
+        except TransientError as exc:
+            # The EWS client has already retried with the server's back-off; retrying the whole mailbox
+            # on top would only press a throttling server harder.
+            raise RemoteError(f"{exc.message} (gave up after retries)")
+
+    def _open_mailbox(self, email: str) -> EwsMailbox:
+        try:
+            return self.ews.mailbox(email)
+        except LoginFailed as exc:
+            if "HTTP 401" in exc.message:
+                raise  # the password itself: trying again with other access would only risk a lockout
+            try:
+                box = self.fallback.mailbox(email)
+            except RemoteError as other:
+                raise LoginFailed(f"{exc.message}; {_OTHER_ACCESS[self.server.access]} access refused too: "
+                                  f"{other.message}")
+            log.info("%s: %s opened with %s access (%s refused)", self.label, email,
+                     _OTHER_ACCESS[self.server.access], self.server.access)
+            return box
+
+
+def measure_mailbox(box: EwsMailbox, email: str) -> MailboxMeasurement:
+    """Every mail folder's count and size, the extremes over all items, and the quota."""
+    extremes = Extremes()
+    folders: list[FolderMeasurement] = []
+    for info in box.folders():
+        name = "/".join(info.path)
+        if info.total_count == 0:  # nothing to list: spare the server a FindItem
+            folders.append(FolderMeasurement(name, info.special_use, 0, info.size or 0))
+            continue
+        try:
+            summed, count = 0, 0
+            for item in box.items(info.folder_id):
+                summed += item.size
+                count += 1
+                extremes.add(item.size, item.received)
+            folders.append(FolderMeasurement(name, info.special_use, info.total_count,
+                                             info.size if info.size is not None else summed))
+            if count != info.total_count:
+                log.info("%s: folder %s: %d items listed, TotalCount says %d", email, name, count, info.total_count)
+        except RemoteError as exc:
+            if exc.transient:
+                raise
+            folders.append(FolderMeasurement(name, info.special_use, error=exc.message))
+    try:
+        quota = box.quota()
+    except RemoteError as exc:
+        if exc.transient:
+            raise
+        log.info("%s: no quota: %s", email, exc.message)
+        quota = None
+    return MailboxMeasurement.from_folders(email, folders, extremes, quota)
+
+
+class _Holder:
+    """Gives tls_details the ``socket()`` accessor it expects of an IMAP client."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self._sock = sock
+
+    def socket(self) -> ssl.SSLSocket:
+        return self._sock
