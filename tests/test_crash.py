@@ -92,3 +92,32 @@ def test_sigkill_at_random_moments_never_duplicates(crash_lab):
     resumed = govmigrate(ws, "sync", "--all")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_exact(ws, lab, boxes)
+
+
+def test_sigterm_stops_cleanly_with_exit_130_and_resumes(crash_lab):
+    lab, ws, boxes = crash_lab
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("GOVMIGRATE_WORKSPACE", None)
+    total = sum(b.messages for b in boxes)
+    proc = subprocess.Popen([sys.executable, "-m", "migrate", "-w", str(ws), "sync", "--all"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if sum(len(f.messages) for b in boxes for f in read_mailbox(lab.central, b.email).values()) >= total // 4:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "run again to resume" in err or "run the same command again" in err
+    assert "Traceback" not in err
+    # Stopped at a batch boundary: nothing is left pending in the store.
+    store = open_store(ws / "state.db")
+    try:
+        assert not any(r.state == "pending" for m in store.mailboxes() for f in store.folders(m.id)
+                       for r in store.message_records(f.id))
+    finally:
+        store.close()
+    resumed = govmigrate(ws, "sync", "--all")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert_exact(ws, lab, boxes)
