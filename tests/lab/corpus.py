@@ -358,6 +358,14 @@ def generate_mailbox(*, seed: str, email: str, login: str, password: str, displa
                          folders=folders, user_flags=user_flags)
 
 
+def big_message(*, seed: str, email: str, size: int, date: dt.datetime | None = None) -> CorpusMessage:
+    """One message of about ``size`` bytes with a large attachment (archives, scanned documents)."""
+    rng = random.Random(f"{seed}/{email}/big")
+    date = date or dt.datetime(2025, 6, 1, 9, 0, tzinfo=dt.UTC)
+    builder = _Builder(rng, email, email.split("@")[0], email.split("@")[1], SizeProfile(((1.0, size, size),)), date)
+    return CorpusMessage(builder.message(kind="attachment"), ("\\Seen",), date)
+
+
 def ministry(*, seed: str, domain: str, users: int, layout: str = "modern", messages: int = 60,
              sizes: SizeProfile = TEST_SIZES, login_style: str = "local", edge_cases: bool = True,
              pilot: int = 1, vip: int = 1) -> list[CorpusMailbox]:
