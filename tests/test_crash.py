@@ -121,3 +121,27 @@ def test_sigterm_stops_cleanly_with_exit_130_and_resumes(crash_lab):
     resumed = govmigrate(ws, "sync", "--all")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_exact(ws, lab, boxes)
+
+
+def test_a_server_bye_mid_sync_reconnects_and_finishes_exactly(crash_lab):
+    """The source says BYE to every session of the user (doveadm kick) while the copy runs."""
+    lab, ws, boxes = crash_lab
+    box = boxes[0]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("GOVMIGRATE_WORKSPACE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "migrate", "-w", str(ws), "sync", box.email, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT, text=True)
+    kicked = 0
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not kicked:
+        if sum(len(f.messages) for f in read_mailbox(lab.central, box.email).values()) >= box.messages // 4:
+            kicked = lab.sources["health"].server.kick(box.login)
+        time.sleep(0.01)
+    out, err = proc.communicate(timeout=120)
+    assert kicked, "the sync ended before the server could say BYE; the test proved nothing"
+    assert proc.returncode == 0, err
+    assert "retry 1 of" in err, err  # the BYE was met and the mailbox was retried
+    row = json.loads(out)[0]
+    assert row["result"] == "ok"
+    result = govmigrate(ws, "verify", box.email, "--deep", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)[0]["matches"], result.stdout

@@ -277,9 +277,15 @@ service stats {{
             raise LabError(f"doveadm {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
-    def kick(self, login: str) -> None:
-        """Disconnect every session of a user (the server sends BYE): a transient fault."""
-        self.doveadm("kick", login)
+    def kick(self, login: str) -> int:
+        """Disconnect every session of a user (the server sends BYE): a transient fault. Returns how many
+        sessions were kicked (doveadm exits non-zero when there were none)."""
+        binary = which("doveadm", "dovecot-core")
+        result = subprocess.run([binary, "-c", str(self.conf_path), "kick", login], capture_output=True, text=True,
+                                timeout=60)
+        if result.returncode not in (0, 68):  # 68: no such user connected
+            raise LabError(f"doveadm kick {login} failed: {result.stderr.strip()}")
+        return 0 if result.returncode else max(1, result.stdout.count("\n"))
 
     def folder_dir(self, login: str, path: tuple[str, ...]) -> Path:
         """The on-disk directory of a maildir folder (to break it on purpose)."""
