@@ -31,11 +31,30 @@ def crash_lab(tmp_path):
     lab.stop()
 
 
-def govmigrate(ws: Path, *args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(extra or {}))
     env.pop("GOVMIGRATE_WORKSPACE", None)
+    return env
+
+
+def govmigrate(ws: Path, *args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "migrate", "-w", str(ws), *args], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=ROOT)
+                          env=_env(env_extra), timeout=300, cwd=ROOT)
+
+
+def start_govmigrate(ws: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "migrate", "-w", str(ws), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env(), cwd=ROOT, text=True)
+
+
+def wait_until_landed(proc: subprocess.Popen, lab: Lab, boxes: list[corpus.CorpusMailbox], count: int) -> bool:
+    """Wait until ``count`` messages of ``boxes`` are on the central host; False if the run ended first."""
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if sum(len(f.messages) for b in boxes for f in read_mailbox(lab.central, b.email).values()) >= count:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def assert_exact(ws: Path, lab: Lab, boxes: list[corpus.CorpusMailbox]) -> None:
@@ -75,20 +94,12 @@ def test_resume_after_sigkill_and_a_lost_state_store(crash_lab):
 def test_sigkill_at_random_moments_never_duplicates(crash_lab):
     """Kills from outside at moments the engine does not choose, several times in a row."""
     lab, ws, boxes = crash_lab
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("GOVMIGRATE_WORKSPACE", None)
     total = sum(b.messages for b in boxes)
     for threshold in (total // 5, total // 2, (3 * total) // 4):
-        proc = subprocess.Popen([sys.executable, "-m", "migrate", "-w", str(ws), "sync", "--all"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            landed = sum(len(f.messages) for b in boxes for f in read_mailbox(lab.central, b.email).values())
-            if landed >= threshold:
-                break
-            time.sleep(0.02)
+        proc = start_govmigrate(ws, "sync", "--all")
+        wait_until_landed(proc, lab, boxes, threshold)
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.communicate()
     resumed = govmigrate(ws, "sync", "--all")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_exact(ws, lab, boxes)
@@ -96,16 +107,8 @@ def test_sigkill_at_random_moments_never_duplicates(crash_lab):
 
 def test_sigterm_stops_cleanly_with_exit_130_and_resumes(crash_lab):
     lab, ws, boxes = crash_lab
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("GOVMIGRATE_WORKSPACE", None)
-    total = sum(b.messages for b in boxes)
-    proc = subprocess.Popen([sys.executable, "-m", "migrate", "-w", str(ws), "sync", "--all"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT, text=True)
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        if sum(len(f.messages) for b in boxes for f in read_mailbox(lab.central, b.email).values()) >= total // 4:
-            break
-        time.sleep(0.02)
+    proc = start_govmigrate(ws, "sync", "--all")
+    assert wait_until_landed(proc, lab, boxes, sum(b.messages for b in boxes) // 4)
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -127,16 +130,8 @@ def test_a_server_bye_mid_sync_reconnects_and_finishes_exactly(crash_lab):
     """The source says BYE to every session of the user (doveadm kick) while the copy runs."""
     lab, ws, boxes = crash_lab
     box = boxes[0]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("GOVMIGRATE_WORKSPACE", None)
-    proc = subprocess.Popen([sys.executable, "-m", "migrate", "-w", str(ws), "sync", box.email, "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT, text=True)
-    kicked = 0
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline and not kicked:
-        if sum(len(f.messages) for f in read_mailbox(lab.central, box.email).values()) >= box.messages // 4:
-            kicked = lab.sources["health"].server.kick(box.login)
-        time.sleep(0.01)
+    proc = start_govmigrate(ws, "sync", box.email, "--json")
+    kicked = wait_until_landed(proc, lab, [box], box.messages // 4) and lab.sources["health"].server.kick(box.login)
     out, err = proc.communicate(timeout=120)
     assert kicked, "the sync ended before the server could say BYE; the test proved nothing"
     assert proc.returncode == 0, err

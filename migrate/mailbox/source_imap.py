@@ -51,7 +51,10 @@ class ImapSourceMailbox:
         try:
             info = self.client.select_folder(name, readonly=True)
         except Exception as exc:
-            raise FolderFailed(f"cannot open source folder {name!r}: {describe_failure(exc, self.session.endpoint)}")
+            error = describe_failure(exc, self.session.endpoint)
+            if error.transient:
+                raise error  # the connection is gone, not the folder: the mailbox is retried
+            raise FolderFailed(f"cannot open source folder {name!r}: {error.message}")
         self._selected = name
         return info
 
@@ -73,20 +76,23 @@ class ImapSourceMailbox:
         data = fetch(self.client, uid_set(uids), ["BODY.PEEK[]"])
         return {uid: v[b"BODY[]"] for uid, v in data.items() if uid in set(uids) and v.get(b"BODY[]") is not None}
 
-    @guarded
     def chunks(self, uid: int, size: int, chunk_size: int) -> Iterator[bytes]:
         """A large message in pieces (BODY.PEEK[]<offset.length>), never whole in memory."""
         offset = 0
         while offset < size:
-            length = min(chunk_size, size - offset)
-            data = fetch(self.client, str(uid), [f"BODY.PEEK[]<{offset}.{length}>"])
-            piece = data.get(uid, {}).get(f"BODY[]<{offset}>".encode())
-            if piece is None:
-                raise FolderFailed(f"message UID {uid} vanished from {self._selected!r} while being copied")
+            piece = self._piece(uid, offset, min(chunk_size, size - offset))
             yield piece
             offset += len(piece)
             if not piece:
                 break
+
+    @guarded
+    def _piece(self, uid: int, offset: int, length: int) -> bytes:
+        data = fetch(self.client, str(uid), [f"BODY.PEEK[]<{offset}.{length}>"])
+        piece = data.get(uid, {}).get(f"BODY[]<{offset}>".encode())
+        if piece is None:
+            raise FolderFailed(f"message UID {uid} vanished from {self._selected!r} while being copied")
+        return piece
 
     @guarded
     def fingerprints(self) -> dict[int, tuple[str, int]]:

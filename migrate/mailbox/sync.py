@@ -13,9 +13,11 @@ resume from the last recorded batch. A stop event ends the run at the next batch
 
 from __future__ import annotations
 
+import imaplib
 import logging
 import os
 import signal
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -372,6 +374,10 @@ class SyncEngine:
             dest = _LazyDestination(self.central_endpoint, self.central_credentials(), mailbox.email)
             runner = _MailboxPass(self, mailbox, source, src, dest, report)
             runner.run(folders)
+        except (imaplib.IMAP4.abort, ConnectionError, TimeoutError, EOFError, ssl.SSLError) as exc:
+            # A connection failure that slipped past the per-call translation (e.g. inside a generator):
+            # still a lost connection, still worth a reconnect and a resume.
+            raise TransientError(f"connection lost: {exc}") from exc
         finally:
             for side in (src, dest):
                 close = getattr(side, "close", None)
