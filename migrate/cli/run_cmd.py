@@ -1,5 +1,171 @@
-"""`govmigrate run`: Run a wave of the approved plan: pre-flight, then prestage, delta or final passes."""
+"""`govmigrate run`: run one wave of the approved plan: pre-flight, then a prestage, delta or final pass."""
 
-from migrate.cli.placeholder import not_yet_available
+from __future__ import annotations
 
-command = not_yet_available("run", "Run a wave of the approved plan: pre-flight, then prestage, delta or final passes.", "the wave plans and runs issue")
+import threading
+from typing import Any
+
+import click
+
+from migrate.cli.app import App, pass_app
+from migrate.cli.output import emit_json, emit_table, human_bytes
+from migrate.cli.progress import progress_for
+from migrate.core.errors import Interrupted, PreflightFailed
+from migrate.mailbox.registry import register_users
+from migrate.plans import lifecycle
+from migrate.plans.planfiles import load_plan
+from migrate.plans.preflight import PreflightResult
+from migrate.plans.runner import WaveRun, WaveRunResult
+
+NEXT_PASS = {"prestage": "delta", "delta": "final", "final": None}
+
+
+@click.command()
+@click.argument("wave")
+@click.option("--pass", "pass_name", type=click.Choice(lifecycle.PASSES),
+              help="prestage: copy the existing mail in advance; delta: catch up (may be skipped); final: the "
+                   "last copy, in the maintenance window. Default: the earliest pass with work left.")
+@click.option("--dry-run", is_flag=True, help="Pre-flight, then show what the pass would copy; change nothing.")
+@click.option("--force", is_flag=True, help="Go on without the mailboxes that fail pre-flight (marked failed).")
+@click.option("--again", is_flag=True,
+              help="Repeat a delta or final pass also on mailboxes that completed it (e.g. before a late cut-over).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@pass_app
+@click.pass_context
+def command(ctx: click.Context, app: App, wave: str, pass_name: str | None, dry_run: bool, force: bool,
+            again: bool, as_json: bool) -> None:
+    """Run WAVE of the approved plan: pre-flight, then one pass of the sync engine over its mailboxes.
+
+    The wave must be approved as its file stands (exit 6 otherwise). Pre-flight checks that every
+    source and the central host answer, logins work, each destination mailbox exists and its quota
+    can take the mail; problems are listed before any copying (exit 8; --force runs without the
+    failing mailboxes). Progress shows on stderr. Ctrl-C or SIGTERM stops cleanly at a batch
+    boundary (exit 130) and running the same command again resumes; a second run of the same wave
+    at the same time is refused (exit 7). Each mailbox's state moves planned → prestaging →
+    prestaged → delta-synced → final-synced, or to failed with the reason (retried by the next run);
+    every change is in `govmigrate log`. Exits 1 if any mailbox failed or was skipped.
+    """
+    project, store = app.project, app.store
+    for problem in register_users(project, store).problems:
+        app.warn(str(problem))
+    plan = load_plan(app.workspace.plans_dir, project, store)
+    with WaveRun(project, store, plan, wave, locks_dir=app.workspace.locks_dir, dry_run=dry_run) as wr:
+        wr.check_plan()
+        for warning in wr.warnings:
+            app.warn(warning)
+        chosen = wr.choose_pass(pass_name)
+        if chosen is None:
+            app.info(f"wave {wave}: nothing left to do: every mailbox has completed the final pass "
+                     "(--pass final --again repeats it)")
+            if as_json:
+                emit_json(as_dict(WaveRunResult(wave, None, dry_run)))
+            ctx.exit(0)
+        wr.acquire(chosen)
+        if wr.killed_runs:
+            app.info(f"wave {wave}: the last run (#{wr.killed_runs[-1]}) ended without finishing (killed or crashed); "
+                     "this run resumes where it stopped")
+        label = f"{wave}: {chosen} pass" + (" (dry run)" if dry_run else "")
+        try:
+            with progress_for(app, f"{wave}: pre-flight", unit="items") as sink:
+                result = wr.start(chosen, again=again, force=force, preflight_progress=sink)
+        except PreflightFailed:
+            if wr.preflight_result is not None:
+                _print_preflight(app, wr.preflight_result)
+            raise
+        if result.preflight is not None:
+            _print_preflight(app, result.preflight)
+        stop = threading.Event()
+        with progress_for(app, label) as sink:
+            result = wr.copy(result, progress=sink, stop=stop)
+    if as_json:
+        emit_json(as_dict(result))
+    else:
+        render(app, result)
+    if result.interrupted:
+        raise Interrupted(f"wave {wave}: stopped; the batches in flight were finished and recorded; "
+                          "run the same command again to resume")
+    ctx.exit(int(result.exit_code))
+
+
+def _print_preflight(app: App, pre: PreflightResult) -> None:
+    by_message: dict[str, list[str]] = {}
+    for f in pre.findings:
+        by_message.setdefault(f"{f.severity}|{f.message}", []).append(f.email or "")
+    for key, emails in by_message.items():
+        severity, message = key.split("|", 1)
+        who = ", ".join(e for e in emails if e) or "all mailboxes"
+        if severity == "error":
+            app.err.print(f"pre-flight: {who}: {message}", style="red", markup=False, highlight=False)
+        else:
+            app.warn(f"pre-flight: {who}: {message}")
+    if pre.ok:
+        app.info(f"pre-flight: {len(pre.checked)} mailbox(es) ok")
+
+
+def as_dict(result: WaveRunResult) -> dict[str, Any]:
+    return {
+        "wave": result.wave, "pass": result.pass_name, "dry_run": result.dry_run, "again": result.again,
+        "interrupted": result.interrupted, "exit_code": int(result.exit_code), "seconds": round(result.seconds, 2),
+        "mailboxes": [o.__dict__ for o in result.outcomes],
+        "already": [{"email": e, "why": w} for e, w in result.already],
+        "skipped": [{"email": e, "why": w} for e, w in result.blocked],
+        "left_out_by_preflight": [{"email": e, "why": w} for e, w in result.forced_out],
+        "preflight": None if result.preflight is None else {
+            "checked": result.preflight.checked,
+            "findings": [f.__dict__ for f in result.preflight.findings],
+            "quota": {e: {"used": u, "limit": lim} for e, (u, lim) in result.preflight.quota.items()}},
+        "warnings": result.warnings,
+    }
+
+
+def render(app: App, result: WaveRunResult) -> None:
+    dry = result.dry_run
+    rows = []
+    for o in result.outcomes:
+        if o.stopped:
+            verdict = "stopped (resumes)"
+        elif o.ok:
+            verdict = "ok"
+        else:
+            verdict = f"failed: {o.error}"
+        row = {"mailbox": o.email, "state": o.before if dry or o.before == o.after else f"{o.before} → {o.after}",
+               "result": verdict, "messages": "" if o.stopped else o.src_messages,
+               "size": "" if o.stopped else human_bytes(o.src_bytes),
+               "copied": o.copied, "moved": human_bytes(o.copied_bytes), "seconds": f"{o.seconds:.1f}"}
+        if dry:
+            row["would"] = f"{o.would_copy} ({human_bytes(o.would_copy_bytes)})"
+        rows.append(row)
+    for email, why in result.forced_out:
+        rows.append({"mailbox": email, "state": "failed", "result": f"left out: pre-flight: {why}"})
+    for email, why in result.blocked:
+        rows.append({"mailbox": email, "result": f"skipped: {why}"})
+    columns = [("mailbox", "mailbox"), ("state", "state"), ("result", "result"), ("messages", "messages>"),
+               ("size", "size>")]
+    columns += [("would", "would copy>")] if dry else [("copied", "copied>"), ("moved", "moved>"),
+                                                        ("seconds", "seconds>")]
+    title = f"wave {result.wave}: {result.pass_name} pass" + (" — dry run: nothing was changed" if dry else "")
+    if rows:
+        emit_table(app, title, columns, rows)
+    if result.already:
+        app.info(f"{len(result.already)} mailbox(es) already past this pass: "
+                 + ", ".join(f"{e} ({w})" for e, w in result.already[:5]) + (" ..." if len(result.already) > 5 else ""))
+    done = sum(1 for o in result.outcomes if o.ok)
+    target = lifecycle.PASS_TARGET.get(result.pass_name or "", "")
+    if dry:
+        would = sum(o.would_copy for o in result.outcomes)
+        would_bytes = sum(o.would_copy_bytes for o in result.outcomes)
+        summary = (f"wave {result.wave}: {result.pass_name} pass (dry run): {len(result.outcomes)} mailbox(es), "
+                   f"{would} messages ({human_bytes(would_bytes) or '0 B'}) to copy")
+    else:
+        summary = (f"wave {result.wave}: {result.pass_name} pass: {done} of {len(result.outcomes)} mailbox(es) "
+                   f"{target}, {result.copied} messages ({human_bytes(result.copied_bytes) or '0 B'}) copied in "
+                   f"{result.seconds:.0f} s")
+    app.info(summary)
+    if not dry and not result.interrupted and not result.failed and not result.blocked:
+        following = NEXT_PASS.get(result.pass_name or "")
+        if following:
+            app.info(f"next: govmigrate run {result.wave} --pass {following}")
+        elif result.pass_name == "final":
+            app.info("next: the DNS cut-over of the wave's domains")
+    elif result.failed:
+        app.info(f"failed mailboxes are retried by the next run: govmigrate run {result.wave} --pass {result.pass_name}")

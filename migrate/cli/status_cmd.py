@@ -1,5 +1,76 @@
-"""`govmigrate status`: Helpdesk view: where is one user's mailbox in the migration?"""
+"""`govmigrate status`: the helpdesk view of one user's mailbox in the migration."""
 
-from migrate.cli.placeholder import not_yet_available
+from __future__ import annotations
 
-command = not_yet_available("status", "Helpdesk view: where is one user's mailbox in the migration?", "the wave plans and runs issue")
+import click
+
+from migrate.cli.app import App, pass_app
+from migrate.cli.output import emit_json, emit_table, human_bytes
+from migrate.core.errors import UsageError
+from migrate.reports.status import StatusView, status_view
+
+
+@click.command()
+@click.argument("user")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@pass_app
+def command(app: App, user: str, as_json: bool) -> None:
+    """Where is USER (email, login, or part of a name or address) in the migration?
+
+    Shows the user's wave and its maintenance window, the mailbox's state with messages copied of
+    the total and the last sync, any failure in plain words, and what happens next. Reads the state
+    store only; several matches are listed for you to pick one.
+    """
+    store = app.store
+    matches = store.find_mailboxes(user)
+    if not matches:
+        raise UsageError(f"no mailbox matches {user!r}", hint="try part of the name or address; the user must be "
+                                                                "in a ministry's user list")
+    if len(matches) > 1:
+        rows = [{"email": m.email, "name": m.display_name, "source": m.source_id, "wave": m.wave or "",
+                 "state": m.state} for m in matches]
+        if as_json:
+            emit_json({"matches": rows})
+        else:
+            emit_table(app, f"{len(matches)} mailboxes match {user!r}; give one address",
+                       [("email", "mailbox"), ("name", "name"), ("source", "source"), ("wave", "wave"),
+                        ("state", "state")], rows)
+        return
+    view = status_view(app.project, store, matches[0])
+    if as_json:
+        emit_json(view.as_dict())
+    else:
+        render(app, view)
+
+
+def render(app: App, v: StatusView) -> None:
+    out = app.out
+
+    def line(label: str, value: str) -> None:
+        out.print(f"  {label:<12} {value}", markup=False, highlight=False)
+
+    out.print(f"{v.display_name or v.email} <{v.email}>", style="bold", markup=False, highlight=False)
+    line("ministry", f"{v.ministry} (source {v.source_id}), login {v.login}"
+         + (f", flags: {' '.join(v.flags)}" if v.flags else ""))
+    if v.wave:
+        line("wave", f"{v.wave.id}: {v.wave.title}" + (" — white-glove" if v.wave.white_glove else "")
+             + ("" if v.wave.approved else " (not approved yet)"))
+        line("window", v.wave.window_text())
+    else:
+        line("wave", "none")
+    line("state", f"{v.state}: {v.state_text}")
+    if v.reason_text:
+        line("problem", v.reason_text)
+        if v.reason and v.reason != v.reason_text:
+            line("details", v.reason)
+    total = f"{v.messages_total}" if v.messages_total is not None else "?"
+    line("copied", f"{v.messages_copied} of {total} messages ({human_bytes(v.bytes_copied)} of "
+                   f"{human_bytes(v.bytes_total) or '?'})"
+         + (f"; {v.messages_refused} refused by the central host" if v.messages_refused else ""))
+    line("last sync", f"{v.last_sync_at} ({v.last_sync_result})" if v.last_sync_at else "never")
+    for i, step in enumerate(v.next_steps):
+        line("next" if i == 0 else "", step)
+    if v.events:
+        out.print("  recent events:", markup=False, highlight=False)
+        for e in v.events:
+            out.print(f"    {e['at']}  {e['action']}: {e['detail']}", markup=False, highlight=False)

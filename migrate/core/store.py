@@ -164,6 +164,18 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER events_append_only_delete BEFORE DELETE ON events
         BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
     """,
+    # 2: wave plans and wave runs.
+    """
+    -- When a mailbox is failed: the lifecycle state it had reached, from which a retry resumes.
+    ALTER TABLE mailboxes ADD COLUMN prior_state TEXT;
+    -- The wave as last generated or approved (canonical JSON of its plan file), for plan diff and reports.
+    ALTER TABLE waves ADD COLUMN doc TEXT;
+    ALTER TABLE waves ADD COLUMN recorded_at TEXT;
+    ALTER TABLE runs ADD COLUMN actor TEXT;
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    ALTER TABLE runs ADD COLUMN detail TEXT NOT NULL DEFAULT '';
+    CREATE INDEX runs_by_wave ON runs(wave);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -208,6 +220,23 @@ class MailboxRow:
     copied_messages: int
     copied_bytes: int
     failed_messages: int
+    #: When ``state`` is failed: the lifecycle state reached before, from which a retry resumes.
+    prior_state: str | None = None
+
+
+@dataclass(frozen=True)
+class WaveRow:
+    """A wave as the store knows it: as last generated or approved (``doc``), and who approved which hash."""
+
+    id: str
+    position: int
+    plan_file: str
+    plan_hash: str | None
+    approved_by: str | None
+    approved_at: str | None
+    state: str
+    doc: dict[str, Any] | None
+    recorded_at: str | None
 
 
 @dataclass(frozen=True)
@@ -348,7 +377,7 @@ class Store:
 
     _MAILBOX_COLS = ("id, source_id, email, login, display_name, flags, state, state_reason, wave, "
                      "last_sync_at, last_sync_result, src_messages, src_bytes, copied_messages, "
-                     "copied_bytes, failed_messages")
+                     "copied_bytes, failed_messages, prior_state")
 
     @staticmethod
     def _mailbox(row: sqlite3.Row) -> MailboxRow:
@@ -386,13 +415,17 @@ class Store:
             f"SELECT {self._MAILBOX_COLS} FROM mailboxes WHERE display_name LIKE ? OR email LIKE ? "
             "ORDER BY email", (like, like))]
 
-    def set_mailbox_state(self, mailbox_id: int, state: str, reason: str | None = None) -> None:
+    def set_mailbox_state(self, mailbox_id: int, state: str, reason: str | None = None, *,
+                          prior_state: str | None = None) -> None:
+        """Change a mailbox's lifecycle state (an event records the change); ``prior_state`` goes with
+        ``failed``: the state reached before, from which a retry resumes."""
+        reason = redact(reason) if reason else reason
         with self.tx() as c:
             row = c.execute("SELECT email, state FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
             if row is None:
                 raise StoreError(f"no mailbox with id {mailbox_id}")
-            c.execute("UPDATE mailboxes SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?",
-                      (state, reason, now(), mailbox_id))
+            c.execute("UPDATE mailboxes SET state = ?, state_reason = ?, prior_state = ?, updated_at = ? "
+                      "WHERE id = ?", (state, reason, prior_state, now(), mailbox_id))
             if row[1] != state:
                 detail = f"{row[1]} -> {state}" + (f": {reason}" if reason else "")
                 self.add_event(f"mailbox/{row[0]}", "state", detail)
@@ -606,6 +639,93 @@ class Store:
         sql = "SELECT COALESCE(SUM(messages),0), COALESCE(SUM(bytes),0), COALESCE(SUM(seconds),0) FROM throughput"
         rows = self._query(sql + (" WHERE source_id = ?" if source_id else ""), (source_id,) if source_id else ())
         return rows[0][0], rows[0][1], rows[0][2]
+
+    # -- waves and runs ---------------------------------------------------------------------------
+
+    _WAVE_COLS = "id, position, plan_file, plan_hash, approved_by, approved_at, state, doc, recorded_at"
+
+    @staticmethod
+    def _wave(row: sqlite3.Row) -> WaveRow:
+        values = list(row)
+        values[7] = json.loads(values[7]) if values[7] else None
+        return WaveRow(*values)
+
+    def waves(self) -> list[WaveRow]:
+        return [self._wave(r) for r in self._query(f"SELECT {self._WAVE_COLS} FROM waves ORDER BY position, id")]
+
+    def wave(self, wave_id: str) -> WaveRow | None:
+        rows = self._query(f"SELECT {self._WAVE_COLS} FROM waves WHERE id = ?", (wave_id,))
+        return self._wave(rows[0]) if rows else None
+
+    def record_wave(self, wave_id: str, *, position: int, plan_file: str, doc: dict[str, Any]) -> None:
+        """Record a generated wave (its canonical plan document); any earlier approval of it is void."""
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO waves(id, position, plan_file, doc, recorded_at, state, updated_at) "
+                "VALUES (?,?,?,?,?, 'planned', ?) ON CONFLICT(id) DO UPDATE SET position=excluded.position, "
+                "plan_file=excluded.plan_file, doc=excluded.doc, recorded_at=excluded.recorded_at, "
+                "plan_hash=NULL, approved_by=NULL, approved_at=NULL, state='planned', updated_at=excluded.updated_at",
+                (wave_id, position, plan_file, json.dumps(doc, sort_keys=True, ensure_ascii=False), now(), now()))
+
+    def approve_wave(self, wave_id: str, *, position: int, plan_file: str, plan_hash: str, doc: dict[str, Any],
+                     who: str | None = None) -> None:
+        """Record that ``who`` approved the wave whose plan has ``plan_hash``, with the event saying so."""
+        who = who or actor()
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO waves(id, position, plan_file, plan_hash, approved_by, approved_at, doc, recorded_at, "
+                "state, updated_at) VALUES (?,?,?,?,?,?,?,?, 'approved', ?) ON CONFLICT(id) DO UPDATE SET "
+                "position=excluded.position, plan_file=excluded.plan_file, plan_hash=excluded.plan_hash, "
+                "approved_by=excluded.approved_by, approved_at=excluded.approved_at, doc=excluded.doc, "
+                "recorded_at=excluded.recorded_at, state='approved', updated_at=excluded.updated_at",
+                (wave_id, position, plan_file, plan_hash, who, now(),
+                 json.dumps(doc, sort_keys=True, ensure_ascii=False), now(), now()))
+            self.add_event(f"wave/{wave_id}", "approve", f"plan {plan_file} sha256 {plan_hash[:16]}", who=who)
+
+    def set_wave_positions(self, order: list[str]) -> None:
+        with self.tx() as c:
+            c.executemany("UPDATE waves SET position = ? WHERE id = ?",
+                          [(i, wave_id) for i, wave_id in enumerate(order)])
+
+    def delete_wave(self, wave_id: str) -> None:
+        """Forget a wave that is no longer planned; its mailboxes belong to no wave afterwards."""
+        with self.tx() as c:
+            c.execute("UPDATE mailboxes SET wave = NULL, updated_at = ? WHERE wave = ?", (now(), wave_id))
+            c.execute("DELETE FROM waves WHERE id = ?", (wave_id,))
+
+    def start_run(self, wave_id: str, pass_name: str) -> int:
+        with self.tx() as c:
+            cur = c.execute("INSERT INTO runs(wave, pass, started_at, actor, pid) VALUES (?,?,?,?,?)",
+                            (wave_id, pass_name, now(), actor(), os.getpid()))
+            return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, *, result: str, mailboxes: int, messages: int, bytes_: int, seconds: float,
+                   detail: str = "") -> None:
+        with self.tx() as c:
+            c.execute("UPDATE runs SET finished_at=?, result=?, mailboxes=?, messages=?, bytes=?, seconds=?, "
+                      "detail=? WHERE id=?",
+                      (now(), result, mailboxes, messages, bytes_, seconds, redact(detail), run_id))
+
+    def abandon_runs(self, wave_id: str) -> list[int]:
+        """Mark the wave's runs that never finished (their process was killed) as such; returns their ids.
+        Call only while holding the wave's lock, so that no live run is among them."""
+        with self.tx() as c:
+            ids = [r[0] for r in c.execute("SELECT id FROM runs WHERE wave = ? AND finished_at IS NULL",
+                                           (wave_id,)).fetchall()]
+            c.executemany("UPDATE runs SET finished_at = ?, result = 'killed', "
+                          "detail = 'the process ended without finishing (killed or crashed)' WHERE id = ?",
+                          [(now(), i) for i in ids])
+        return ids
+
+    def runs(self, wave_id: str | None = None) -> list[dict[str, Any]]:
+        keys = ("id", "wave", "pass", "started_at", "finished_at", "result", "mailboxes", "messages", "bytes",
+                "seconds", "actor", "pid", "detail")
+        sql = f"SELECT {', '.join(keys)} FROM runs"
+        params: tuple = ()
+        if wave_id:
+            sql += " WHERE wave = ?"
+            params = (wave_id,)
+        return [dict(zip(keys, r, strict=True)) for r in self._query(sql + " ORDER BY id", params)]
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:

@@ -65,6 +65,9 @@ def _convert(node: yaml.Node, path: Path_, out: Located, filename: str, loader: 
     except yaml.constructor.ConstructorError as exc:
         out.problems.append(Problem(filename, node.start_mark.line + 1, dotted(path), str(exc.problem)))
         return None
+    except ValueError as exc:  # e.g. a date that does not exist: 2027-02-31
+        out.problems.append(Problem(filename, node.start_mark.line + 1, dotted(path), f"not a valid value: {exc}"))
+        return None
 
 
 def load_yaml(text: str, filename: str) -> Located:

@@ -1,0 +1,84 @@
+"""Every mailbox the state store knows, with what planning needs: ministry, domain, flags, size, state.
+
+Read once per command from the store (user lists, inventory, sync records), so the planner, the plan
+checks and the reports see one consistent picture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from migrate.core.config import Project
+from migrate.core.store import MailboxRow, Store
+
+
+@dataclass(frozen=True)
+class MailboxInfo:
+    row: MailboxRow
+    ministry: str
+    #: The inventory's verdict: True measured completely, False failed or incomplete, None not measured.
+    measured: bool | None
+    inventory_error: str | None
+    inventory_messages: int | None
+    inventory_bytes: int | None
+
+    @property
+    def email(self) -> str:
+        return self.row.email
+
+    @property
+    def source_id(self) -> str:
+        return self.row.source_id
+
+    @property
+    def domain(self) -> str:
+        return self.row.email.rsplit("@", 1)[1].lower()
+
+    @property
+    def flags(self) -> frozenset[str]:
+        return self.row.flags
+
+    @property
+    def size(self) -> int | None:
+        """Bytes at the source as last seen: the last sync's count, else the inventory's."""
+        if self.row.last_sync_at and self.row.src_bytes is not None:
+            return self.row.src_bytes
+        return self.inventory_bytes
+
+    @property
+    def messages(self) -> int | None:
+        if self.row.last_sync_at and self.row.src_messages is not None:
+            return self.row.src_messages
+        return self.inventory_messages
+
+    @property
+    def remaining_bytes(self) -> int:
+        return max(0, (self.size or 0) - self.row.copied_bytes)
+
+
+class Catalog:
+    def __init__(self, project: Project, store: Store) -> None:
+        ministries = {s.id: s.ministry for s in project.config.sources}
+        for src in store.sources():
+            ministries.setdefault(src["id"], src["ministry"])
+        inventory = {doc["email"].lower(): doc for doc in store.inventory()}
+        self.by_email: dict[str, MailboxInfo] = {}
+        for row in store.mailboxes():
+            doc = inventory.get(row.email.lower()) or {}
+            self.by_email[row.email.lower()] = MailboxInfo(
+                row=row, ministry=ministries.get(row.source_id, row.source_id), measured=doc.get("ok"),
+                inventory_error=doc.get("error"), inventory_messages=doc.get("messages"),
+                inventory_bytes=doc.get("bytes"))
+        self.source_order = [s.id for s in project.config.sources]
+
+    def get(self, email: str) -> MailboxInfo | None:
+        return self.by_email.get(email.lower())
+
+    def __iter__(self):
+        return iter(self.by_email.values())
+
+    def in_sources(self) -> list[MailboxInfo]:
+        """Mailboxes of sources still in the project file, in project-file order, then by address."""
+        order = {s: i for i, s in enumerate(self.source_order)}
+        return sorted((m for m in self.by_email.values() if m.source_id in order),
+                      key=lambda m: (order[m.source_id], m.email.lower()))

@@ -1,0 +1,134 @@
+"""The plan file schema: one YAML file per wave (``plans/<wave>.yaml``) and an index (``plans/index.yaml``).
+
+Only decisions live in the data of a wave file (its id, title, window, white-glove handling, the domains it
+cuts over, notes and the mailboxes); sizes and estimates are comments that govmigrate writes and
+rewrites. A wave's hash is taken over its canonical data, so comments and layout may change without
+voiding an approval, while any change to what the wave does voids it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from migrate.core.config import Strict
+
+PLAN_VERSION = 1
+INDEX_FILE = "index.yaml"
+PILOT = "pilot"
+WAVE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,63}$")
+
+
+def wave_id(number: int) -> str:
+    """Ministry waves are numbered ``wave-01``, ``wave-02``, …; the pilot is ``pilot``."""
+    return f"wave-{number:02d}"
+
+
+def wave_number(wave: str) -> int | None:
+    m = re.match(r"^wave-(\d+)$", wave)
+    return int(m.group(1)) if m else None
+
+
+class PlanWindow(Strict):
+    """The wave's maintenance window: its date (set by people), local start time and length."""
+
+    date: dt.date | None = None
+    start: str = "22:00"
+    hours: float = Field(6.0, gt=0, le=72)
+
+    @field_validator("start")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not re.match(r"^([01][0-9]|2[0-3]):[0-5][0-9]$", value):
+            raise ValueError("must be a time of day as HH:MM, e.g. 22:00")
+        return value
+
+    def starts(self) -> dt.datetime | None:
+        if self.date is None:
+            return None
+        hour, minute = (int(x) for x in self.start.split(":"))
+        return dt.datetime.combine(self.date, dt.time(hour, minute))
+
+    def ends(self) -> dt.datetime | None:
+        start = self.starts()
+        return None if start is None else start + dt.timedelta(hours=self.hours)
+
+
+class WaveFile(Strict):
+    version: Literal[1]
+    wave: str
+    title: str = ""
+    kind: Literal["pilot", "ministry"] = "ministry"
+    #: VIP mailboxes: extra care, a named contact, checks with the user after cut-over.
+    white_glove: bool = False
+    window: PlanWindow = PlanWindow()
+    #: Domains whose last mailboxes move in this wave: their DNS cut-over follows this wave.
+    cutover_domains: list[str] = []
+    notes: str = ""
+    mailboxes: list[str] = []
+
+    @field_validator("wave")
+    @classmethod
+    def _wave_id(cls, value: str) -> str:
+        if not WAVE_ID_RE.match(value):
+            raise ValueError("must be a short lower-case name: letters, digits, '-' or '_' (e.g. wave-01)")
+        return value
+
+    @field_validator("cutover_domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        return [d.strip().lower() for d in value]
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not _EMAIL_RE.match(v)]
+        if bad:
+            raise ValueError(f"not an email address: {', '.join(map(repr, bad))}")
+        return value
+
+    def canonical(self) -> dict[str, Any]:
+        """The wave's data in a fixed form: what the hash covers and what the store records."""
+        doc = self.model_dump(mode="json")
+        doc["mailboxes"] = sorted(m.lower() for m in self.mailboxes)
+        doc["cutover_domains"] = sorted(set(self.cutover_domains))
+        return doc
+
+    @property
+    def hash(self) -> str:
+        return doc_hash(self.canonical())
+
+
+def doc_hash(doc: dict[str, Any]) -> str:
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Excluded(Strict):
+    email: str
+    reason: str
+
+
+class IndexFile(Strict):
+    version: Literal[1]
+    programme: str = ""
+    generated_at: str | None = None
+    generated_by: str | None = None
+    #: The waves in the order they run.
+    waves: list[str] = Field(min_length=1)
+    #: Mailboxes in no wave, and why.
+    excluded: list[Excluded] = []
+
+    @field_validator("waves")
+    @classmethod
+    def _ids(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not WAVE_ID_RE.match(v)]
+        if bad:
+            raise ValueError(f"not a wave id: {', '.join(map(repr, bad))}")
+        return value

@@ -1,0 +1,247 @@
+"""Pre-flight checks of a wave run: everything a copy needs, checked before any copying starts.
+
+* The central host is reachable and its migration credentials resolve; if not, nothing can run.
+* Each source of the wave is reachable and its admin credentials resolve; if not, its mailboxes fail.
+* Per mailbox: the login at the source works (the way the sync will log in), and the destination
+  mailbox exists, which on the central host means the master-user (or SASL PLAIN) login for that
+  address works: the central mail team provisions accounts, the migration only fills them.
+* Quota: GETQUOTAROOT on the central host's INBOX gives the STORAGE use and limit; the mail still to
+  copy (the mailbox's size at the source as last measured, by the inventory or the last sync, minus what
+  govmigrate already copied) must fit in what is free. A server without QUOTA, or a mailbox without a
+  storage limit, passes; a mailbox of unknown size passes with a warning.
+
+Checks run in parallel within the connection limits of each source and of the central host.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrate.core.config import ImapServer, Project, Source
+from migrate.core.errors import LoginFailed, MigrateError, RemoteError
+from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
+from migrate.core.retry import call_with_retry
+from migrate.core.secrets import Secret, SecretRef, resolve
+from migrate.core.store import MailboxRow
+from migrate.mailbox.imap import (
+    Credentials,
+    Endpoint,
+    connect,
+    credentials_for_central,
+    credentials_for_source,
+    open_session,
+)
+from migrate.mailbox.registry import read_users
+from migrate.plans.catalog import Catalog
+from migrate.reports.units import human_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Finding:
+    #: None: the finding concerns the whole run (the central host).
+    email: str | None
+    check: str          # central | source | login | destination | quota
+    message: str
+    severity: str = "error"
+
+
+@dataclass
+class PreflightResult:
+    checked: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    #: email → (bytes used, bytes limit) on the central host, where the server reports a storage quota.
+    quota: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def fatal(self) -> list[Finding]:
+        """Problems no mailbox can run past (``--force`` does not help)."""
+        return [f for f in self.errors if f.email is None]
+
+    def failing(self) -> dict[str, str]:
+        """email → the first reason it cannot run."""
+        out: dict[str, str] = {}
+        for f in self.errors:
+            if f.email is not None:
+                out.setdefault(f.email, f.message)
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class _SourceAccess:
+    """How to log into mailboxes of one source, or why that cannot work at all."""
+
+    def __init__(self, source: Source, project: Project) -> None:
+        self.source = source
+        self.project = project
+        self.error: str | None = None
+        self.endpoint: Endpoint | None = None
+        self.creds: Credentials | None = None
+        self.ews: Any = None
+        self.passwords: dict[str, str] = {}
+        self.slots = threading.BoundedSemaphore(source.connections)
+        try:
+            if isinstance(source.server, ImapServer):
+                self.endpoint = Endpoint.from_config(source.server, base_dir=project.base_dir,
+                                                     label=f"source {source.id}")
+                self.creds = credentials_for_source(source.server, project)
+                if source.server.login.method == "user_password":
+                    self.passwords = {e.email.lower(): e.password_ref for e in read_users(project, source)[0]
+                                      if e.password_ref}
+                client = call_with_retry(f"connect to source {source.id}", lambda: connect(self.endpoint),
+                                         attempts=2)
+                try:
+                    client.shutdown()
+                except Exception:
+                    pass
+            else:
+                from migrate.mailbox.ews import EwsSource
+
+                password = resolve(SecretRef(source.server.password), base_dir=project.base_dir,
+                                   label=f"EWS service account of {source.id}")
+                self.ews = EwsSource(source.server, password, base_dir=project.base_dir, label=f"source {source.id}",
+                                     max_connections=source.connections)
+        except MigrateError as exc:
+            self.error = exc.message
+
+    def check_login(self, mailbox: MailboxRow) -> None:
+        if self.ews is not None:
+            self.ews.mailbox(mailbox.email)
+            return
+        assert self.endpoint is not None and self.creds is not None
+        password: Secret | None = None
+        if self.creds.method == "user_password":
+            ref = self.passwords.get(mailbox.email.lower())
+            if not ref:
+                raise LoginFailed(f"no password reference for {mailbox.email} in the user list of {self.source.id}")
+            password = resolve(SecretRef(ref), base_dir=self.project.base_dir, label=f"password of {mailbox.email}")
+        session = call_with_retry(f"source login of {mailbox.email}",
+                                  lambda: open_session(self.endpoint, self.creds, mailbox.login, password), attempts=2)
+        session.close()
+
+    def close(self) -> None:
+        if self.ews is not None:
+            try:
+                self.ews.close()
+            except Exception:
+                pass
+
+
+def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], *,
+              progress: ProgressSink = no_progress) -> PreflightResult:
+    result = PreflightResult(checked=[m.email for m in mailboxes])
+    if not mailboxes:
+        return result
+    cfg = project.config
+    central = Endpoint.from_config(cfg.central.imap, base_dir=project.base_dir, label="central host")
+    try:
+        central_creds = credentials_for_central(cfg.central, project)
+        client = call_with_retry("connect to the central host", lambda: connect(central), attempts=2)
+        try:
+            client.shutdown()
+        except Exception:
+            pass
+    except MigrateError as exc:
+        result.findings.append(Finding(None, "central", exc.message))
+        return result
+    access = {s: _SourceAccess(project.source(s), project) for s in dict.fromkeys(m.source_id for m in mailboxes)}
+    central_slots = threading.BoundedSemaphore(cfg.central.connections)
+    lock = threading.Lock()
+    progress(ProgressEvent("plan", total_messages=len(mailboxes)))
+
+    def add(finding: Finding) -> None:
+        with lock:
+            result.findings.append(finding)
+
+    def check(mailbox: MailboxRow) -> None:
+        progress(ProgressEvent("start", mailbox.email, total_messages=1))
+        src = access[mailbox.source_id]
+        failed = False
+        if src.error:
+            add(Finding(mailbox.email, "source", src.error))
+            failed = True
+        else:
+            with src.slots:
+                try:
+                    src.check_login(mailbox)
+                except MigrateError as exc:
+                    add(Finding(mailbox.email, "login", f"login at the source failed: {exc.message}"))
+                    failed = True
+        with central_slots:
+            failed = not _check_central(mailbox, catalog, central, central_creds, result, add) or failed
+        progress(ProgressEvent("failed" if failed else "done", mailbox.email,
+                               detail="pre-flight found a problem" if failed else ""))
+
+    try:
+        workers = max(1, min(len(mailboxes), cfg.central.connections, sum(s.connections for s in cfg.sources)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preflight") as pool:
+            for future in [pool.submit(check, m) for m in mailboxes]:
+                future.result()
+    finally:
+        for src in access.values():
+            src.close()
+    order = {m.email: i for i, m in enumerate(mailboxes)}
+    result.findings.sort(key=lambda f: (order.get(f.email or "", -1), f.check))
+    return result
+
+
+def _check_central(mailbox: MailboxRow, catalog: Catalog, endpoint: Endpoint, creds: Credentials,
+                   result: PreflightResult, add) -> bool:
+    try:
+        session = call_with_retry(f"central login of {mailbox.email}",
+                                  lambda: open_session(endpoint, creds, mailbox.email), attempts=2)
+    except LoginFailed as exc:
+        add(Finding(mailbox.email, "destination",
+                    f"no usable mailbox on the central host: the migration login for {mailbox.email} was refused "
+                    f"({exc.message}); the central mail team must create it"))
+        return False
+    except RemoteError as exc:
+        add(Finding(mailbox.email, "destination", f"central host: {exc.message}"))
+        return False
+    try:
+        quota = _quota(session)
+    finally:
+        session.close()
+    info = catalog.get(mailbox.email)
+    if info is None or info.size is None:
+        add(Finding(mailbox.email, "quota", "size unknown (not inventoried): the central quota was not checked",
+                    "warning"))
+        return True
+    if quota is None:
+        return True
+    used, limit = quota
+    result.quota[mailbox.email] = quota
+    needed = info.remaining_bytes
+    if used + needed > limit:
+        add(Finding(mailbox.email, "quota",
+                    f"central quota too small: {human_bytes(needed)} still to copy, {human_bytes(max(0, limit - used))} "
+                    f"free of {human_bytes(limit)}; ask the central mail team to raise it"))
+        return False
+    return True
+
+
+def _quota(session) -> tuple[int, int] | None:
+    """STORAGE (used, limit) in bytes from GETQUOTAROOT INBOX; None if the server sets no storage limit."""
+    if not session.has("QUOTA"):
+        return None
+    try:
+        _roots, quotas = session.client.get_quota_root("INBOX")
+    except Exception as exc:
+        log.info("%s: GETQUOTAROOT failed: %s", session.login, exc)
+        return None
+    for quota in quotas:
+        if quota.resource.upper() == "STORAGE":
+            return int(quota.usage) * 1024, int(quota.limit) * 1024
+    return None

@@ -1,0 +1,180 @@
+"""The helpdesk's view of one user: wave and window, mailbox state in plain words, counts, and what happens next.
+
+Built from the state store only, like every report; the CLI renders it. Technical reasons recorded by
+the sync engine (``source health (...): login refused: ...``) are translated into sentences a helpdesk
+can read out, with the original kept alongside for the sysadmin.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from migrate.core.config import Project
+from migrate.core.store import MailboxRow, Store
+from migrate.plans import lifecycle
+from migrate.plans.catalog import Catalog
+from migrate.plans.model import PlanWindow
+
+STATE_TEXT = {
+    lifecycle.NEW: "Not in any approved migration wave yet.",
+    lifecycle.PLANNED: "Planned: in a wave, nothing copied yet. The user works as usual.",
+    lifecycle.PRESTAGING: "Copying the existing mail to the central host in advance (started, not finished). "
+                          "The user works as usual.",
+    lifecycle.PRESTAGED: "The existing mail has been copied to the central host in advance. The user works as usual.",
+    lifecycle.DELTA_SYNCED: "Copied in advance and brought up to date since. The user works as usual.",
+    lifecycle.FINAL_SYNCED: "All mail copied in the final pass; waiting for the switch of the domain to the "
+                            "central host.",
+    lifecycle.CUT_OVER: "Switched: new mail now arrives on the central host.",
+    lifecycle.DONE: "Migrated. The user works on the central host.",
+    lifecycle.FAILED: "The last migration attempt for this mailbox failed.",
+    lifecycle.SKIPPED: "Left out of the migration on purpose.",
+}
+
+#: (pattern in the recorded reason, sentence for the helpdesk); the first that matches is used.
+PLAIN_REASONS: list[tuple[str, str]] = [
+    (r"central quota too small|over quota|quota exceeded|OVERQUOTA",
+     "The user's new mailbox on the central host is too small for the mail to be copied. The central mail team "
+     "must raise its quota."),
+    (r"no usable mailbox on the central host|central host.*login refused",
+     "The user's new mailbox on the central host does not exist yet (or refuses the migration's login). "
+     "The central mail team must create it."),
+    (r"source .*login refused|login at the source failed|no password reference",
+     "The migration could not log into the user's mailbox on the ministry's mail server."),
+    (r"certificate|TLS", "A mail server's security certificate was not accepted, so no connection was made."),
+    (r"connection refused|timed out|unreachable|host name not found|connection lost",
+     "A mail server could not be reached. The next run tries again."),
+    (r"refused it|could not be copied", "Some messages were refused by the central host, for example because "
+                                        "they are larger than it accepts."),
+    (r"folder\(s\) failed|cannot open source folder", "Some folders of the mailbox could not be read."),
+    (r"locked by", "Another migration run was working on this mailbox at the same time."),
+    (r"flagged skip", "The ministry's user list marks this mailbox to be left out (flag skip)."),
+    (r"inventory failed|not measured", "The mailbox could not be measured in the inventory, so it was not planned."),
+]
+
+
+def plain_reason(reason: str | None) -> str | None:
+    if not reason:
+        return None
+    for pattern, sentence in PLAIN_REASONS:
+        if re.search(pattern, reason, re.IGNORECASE):
+            return sentence
+    return reason
+
+
+@dataclass
+class WaveInfo:
+    id: str
+    title: str
+    white_glove: bool
+    approved: bool
+    window_date: str | None
+    window_start: str
+    window_hours: float
+    cutover_domains: list[str]
+
+    def window_text(self) -> str:
+        if not self.window_date:
+            return f"not scheduled yet ({self.window_hours:g} h from {self.window_start})"
+        return f"{self.window_date} from {self.window_start} for {self.window_hours:g} h"
+
+
+@dataclass
+class StatusView:
+    email: str
+    login: str
+    display_name: str
+    ministry: str
+    source_id: str
+    flags: list[str]
+    state: str
+    state_text: str
+    reason: str | None
+    reason_text: str | None
+    wave: WaveInfo | None
+    #: The wave after which the user's domain switches to the central host.
+    cutover_wave: str | None
+    messages_copied: int
+    messages_total: int | None
+    bytes_copied: int
+    bytes_total: int | None
+    messages_refused: int
+    last_sync_at: str | None
+    last_sync_result: str | None
+    next_steps: list[str]
+    events: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _wave_info(store: Store, wave_id: str | None) -> WaveInfo | None:
+    if not wave_id:
+        return None
+    row = store.wave(wave_id)
+    doc = (row.doc if row else None) or {}
+    w = doc.get("window") or {}
+    window = PlanWindow(date=w.get("date"), start=w.get("start") or "22:00", hours=w.get("hours") or 6.0)
+    return WaveInfo(wave_id, doc.get("title", ""), bool(doc.get("white_glove")), bool(row and row.plan_hash),
+                    window.date.isoformat() if window.date else None, window.start, window.hours,
+                    list(doc.get("cutover_domains", [])))
+
+
+def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: int = 8) -> StatusView:
+    catalog = Catalog(project, store)
+    info = catalog.get(mailbox.email)
+    domain = mailbox.email.rsplit("@", 1)[1].lower()
+    cutover_wave = next((w.id for w in store.waves() if domain in ((w.doc or {}).get("cutover_domains") or [])), None)
+    wave = _wave_info(store, mailbox.wave)
+    reason = mailbox.state_reason if mailbox.state in (lifecycle.FAILED, lifecycle.SKIPPED) else None
+    reason_text = plain_reason(reason)
+    if mailbox.state == lifecycle.NEW and info is not None and info.measured is False:
+        reason = f"inventory failed: {info.inventory_error}"
+        reason_text = ("The inventory could not measure this mailbox, so it is in no wave yet. "
+                       + (plain_reason(info.inventory_error) or ""))
+    return StatusView(
+        email=mailbox.email, login=mailbox.login, display_name=mailbox.display_name,
+        ministry=info.ministry if info else mailbox.source_id, source_id=mailbox.source_id,
+        flags=sorted(mailbox.flags), state=mailbox.state, state_text=STATE_TEXT.get(mailbox.state, mailbox.state),
+        reason=reason, reason_text=reason_text, wave=wave, cutover_wave=cutover_wave,
+        messages_copied=mailbox.copied_messages, messages_total=info.messages if info else mailbox.src_messages,
+        bytes_copied=mailbox.copied_bytes, bytes_total=info.size if info else mailbox.src_bytes,
+        messages_refused=mailbox.failed_messages, last_sync_at=mailbox.last_sync_at,
+        last_sync_result=mailbox.last_sync_result,
+        next_steps=next_steps(mailbox, wave, cutover_wave, domain),
+        events=[{"at": e.at, "action": e.action, "detail": e.detail, "actor": e.actor}
+                for e in store.events(obj=f"mailbox/{mailbox.email}", limit=events)])
+
+
+def next_steps(mailbox: MailboxRow, wave: WaveInfo | None, cutover_wave: str | None, domain: str) -> list[str]:
+    state = mailbox.state
+    when = f"in wave {wave.id}, window {wave.window_text()}" if wave else ""
+    switch = (f"{domain} switches to the central host after wave {cutover_wave}" if cutover_wave
+              else f"the switch of {domain} to the central host is not planned yet")
+    if state == lifecycle.SKIPPED:
+        return ["Nothing: this mailbox is not migrated. Ask the project team if that is wrong."]
+    if state == lifecycle.NEW or wave is None:
+        return ["The project team plans the mailbox into a wave (govmigrate plan generate / plan move)."]
+    steps = []
+    if not wave.approved:
+        steps.append(f"Wave {wave.id} still needs the project team's approval.")
+    if state in (lifecycle.PLANNED, lifecycle.PRESTAGING):
+        steps.append(f"The existing mail is copied in advance {when}; nothing changes for the user yet.")
+    elif state == lifecycle.PRESTAGED:
+        steps.append(f"A catch-up copy and the final copy follow {when}.")
+    elif state == lifecycle.DELTA_SYNCED:
+        steps.append(f"The final copy runs {when}.")
+    elif state == lifecycle.FAILED:
+        steps.append(f"The next run of wave {wave.id} tries again automatically; if the problem above stays, "
+                     "pass it on to the migration team.")
+    if state in (lifecycle.PLANNED, lifecycle.PRESTAGING, lifecycle.PRESTAGED, lifecycle.DELTA_SYNCED,
+                 lifecycle.FINAL_SYNCED, lifecycle.FAILED):
+        steps.append(f"Then {switch}; from then on the user reads mail on the central host.")
+        if wave.white_glove:
+            steps.append("White-glove handling: a named contact checks with the user after the switch.")
+    elif state == lifecycle.CUT_OVER:
+        steps.append("Help the user set up their mail programme for the central host, then the mailbox is marked done.")
+    elif state == lifecycle.DONE:
+        steps.append("Nothing: the migration of this mailbox is complete.")
+    return steps
