@@ -330,29 +330,12 @@ def test_preflight_lists_every_problem_before_copying_and_force_runs_the_rest(go
 
 def test_a_wave_from_an_exchange_source_runs_like_any_other(govmigrate, tmp_path):
     from tests.lab import corpus
-    from tests.lab.ews import EwsResponder
 
     boxes = corpus.ministry(seed="ewswave", domain="finance.gov.bz", users=2, messages=20, login_style="email",
                             pilot=0)
-    responder = EwsResponder(boxes).start()
-    lab = Lab({}, scenario.start_central(), extra=[responder])
+    ws = tmp_path / "ws"
+    lab = scenario.ews_lab(ws, boxes, waves={"pilot": {"count": 0}})
     try:
-        for box in boxes:
-            lab.central.add_user(box.email, "unused")
-        ws = tmp_path / "ws"
-        scenario.write_workspace(ws, lab, sources=[])
-        secret = ws / "secrets" / "finance-ews"
-        secret.write_text(responder.service_password + "\n")
-        secret.chmod(0o600)
-        (ws / "users" / "finance.csv").write_text(corpus.user_list_csv(boxes))
-        doc = yaml.safe_load((ws / "migration.yaml").read_text())
-        doc["sources"] = [{
-            "id": "finance", "ministry": "Ministry of Finance", "domains": ["finance.gov.bz"],
-            "server": {"type": "ews", "url": responder.url, "auth": "basic", "access": "impersonation",
-                       "user": responder.service_user, "password": "file:secrets/finance-ews", "timeout": 30},
-            "users": "users/finance.csv", "connections": 2}]
-        doc["waves"] = {"pilot": {"count": 0}}
-        (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
         g(govmigrate, ws, "inventory", "mail")
         g(govmigrate, ws, "plan", "generate")
         emails = sorted(b.email for b in boxes)

@@ -7,17 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from migrate.core.errors import ExitCode
 from migrate.core.store import open_store
 from tests.lab import corpus, scenario
 from tests.lab.corpus import CorpusMessage
-from tests.lab.dovecot import DovecotServer, central
-from tests.lab.ews import EwsResponder
 from tests.lab.ews_store import ews_folder_path
 from tests.lab.inspect import read_mailbox
-from tests.lab.scenario import Lab
 
 EWS_FLAGS = {"\\Seen", "\\Flagged", "\\Draft"}
 CENTRAL_NAME = {"Inbox": "INBOX", "Sent Items": "Sent", "Deleted Items": "Trash", "Junk Email": "Junk",
@@ -32,26 +28,9 @@ def ews_flags(flags) -> frozenset[str]:
 @pytest.fixture
 def ews_lab(tmp_path):
     boxes = corpus.ministry(seed="ews", domain="finance.gov.bz", users=2, messages=30, login_style="email")
-    responder = EwsResponder(boxes).start()
-    center = DovecotServer(central()).start()
-    lab = Lab({}, center, extra=[responder])
-    for box in boxes:
-        center.add_user(box.email, "unused")
     ws = tmp_path / "ws"
-    scenario.write_workspace(ws, lab, sources=[])
-    secret = ws / "secrets" / "finance-ews"
-    secret.write_text(responder.service_password + "\n")
-    secret.chmod(0o600)
-    (ws / "users" / "finance.csv").write_text(corpus.user_list_csv(boxes))
-    doc = yaml.safe_load((ws / "migration.yaml").read_text())
-    doc["sources"] = [{
-        "id": "finance", "ministry": "Ministry of Finance", "domains": ["finance.gov.bz"],
-        "server": {"type": "ews", "url": responder.url, "auth": "basic", "access": "impersonation",
-                   "user": responder.service_user, "password": "file:secrets/finance-ews", "timeout": 30},
-        "users": "users/finance.csv", "connections": 2,
-    }]
-    (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
-    yield lab, ws, boxes, responder
+    lab = scenario.ews_lab(ws, boxes)
+    yield lab, ws, boxes, lab.extra[0]
     lab.stop()
 
 

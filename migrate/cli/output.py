@@ -13,6 +13,9 @@ import click
 from rich.table import Table
 
 from migrate.cli.app import App
+from migrate.reports.units import human_bytes
+
+__all__ = ["emit_csv", "emit_json", "emit_table", "human_bytes", "output_options"]
 
 
 def output_options(func: Callable) -> Callable:
@@ -57,13 +60,3 @@ def emit_table(app: App, title: str | None, columns: Sequence[tuple[str, str]], 
         table.add_row(*(str(_cell(row.get(key))) for key, _ in columns))
     app.out.print(table)
 
-
-def human_bytes(n: int | float | None) -> str:
-    if n is None:
-        return ""
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"

@@ -285,6 +285,22 @@ def _learn_namespace(session: Session) -> None:
         session.prefix = f"INBOX{sep}"
 
 
+def storage_quota(session: Session) -> tuple[int, int] | None:
+    """STORAGE (used, limit) in bytes from GETQUOTAROOT INBOX (RFC 2087 counts in units of 1024 octets);
+    None where the server has no QUOTA or sets no storage limit."""
+    if not session.has("QUOTA"):
+        return None
+    try:
+        _roots, quotas = session.client.get_quota_root("INBOX")
+    except Exception as exc:
+        log.info("%s: GETQUOTAROOT failed: %s", session.login, exc)
+        return None
+    for quota in quotas:
+        if quota.resource.upper() == "STORAGE":
+            return int(quota.usage) * 1024, int(quota.limit) * 1024
+    return None
+
+
 def credentials_for_source(server: ImapServer, project: Project) -> Credentials:
     return _credentials(server.login, project, f"source {server.host} login password")
 

@@ -35,6 +35,7 @@ from migrate.mailbox.imap import (
     describe_failure,
     imap_date,
     open_session,
+    storage_quota,
     tls_details,
 )
 from migrate.mailbox.inventory import Extremes, FolderMeasurement, MailboxMeasurement, SourceProbe
@@ -223,7 +224,7 @@ def measure_session(session: Session, email: str) -> MailboxMeasurement:
             log.warning("%s: folder %s: %s", email, name, error.message, extra={"mailbox": email, "folder": name})
             folders.append(FolderMeasurement(name, special, error=_folder_reason(error.message)))
     folders.sort(key=lambda f: (f.name != "INBOX", f.name))
-    return MailboxMeasurement.from_folders(email, folders, extremes, _quota(session))
+    return MailboxMeasurement.from_folders(email, folders, extremes, storage_quota(session))
 
 
 def _status_items(session: Session) -> list[str]:
@@ -284,19 +285,6 @@ def _measure_folder(session: Session, name: str, special: str | None, extremes: 
     return FolderMeasurement(name, special, count, size if size is not None else summed)
 
 
-def _quota(session: Session) -> tuple[int, int] | None:
-    """STORAGE use and limit in bytes (RFC 2087 counts in units of 1024 octets), where the server says."""
-    if not session.has("QUOTA"):
-        return None
-    try:
-        _roots, quotas = session.client.get_quota_root("INBOX")
-    except Exception as exc:
-        log.info("%s: no quota: %s", session.login, exc)
-        return None
-    for quota in quotas:
-        if quota.resource.upper() == "STORAGE":
-            return int(quota.usage) * 1024, int(quota.limit) * 1024
-    return None
 
 
 def _folder_reason(message: str) -> str:

@@ -34,6 +34,7 @@ from migrate.mailbox.imap import (
     credentials_for_central,
     credentials_for_source,
     open_session,
+    storage_quota,
 )
 from migrate.mailbox.registry import read_users
 from migrate.plans.catalog import Catalog
@@ -211,7 +212,7 @@ def _check_central(mailbox: MailboxRow, catalog: Catalog, endpoint: Endpoint, cr
         add(Finding(mailbox.email, "destination", f"central host: {exc.message}"))
         return False
     try:
-        quota = _quota(session)
+        quota = storage_quota(session)
     finally:
         session.close()
     info = catalog.get(mailbox.email)
@@ -232,16 +233,3 @@ def _check_central(mailbox: MailboxRow, catalog: Catalog, endpoint: Endpoint, cr
     return True
 
 
-def _quota(session) -> tuple[int, int] | None:
-    """STORAGE (used, limit) in bytes from GETQUOTAROOT INBOX; None if the server sets no storage limit."""
-    if not session.has("QUOTA"):
-        return None
-    try:
-        _roots, quotas = session.client.get_quota_root("INBOX")
-    except Exception as exc:
-        log.info("%s: GETQUOTAROOT failed: %s", session.login, exc)
-        return None
-    for quota in quotas:
-        if quota.resource.upper() == "STORAGE":
-            return int(quota.usage) * 1024, int(quota.limit) * 1024
-    return None

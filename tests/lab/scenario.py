@@ -111,6 +111,36 @@ def small_lab(ws: Path, *, seed: str, users: int = 1, messages: int = 30, domain
     return lab, boxes
 
 
+def ews_lab(ws: Path, boxes: list[corpus.CorpusMailbox], *, source_id: str = "finance",
+            ministry: str = "Ministry of Finance", domain: str = "finance.gov.bz", waves: dict | None = None,
+            **responder_kw) -> Lab:
+    """An Exchange ministry (the EWS responder serving ``boxes``) and a central host with their accounts,
+    with a workspace at ``ws`` whose only source is that Exchange server (Basic auth, impersonation)."""
+    from tests.lab.ews import EwsResponder
+
+    responder = EwsResponder(boxes, **responder_kw).start()
+    try:
+        lab = Lab({}, start_central(), extra=[responder])
+    except BaseException:
+        responder.cleanup()
+        raise
+    for box in boxes:
+        lab.central.add_user(box.email, f"central-{box.password}")
+    write_workspace(ws, lab, sources=[])
+    (ws / "users" / f"{source_id}.csv").write_text(corpus.user_list_csv(boxes))
+    doc = yaml.safe_load((ws / "migration.yaml").read_text())
+    doc["sources"] = [{
+        "id": source_id, "ministry": ministry, "domains": [domain],
+        "server": {"type": "ews", "url": responder.url, "auth": "basic", "access": "impersonation",
+                   "user": responder.service_user,
+                   "password": _secret_file(ws, f"{source_id}-ews", responder.service_password), "timeout": 30},
+        "users": f"users/{source_id}.csv", "connections": 2}]
+    if waves:
+        doc["waves"] = waves
+    (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    return lab
+
+
 def _secret_file(ws: Path, name: str, value: str) -> str:
     secrets = ws / "secrets"
     secrets.mkdir(exist_ok=True)
