@@ -38,6 +38,13 @@ _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb":
           "tib": 1024**4}
 
 
+def short_name(value: str, example: str) -> str:
+    """A short lower-case identifier (a source id, a wave id), as typed on command lines."""
+    if not _SLUG_RE.match(value):
+        raise ValueError(f"must be a short lower-case name: letters, digits, '-' or '_' (e.g. {example})")
+    return value
+
+
 def _secret_ref(value: str) -> str:
     parse_ref(value)
     return value.strip()
@@ -198,9 +205,7 @@ class Source(Strict):
     @field_validator("id")
     @classmethod
     def _slug(cls, value: str) -> str:
-        if not _SLUG_RE.match(value):
-            raise ValueError("must be a short lower-case name: letters, digits, '-' or '_' (e.g. health)")
-        return value
+        return short_name(value, "health")
 
     @field_validator("domains")
     @classmethod

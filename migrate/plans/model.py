@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from migrate.core.config import Strict
+from migrate.core.config import Strict, short_name
 
 PLAN_VERSION = 1
 INDEX_FILE = "index.yaml"
@@ -76,9 +76,7 @@ class WaveFile(Strict):
     @field_validator("wave")
     @classmethod
     def _wave_id(cls, value: str) -> str:
-        if not WAVE_ID_RE.match(value):
-            raise ValueError("must be a short lower-case name: letters, digits, '-' or '_' (e.g. wave-01)")
-        return value
+        return short_name(value, "wave-01")
 
     @field_validator("cutover_domains")
     @classmethod
