@@ -350,3 +350,14 @@ def test_secrets_never_reach_state_store_logs_or_output(govmigrate, own_lab, tmp
             blobs.append(path.read_bytes().decode("latin-1"))
     for secret in secrets:
         assert all(secret not in blob for blob in blobs)
+
+
+def test_an_unreachable_central_host_stops_the_sync_with_exit_4(govmigrate, own_lab):
+    from tests.lab.base import free_port
+
+    lab, ws, box = own_lab
+    text = (ws / "migration.yaml").read_text()
+    (ws / "migration.yaml").write_text(text.replace(f"port: {lab.central.port}", f"port: {free_port()}"))
+    result = _sync(govmigrate, ws, box.email, expect=int(ExitCode.UNREACHABLE))
+    assert "connection refused" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -29,13 +29,16 @@ from typing import Any
 
 from migrate.core.config import EwsServer, ImapServer, Project, Source
 from migrate.core.errors import (
+    ConnectFailed,
     FolderFailed,
     Interrupted,
     LockHeld,
     LoginFailed,
     MigrateError,
     RemoteError,
+    ServerUnreachable,
     SyncStateInvalid,
+    TlsFailed,
     TransientError,
 )
 from migrate.core.locks import Lock
@@ -50,6 +53,7 @@ from migrate.mailbox.folders import CentralLayout, FolderMapping, SourceFolderIn
 from migrate.mailbox.imap import (
     Credentials,
     Endpoint,
+    connect,
     credentials_for_central,
     credentials_for_source,
     describe_failure,
@@ -251,9 +255,20 @@ class SyncEngine:
 
     # -- the run ----------------------------------------------------------------------------------------
 
+    def check_central(self) -> None:
+        """Fail the whole command early, with exit 2/4, when nothing could work: the central host's secret
+        does not resolve or the host cannot be reached (rather than failing every mailbox alike)."""
+        self.central_credentials()
+        try:
+            connect(self.central_endpoint).shutdown()
+        except (ConnectFailed, TlsFailed) as exc:
+            raise ServerUnreachable(exc.message, hint="check the central host's address, port and TLS "
+                                                      "settings in migration.yaml, and that it is up")
+
     def run(self, mailboxes: list[MailboxRow]) -> list[MailboxReport]:
         """Sync ``mailboxes`` in parallel; a KeyboardInterrupt stops at the next batch boundary."""
         cfg = self.project.config
+        self.check_central()
         total_msgs = sum(m.src_messages or 0 for m in mailboxes)
         total_bytes = sum(m.src_bytes or 0 for m in mailboxes)
         inventory = {row["email"]: row for row in self.store.inventory()} if not total_bytes else {}
