@@ -25,6 +25,7 @@ from migrate.mailbox.protocol import (
     clean_flags,
     fetch,
     folder_status,
+    is_broken,
     list_folders,
     multiappend,
     store_flags,
@@ -63,6 +64,11 @@ class Destination:
 
     def close(self) -> None:
         self.session.close()
+
+    @property
+    def broken(self) -> bool:
+        """True once a command failed half-way: the session is closed and must not be used again."""
+        return is_broken(self.client)
 
     # -- folders --------------------------------------------------------------------------------------
 
@@ -125,26 +131,31 @@ class Destination:
 
     @guarded
     def append_batch(self, folder: str, messages: Sequence[Appendable]) -> AppendResult:
-        """All of ``messages`` in one MULTIAPPEND, or raises CommandFailed (then none was appended)."""
-        if len(messages) > 1 and self.multiappend_ok:
-            validity, uids = multiappend(self.client, folder, messages, self.literal_plus)
-        else:
-            uids, validity = [], None
-            for msg in messages:
-                validity, got = multiappend(self.client, folder, [msg], self.literal_plus)
-                uids.extend(got)
-        if len(uids) != len(messages):
+        """All of ``messages`` in one MULTIAPPEND, or raises CommandFailed (then none was appended and the
+        session may have been closed: the next call through :class:`LazyDestination` reconnects)."""
+        if not self.multiappend_ok and len(messages) > 1:
+            raise ValueError("the central host has no MULTIAPPEND; append one message at a time")
+        validity, uids = multiappend(self.client, folder, messages, self.literal_plus)
+        return self._result(validity, uids, len(messages))
+
+    @guarded
+    def append_one(self, folder: str, message: Appendable, *, careful: bool = False) -> AppendResult:
+        """One message. ``careful`` sends a synchronizing literal (the server may refuse before it is sent,
+        and the session stays usable); otherwise LITERAL+ where offered."""
+        validity, uids = multiappend(self.client, folder, [message], self.literal_plus and not careful)
+        return self._result(validity, uids, 1)
+
+    def _result(self, validity: int | None, uids: list[int], count: int) -> AppendResult:
+        if len(uids) != count:
             raise RemoteError(f"{self.session.endpoint.label}: the central host did not report where "
-                              f"{len(messages)} appended message(s) landed (no APPENDUID)")
+                              f"{count} appended message(s) landed (no APPENDUID)")
         return AppendResult(validity, uids)
 
     @guarded
     def append_streamed(self, folder: str, flags: tuple[str, ...], internaldate: datetime | None, size: int,
                         chunks: Iterator[bytes]) -> AppendResult:
         validity, uids = append_stream(self.client, folder, flags, internaldate, size, chunks, self.literal_plus)
-        if len(uids) != 1:
-            raise RemoteError(f"{self.session.endpoint.label}: no APPENDUID for a streamed message")
-        return AppendResult(validity, uids)
+        return self._result(validity, uids, 1)
 
     @guarded
     def change_flags(self, folder: str, add: dict[frozenset[str], list[int]],
@@ -180,3 +191,24 @@ class Destination:
             prefix = values.get(b"BODY[]<0>", b"") or b""
             out[uid] = (fingerprint(size, prefix), size, clean_flags(values.get(b"FLAGS")))
         return out
+
+
+class LazyDestination:
+    """The central host session, opened on first use (a pass that finds nothing to do never logs in there),
+    and opened again after a command failed half-way closed it."""
+
+    def __init__(self, endpoint: Endpoint, creds: Credentials, email: str) -> None:
+        self._args = (endpoint, creds, email)
+        self._dest: Destination | None = None
+
+    def __getattr__(self, name: str):
+        if self._dest is None or self._dest.broken:
+            if self._dest is not None:
+                log.info("%s: reconnecting to the central host after an interrupted command", self._args[2])
+                self._dest.close()
+            self._dest = Destination.open(*self._args)
+        return getattr(self._dest, name)
+
+    def close(self) -> None:
+        if self._dest is not None:
+            self._dest.close()

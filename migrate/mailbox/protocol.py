@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,8 +20,9 @@ from imapclient.imap_utf7 import decode as utf7_decode
 from imapclient.imap_utf7 import encode as utf7_encode
 from imapclient.response_parser import parse_fetch_response, parse_response
 
+from migrate.mailbox.keywords import SESSION_FLAGS, flag_list
+
 _APPENDUID_RE = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
-SESSION_FLAGS = frozenset({"\\Recent"})
 
 
 class CommandFailed(Exception):
@@ -94,13 +96,43 @@ def _complete(client: IMAPClient, name: str, tag: bytes) -> list:
     return data
 
 
+def abandon(client: IMAPClient) -> None:
+    """Close a session that may be out of step with its server, so that nothing is ever sent on it again
+    (the server might read the rest of a message as commands). Callers reconnect."""
+    client._govmigrate_broken = True
+    try:
+        client.shutdown()
+    except Exception:
+        pass
+
+
+def is_broken(client: IMAPClient) -> bool:
+    return bool(getattr(client, "_govmigrate_broken", False))
+
+
+@contextmanager
+def exchange(client: IMAPClient) -> Iterator[None]:
+    """One command, from its first byte to its tagged reply. An error in between (a lost connection, a
+    source that failed while its message was being streamed, a reply that cannot be parsed, Ctrl-C) may
+    leave the session out of step: it is closed and never used again. A complete NO/BAD is not an error
+    of the session (``CommandFailed`` passes through with the session intact)."""
+    try:
+        yield
+    except CommandFailed:
+        raise
+    except BaseException:
+        abandon(client)
+        raise
+
+
 def fetch(client: IMAPClient, uids: str, items: Sequence[str], *, modifiers: str | None = None) -> dict[int, dict]:
     """``UID FETCH <uids> (<items>)``; ``uids`` may be a range like ``"1:*"``. Keyed by UID."""
     args = ["UID", "FETCH", uids, "(" + " ".join(items) + ")"]
     if modifiers:
         args.append(f"({modifiers})")
-    tag = client._imap._command(*args)
-    data = _complete(client, "FETCH", tag)
+    with exchange(client):
+        tag = client._imap._command(*args)
+        data = _complete(client, "FETCH", tag)
     _typ, data = client._imap._untagged_response("OK", data, "FETCH")
     if not data or data == [None]:
         return {}
@@ -197,22 +229,26 @@ def list_folders(client: IMAPClient, capabilities: frozenset[str], *, with_statu
             returns.append("SPECIAL-USE")
         if use_list_status:
             returns.append(f"STATUS ({' '.join(status_items)})")
-        typ, data = client._imap._simple_command("LIST", '""', '"*"', "RETURN", f"({' '.join(returns)})")
+        args: tuple[str, ...] = ('""', '"*"', "RETURN", f"({' '.join(returns)})")
     else:
-        typ, data = client._imap._simple_command("LIST", '""', '"*"')
+        args = ('""', '"*"')
+    with exchange(client):
+        typ, data = client._imap._simple_command("LIST", *args)
     if typ != "OK":
         raise CommandFailed("LIST", typ, _text(data))
     statuses: dict[str, dict[str, int]] = {}
     if use_list_status:  # (the STATUS replies arrive among the LIST replies; imaplib files them apart)
-        for raw in client._imap.untagged_responses.pop("STATUS", []):
-            name, values = _parse_status(raw)
-            statuses[name] = values
+        for reply in _replies(client._imap.untagged_responses.pop("STATUS", [])):
+            parsed = _parse_status(reply)
+            if parsed is not None:
+                statuses[parsed[0]] = parsed[1]
     typ, data = client._imap._untagged_response(typ, data, "LIST")
     listed = _parse_list(data)
     if extended:
         subscribed = {name for name, attrs, _ in listed if "\\subscribed" in {a.lower() for a in attrs}}
     else:
-        typ, sub = client._imap._simple_command("LSUB", '""', '"*"')
+        with exchange(client):
+            typ, sub = client._imap._simple_command("LSUB", '""', '"*"')
         typ, sub = client._imap._untagged_response(typ, sub, "LSUB")
         subscribed = {name for name, _, _ in _parse_list(sub)}
     folders = []
@@ -235,32 +271,60 @@ def list_folders(client: IMAPClient, capabilities: frozenset[str], *, with_statu
 
 
 def folder_status(client: IMAPClient, name: str, items: Sequence[str]) -> dict[str, int]:
-    typ, data = client._imap._simple_command("STATUS", quote_mailbox(name).decode("ascii"), f"({' '.join(items)})")
+    with exchange(client):
+        typ, data = client._imap._simple_command("STATUS", quote_mailbox(name).decode("ascii"),
+                                                 f"({' '.join(items)})")
     if typ != "OK":
         raise CommandFailed("STATUS", typ, _text(data))
     typ, data = client._imap._untagged_response(typ, data, "STATUS")
-    _, values = _parse_status(data[-1])
-    return values
+    replies = _replies(data)
+    parsed = _parse_status(replies[-1]) if replies else None
+    if parsed is None:
+        raise CommandFailed("STATUS", "BAD", f"unreadable STATUS reply for {name!r}")
+    return parsed[1]
 
 
-def _parse_status(raw) -> tuple[str, dict[str, int]]:
-    parsed = parse_response([raw] if not isinstance(raw, list) else raw)
-    name, items = parsed[0], parsed[1]
-    name = utf7_decode(name) if isinstance(name, bytes) else str(name)
-    values = {}
-    for i in range(0, len(items) - 1, 2):
-        key = items[i].decode().upper() if isinstance(items[i], bytes) else str(items[i]).upper()
-        values[key] = int(items[i + 1])
-    return name, values
+def _replies(data) -> list[list]:
+    """imaplib's untagged data, one list per server reply. A reply holding a literal (a folder name with
+    both ``"`` and ``\\``, or one the server chooses to send that way) arrives as ``(text, literal)``
+    followed by the rest of the line; those pieces belong together."""
+    replies: list[list] = []
+    current: list = []
+    for item in data or ():
+        if item is None:
+            continue
+        current.append(item)
+        if not isinstance(item, tuple):  # a plain line (or the rest of one after a literal) ends a reply
+            if current != [b""]:
+                replies.append(current)
+            current = []
+    if current:
+        replies.append(current)
+    return replies
+
+
+def _parse_status(reply: list) -> tuple[str, dict[str, int]] | None:
+    try:
+        parsed = parse_response(reply)
+        name, items = parsed[0], parsed[1]
+        name = utf7_decode(name) if isinstance(name, bytes) else str(name)
+        values = {}
+        for i in range(0, len(items) - 1, 2):
+            key = items[i].decode().upper() if isinstance(items[i], bytes) else str(items[i]).upper()
+            values[key] = int(items[i + 1])
+        return name, values
+    except Exception:  # a reply we cannot read is one folder's problem, never the whole mailbox's
+        return None
 
 
 def _parse_list(data) -> list[tuple[str, tuple[str, ...], str | None]]:
     """LIST/LSUB replies, one reply at a time (LIST-EXTENDED may append extended data to each)."""
     out = []
-    for item in data:
-        if item in (b"", None):
-            continue
-        parsed = parse_response([item])
+    for reply in _replies(data):
+        try:
+            parsed = parse_response(reply)
+        except Exception:
+            continue  # unreadable: the folder is left out here and reported by whoever misses it
         if len(parsed) < 3:
             continue
         flags, delim, name = parsed[0], parsed[1], parsed[2]
@@ -280,7 +344,8 @@ class Appendable:
 
 
 def _append_head(msg: Appendable) -> bytes:
-    head = b"(" + " ".join(f for f in msg.flags if f not in SESSION_FLAGS).encode("ascii") + b")"
+    """`` (flags) "date"`` of one message, complete and checked before anything is sent."""
+    head = b" " + flag_list(msg.flags)
     if msg.internaldate is not None:
         head += b' "' + datetime_to_INTERNALDATE(msg.internaldate).encode("ascii") + b'"'
     return head
@@ -290,44 +355,63 @@ def multiappend(client: IMAPClient, folder: str, messages: Sequence[Appendable],
                 literal_plus: bool) -> tuple[int | None, list[int]]:
     """Append ``messages`` in one command (MULTIAPPEND); returns (UIDVALIDITY, UIDs) from APPENDUID.
 
-    With LITERAL+ the whole batch goes out without waiting for the server between messages. RFC 3502
-    makes the command atomic: if the server refuses one message, none is appended and CommandFailed says
-    why; the caller then appends one by one to find and record the refused message.
+    The whole command is built and checked before its first byte is sent. With LITERAL+ the batch goes out
+    without waiting for the server between messages; RFC 3502 makes the command atomic: if the server
+    refuses one message, none is appended and CommandFailed says why. After a refusal with LITERAL+ the
+    session is closed all the same (the server may have stopped reading in the middle of the batch) and
+    the caller reconnects; without LITERAL+ the server refuses before it is sent a literal, so the session
+    stays usable.
     """
+    heads = [_append_head(msg) for msg in messages]
     imap = client._imap
-    tag = imap._new_tag()
-    sock_send = imap.send
-    sock_send(tag + b" APPEND " + quote_mailbox(folder))
-    for msg in messages:
-        sock_send(b" " + _append_head(msg))
-        _send_literal(client, tag, msg.raw, literal_plus)
-    sock_send(b"\r\n")
-    data = _complete(client, "APPEND", tag)
+    with exchange(client):
+        tag = imap._new_tag()
+        imap.send(tag + b" APPEND " + quote_mailbox(folder))
+        for head, msg in zip(heads, messages, strict=True):
+            imap.send(head)
+            _send_literal_header(client, tag, len(msg.raw), literal_plus)
+            imap.send(msg.raw)
+        imap.send(b"\r\n")
+        try:
+            data = _complete(client, "APPEND", tag)
+        except CommandFailed:
+            if literal_plus:
+                abandon(client)
+            raise
     return _appenduid(data, len(messages))
 
 
 def append_stream(client: IMAPClient, folder: str, flags: tuple[str, ...], internaldate: datetime | None,
                   size: int, chunks: Iterator[bytes], literal_plus: bool) -> tuple[int | None, list[int]]:
-    """APPEND one message whose bytes arrive in ``chunks`` (exactly ``size`` bytes in total)."""
+    """APPEND one message whose bytes arrive in ``chunks`` (exactly ``size`` bytes in total). If the chunks
+    fail or fall short (the source dropped, the message changed), the session is closed: the server is
+    still waiting for the rest of the literal."""
     imap = client._imap
-    tag = imap._new_tag()
-    imap.send(tag + b" APPEND " + quote_mailbox(folder) + b" "
-              + _append_head(Appendable(b"", flags, internaldate)))
-    sent = 0
-    first = True
-    for chunk in chunks:
+    head = _append_head(Appendable(b"", flags, internaldate))
+    with exchange(client):
+        tag = imap._new_tag()
+        imap.send(tag + b" APPEND " + quote_mailbox(folder) + head)
+        sent = 0
+        first = True
+        for chunk in chunks:
+            if first:
+                _send_literal_header(client, tag, size, literal_plus)
+                first = False
+            if sent + len(chunk) > size:
+                raise ConnectionAbortedError(f"message grew while streaming (more than {size} bytes)")
+            imap.send(chunk)
+            sent += len(chunk)
         if first:
             _send_literal_header(client, tag, size, literal_plus)
-            first = False
-        imap.send(chunk)
-        sent += len(chunk)
-    if first:
-        _send_literal_header(client, tag, size, literal_plus)
-    if sent != size:
-        # The server is waiting for more literal bytes: the connection is unusable now.
-        raise ConnectionAbortedError(f"message changed size while streaming ({sent} of {size} bytes)")
-    imap.send(b"\r\n")
-    data = _complete(client, "APPEND", tag)
+        if sent != size:
+            raise ConnectionAbortedError(f"message changed size while streaming ({sent} of {size} bytes)")
+        imap.send(b"\r\n")
+        try:
+            data = _complete(client, "APPEND", tag)
+        except CommandFailed:
+            if literal_plus:
+                abandon(client)
+            raise
     return _appenduid(data, 1)
 
 
@@ -343,11 +427,6 @@ def _send_literal_header(client: IMAPClient, tag: bytes, size: int, literal_plus
             raise CommandFailed("APPEND", typ, _text(data))
 
 
-def _send_literal(client: IMAPClient, tag: bytes, raw: bytes, literal_plus: bool) -> None:
-    _send_literal_header(client, tag, len(raw), literal_plus)
-    client._imap.send(raw)
-
-
 def _appenduid(data, count: int) -> tuple[int | None, list[int]]:
     for item in data or ():
         text = item if isinstance(item, bytes) else (item[0] if isinstance(item, tuple) else b"")
@@ -360,14 +439,16 @@ def _appenduid(data, count: int) -> tuple[int | None, list[int]]:
 
 
 def store_flags(client: IMAPClient, uids: Iterable[int], op: str, flags: Iterable[str]) -> None:
-    """``UID STORE <uids> +FLAGS.SILENT (...)`` (op is "+" or "-")."""
-    flag_text = " ".join(f for f in flags if f not in SESSION_FLAGS)
-    if not flag_text:
+    """``UID STORE <uids> +FLAGS.SILENT (...)`` (op is "+" or "-"); the flags are checked before sending."""
+    listed = flag_list(flags)
+    if listed == b"()":
         return
-    tag = client._imap._command("UID", "STORE", uid_set(uids), f"{op}FLAGS.SILENT", f"({flag_text})")
-    _complete(client, "STORE", tag)
+    with exchange(client):
+        tag = client._imap._command("UID", "STORE", uid_set(uids), f"{op}FLAGS.SILENT", listed.decode("ascii"))
+        _complete(client, "STORE", tag)
 
 
 def uid_expunge(client: IMAPClient, uids: Iterable[int]) -> None:
-    tag = client._imap._command("UID", "EXPUNGE", uid_set(uids))
-    _complete(client, "EXPUNGE", tag)
+    with exchange(client):
+        tag = client._imap._command("UID", "EXPUNGE", uid_set(uids))
+        _complete(client, "EXPUNGE", tag)

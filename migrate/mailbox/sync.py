@@ -47,7 +47,7 @@ from migrate.core.ratelimit import RateLimiter
 from migrate.core.retry import retrying
 from migrate.core.secrets import Secret, SecretRef, resolve
 from migrate.core.store import FolderState, MailboxRow, MessageRecord, Store
-from migrate.mailbox.central import Destination
+from migrate.mailbox.central import Destination, LazyDestination
 from migrate.mailbox.fingerprint import PREFIX, fingerprint, of_message
 from migrate.mailbox.folders import CentralLayout, FolderMapping, SourceFolderInfo, map_folders
 from migrate.mailbox.imap import (
@@ -59,6 +59,7 @@ from migrate.mailbox.imap import (
     describe_failure,
     open_session,
 )
+from migrate.mailbox.keywords import for_central
 from migrate.mailbox.protocol import Appendable, CommandFailed, ListedFolder
 from migrate.mailbox.source_imap import ImapSourceMailbox, MessageMeta
 
@@ -121,6 +122,8 @@ class FolderReport:
     reconciled: int = 0
     flag_updates: int = 0
     deleted: int = 0
+    #: Messages copied or re-flagged whose keywords (Exchange categories) had to be encoded as atoms.
+    keywords_encoded: int = 0
     to_copy: int = 0          # dry-run: would copy
     to_copy_bytes: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (message, reason)
@@ -152,6 +155,10 @@ class MailboxReport:
         return sum(len(f.failed) for f in self.folders)
 
     @property
+    def keywords_encoded(self) -> int:
+        return sum(f.keywords_encoded for f in self.folders)
+
+    @property
     def folder_errors(self) -> int:
         return sum(1 for f in self.folders if f.error)
 
@@ -181,6 +188,8 @@ class _Item:
     size: int
     flags: tuple[str, ...]
     internaldate: datetime | None
+    #: Some keyword had to be encoded to be sent (see migrate.mailbox.keywords).
+    encoded: bool = False
 
 
 class _Stopped(Exception):
@@ -366,6 +375,8 @@ class SyncEngine:
             self.store.record_throughput(mailbox.source_id, report.copied, report.copied_bytes, report.seconds)
         detail = (f"copied {report.copied} messages ({report.copied_bytes} bytes)"
                   + (f", {report.failed_messages} refused" if report.failed_messages else "")
+                  + (f", {report.keywords_encoded} with keywords encoded as IMAP atoms"
+                     if report.keywords_encoded else "")
                   + (f", {report.folder_errors} folder errors" if report.folder_errors else ""))
         self.store.add_event(f"mailbox/{mailbox.email}", "sync" if report.ok else "sync-failed",
                              detail if report.ok else (report.error or ""))
@@ -386,7 +397,7 @@ class SyncEngine:
             else:
                 src = self._ews_source(source).mailbox(mailbox.email)
                 folders = [(info, None) for info in _ews_folder_infos(src)]
-            dest = _LazyDestination(self.central_endpoint, self.central_credentials(), mailbox.email)
+            dest = LazyDestination(self.central_endpoint, self.central_credentials(), mailbox.email)
             runner = _MailboxPass(self, mailbox, source, src, dest, report)
             runner.run(folders)
         except (imaplib.IMAP4.abort, ConnectionError, TimeoutError, EOFError, ssl.SSLError) as exc:
@@ -401,23 +412,6 @@ class SyncEngine:
                         close()
                     except Exception:
                         pass
-
-
-class _LazyDestination:
-    """The central host session, opened on first use: a pass that finds nothing to do never logs in."""
-
-    def __init__(self, endpoint: Endpoint, creds: Credentials, email: str) -> None:
-        self._args = (endpoint, creds, email)
-        self._dest: Destination | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._dest is None:
-            self._dest = Destination.open(*self._args)
-        return getattr(self._dest, name)
-
-    def close(self) -> None:
-        if self._dest is not None:
-            self._dest.close()
 
 
 def _ews_folder_infos(mailbox) -> list[SourceFolderInfo]:
@@ -554,34 +548,46 @@ class _MailboxPass:
         meta = src.metadata()
         self.report.src_messages += len(meta)
         self.report.src_bytes += sum(m.size for m in meta.values())
-        dest_available: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
+        flags: dict[Key, tuple[str, ...]] = {}
+        encoded: set[Key] = set()
+        for uid, m in meta.items():
+            flags[uid], was_encoded = for_central(m.flags)
+            if was_encoded:
+                encoded.add(uid)
         records = self._reconcile_pending(state, dest_name, records)
+        dest_available: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
         if not records and pre_existing and dest_status.get("MESSAGES"):
             # No record of this folder but the destination already has mail in it: state lost, UIDVALIDITY
             # changed, or mail that arrived by other means. Match by fingerprint before copying anything.
             records = self._reconcile_folder(state, dest_name, records, src.fingerprints(), meta, fr)
             src.examine(src_info.name)
-        copy_items = [_Item(uid, m.size, m.flags, m.internaldate) for uid, m in sorted(meta.items())
+        else:
+            dest_available = self._unknown_on_dest(state, dest_name, dest_status, records)
+        copy_items = [_Item(uid, m.size, flags[uid], m.internaldate, uid in encoded) for uid, m in sorted(meta.items())
                       if uid not in records or records[uid].state == "failed"]
-        self._copy(state, dest_name, dest_status, copy_items, fr, dest_available)
-        self._carry_flags(state, dest_name, records, {uid: m.flags for uid, m in meta.items()}, fr)
+        next_uid = self._copy(state, dest_name, dest_status, copy_items, fr, dest_available)
+        self._carry_flags(state, dest_name, records, flags, fr, encoded)
         self._vanished(state, dest_name, records, set(meta), fr)
         if not self.dry and state is not None:
             self.store.update_folder(state.id, source_uidvalidity=uidvalidity, source_uidnext=status.get("UIDNEXT"),
                                      source_modseq=status.get("HIGHESTMODSEQ"), source_messages=len(meta),
-                                     source_bytes=sum(m.size for m in meta.values()), last_synced_at=_now())
+                                     source_bytes=sum(m.size for m in meta.values()), last_synced_at=_now(),
+                                     dest_uidnext=next_uid)
 
     def _ews_folder(self, src_info: SourceFolderInfo, state: FolderState | None, dest_name: str, pre_existing: bool,
                     fr: FolderReport) -> None:
         dest_status = self._dest_status(dest_name)
         records = self._records(state, dest_status)
         records = self._reconcile_pending(state, dest_name, records)
-        dest_available: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
         sync_state = state.sync_state if state is not None and records else None
         if not records and pre_existing and dest_status.get("MESSAGES"):
             dest_available = self._dest_multiset(dest_name, set())
+        else:
+            dest_available = self._unknown_on_dest(state, dest_name, dest_status, records)
         self.report.src_messages += src_info.messages or 0
         present: dict[Key, tuple[str, ...]] = {}
+        encoded: set[Key] = set()
+        next_uid = dest_status.get("UIDNEXT") or 1
         while True:
             self.check_stop()
             try:
@@ -596,19 +602,24 @@ class _MailboxPass:
                 continue
             items = []
             for item in changes.creates + changes.updates:
-                present[item.item_id] = tuple(sorted(item.flags))
+                flags, was_encoded = for_central(item.flags)
+                present[item.item_id] = flags
+                if was_encoded:
+                    encoded.add(item.item_id)
                 if item.item_id not in records or records[item.item_id].state == "failed":
-                    items.append(_Item(item.item_id, item.size, tuple(sorted(item.flags)), item.received))
-            self._copy(state, dest_name, dest_status, items, fr, dest_available)
+                    items.append(_Item(item.item_id, item.size, flags, item.received, was_encoded))
+            next_uid = max(next_uid, self._copy(state, dest_name, dest_status, items, fr, dest_available))
             if state is not None and not self.dry:
                 records = {_key(r): r for r in self.store.message_records(state.id)}
-            self._carry_flags(state, dest_name, records, {k: v for k, v in present.items() if k in records}, fr)
+            self._carry_flags(state, dest_name, records, {k: v for k, v in present.items() if k in records}, fr,
+                              encoded)
             if changes.deletes:
                 gone = [d for d in changes.deletes if d in records]
                 self._delete(state, dest_name, records, gone, fr)
             sync_state = changes.state
             if not self.dry and state is not None:
-                self.store.update_folder(state.id, sync_state=sync_state, last_synced_at=_now())
+                self.store.update_folder(state.id, sync_state=sync_state, last_synced_at=_now(),
+                                         dest_uidnext=next_uid)
             present.clear()
             if not changes.more:
                 break
@@ -624,6 +635,29 @@ class _MailboxPass:
         for uid, (fp, _size, flags) in sorted(self.dest.fingerprints(dest_name, since).items()):
             if uid not in exclude:
                 available[fp].append((uid, flags))
+        return available
+
+    def _unknown_on_dest(self, state: FolderState | None, dest_name: str, dest_status: dict[str, int],
+                         records: dict[Key, MessageRecord]) -> dict[str, list[tuple[int, tuple]]]:
+        """Destination messages the store does not know about, by fingerprint, to be matched before anything
+        is appended: the store went back in time (restored from a backup, a power cut) while the central
+        host kept what was copied since; or mail arrived there by other means. Looked for above the highest
+        UID the store recorded and above the UIDNEXT it last saw, only when the destination moved past it."""
+        if state is None or not records:
+            return {}
+        dest_next = dest_status.get("UIDNEXT") or 0
+        known = {r.dest_uid for r in records.values() if r.dest_uid}
+        highest = max(known, default=0)
+        since = highest + 1
+        if state.dest_uidnext:
+            since = min(since, state.dest_uidnext)
+        if dest_next <= since:
+            return {}
+        available = self._dest_multiset(dest_name, known, since)
+        unknown = sum(len(v) for v in available.values())
+        if unknown:
+            log.info("%s: %s: %d message(s) on the central host that the state store does not know; matching "
+                     "them by fingerprint before copying", self.mailbox.email, dest_name, unknown)
         return available
 
     def _reconcile_pending(self, state: FolderState | None, dest_name: str,
@@ -693,17 +727,18 @@ class _MailboxPass:
             yield batch
 
     def _copy(self, state: FolderState | None, dest_name: str, dest_status: dict[str, int], items: list[_Item],
-              fr: FolderReport, dest_available: dict[str, list[tuple[int, tuple]]]) -> None:
+              fr: FolderReport, dest_available: dict[str, list[tuple[int, tuple]]]) -> int:
+        """Copy ``items`` in batches; returns the destination's UIDNEXT as far as this pass knows it."""
+        next_uid = dest_status.get("UIDNEXT") or 1
         if not items:
-            return
+            return next_uid
         if self.dry:
             fr.to_copy += len(items)
             fr.to_copy_bytes += sum(i.size for i in items)
-            return
+            return next_uid
         assert state is not None
         if state.dest_uidvalidity != dest_status.get("UIDVALIDITY"):
             self.store.update_folder(state.id, dest_uidvalidity=dest_status.get("UIDVALIDITY"))
-        next_uid = dest_status.get("UIDNEXT") or 1
         for batch in self._batches(items):
             self.check_stop()
             if len(batch) == 1 and batch[0].size > self.options.stream_threshold and not self.is_ews:
@@ -733,35 +768,50 @@ class _MailboxPass:
                 continue
             self.store.record_pending(state.id, [(*_cols(i.key), fp, len(raw), _flagstr(i.flags))
                                                  for i, raw, fp in ready], next_uid)
-            messages = [Appendable(raw, i.flags, i.internaldate) for i, raw, _ in ready]
-            _crashpoint("before-append")
-            try:
-                result = self.dest.append_batch(dest_name, messages)
-                _crashpoint("after-append")
-                landed = list(zip(ready, result.uids, strict=True))
-                if result.uidvalidity and result.uidvalidity != state.dest_uidvalidity:
-                    self.store.update_folder(state.id, dest_uidvalidity=result.uidvalidity)
-            except CommandFailed as exc:
-                # MULTIAPPEND is all or nothing: find the refused message(s) one by one.
-                log.info("%s: batch refused (%s); appending one by one", self.mailbox.email, exc.text)
-                landed = []
-                for entry, msg in zip(ready, messages, strict=True):
-                    try:
-                        one = self.dest.append_batch(dest_name, [msg])
-                        landed.append((entry, one.uids[0]))
-                    except CommandFailed as single:
-                        item, raw, fp = entry
-                        reason = f"central host refused it: {single.text}"
-                        self.store.record_failed(state.id, *_cols(item.key), fp, len(raw), reason)
-                        fr.failed.append((_describe(item, raw), reason))
+            landed = self._append(state, dest_name, ready, fr)
             if landed:
                 self.store.record_copied(state.id, [(*_cols(i.key), uid, fp, len(raw), _flagstr(i.flags))
                                                     for (i, raw, fp), uid in landed])
-                next_uid = max(uid for _, uid in landed) + 1
+                next_uid = max(next_uid, max(uid for _, uid in landed) + 1)
                 copied_bytes = sum(len(raw) for (_, raw, _), _ in landed)
                 fr.copied += len(landed)
                 fr.copied_bytes += copied_bytes
+                fr.keywords_encoded += sum(1 for (i, _, _), _ in landed if i.encoded)
                 self.progress(len(landed), copied_bytes)
+        return next_uid
+
+    def _append(self, state: FolderState, dest_name: str, ready: list[tuple[_Item, bytes, str]],
+                fr: FolderReport) -> list[tuple[tuple[_Item, bytes, str], int]]:
+        """Append a batch: one MULTIAPPEND where the central host has it, else one message at a time. A
+        refused MULTIAPPEND appended nothing (RFC 3502); the batch is then appended one by one, carefully
+        (synchronizing literals, so a refusal leaves the session usable), to find and record the refused
+        message(s). Returns each landed entry with its destination UID."""
+        messages = [Appendable(raw, i.flags, i.internaldate) for i, raw, _ in ready]
+        _crashpoint("before-append")
+        careful = False
+        if len(messages) > 1 and self.dest.multiappend_ok:
+            try:
+                result = self.dest.append_batch(dest_name, messages)
+                _crashpoint("after-append")
+                if result.uidvalidity and result.uidvalidity != state.dest_uidvalidity:
+                    self.store.update_folder(state.id, dest_uidvalidity=result.uidvalidity)
+                return list(zip(ready, result.uids, strict=True))
+            except CommandFailed as exc:
+                log.info("%s: batch refused (%s); appending one by one", self.mailbox.email, exc.text)
+                careful = True
+        landed = []
+        for entry, msg in zip(ready, messages, strict=True):
+            try:
+                one = self.dest.append_one(dest_name, msg, careful=careful)
+                _crashpoint("after-append")
+                landed.append((entry, one.uids[0]))
+            except CommandFailed as single:
+                item, raw, fp = entry
+                reason = f"central host refused it: {single.text}"
+                self.store.record_failed(state.id, *_cols(item.key), fp, len(raw), reason)
+                fr.failed.append((_describe(item, raw), reason))
+                careful = True
+        return landed
 
     def _fetch(self, batch: list[_Item]) -> dict[Key, bytes]:
         if self.is_ews:
@@ -799,13 +849,14 @@ class _MailboxPass:
                                                  _flagstr(item.flags))])
             fr.copied += 1
             fr.copied_bytes += item.size
+            fr.keywords_encoded += int(item.encoded)
             self.progress(1, item.size)
-            return result.uids[0] + 1
+            return max(next_uid, result.uids[0] + 1)
 
     # -- flags and deletions -------------------------------------------------------------------------------
 
     def _carry_flags(self, state: FolderState | None, dest_name: str, records: dict[Key, MessageRecord],
-                     current: dict[Key, tuple[str, ...]], fr: FolderReport) -> None:
+                     current: dict[Key, tuple[str, ...]], fr: FolderReport, encoded: set[Key] = frozenset()) -> None:
         """Three-way: only what changed at the source since the last pass is applied to the destination,
         so flags the user changed on the central host are left alone."""
         add: dict[frozenset[str], list[int]] = defaultdict(list)
@@ -827,6 +878,7 @@ class _MailboxPass:
         if not updates:
             return
         fr.flag_updates += len(updates)
+        fr.keywords_encoded += sum(1 for u in updates if (u[1] if u[1] is not None else u[2]) in encoded)
         if self.dry or state is None:
             return
         self.dest.change_flags(dest_name, add, remove)
