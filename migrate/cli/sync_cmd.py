@@ -55,6 +55,7 @@ def report_rows(reports: list[MailboxReport], dry_run: bool) -> list[dict]:
             "flag_updates": sum(f.flag_updates for f in r.folders),
             "deleted": sum(f.deleted for f in r.folders),
             "refused": r.failed_messages, "folder_errors": r.folder_errors,
+            "keywords_encoded": r.keywords_encoded,
             "seconds": round(r.seconds, 2),
         }
         if dry_run:

@@ -243,6 +243,9 @@ class CentralHost(Strict):
     login: CentralLogin
     #: Maximum simultaneous connections to the central host.
     connections: int = Field(8, ge=1, le=256)
+    #: The longest keyword the central host accepts (Dovecot: mail_max_keyword_length, 50 by default).
+    #: Longer Exchange categories are shortened with a hash; the store keeps their full names.
+    max_keyword_length: int = Field(50, ge=20, le=1000)
     #: Folder rules applied to every source, after the source's own rules.
     folders: FolderPolicy = FolderPolicy()
 

@@ -180,6 +180,11 @@ MIGRATIONS: list[str] = [
     # store restored from a backup, a power cut) are reconciled before anything is copied again.
     """
     ALTER TABLE folders ADD COLUMN dest_uidnext INTEGER;
+    -- Keywords cut to the central host's length limit, with the name they stand for (migrate.mailbox.keywords).
+    CREATE TABLE keyword_names (
+        keyword TEXT PRIMARY KEY,
+        name    TEXT NOT NULL
+    );
     """,
 ]
 
@@ -610,6 +615,15 @@ class Store:
                           [(folder_id, u) for u in src_uids])
             c.executemany("DELETE FROM messages WHERE folder_id = ? AND src_item = ?",
                           [(folder_id, i) for i in src_items])
+
+    def record_keyword_names(self, names: dict[str, str]) -> None:
+        """Keywords shortened to the central host's limit → the category or keyword each stands for."""
+        if names:
+            with self.tx() as c:
+                c.executemany("INSERT OR IGNORE INTO keyword_names(keyword, name) VALUES (?,?)", names.items())
+
+    def keyword_names(self) -> dict[str, str]:
+        return dict(self._query("SELECT keyword, name FROM keyword_names ORDER BY keyword"))
 
     def folders_needing_attention(self, mailbox_id: int) -> set[int]:
         """Folders with interrupted (pending) or refused (failed) copies: never skipped as unchanged."""

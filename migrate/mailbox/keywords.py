@@ -11,10 +11,16 @@ keyword in a reversible, deterministic encoding instead of being dropped or, wor
 ``Priorité`` → ``X-Cat.Priorit=C3=A9``. A name that is already an atom is sent as is, unless it starts
 with the prefix itself (then it is encoded too, so that decoding is never ambiguous). :func:`decode` gives
 the original back.
+
+The central host limits a keyword's length (Dovecot: ``mail_max_keyword_length``, 50 by default;
+``central.max_keyword_length`` in the project file). A keyword that would be longer keeps as much of its
+encoded name as fits and ends in ``~`` and 8 hex digits of the name's SHA-256; the engine records each such
+keyword with its original name in the state store, so that it, too, can be reversed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 
@@ -27,7 +33,9 @@ SESSION_FLAGS = frozenset({"\\Recent"})
 _ATOM = re.compile(r'^[^\x00-\x20\x7f(){%*"\\\]\x80-\U0010ffff]+$')
 _SAFE = frozenset(chr(c) for c in range(0x21, 0x7F)) - set('(){%*"\\]=')
 _ESCAPE = re.compile(r"=([0-9A-F]{2})")
-#: Dovecot refuses longer keywords; an Outlook category is at most 255 characters, 765 bytes encoded.
+#: Dovecot's default mail_max_keyword_length: the length a central host accepts unless told otherwise.
+DEFAULT_MAX_LENGTH = 50
+#: No keyword longer than this is ever put into a command, whatever the project file says.
 MAX_KEYWORD = 1000
 
 
@@ -46,9 +54,9 @@ def sendable(flag: str) -> bool:
     return is_atom(flag) and len(flag) <= MAX_KEYWORD
 
 
-def encode(name: str) -> str:
+def encode(name: str, max_length: int = MAX_KEYWORD) -> str:
     """A category or keyword name as a keyword that is an atom (see the module docstring)."""
-    if is_atom(name) and not name.lower().startswith(PREFIX.lower()) and len(name) <= MAX_KEYWORD:
+    if is_atom(name) and not name.lower().startswith(PREFIX.lower()) and len(name) <= max_length:
         return name
     out = []
     for ch in name:
@@ -56,7 +64,19 @@ def encode(name: str) -> str:
             out.append(ch)
         else:
             out.extend(f"={b:02X}" for b in ch.encode("utf-8"))
-    return PREFIX + "".join(out)
+    keyword = PREFIX + "".join(out)
+    if len(keyword) <= max_length:
+        return keyword
+    digest = "~" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    keep = keyword[:max(len(PREFIX), max_length - len(digest))]
+    if "=" in keep[-2:]:                      # never cut an =XX escape in half
+        keep = keep[:keep.rindex("=")]
+    return keep + digest
+
+
+def shortened(keyword: str) -> bool:
+    """A keyword cut to the central host's length limit (its original name is in the state store)."""
+    return keyword.startswith(PREFIX) and re.search(r"~[0-9a-f]{8}$", keyword) is not None
 
 
 def decode(keyword: str) -> str:
@@ -80,10 +100,12 @@ def _unescape(text: str) -> str:
     return data.decode("utf-8", "replace")
 
 
-def for_central(flags: Iterable[str]) -> tuple[tuple[str, ...], bool]:
+def for_central(flags: Iterable[str], max_length: int = DEFAULT_MAX_LENGTH,
+                long_names: dict[str, str] | None = None) -> tuple[tuple[str, ...], bool]:
     """Source flags as the central host gets them: system flags in their canonical spelling, keywords
     that are atoms as they are, everything else encoded; session flags dropped. Returns the sorted flags
-    and whether any of them had to be encoded."""
+    and whether any of them had to be encoded. Keywords cut to ``max_length`` are added to ``long_names``
+    (keyword → original name) for the caller to record."""
     out: set[str] = set()
     encoded = False
     for flag in flags:
@@ -92,8 +114,11 @@ def for_central(flags: Iterable[str]) -> tuple[tuple[str, ...], bool]:
         if flag.startswith("\\") and flag.lower() in SYSTEM_FLAGS:
             out.add(SYSTEM_FLAGS[flag.lower()])
             continue
-        keyword = encode(flag)
-        encoded = encoded or keyword != flag
+        keyword = encode(flag, max_length)
+        if keyword != flag:
+            encoded = True
+            if long_names is not None and shortened(keyword):
+                long_names[keyword] = flag
         out.add(keyword)
     return tuple(sorted(out)), encoded
 

@@ -440,6 +440,12 @@ class _MailboxPass:
         self.dry = engine.options.dry_run
         self.limiter = engine._limiters.get(source.id)
         self.is_ews = not isinstance(src, ImapSourceMailbox)
+        self.max_keyword = engine.project.config.central.max_keyword_length
+        #: Keywords shortened to the central host's limit in this pass → the names they stand for.
+        self.long_names: dict[str, str] = {}
+
+    def central_flags(self, flags) -> tuple[tuple[str, ...], bool]:
+        return for_central(flags, self.max_keyword, self.long_names)
 
     def progress(self, messages: int, nbytes: int) -> None:
         self.engine.progress(ProgressEvent("advance", self.mailbox.email, messages=messages, bytes=nbytes))
@@ -471,6 +477,9 @@ class _MailboxPass:
             try:
                 self._folder(mapping, recorded.get(mapping.source.name), listed.get(mapping.source.name),
                              attention, folder_report)
+                if self.long_names and not self.dry:
+                    self.store.record_keyword_names(self.long_names)
+                    self.long_names.clear()
             except (FolderFailed, CommandFailed) as exc:
                 folder_report.error = exc.message if isinstance(exc, FolderFailed) else exc.text
                 log.warning("%s: folder %s: %s", self.mailbox.email, mapping.source.name, folder_report.error)
@@ -551,7 +560,7 @@ class _MailboxPass:
         flags: dict[Key, tuple[str, ...]] = {}
         encoded: set[Key] = set()
         for uid, m in meta.items():
-            flags[uid], was_encoded = for_central(m.flags)
+            flags[uid], was_encoded = self.central_flags(m.flags)
             if was_encoded:
                 encoded.add(uid)
         records = self._reconcile_pending(state, dest_name, records)
@@ -602,7 +611,7 @@ class _MailboxPass:
                 continue
             items = []
             for item in changes.creates + changes.updates:
-                flags, was_encoded = for_central(item.flags)
+                flags, was_encoded = self.central_flags(item.flags)
                 present[item.item_id] = flags
                 if was_encoded:
                     encoded.add(item.item_id)

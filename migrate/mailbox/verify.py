@@ -32,6 +32,7 @@ from migrate.mailbox.imap import (
     imap_date,
     open_session,
 )
+from migrate.mailbox.keywords import for_central
 from migrate.mailbox.protocol import clean_flags, fetch, uid_set
 from migrate.mailbox.source_imap import ImapSourceMailbox
 
@@ -95,13 +96,20 @@ class MailboxCheck:
         return out
 
 
-def _imap_messages(client) -> dict[int, Msg]:
+def _imap_messages(client, max_keyword: int | None) -> dict[int, Msg]:
+    """Every message of the selected folder. ``max_keyword``: a source's flags, compared as the central host
+    gets them (migrate.mailbox.keywords); None for the central host's own."""
     items = ["FLAGS", "INTERNALDATE", "RFC822.SIZE", f"BODY.PEEK[]<0.{PREFIX}>"]
     data = fetch(client, "1:*", items)
     return {uid: Msg(f"UID {uid}", fingerprint(v.get(b"RFC822.SIZE", 0), v.get(b"BODY[]<0>") or b""),
-                     v.get(b"RFC822.SIZE", 0), frozenset(clean_flags(v.get(b"FLAGS"))),
+                     v.get(b"RFC822.SIZE", 0), _flags(v.get(b"FLAGS"), max_keyword),
                      imap_date(v.get(b"INTERNALDATE")))
             for uid, v in data.items()}
+
+
+def _flags(raw, max_keyword: int | None) -> frozenset[str]:
+    flags = clean_flags(raw)
+    return frozenset(flags if max_keyword is None else for_central(flags, max_keyword)[0])
 
 
 def _full_hashes(client, uids: list[int]) -> dict[int, str]:
@@ -118,6 +126,7 @@ class Verifier:
         self.project = project
         self.store = store
         self.deep = deep
+        self.max_keyword = project.config.central.max_keyword_length
         self.central_endpoint = Endpoint.from_config(project.config.central.imap, base_dir=project.base_dir,
                                                      label="central host")
         self.central_creds = credentials_for_central(project.config.central, project)
@@ -207,21 +216,22 @@ class Verifier:
     def _source_messages(self, src, info) -> dict[Any, Msg]:
         if isinstance(src, ImapSourceMailbox):
             src.examine(info.name)
-            return _imap_messages(src.client)
+            return _imap_messages(src.client, self.max_keyword)
         items = list(src.items(info.folder_id))
         out: dict[Any, Msg] = {}
         ids = [i.item_id for i in items]
         mime = dict(src.mime(ids)) if ids else {}
         for item in items:
             raw = mime.get(item.item_id, b"")
-            out[item.item_id] = Msg(item.item_id, of_message(raw), len(raw), frozenset(item.flags), item.received,
+            out[item.item_id] = Msg(item.item_id, of_message(raw), len(raw), frozenset(for_central(item.flags, self.max_keyword)[0]),
+                                    item.received,
                                     hashlib.sha256(raw).hexdigest() if self.deep else None)
         return out
 
     def _compare(self, src, dest: Destination, info, dest_name: str, state, fc: FolderCheck, *, ews: bool) -> None:
         src_msgs = self._source_messages(src, info)
         dest.select(dest_name)
-        dest_msgs = _imap_messages(dest.client)
+        dest_msgs = _imap_messages(dest.client, None)
         fc.source_messages, fc.dest_messages = len(src_msgs), len(dest_msgs)
         by_fp_src: dict[str, list[Any]] = defaultdict(list)
         by_fp_dest: dict[str, list[int]] = defaultdict(list)
