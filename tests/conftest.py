@@ -74,3 +74,22 @@ def example_workspace(tmp_path: Path, govmigrate: Runner) -> Path:
 
 def copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst)
+
+
+@pytest.fixture
+def exchangelib_sleeps(monkeypatch) -> list[float]:
+    """The pauses exchangelib asks for while it waits out a server's back-off (it still really sleeps): tests
+    assert the wait the client chose, never how long a test took."""
+    import time
+
+    import exchangelib.util
+
+    asked: list[float] = []
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        asked.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(exchangelib.util.time, "sleep", sleep)
+    return asked

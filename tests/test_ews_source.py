@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from migrate.core.errors import (
     FolderFailed,
     LoginFailed,
     RemoteError,
+    Throttled,
     TlsFailed,
     TransientError,
 )
@@ -26,6 +26,7 @@ from tests.lab.base import free_port
 from tests.lab.certs import LabCA
 from tests.lab.ews import EXCHANGE_2010_SP2, EwsResponder
 from tests.lab.ews_store import ews_folder_path
+from tests.lab.proxy import FlakyProxy
 
 pytestmark = pytest.mark.lab
 
@@ -216,58 +217,80 @@ def test_delegate_access_to_delegated_mailboxes_only(boxes):
             s.mailbox(boxes[0].email)
 
 
-def test_server_busy_is_retried_after_the_servers_back_off_and_logged(src, responder, boxes, caplog):
+def test_server_busy_is_retried_after_the_servers_back_off_and_logged(src, responder, boxes, caplog,
+                                                                     exchangelib_sleeps):
     mailbox = src.mailbox(boxes[0].email)
     inbox = mailbox.folders()[0]
     responder.inject("server_busy", count=2, operation="FindItem", back_off_ms=200)
     caplog.set_level(logging.WARNING, logger="migrate")
-    start = time.monotonic()
     items = list(mailbox.items(inbox.folder_id))
     assert len(items) == inbox.total_count
-    assert time.monotonic() - start >= 0.4
+    assert len(exchangelib_sleeps) == 2 and all(0.1 < s <= 0.2 for s in exchangelib_sleeps), exchangelib_sleeps
     retries = [r for r in caplog.records if r.name == "migrate.mailbox.ews" and "server busy" in r.message]
     assert [r.message.split("(")[-1] for r in retries] == ["retry 1 of 5)", "retry 2 of 5)"]
     assert "waiting 0.20s" in retries[0].message
 
 
-def test_http_503_is_retried_after_retry_after_and_logged(src, responder, boxes, caplog):
+def test_http_503_is_retried_after_retry_after_and_logged(src, responder, boxes, caplog, exchangelib_sleeps):
     mailbox = src.mailbox(boxes[0].email)
     inbox = mailbox.folders()[0]
     responder.inject("http_503", count=1, operation="SyncFolderItems", retry_after=1)
     caplog.set_level(logging.WARNING, logger="migrate")
-    start = time.monotonic()
     assert len(mailbox.sync(inbox.folder_id, None).creates) == inbox.total_count
-    assert time.monotonic() - start >= 1.0
+    assert len(exchangelib_sleeps) == 1 and 0.5 < exchangelib_sleeps[0] <= 1.0
     assert any("waiting 1.00s" in r.message for r in caplog.records if r.name == "migrate.mailbox.ews")
 
 
-def test_throttling_that_outlasts_the_policy_is_transient_with_the_servers_wait(responder, boxes):
+def test_throttling_that_outlasts_the_policy_is_throttled_and_not_retried_again(responder, boxes,
+                                                                                exchangelib_sleeps):
     with source(responder.url, retries=2) as s:
         mailbox = s.mailbox(boxes[0].email)
         responder.inject("server_busy", count=10, operation="FindFolder", back_off_ms=40)
-        with pytest.raises(TransientError, match="throttling") as failure:
+        with pytest.raises(Throttled, match="kept throttling after 2 back-offs") as failure:
             mailbox.folders()
-        assert failure.value.retry_after == pytest.approx(0.04)
+        assert not failure.value.transient, "the caller must not retry it again in this run"
         assert len(responder.requests_for("FindFolder")) == 3, "two back-offs, then give up; no extra retries"
+    exchangelib_sleeps.clear()
     with source(responder.url, max_wait=1) as s:
         mailbox = s.mailbox(boxes[0].email)
         responder.clear_faults()
         responder.inject("server_busy", count=1, operation="FindFolder", back_off_ms=120_000)
-        start = time.monotonic()
-        with pytest.raises(TransientError) as failure:
+        with pytest.raises(Throttled, match=r"120\.0s"):
             mailbox.folders()
-        assert failure.value.retry_after == 120 and time.monotonic() - start < 1
+        assert exchangelib_sleeps == [], "a back-off longer than max_wait is not waited for at all"
 
 
-def test_exceeded_connection_count_is_retried(src, responder, boxes, caplog):
+def test_a_lost_connection_is_not_retried_by_the_ews_client(responder, boxes, exchangelib_sleeps):
+    """Lost connections have one retry layer, the caller's (the sync retries the mailbox and resumes): the
+    EWS client neither backs off nor tries again by itself."""
+    proxy = FlakyProxy(responder.port, cut_after=None).start()
+    try:
+        with source(f"http://127.0.0.1:{proxy.port}/EWS/Exchange.asmx") as s:
+            mailbox = s.mailbox(boxes[0].email)
+            # Several sessions in the pool: that is when exchangelib would otherwise back off and try again.
+            s._protocol.close()
+            s._protocol.increase_poolsize()
+            s._protocol.increase_poolsize()
+            proxy.cut_after, proxy.cuts_left = 1, 1
+            before = len(responder.request_log)
+            with pytest.raises(TransientError, match=r"connection lost|timed out"):
+                mailbox.folders()
+            assert proxy.cuts_done == 1
+            assert exchangelib_sleeps == []
+            assert len(responder.request_log) == before + 1, "one attempt, no second"
+            assert mailbox.folders(), "the next attempt (the caller's) goes through"
+    finally:
+        proxy.stop()
+
+
+def test_exceeded_connection_count_is_left_to_the_callers_retry(src, responder, boxes):
     mailbox = src.mailbox(boxes[0].email)
     ids = responder.item_ids(boxes[0].email, ("INBOX",))[:4]
     responder.inject("connection_count", count=1, operation="GetItem")
-    caplog.set_level(logging.WARNING, logger="migrate")
+    with pytest.raises(TransientError, match="ErrorExceededConnectionCount"):
+        list(mailbox.mime(ids))
     assert len(list(mailbox.mime(ids))) == 4
     assert [r.code for r in responder.requests_for("GetItem")] == ["ErrorExceededConnectionCount", "NoError"]
-    assert any("ErrorExceededConnectionCount" in r.message and "retry 1 of 5" in r.message
-               for r in caplog.records if r.name == "migrate.core.retry")
 
 
 def test_a_401_in_the_middle_is_login_failed_not_retried(src, responder, boxes):

@@ -138,6 +138,11 @@ class TransientError(RemoteError):
         self.retry_after = retry_after
 
 
+class Throttled(RemoteError):
+    """The server kept asking to back off after every wait it asked for: not retried again in this run
+    (retrying sooner than the server asked would only press it harder); the next run tries again."""
+
+
 class ConnectFailed(RemoteError):
     """The server could not be reached at all (refused, unreachable, DNS, timeout on connect)."""
 

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -51,10 +52,10 @@ from migrate.core.errors import (
     MigrateError,
     RemoteError,
     SyncStateInvalid,
+    Throttled,
     TlsFailed,
     TransientError,
 )
-from migrate.core.retry import retrying
 from migrate.core.secrets import Secret, redact, register
 
 log = logging.getLogger(__name__)
@@ -270,6 +271,12 @@ class _BoundedFaultTolerance(FaultTolerance):
         return super().raise_response_errors(response)
 
     def back_off(self, seconds: float | None) -> None:
+        # exchangelib also backs off after a lost connection (ErrorTimeoutExpired). Lost connections have one
+        # retry layer of their own, the caller's (a sync reconnects the mailbox and resumes from its records),
+        # so here they leave at once; only the server's own busy answers are waited out.
+        current = sys.exc_info()[1]
+        if isinstance(current, ews_errors.ErrorTimeoutExpired):
+            raise current
         seconds = self.DEFAULT_BACKOFF if seconds is None else float(seconds)
         retries = getattr(self._local, "retries", 0) + 1
         self._local.retries = retries
@@ -279,14 +286,6 @@ class _BoundedFaultTolerance(FaultTolerance):
         log.warning("%s: server busy; waiting %.2fs as it asked (retry %d of %d)", self.label, seconds, retries,
                     self.max_retries)
         super().back_off(seconds)
-
-
-class _GaveUp(Exception):
-    """Carries an error out of the retry loop without further retries (throttling already waited out)."""
-
-    def __init__(self, error: MigrateError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -329,9 +328,18 @@ class EwsSource:
         if server.ca_file:
             ca = Path(server.ca_file).expanduser()
             self._ca_file = ca if ca.is_absolute() else base_dir / ca
-        # The Basic header carries user:password in base64; register that form too so DEBUG logs of
-        # exchangelib's request headers are masked by the same redaction point as the password itself.
-        register(base64.b64encode(f"{server.user}:{password.reveal()}".encode()).decode())
+        # The Basic header carries user:password in base64, encoded as requests encodes it (Latin-1); register
+        # that form (and UTF-8's, for servers that expect it) so DEBUG logs of exchangelib's request headers are
+        # masked by the same redaction point as the password itself.
+        pair = f"{server.user}:{password.reveal()}"
+        for encoding in ("latin-1", "utf-8"):
+            try:
+                register(base64.b64encode(pair.encode(encoding)).decode())
+            except UnicodeEncodeError:
+                if server.auth == "basic" and encoding == "latin-1":
+                    raise LoginFailed(f"{label}: the service account's password holds characters HTTP Basic "
+                                      "authentication cannot carry (only Latin-1); use auth: ntlm or another "
+                                      "password") from None
         self._credentials = Credentials(server.user, password.reveal())
         self._policy = _BoundedFaultTolerance(max_wait=max_wait, max_retries=retries, label=label)
         self._lock = threading.Lock()
@@ -427,8 +435,8 @@ class EwsSource:
         if isinstance(exc, (ews_errors.ErrorFolderNotFound, ews_errors.ErrorItemNotFound)):
             return FolderFailed(f"{where}: {redact(str(exc)) or 'folder not found'} ({box})")
         if isinstance(exc, ews_errors.RateLimitError):
-            return TransientError(f"{where}: the server is throttling; it asked for a {exc.wait:.1f}s back-off "
-                                  "after the retries ran out", retry_after=exc.wait)
+            return Throttled(f"{where}: the server kept throttling after {self.retries} back-offs (it last asked "
+                             f"for {exc.wait:.1f}s); {box} is left for the next run")
         if isinstance(exc, ews_errors.ErrorServerBusy):
             return TransientError(f"{where}: server busy", retry_after=exc.back_off)
         for cause in _chain(exc):
@@ -456,25 +464,20 @@ class EwsSource:
             return RemoteError(f"{where}: {type(exc).__name__}: {redact(str(exc))}")
         if isinstance(exc, OSError):
             return ConnectFailed(f"{where}: {exc.strerror or exc}")
+        if isinstance(exc, UnicodeError):  # its text quotes the character and its position: maybe a password's
+            return RemoteError(f"{where}: a text could not be encoded for the server ({type(exc).__name__})")
         return RemoteError(f"{where}: {type(exc).__name__}: {redact(str(exc))}")
 
     def call(self, what: str, fn: Callable[[], T], *, mailbox: str | None = None) -> T:
-        """Run one unit of EWS work; transient failures are retried (and logged), everything else is
-        translated. Throttling exchangelib already waited out is not retried again here."""
+        """Run one unit of EWS work and translate any failure. Nothing is retried here: the server's busy
+        answers were already waited out by exchangelib under this source's bounded policy, and lost
+        connections are retried by the caller (docs/architecture.md: "Retries")."""
         try:
-            for attempt in retrying(f"{self.label}: {what}", attempts=self.retries + 1, initial=self.retry_wait,
-                                    maximum=self.max_wait):
-                with attempt:
-                    try:
-                        return fn()
-                    except Exception as exc:
-                        error = self.describe(exc, mailbox=mailbox)
-                        if isinstance(exc, ews_errors.RateLimitError):
-                            raise _GaveUp(error) from None
-                        raise error from None
-        except _GaveUp as gave_up:
-            raise gave_up.error from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            return fn()
+        except Exception as exc:
+            error = self.describe(exc, mailbox=mailbox)
+            log.debug("%s: %s: %s", self.label, what, error.message)
+            raise error from None
 
     # -- public API ---------------------------------------------------------------------------------------
 

@@ -138,6 +138,8 @@ def describe_failure(exc: BaseException, endpoint: Endpoint) -> RemoteError:
         return ConnectFailed(f"{where}: {exc.strerror or exc}")
     if isinstance(exc, (imaplib.IMAP4.error, imapclient_errors.IMAPClientError)):
         return RemoteError(f"{where}: server said: {_server_text(exc)}")
+    if isinstance(exc, UnicodeError):  # its text quotes the character and its position: maybe a password's
+        return RemoteError(f"{where}: a text could not be encoded for the server ({type(exc).__name__})")
     return RemoteError(f"{where}: {type(exc).__name__}: {redact(str(exc))}")
 
 
@@ -227,21 +229,49 @@ def socket_tls_details(sock: Any) -> dict[str, Any]:
     return details
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def authenticate(client: IMAPClient, creds: Credentials, user_login: str, user_password: Secret | None,
                  endpoint: Endpoint) -> None:
+    """Log into ``user_login``'s mailbox with the configured method.
+
+    A login name is checked before anything is sent: no control characters (a user list's CR LF would end
+    the LOGIN command and start another), and for master-user logins not the separator itself. ASCII
+    credentials use LOGIN; a password or name with other characters uses AUTHENTICATE PLAIN (UTF-8, RFC
+    4616) where the server offers it, since LOGIN can only carry ASCII.
+    """
+    if _CONTROL.search(user_login):
+        raise LoginFailed(f"{endpoint.label}: refusing to log in as {user_login!r}: the login name holds "
+                          "control characters")
+    if creds.method == "master_user" and creds.separator in user_login:
+        raise LoginFailed(f"{endpoint.label}: refusing to log in as {user_login!r}: the login name holds the "
+                          f"master-user separator {creds.separator!r}")
     try:
         if creds.method == "master_user":
             assert creds.admin_password is not None
-            client.login(f"{user_login}{creds.separator}{creds.admin_user}", creds.admin_password.reveal())
+            _login(client, f"{user_login}{creds.separator}{creds.admin_user}", creds.admin_password, endpoint)
         elif creds.method == "sasl_plain":
             assert creds.admin_password is not None
             client.plain_login(creds.admin_user, creds.admin_password.reveal(), authorization_identity=user_login)
         else:
             if user_password is None:
                 raise LoginFailed(f"{endpoint.label}: no password for {user_login} in the user list")
-            client.login(user_login, user_password.reveal())
+            _login(client, user_login, user_password, endpoint)
     except Exception as exc:
         raise describe_failure(exc, endpoint)
+
+
+def _login(client: IMAPClient, identity: str, password: Secret, endpoint: Endpoint) -> None:
+    secret = password.reveal()
+    if identity.isascii() and secret.isascii():
+        client.login(identity, secret)
+        return
+    if not client.has_capability("AUTH=PLAIN"):
+        raise LoginFailed(f"{endpoint.label}: the password (or login name) for {identity} holds non-ASCII "
+                          "characters, which IMAP LOGIN cannot carry, and the server does not offer AUTHENTICATE "
+                          "PLAIN; use an ASCII password for the migration account")
+    client.plain_login(identity, secret)
 
 
 def open_session(endpoint: Endpoint, creds: Credentials, user_login: str,

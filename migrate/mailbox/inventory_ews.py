@@ -140,12 +140,9 @@ class EwsReader:
     # -- one mailbox --------------------------------------------------------------------------------
 
     def measure(self, entry: UserEntry) -> MailboxMeasurement:
-        try:
-            return measure_mailbox(self._open_mailbox(entry.email), entry.email)
-        except TransientError as exc:
-            # The EWS client has already retried with the server's back-off; retrying the whole mailbox
-            # on top would only press a throttling server harder.
-            raise RemoteError(f"{exc.message} (gave up after retries)")
+        # Throttling was waited out by the EWS client and arrives as Throttled (not retried again); a lost
+        # connection is transient and retried by the inventory's one per-mailbox retry layer.
+        return measure_mailbox(self._open_mailbox(entry.email), entry.email)
 
     def _open_mailbox(self, email: str) -> EwsMailbox:
         try:
