@@ -32,6 +32,8 @@ class App:
     traceback: bool = False
     out: Console = field(default_factory=lambda: _console(sys.stdout))
     err: Console = field(default_factory=lambda: _console(sys.stderr))
+    #: Warnings given so far (see :meth:`warn`).
+    warnings: int = 0
     _workspace: Workspace | None = None
     _project: Project | None = None
     _store: Store | None = None
@@ -44,10 +46,10 @@ class App:
 
     @property
     def project(self) -> Project:
+        # Secret references that do not resolve are reported by `check` and, when a command needs them, as
+        # that command's error; commands that contact no server (report, status, plan, log) stay quiet.
         if self._project is None:
             self._project = self.workspace.load_project()
-            for warning in self._project.warnings:
-                self.warn(str(warning))
         return self._project
 
     @property
@@ -67,6 +69,9 @@ class App:
             self.err.print(message, markup=False, highlight=False)
 
     def warn(self, message: str) -> None:
+        """A warning for the person running the command. Any warning makes a command that otherwise
+        succeeded exit 1 (decided once, in the error boundary: migrate.cli.main)."""
+        self.warnings += 1
         if not self.log_json:
             self.err.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
         else:

@@ -31,8 +31,12 @@ class GovmigrateGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            result = super().invoke(ctx)
+        except click.exceptions.Exit as exc:
+            if exc.exit_code == 0 and _warned(ctx):
+                raise click.exceptions.Exit(int(ExitCode.PARTIAL))
+            raise
+        except (click.exceptions.Abort, click.ClickException):
             raise
         except MigrateError as exc:
             _report_error(ctx, exc)
@@ -51,6 +55,14 @@ class GovmigrateGroup(click.Group):
                 click.echo("this is a bug in govmigrate; run again with --traceback and report the output",
                            err=True)
             ctx.exit(int(ExitCode.INTERNAL))
+        if _warned(ctx):  # finished, but with warnings: as borg does, that is exit 1, never 0
+            ctx.exit(int(ExitCode.PARTIAL))
+        return result
+
+
+def _warned(ctx: click.Context) -> bool:
+    app = ctx.find_object(App)
+    return app is not None and app.warnings > 0
 
 
 def _report_error(ctx: click.Context, exc: MigrateError) -> None:

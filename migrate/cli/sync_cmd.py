@@ -37,6 +37,8 @@ def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str
     with progress_for(app, "dry run" if dry_run else "sync") as sink:
         reports = SyncEngine(project, store, options=options, progress=sink).run(mailboxes)
     render(app, reports, dry_run=dry_run, as_json=as_json)
+    if any(r.locked for r in reports):
+        ctx.exit(int(ExitCode.LOCKED))  # another sync or run holds some of these mailboxes (named above)
     ok = all(r.complete for r in reports)
     ctx.exit(int(ExitCode.OK if ok else ExitCode.PARTIAL))
 

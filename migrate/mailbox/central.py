@@ -13,10 +13,25 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from migrate.core.errors import RemoteError
+from migrate.core.errors import (
+    AuthenticationFailed,
+    ConnectFailed,
+    LoginFailed,
+    RemoteError,
+    ServerUnreachable,
+    TlsFailed,
+)
 from migrate.mailbox.fingerprint import PREFIX, fingerprint
 from migrate.mailbox.folders import DEFAULT_CENTRAL_SPECIAL, CentralLayout
-from migrate.mailbox.imap import Credentials, Endpoint, Session, describe_failure, guarded, open_session
+from migrate.mailbox.imap import (
+    Credentials,
+    Endpoint,
+    Session,
+    connect,
+    describe_failure,
+    guarded,
+    open_session,
+)
 from migrate.mailbox.protocol import (
     Appendable,
     CommandFailed,
@@ -191,6 +206,36 @@ class Destination:
             prefix = values.get(b"BODY[]<0>", b"") or b""
             out[uid] = (fingerprint(size, prefix), size, clean_flags(values.get(b"FLAGS")))
         return out
+
+
+def check_access(endpoint: Endpoint, creds: Credentials, emails: list[str]) -> None:
+    """Before any source mailbox is read: the central host must answer (else ServerUnreachable, exit 4) and
+    accept the migration account's login (else AuthenticationFailed, exit 5). The login is tried for up to
+    two of the mailboxes: one refusal may be a mailbox the central mail team has not created yet, two in a
+    row are the credentials. A transient fault is left to the per-mailbox retries."""
+    hint_connect = "check the central host's address, port and TLS settings in migration.yaml, and that it is up"
+    if not emails:
+        try:
+            connect(endpoint).shutdown()
+        except (ConnectFailed, TlsFailed) as exc:
+            raise ServerUnreachable(exc.message, hint=hint_connect)
+        return
+    refused: list[str] = []
+    for email in emails[:2]:
+        try:
+            open_session(endpoint, creds, email).close()
+            return
+        except (ConnectFailed, TlsFailed) as exc:
+            raise ServerUnreachable(exc.message, hint=hint_connect)
+        except LoginFailed as exc:
+            refused.append(f"{email}: {exc.message}")
+        except RemoteError:
+            return
+    raise AuthenticationFailed(
+        f"the central host refused the migration account's login for {len(refused)} mailbox(es); nothing was "
+        f"copied. {refused[0]}",
+        hint="check central.login in migration.yaml (method, user, password reference) and that these mailboxes "
+             "exist on the central host")
 
 
 class LazyDestination:

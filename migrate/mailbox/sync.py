@@ -29,16 +29,13 @@ from typing import Any
 
 from migrate.core.config import EwsServer, ImapServer, Project, Source
 from migrate.core.errors import (
-    ConnectFailed,
     FolderFailed,
     Interrupted,
     LockHeld,
     LoginFailed,
     MigrateError,
     RemoteError,
-    ServerUnreachable,
     SyncStateInvalid,
-    TlsFailed,
     TransientError,
 )
 from migrate.core.locks import Lock
@@ -47,13 +44,12 @@ from migrate.core.ratelimit import RateLimiter
 from migrate.core.retry import retrying
 from migrate.core.secrets import Secret, SecretRef, resolve
 from migrate.core.store import FolderState, MailboxRow, MessageRecord, Store
-from migrate.mailbox.central import Destination, LazyDestination
+from migrate.mailbox.central import Destination, LazyDestination, check_access
 from migrate.mailbox.fingerprint import PREFIX, fingerprint, of_message
 from migrate.mailbox.folders import CentralLayout, FolderMapping, SourceFolderInfo, map_folders
 from migrate.mailbox.imap import (
     Credentials,
     Endpoint,
-    connect,
     credentials_for_central,
     credentials_for_source,
     describe_failure,
@@ -141,6 +137,8 @@ class MailboxReport:
     src_bytes: int = 0
     seconds: float = 0.0
     attempts: int = 1
+    #: Not synced: another process holds this mailbox's lock (``error`` names it).
+    locked: bool = False
 
     @property
     def copied(self) -> int:
@@ -264,20 +262,20 @@ class SyncEngine:
 
     # -- the run ----------------------------------------------------------------------------------------
 
-    def check_central(self) -> None:
-        """Fail the whole command early, with exit 2/4, when nothing could work: the central host's secret
-        does not resolve or the host cannot be reached (rather than failing every mailbox alike)."""
-        self.central_credentials()
-        try:
-            connect(self.central_endpoint).shutdown()
-        except (ConnectFailed, TlsFailed) as exc:
-            raise ServerUnreachable(exc.message, hint="check the central host's address, port and TLS "
-                                                      "settings in migration.yaml, and that it is up")
+    def check_central(self, mailboxes: list[MailboxRow]) -> None:
+        """Fail the whole command early when nothing could work, before any source mailbox is read: the
+        central host's secret does not resolve (exit 2), the host cannot be reached (exit 4), or it refuses
+        the migration account (exit 5); see :func:`migrate.mailbox.central.check_access`."""
+        creds = self.central_credentials()
+        if self.options.dry_run:
+            check_access(self.central_endpoint, creds, [])
+        else:
+            check_access(self.central_endpoint, creds, [m.email for m in mailboxes])
 
     def run(self, mailboxes: list[MailboxRow]) -> list[MailboxReport]:
         """Sync ``mailboxes`` in parallel; a KeyboardInterrupt stops at the next batch boundary."""
         cfg = self.project.config
-        self.check_central()
+        self.check_central(mailboxes)
         total_msgs = sum(m.src_messages or 0 for m in mailboxes)
         total_bytes = sum(m.src_bytes or 0 for m in mailboxes)
         inventory = {row["email"]: row for row in self.store.inventory()} if not total_bytes else {}
@@ -326,7 +324,7 @@ class SyncEngine:
             try:
                 lock.acquire()
             except LockHeld as exc:
-                report.ok, report.error = False, exc.message
+                report.ok, report.error, report.locked = False, exc.message, True
                 self.progress(ProgressEvent("failed", mailbox.email, detail=exc.message))
                 return report
         slots = self._source_slots[source.id]

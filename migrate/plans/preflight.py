@@ -27,6 +27,7 @@ from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.retry import call_with_retry
 from migrate.core.secrets import Secret, SecretRef, resolve
 from migrate.core.store import MailboxRow
+from migrate.mailbox.central import check_access
 from migrate.mailbox.imap import (
     Credentials,
     Endpoint,
@@ -147,16 +148,9 @@ def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], *
         return result
     cfg = project.config
     central = Endpoint.from_config(cfg.central.imap, base_dir=project.base_dir, label="central host")
-    try:
-        central_creds = credentials_for_central(cfg.central, project)
-        client = call_with_retry("connect to the central host", lambda: connect(central), attempts=2)
-        try:
-            client.shutdown()
-        except Exception:
-            pass
-    except MigrateError as exc:
-        result.findings.append(Finding(None, "central", exc.message))
-        return result
+    central_creds = credentials_for_central(cfg.central, project)
+    # Unreachable (exit 4) or refusing the migration account (exit 5): nothing else is worth checking.
+    check_access(central, central_creds, [m.email for m in mailboxes])
     access = {s: _SourceAccess(project.source(s), project) for s in dict.fromkeys(m.source_id for m in mailboxes)}
     central_slots = threading.BoundedSemaphore(cfg.central.connections)
     lock = threading.Lock()

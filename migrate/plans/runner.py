@@ -49,6 +49,8 @@ class Outcome:
     ok: bool
     error: str | None = None
     stopped: bool = False
+    #: Another process holds this mailbox (a sync of it): left as it is, for that process to finish.
+    locked: bool = False
     copied: int = 0
     copied_bytes: int = 0
     would_copy: int = 0
@@ -89,12 +91,14 @@ class WaveRunResult:
 
     @property
     def failed(self) -> list[Outcome]:
-        return [o for o in self.outcomes if not o.ok and not o.stopped]
+        return [o for o in self.outcomes if not o.ok and not o.stopped and not o.locked]
 
     @property
     def exit_code(self) -> ExitCode:
         if self.interrupted:
             return ExitCode.INTERRUPTED
+        if any(o.locked for o in self.outcomes):
+            return ExitCode.LOCKED
         if self.failed or self.blocked or self.forced_out:
             return ExitCode.PARTIAL
         return ExitCode.OK
@@ -290,11 +294,13 @@ class WaveRun:
                               would_copy=sum(f.to_copy for f in report.folders),
                               would_copy_bytes=sum(f.to_copy_bytes for f in report.folders),
                               src_messages=report.src_messages, src_bytes=report.src_bytes, seconds=report.seconds)
-            if not report.ok and stop.is_set():
+            if report.locked:
+                outcome.locked, outcome.error = True, report.error
+            elif not report.ok and stop.is_set():
                 outcome.stopped, outcome.error = True, report.error
             elif not outcome.ok:
                 outcome.error = report.error or _incomplete(report)
-            if not self.dry_run and not outcome.stopped:
+            if not self.dry_run and not outcome.stopped and not outcome.locked:
                 if outcome.ok:
                     self.store.set_mailbox_state(mailbox.id, target)
                     outcome.after = target
