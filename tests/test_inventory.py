@@ -19,7 +19,7 @@ from migrate.core.store import open_store
 from migrate.mailbox.inventory import run_inventory
 from tests.lab import corpus
 from tests.lab.base import LOOPBACK, free_port
-from tests.lab.scenario import LabSource
+from tests.lab.scenario import LabSource, tls_settings
 
 # -- workspace helpers (shared with the other inventory test modules) ---------------------------------
 
@@ -35,19 +35,21 @@ def secret_file(ws: Path, name: str, value: str) -> str:
 
 def imap_source(ws: Path, src: LabSource, *, port: int | None = None, login: dict | None = None,
                 **server: object) -> dict:
-    """A project-file source entry for a lab Dovecot (master-user login unless ``login`` is given)."""
+    """A project-file source entry for a lab Dovecot (master-user login unless ``login`` is given), reached
+    over implicit TLS verified with the lab CA."""
     cfg = src.server.config
     entry = {
         "id": src.id,
         "ministry": src.ministry,
         "domains": [src.domain],
-        "server": {"type": "imap", "host": LOOPBACK, "port": port or src.server.port, "tls": "none",
-                   "timeout": 20,
+        "server": {"type": "imap", "host": LOOPBACK, **tls_settings(ws, src.server), "timeout": 20,
                    "login": login or {"method": "master_user", "user": cfg.master_user,
                                       "password": secret_file(ws, f"{src.id}-master", cfg.master_password)}},
         "users": f"users/{src.id}.csv",
         "connections": 4,
     }
+    if port:
+        entry["server"]["port"] = port
     entry["server"].update(server)
     return entry
 
@@ -63,7 +65,7 @@ def write_project(ws: Path, sources: list[dict], users: dict[str, str]) -> Path:
     doc = {
         "version": 1,
         "name": "inventory test programme",
-        "central": {"imap": {"host": LOOPBACK, "port": free_port(), "tls": "none"},
+        "central": {"imap": {"host": LOOPBACK, "port": free_port(), "tls": "implicit"},
                     "login": {"method": "master_user", "user": "migrator",
                               "password": secret_file(ws, "central", "central-secret")}},
         "sources": sources,
@@ -180,7 +182,8 @@ def test_probe_reports_capabilities_namespace_software_and_login_method(inventor
     assert modern["ok"] is True and modern["error"] is None
     d = modern["detail"]
     assert d["reachable"] is True
-    assert d["tls"] == {"tls": False}
+    assert d["tls"]["tls"] is True and d["tls"]["verified"] is True
+    assert d["tls"]["issuer"] == "CN=govmigrate lab CA"
     assert d["software"].startswith("Dovecot")
     caps = d["migration_capabilities"]
     for cap in ("IMAP4REV1", "UIDPLUS", "LITERAL+", "MULTIAPPEND", "SPECIAL-USE", "NAMESPACE", "STATUS=SIZE",
@@ -218,7 +221,7 @@ def test_show_prints_the_stored_inventory_without_contacting_the_servers(invento
     # Point every source at a closed port: show must not notice.
     copy = tmp_path / "copy"
     copy.mkdir()
-    for part in ("state.db", "users", "secrets"):
+    for part in ("state.db", "users", "secrets", "lab-ca.crt"):
         src = ws / part
         if src.is_dir():
             import shutil
@@ -412,7 +415,8 @@ def test_mailboxes_are_measured_within_the_source_connection_limit(lab_sources, 
     proxy = CountingProxy(source.server.port)
     try:
         ws = tmp_path / "ws"
-        entry = imap_source(ws, source, port=proxy.port)
+        # In clear text on purpose: the proxy reads each session's BYE to count it out at once.
+        entry = imap_source(ws, source, port=proxy.port, tls="none", allow_cleartext=True)
         entry["connections"] = 2
         write_project(ws, [entry], {source.id: corpus.user_list_csv(source.mailboxes)})
         govmigrate("-w", ws, "inventory", "mail")

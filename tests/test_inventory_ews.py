@@ -3,7 +3,9 @@ from impersonation to delegate, throttling is waited out, and refusals are recor
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from secrets import token_hex
 
 import pytest
 from exchangelib.protocol import close_connections
@@ -11,8 +13,9 @@ from exchangelib.protocol import close_connections
 from migrate.core.errors import ExitCode
 from tests.conftest import Runner
 from tests.lab import corpus
-from tests.lab.certs import LabCA
+from tests.lab.certs import CertFiles, LabCA, lab_ca
 from tests.lab.ews import EwsResponder
+from tests.lab.scenario import CA_FILE
 from tests.test_inventory import (
     assert_matches_corpus,
     imap_source,
@@ -42,10 +45,17 @@ def _no_pooled_connections():
     close_connections()  # exchangelib keeps sessions per endpoint; responders come and go between tests
 
 
+def lab_tls() -> CertFiles:
+    """A certificate for a responder from the lab CA, which :func:`ews_source` tells govmigrate to trust."""
+    return lab_ca().issue(f"ews-{token_hex(4)}")
+
+
 def ews_source(ws: Path, url: str, *, password: str = PASSWORD, **server: object) -> dict:
+    ws.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(lab_ca().ca_file, ws / CA_FILE)
     entry = {"id": "finance", "ministry": "Ministry of Finance", "domains": [DOMAIN],
              "server": {"type": "ews", "url": url, "auth": "basic", "user": SERVICE,
-                        "password": secret_file(ws, "ews", password), "timeout": 20},
+                        "password": secret_file(ws, "ews", password), "ca_file": CA_FILE, "timeout": 20},
              "users": "users/finance.csv", "connections": 3}
     entry["server"].update(server)
     return entry
@@ -69,7 +79,8 @@ def assert_ews_matches_corpus(doc: dict, box: corpus.CorpusMailbox, responder: E
 @pytest.fixture(scope="module")
 def mixed_run(boxes, lab_sources, tmp_path_factory):
     """The whole lab at once: both Dovecot sources and the Exchange source, one inventory run."""
-    with EwsResponder(boxes, service_user=SERVICE, service_password=PASSWORD, page_limit=8) as responder:
+    with EwsResponder(boxes, service_user=SERVICE, service_password=PASSWORD, page_limit=8,
+                      tls=lab_tls()) as responder:
         ws = tmp_path_factory.mktemp("mixed") / "ws"
         sources = [imap_source(ws, s) for s in lab_sources.values()]
         users = {s.id: corpus.user_list_csv(s.mailboxes) for s in lab_sources.values()}
@@ -119,7 +130,8 @@ def corpus_first(ws: Path) -> str:
 def test_impersonation_refused_falls_back_to_delegate_access(boxes, govmigrate, tmp_path):
     allowed, delegated, neither = boxes
     with EwsResponder(boxes, service_user=SERVICE, service_password=PASSWORD,
-                      impersonation_allowed={allowed.email}, delegates={delegated.email}) as responder:
+                      impersonation_allowed={allowed.email}, delegates={delegated.email},
+                      tls=lab_tls()) as responder:
         ws = tmp_path / "ws"
         write_project(ws, [ews_source(ws, responder.url)], {"finance": corpus.user_list_csv(boxes)})
         result = govmigrate("-w", ws, "inventory", "mail", expect=PARTIAL)
@@ -136,7 +148,7 @@ def test_impersonation_refused_falls_back_to_delegate_access(boxes, govmigrate, 
 
 def test_ews_throttling_is_waited_out_with_the_servers_back_off(boxes, govmigrate, tmp_path):
     box = boxes[0]
-    with EwsResponder([box], service_user=SERVICE, service_password=PASSWORD) as responder:
+    with EwsResponder([box], service_user=SERVICE, service_password=PASSWORD, tls=lab_tls()) as responder:
         responder.inject("server_busy", count=3, operation="FindItem", mailbox=box.email, back_off_ms=20)
         responder.inject("http_503", count=1, operation="FindFolder", mailbox=box.email, retry_after=1)
         ws = tmp_path / "ws"
@@ -151,7 +163,7 @@ def test_ews_throttling_is_waited_out_with_the_servers_back_off(boxes, govmigrat
 
 def test_wrong_service_account_password_is_recorded_without_trying_every_mailbox(boxes, govmigrate, tmp_path):
     wrong = "not-the-service-password"
-    with EwsResponder(boxes, service_user=SERVICE, service_password=PASSWORD) as responder:
+    with EwsResponder(boxes, service_user=SERVICE, service_password=PASSWORD, tls=lab_tls()) as responder:
         ws = tmp_path / "ws"
         write_project(ws, [ews_source(ws, responder.url, password=wrong)], {"finance": corpus.user_list_csv(boxes)})
         result = govmigrate("-w", ws, "inventory", "mail", expect=PARTIAL)

@@ -116,7 +116,7 @@ def test_an_unreachable_server_is_recorded_and_the_other_sources_go_on(lab_sourc
     ws = tmp_path / "ws"
     closed = free_port()  # nothing listens here
     gone = {"id": "gone", "ministry": "Ministry of Nowhere", "domains": ["gone.gov.bz"],
-            "server": {"type": "imap", "host": LOOPBACK, "port": closed, "tls": "none",
+            "server": {"type": "imap", "host": LOOPBACK, "port": closed, "tls": "implicit",
                        "login": {"method": "master_user", "user": "migrator",
                                  "password": secret_file(ws, "gone", "whatever-it-is")}},
             "users": "users/gone.csv"}
@@ -221,7 +221,7 @@ def tls_run(tmp_path_factory, fast):
             users[kind] = f"email,login\npostmaster@{kind}.gov.bz,{login}\n"
         # A server that does not speak TLS at all where the project file expects it.
         plain = LabSource("plaintext", "Ministry of Plain Text", "plaintext.gov.bz", fast.server, [])
-        sources.append(imap_source(ws, plain, tls="implicit"))
+        sources.append(imap_source(ws, plain, port=fast.server.port, tls="implicit"))
         users["plaintext"] = "email\nsomeone@plaintext.gov.bz\n"
         write_project(ws, sources, users)
         result = Runner()("-w", ws, "inventory", "mail", expect=PARTIAL)

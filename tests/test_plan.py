@@ -51,11 +51,11 @@ def make_workspace(ws: Path, users: dict[str, list[tuple]], *, waves: dict | Non
         sources.append({
             "id": source_id, "ministry": ministries.get(source_id, source_id),
             "domains": (domains or {}).get(source_id, [f"{source_id}.gov.bz"]),
-            "server": {"type": "imap", "host": "127.0.0.1", "port": 9, "tls": "none",
+            "server": {"type": "imap", "host": "127.0.0.1", "port": 9, "tls": "implicit",
                        "login": {"method": "master_user", "user": "migrator", "password": secret}},
             "users": f"users/{source_id}.csv"})
     doc = {"version": 1, "name": "plan test programme",
-           "central": {"imap": {"host": "127.0.0.1", "port": 9, "tls": "none"},
+           "central": {"imap": {"host": "127.0.0.1", "port": 9, "tls": "implicit"},
                        "login": {"method": "master_user", "user": "migrator", "password": secret}},
            "sources": sources}
     if waves:

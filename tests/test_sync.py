@@ -243,10 +243,11 @@ def test_a_dropped_connection_reconnects_and_resumes(tmp_path, own_lab, govmigra
     from tests.lab.proxy import FlakyProxy
 
     lab, ws, box = own_lab
-    proxy = FlakyProxy(lab.sources["health"].server.port, cut_after=3_500_000, cuts=2).start()
+    # TLS passes through the proxy untouched: the cut happens inside an encrypted stream.
+    proxy = FlakyProxy(lab.sources["health"].server.tls_port, cut_after=3_500_000, cuts=2).start()
     try:
         text = (ws / "migration.yaml").read_text()
-        (ws / "migration.yaml").write_text(text.replace(f"port: {lab.sources['health'].server.port}",
+        (ws / "migration.yaml").write_text(text.replace(f"port: {lab.sources['health'].server.tls_port}",
                                                         f"port: {proxy.port}"))
         rows = json.loads(_sync(govmigrate, ws, box.email, "--json").stdout)
         assert proxy.cuts_done >= 1
@@ -357,7 +358,7 @@ def test_an_unreachable_central_host_stops_the_sync_with_exit_4(govmigrate, own_
 
     lab, ws, box = own_lab
     text = (ws / "migration.yaml").read_text()
-    (ws / "migration.yaml").write_text(text.replace(f"port: {lab.central.port}", f"port: {free_port()}"))
+    (ws / "migration.yaml").write_text(text.replace(f"port: {lab.central.tls_port}", f"port: {free_port()}"))
     result = _sync(govmigrate, ws, box.email, expect=int(ExitCode.UNREACHABLE))
     assert "connection refused" in result.stderr
     assert "Traceback" not in result.stderr

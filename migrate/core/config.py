@@ -56,6 +56,15 @@ def _hostname(value: str) -> str:
     return value
 
 
+def _no_userinfo(url: str) -> None:
+    """Refuse ``scheme://user:password@host``: the project file holds references, never passwords.
+    The message never repeats the URL, which would print the password it holds."""
+    authority = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)", url.strip())
+    if authority and "@" in authority.group(1):
+        raise ValueError("must not hold a user name or password (user:password@ before the host); give the "
+                         "user in 'user' and the password as a secret reference in 'password'")
+
+
 def _regex(value: str) -> str:
     try:
         re.compile(value)
@@ -103,6 +112,8 @@ class TlsEndpoint(Strict):
     ca_file: str | None = None
     #: Certificates are verified unless this is explicitly false for this host.
     verify_certificate: bool = True
+    #: ``tls: none`` sends the password in clear text; it is refused unless this is true for this host.
+    allow_cleartext: bool = False
     timeout: float = Field(60.0, gt=0, le=3600)
 
     @property
@@ -151,14 +162,24 @@ class EwsServer(Strict):
     password: SecretRefStr
     ca_file: str | None = None
     verify_certificate: bool = True
+    #: An ``http://`` url sends the login (basic or NTLM) unprotected; refused unless this is true.
+    allow_cleartext: bool = False
     timeout: float = Field(120.0, gt=0, le=3600)
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+        if value is None:
+            return value
+        _no_userinfo(value)
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
             raise ValueError("must be an http:// or https:// URL of the EWS endpoint")
         return value
+
+    @property
+    def cleartext(self) -> bool:
+        """The url is http://, so the login and the mail cross the network unprotected."""
+        return bool(self.url) and self.url.lower().startswith("http://")
 
     @model_validator(mode="after")
     def _url_or_autodiscover(self) -> EwsServer:
@@ -379,6 +400,12 @@ class Project:
         return path if path.is_absolute() else self.base_dir / path
 
 
+CLEARTEXT_IMAP = ("tls: none sends the login password and every message in clear text; use implicit or "
+                  "starttls, or set allow_cleartext: true on this server to accept that")
+CLEARTEXT_EWS = ("an http:// url sends the {auth} login and every message unprotected; use https://, or set "
+                 "allow_cleartext: true on this server to accept that")
+
+
 def _semantic_checks(config: ProjectConfig, located: Located, filename: str, base_dir: Path) -> list[Problem]:
     problems: list[Problem] = []
 
@@ -405,12 +432,18 @@ def _semantic_checks(config: ProjectConfig, located: Located, filename: str, bas
             ca = ca if ca.is_absolute() else base_dir / ca
             if not ca.is_file():
                 at(("sources", i, "server", "ca_file"), f"CA file {ca} does not exist")
+        if isinstance(server, ImapServer) and server.tls == "none" and not server.allow_cleartext:
+            at(("sources", i, "server", "tls"), CLEARTEXT_IMAP)
+        if isinstance(server, EwsServer) and server.cleartext and not server.allow_cleartext:
+            at(("sources", i, "server", "url"), CLEARTEXT_EWS.format(auth=server.auth))
     central = config.central.imap
     if central.ca_file:
         ca = Path(central.ca_file).expanduser()
         ca = ca if ca.is_absolute() else base_dir / ca
         if not ca.is_file():
             at(("central", "imap", "ca_file"), f"CA file {ca} does not exist")
+    if central.tls == "none" and not central.allow_cleartext:
+        at(("central", "imap", "tls"), CLEARTEXT_IMAP)
     pilot_source = config.waves.pilot.from_source
     if pilot_source and pilot_source not in seen_ids:
         at(("waves", "pilot", "from_source"), f"no source with id {pilot_source!r}")
@@ -433,9 +466,10 @@ def secret_refs(config: ProjectConfig) -> list[tuple[tuple, str]]:
 
 
 def check_secret_refs(project: Project, located: Located | None = None) -> list[Problem]:
-    """Warnings for references that do not resolve yet (``check`` must not fail on an unset variable)."""
+    """Warnings for references that do not resolve yet (``check`` must not fail on an unset variable),
+    and errors for values that resolve but are too short to be passwords."""
     from migrate.core.errors import SecretError
-    from migrate.core.secrets import resolve
+    from migrate.core.secrets import SecretTooShort, resolve
 
     problems = []
     filename = str(project.path)
@@ -447,7 +481,7 @@ def check_secret_refs(project: Project, located: Located | None = None) -> list[
         except SecretError as exc:
             line = located.line_of(path) if located else None
             problems.append(Problem(filename, line, dotted(path), f"{exc.message.split(': ', 1)[-1]}",
-                                    "warning"))
+                                    "error" if isinstance(exc, SecretTooShort) else "warning"))
     return problems
 
 

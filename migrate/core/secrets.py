@@ -18,11 +18,18 @@ from pathlib import Path
 from migrate.core.errors import SecretError
 
 MASK = "***"
+#: Shorter values are refused as passwords: they are guessable, and too short to mask in logs without
+#: also masking ordinary words that happen to contain them.
+MIN_LENGTH = 8
 _REF_RE = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|prompt)$")
 
 _known: set[str] = set()
 _known_lock = threading.Lock()
 _pattern: re.Pattern[str] | None = None
+
+
+class SecretTooShort(SecretError):
+    """A secret resolved, but its value is too short to be a password (an error even in ``check``)."""
 
 
 class Secret:
@@ -83,12 +90,24 @@ def parse_ref(text: str) -> SecretRef:
 
 
 def resolve(ref: SecretRef, *, base_dir: Path | None = None, label: str = "password") -> Secret:
-    """Fetch the value a reference points to, or raise :class:`SecretError` saying why not."""
+    """Fetch the value a reference points to, or raise :class:`SecretError` saying why not.
+
+    A value shorter than :data:`MIN_LENGTH` raises :class:`SecretTooShort` and is never registered."""
+    value = _fetch(ref, base_dir, label)
+    if len(value) < MIN_LENGTH:
+        raise SecretTooShort(
+            f"{label}: the value of {ref.text} is shorter than {MIN_LENGTH} characters, too short to be a "
+            f"password and to be masked in logs; use a longer one"
+        )
+    return Secret(value, ref.text)
+
+
+def _fetch(ref: SecretRef, base_dir: Path | None, label: str) -> str:
     if ref.kind == "env":
         value = os.environ.get(ref.argument)
         if value is None or value == "":
             raise SecretError(f"{label}: environment variable {ref.argument} is not set")
-        return Secret(value, ref.text)
+        return value
     if ref.kind == "file":
         path = Path(ref.argument).expanduser()
         if base_dir is not None and not path.is_absolute():
@@ -108,7 +127,7 @@ def resolve(ref: SecretRef, *, base_dir: Path | None = None, label: str = "passw
             raise SecretError(f"{label}: cannot read secret file {path}: {exc.strerror}")
         if not value:
             raise SecretError(f"{label}: secret file {path} is empty")
-        return Secret(value, ref.text)
+        return value
     if ref.kind == "prompt":
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
             raise SecretError(
@@ -120,7 +139,7 @@ def resolve(ref: SecretRef, *, base_dir: Path | None = None, label: str = "passw
         value = getpass.getpass(f"{label}: ")
         if not value:
             raise SecretError(f"{label}: no value entered")
-        return Secret(value, ref.text)
+        return value
     raise SecretError(f"{label}: unknown secret reference kind {ref.kind!r}")
 
 
@@ -128,7 +147,8 @@ def register(value: str) -> None:
     """Remember a secret value so :func:`redact` hides it everywhere."""
     global _pattern
     if not value or len(value) < 3:
-        # Too short to redact without mangling ordinary text; such passwords are refused elsewhere.
+        # Too short to redact without mangling ordinary text. No password this short gets here:
+        # resolve() refuses any value shorter than MIN_LENGTH before it becomes a Secret.
         return
     with _known_lock:
         if value in _known:

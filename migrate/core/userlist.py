@@ -4,6 +4,10 @@ Columns (header row required, any order): ``email`` (required), ``login`` (the u
 ministry server; default: the email address), ``display_name``, ``password`` (a secret reference, for
 sources whose login method is ``user_password``), ``flags`` (``pilot``, ``vip``, ``skip``; separated by
 spaces, ``;`` or ``|``). Lines starting with ``#`` are comments.
+
+Files as spreadsheets save them are read as they are: cells separated by ``,`` or by ``;`` (Excel in
+many locales), told apart by the header row or by Excel's optional first line ``sep=;``; a UTF-8 byte
+order mark and CRLF line ends are accepted.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from migrate.core.secrets import parse_ref
 COLUMNS = ("email", "login", "display_name", "password", "flags")
 KNOWN_FLAGS = {"pilot", "vip", "skip"}
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,63}$")
+_SEP_LINE_RE = re.compile(r"^sep=(.?)\s*$", re.IGNORECASE)
+_DELIMITERS = (",", ";")
+#: C0 controls and DEL: a login is sent inside an IMAP command, where CR LF would end it and start another.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -52,17 +60,29 @@ def read_user_list(path: Path, *, domains: list[str] | None = None, source_id: s
 
     problems: list[Problem] = []
     entries: list[UserEntry] = []
-    # Keep physical line numbers: csv's line_num counts lines read so far, which stays right with
-    # quoted newlines, and comment lines are blanked rather than removed.
-    lines = text.splitlines(keepends=True)
-    cleaned = "".join("\n" if ln.lstrip().startswith("#") else ln for ln in lines)
-    reader = csv.reader(io.StringIO(cleaned))
+    # Keep physical line numbers: comment lines (and Excel's sep= line) are blanked rather than
+    # removed, and csv's line_num counts the lines read so far, quoted line breaks included.
+    lines = text.split("\n")
+    delimiter = None
+    sep = _SEP_LINE_RE.match(lines[0]) if lines else None
+    if sep:
+        delimiter = sep.group(1)
+        if delimiter not in _DELIMITERS:
+            return [], [Problem(filename, 1, "", f"the first line names the separator {delimiter!r}; "
+                                                 "save the file with ',' or ';' between cells")]
+        lines[0] = ""
+    lines = ["" if ln.lstrip().startswith("#") else ln for ln in lines]
+    if delimiter is None:
+        delimiter = _sniff(lines)
+    reader = csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter)
     header: list[str] | None = None
     header_line = 0
     seen: dict[str, int] = {}
     try:
+        end = 0
         for row in reader:
-            line = reader.line_num
+            # A quoted cell may span lines; name the line where its row starts.
+            line, end = end + 1, reader.line_num
             if not row or all(not cell.strip() for cell in row):
                 continue
             if header is None:
@@ -104,6 +124,14 @@ def read_user_list(path: Path, *, domains: list[str] | None = None, source_id: s
     return entries, problems
 
 
+def _sniff(lines: list[str]) -> str:
+    """``,`` or ``;``, whichever separates the header row's cells (column names hold neither)."""
+    for line in lines:
+        if line.strip():
+            return ";" if line.count(";") > line.count(",") else ","
+    return ","
+
+
 def _entry(cells: dict[str, str], line: int, filename: str, domains: list[str] | None,
            needs_password: bool) -> tuple[UserEntry | None, list[Problem]]:
     problems = []
@@ -113,6 +141,12 @@ def _entry(cells: dict[str, str], line: int, filename: str, domains: list[str] |
     elif domains and email.rsplit("@", 1)[1].lower() not in domains:
         problems.append(Problem(filename, line, "email",
                                 f"domain of {email} is not one of this source's domains ({', '.join(domains)})"))
+    for name in ("login", "display_name"):
+        control = _CONTROL_RE.search(cells.get(name, ""))
+        if control:
+            problems.append(Problem(filename, line, name,
+                                    f"contains a control character (U+{ord(control.group()):04X}); "
+                                    "line breaks, tabs and other control characters are not allowed here"))
     password = cells.get("password") or None
     if password:
         try:

@@ -1,10 +1,16 @@
 """TLS material for the lab: a private CA, server certificates for 127.0.0.1, and deliberately bad ones
-(self-signed, expired, issued for another name) to test that verification refuses them."""
+(self-signed, expired, issued for another name) to test that verification refuses them.
+
+:func:`lab_ca` is the one CA of a test session (or of ``make demo``): every lab server that serves TLS by
+default has a certificate from it, and workspaces name its certificate as their ``ca_file``."""
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import ipaddress
+import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +67,8 @@ class LabCA:
         return self.files.cert
 
     def issue(self, stem: str, names: tuple[str, ...] = ("localhost", "127.0.0.1"), *,
-              days_valid: int = 365, expired: bool = False) -> CertFiles:
+              days_valid: int = 365, expired: bool = False, directory: Path | None = None) -> CertFiles:
+        """A server certificate signed by this CA, written to ``directory`` (default: the CA's own)."""
         key = _key()
         now = dt.datetime.now(dt.UTC)
         if expired:
@@ -86,7 +93,24 @@ class LabCA:
                            critical=False)
             .sign(self.key, hashes.SHA256())
         )
-        return _write(self.directory, stem, cert, key)
+        return _write(directory or self.directory, stem, cert, key)
+
+
+_session_ca: LabCA | None = None
+_session_ca_lock = threading.Lock()
+
+
+def lab_ca() -> LabCA:
+    """The lab CA of this process, created on first use and removed at exit."""
+    global _session_ca
+    with _session_ca_lock:
+        if _session_ca is None:
+            from tests.lab.base import lab_tempdir
+
+            directory = lab_tempdir("ca")
+            atexit.register(shutil.rmtree, directory, True)
+            _session_ca = LabCA(directory)
+        return _session_ca
 
 
 def self_signed(directory: Path, stem: str, names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> CertFiles:

@@ -101,9 +101,10 @@ def main() -> int:
         if WORKSPACE.exists():
             shutil.rmtree(WORKSPACE)
         for source in lab.sources.values():
-            print(f"  {source.ministry:<24} {source.server.config.name:<10} 127.0.0.1:{source.server.port}  "
+            print(f"  {source.ministry:<24} {source.server.config.name:<10} imaps://127.0.0.1:{source.server.tls_port}  "
                   f"{len(source.mailboxes)} mailboxes, {sum(b.messages for b in source.mailboxes)} messages")
-        print(f"  {'central host':<24} {'central':<10} 127.0.0.1:{lab.central.port}")
+        print(f"  {'central host':<24} {'central':<10} imaps://127.0.0.1:{lab.central.tls_port}")
+        print("  every server over TLS with a certificate from the lab CA (the workspace's lab-ca.crt)")
         print(f"workspace: {WORKSPACE}")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         env.pop("GOVMIGRATE_WORKSPACE", None)

@@ -7,6 +7,10 @@ Three shapes cover what the migration meets:
   ``INBOX.``, no SPECIAL-USE, and a short capability list (no STATUS=SIZE, LIST-STATUS, CONDSTORE);
 * ``central``: the central host on mdbox, with special-use Sent, Drafts, Trash, Junk and Archive
   auto-created, a master user and quota.
+
+Every server serves TLS unless told otherwise: an implicit-TLS listener (``tls_port``) and STARTTLS on the
+plain port, with a certificate for 127.0.0.1 and localhost from the session's lab CA (``ca_file``). Each
+has its own master password, with the server's name in it, so a leaked one says where it came from.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import ssl
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_hex
 
 from imapclient.imap_utf7 import encode as utf7_encode
 
 from tests.lab.base import LOOPBACK, LabError, ServerProcess, free_port, lab_tempdir, wait_for_port, which
-from tests.lab.certs import CertFiles
+from tests.lab.certs import CertFiles, lab_ca
 from tests.lab.corpus import CorpusMailbox
 
 LEGACY_CAPABILITY = "IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE IDLE NAMESPACE UIDPLUS CHILDREN"
@@ -37,7 +42,8 @@ class DovecotConfig:
     prefix: str = ""
     storage: str = "maildir"                       # maildir | mdbox
     master_user: str | None = "migrator"
-    master_password: str | None = "lab-master-secret"
+    #: Default: one of this server's own, e.g. ``lab-health-master-1a2b3c4d``.
+    master_password: str | None = None
     #: special-use attribute → folder name; declared in the config (auto-created when ``autocreate``).
     special_use: dict[str, str] = field(default_factory=dict)
     autocreate: bool = False
@@ -45,13 +51,19 @@ class DovecotConfig:
     capability: str | None = None
     quota_bytes: int | None = 10 * 1024**3
     max_mail_size: int | None = None               # refuse APPEND of bigger messages (central host)
-    tls: CertFiles | None = None                   # adds an implicit-TLS listener
+    #: True: a certificate from the lab CA; or these certificate files; False: no TLS at all. With TLS,
+    #: the plain port offers STARTTLS and ``tls_port`` speaks implicit TLS.
+    tls: CertFiles | bool = True
     #: Maildir layout override: "index" keeps names only in the index, so any character is allowed in a
     #: folder name (e.g. "/" on a "." server), as on some commercial servers.
     maildir_layout: str | None = None
     #: Answer failed logins at once: no failure delay (default 2 s) and no per-IP penalty that grows with
     #: every failure (up to 15 s). Keeps tests of refused logins quick.
     quick_auth_failures: bool = False
+
+    def __post_init__(self) -> None:
+        if self.master_user and self.master_password is None:
+            self.master_password = f"lab-{self.name}-master-{token_hex(4)}"
 
 
 def modern_source(name: str = "health", **kw) -> DovecotConfig:
@@ -79,7 +91,16 @@ class DovecotServer:
         self.users: dict[str, str] = dict(users or {})
         self.root = lab_tempdir(f"dovecot-{config.name}")
         self.port = free_port()
-        self.tls_port = free_port() if config.tls else None
+        #: The CA that issued this server's certificate (None without TLS or with certificates given).
+        self.ca_file: Path | None = None
+        self.certs: CertFiles | None = None
+        if config.tls is True:
+            ca = lab_ca()
+            self.certs = ca.issue(f"dovecot-{config.name}", directory=self.root / "tls")
+            self.ca_file = ca.ca_file
+        elif config.tls:
+            self.certs = config.tls
+        self.tls_port = free_port() if self.certs else None
         self.process: ServerProcess | None = None
         self._mail_uid, self._mail_gid, self._internal, self._login_user = self._accounts()
 
@@ -147,8 +168,8 @@ class DovecotServer:
                              "service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}\n")
         tls = "ssl = no\n"
         tls_listener = "  inet_listener imaps {\n    port = 0\n  }\n"
-        if c.tls:
-            tls = (f"ssl = yes\nssl_cert = <{c.tls.cert}\nssl_key = <{c.tls.key}\n"
+        if self.certs:
+            tls = (f"ssl = yes\nssl_cert = <{self.certs.cert}\nssl_key = <{self.certs.key}\n"
                    "ssl_min_protocol = TLSv1.2\n")
             tls_listener = (f"  inet_listener imaps {{\n    address = {LOOPBACK}\n    port = {self.tls_port}\n"
                             "    ssl = yes\n  }\n")

@@ -1,16 +1,25 @@
 """A whole lab programme: two Dovecot ministry sources of different layouts, the central host, their corpora,
-and a govmigrate workspace pointed at them. Used by the pytest fixtures and by ``make demo``."""
+and a govmigrate workspace pointed at them. Used by the pytest fixtures and by ``make demo``.
+
+Workspaces reach every lab server over verified TLS: implicit TLS on the server's TLS port, checked against
+the lab CA, whose certificate is copied into the workspace as ``lab-ca.crt``."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_hex
 
 import yaml
 
 from tests.lab import corpus
+from tests.lab.certs import lab_ca
 from tests.lab.dovecot import DovecotServer, central, legacy_source, modern_source
+
+#: Where a workspace keeps the lab CA's certificate (project files name it relative to themselves).
+CA_FILE = "lab-ca.crt"
 
 MODERN = "health"
 LEGACY = "education"
@@ -118,6 +127,9 @@ def ews_lab(ws: Path, boxes: list[corpus.CorpusMailbox], *, source_id: str = "fi
     with a workspace at ``ws`` whose only source is that Exchange server (Basic auth, impersonation)."""
     from tests.lab.ews import EwsResponder
 
+    ca = lab_ca()
+    responder_kw.setdefault("tls", ca.issue(f"ews-{source_id}-{token_hex(4)}"))
+    responder_kw.setdefault("service_password", f"lab-ews-{source_id}-{token_hex(4)}")
     responder = EwsResponder(boxes, **responder_kw).start()
     try:
         lab = Lab({}, start_central(), extra=[responder])
@@ -129,12 +141,15 @@ def ews_lab(ws: Path, boxes: list[corpus.CorpusMailbox], *, source_id: str = "fi
     write_workspace(ws, lab, sources=[])
     (ws / "users" / f"{source_id}.csv").write_text(corpus.user_list_csv(boxes))
     doc = yaml.safe_load((ws / "migration.yaml").read_text())
-    doc["sources"] = [{
-        "id": source_id, "ministry": ministry, "domains": [domain],
-        "server": {"type": "ews", "url": responder.url, "auth": "basic", "access": "impersonation",
-                   "user": responder.service_user,
-                   "password": _secret_file(ws, f"{source_id}-ews", responder.service_password), "timeout": 30},
-        "users": f"users/{source_id}.csv", "connections": 2}]
+    server = {"type": "ews", "url": responder.url, "auth": "basic", "access": "impersonation",
+              "user": responder.service_user,
+              "password": _secret_file(ws, f"{source_id}-ews", responder.service_password), "timeout": 30}
+    if responder.tls:
+        server["ca_file"] = _copy_ca(ws, ca.ca_file)
+    else:
+        server["allow_cleartext"] = True
+    doc["sources"] = [{"id": source_id, "ministry": ministry, "domains": [domain], "server": server,
+                       "users": f"users/{source_id}.csv", "connections": 2}]
     if waves:
         doc["waves"] = waves
     (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
@@ -151,6 +166,20 @@ def _secret_file(ws: Path, name: str, value: str) -> str:
     return f"file:secrets/{name}"
 
 
+def _copy_ca(ws: Path, ca_file: Path) -> str:
+    ws.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ca_file, ws / CA_FILE)
+    return CA_FILE
+
+
+def tls_settings(ws: Path, server: DovecotServer) -> dict:
+    """How a project file reaches this lab Dovecot: implicit TLS verified with the lab CA (copied into the
+    workspace); a server started without TLS is reached in clear text, opted into explicitly."""
+    if server.tls_port and server.ca_file:
+        return {"port": server.tls_port, "tls": "implicit", "ca_file": _copy_ca(ws, server.ca_file)}
+    return {"port": server.port, "tls": "none", "allow_cleartext": True}
+
+
 def source_entry(ws: Path, src: LabSource, **overrides) -> dict:
     server = src.server
     cfg = server.config
@@ -161,8 +190,7 @@ def source_entry(ws: Path, src: LabSource, **overrides) -> dict:
         "server": {
             "type": "imap",
             "host": "127.0.0.1",
-            "port": server.port,
-            "tls": "none",
+            **tls_settings(ws, server),
             "timeout": 30,
             "login": {"method": "master_user", "user": cfg.master_user,
                       "password": _secret_file(ws, f"{src.id}-master", cfg.master_password)},
@@ -193,7 +221,7 @@ def write_workspace(ws: Path, lab: Lab, *, sources: list[str] | None = None, ext
         "version": 1,
         "name": "govmigrate lab programme",
         "central": {
-            "imap": {"host": "127.0.0.1", "port": c.port, "tls": "none", "timeout": 30},
+            "imap": {"host": "127.0.0.1", **tls_settings(ws, c), "timeout": 30},
             "login": {"method": "master_user", "user": c.config.master_user,
                       "password": _secret_file(ws, "central-master", c.config.master_password)},
             "connections": 16,
