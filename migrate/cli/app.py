@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,22 @@ if TYPE_CHECKING:
     from migrate.core.store import Store
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich would exit 1 ("items failed" in our table); the error boundary ends such a run as other tools do.
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the reader of this output went away")
+
+
 def _console(stream) -> Console:
-    """Rich output; when redirected to a file or pipe, wide enough that tables are not cut to 80 columns."""
+    """Rich output; when redirected to a file or pipe, wide enough that tables are not cut to 80 columns.
+
+    Markup and emoji codes are off: what we print carries names from servers and user lists, and
+    "[/old]" or ":memo:" in them is data. Our own styling goes in ``style=`` or ``Text``.
+    """
     is_tty = hasattr(stream, "isatty") and stream.isatty()
-    return Console(file=stream, highlight=False, soft_wrap=True, width=None if is_tty else 200)
+    return _Console(file=stream, markup=False, emoji=False, highlight=False, soft_wrap=True,
+                    width=None if is_tty else 200)
 
 
 @dataclass

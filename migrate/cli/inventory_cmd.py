@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from migrate.cli.app import App, pass_app
-from migrate.cli.output import emit_csv, emit_json, human_bytes, output_options
+from migrate.cli.output import emit_csv, emit_json, emit_table, human_bytes, output_options
 from migrate.cli.progress import progress_for
 from migrate.core.errors import ExitCode
 from migrate.reports.inventory import (
@@ -29,6 +27,7 @@ MAILBOX_COLUMNS = [("email", "mailbox"), ("status", "status"), ("folders", "fold
                    ("newest", "newest"), ("quota", "quota")]
 FOLDER_COLUMNS = [("email", "mailbox"), ("folder", "folder"), ("special_use", "special use"),
                   ("messages", "messages>"), ("size", "size>"), ("error", "error")]
+NO_WRAP = ("email", "folder")  # addresses and folder names are read whole
 
 source_option = click.option(
     "-s", "--source", "source_ids", multiple=True, metavar="ID",
@@ -124,20 +123,6 @@ def _render(app: App, sections: list[SourceSection], fmt: str, *, with_folders: 
                           markup=False, highlight=False)
 
 
-def _emit_table(out: Console, title: str, columns: list[tuple[str, str]], rows: list[dict[str, Any]],
-                footer: dict[str, Any] | None = None) -> None:
-    """Headings ending in '>' are right-aligned numbers; addresses and folder names never wrap."""
-    table = Table(title=title, title_justify="left", show_footer=footer is not None)
-    for key, heading in columns:
-        right = heading.endswith(">")
-        table.add_column(heading.rstrip(">"), justify="right" if right else "left",
-                         no_wrap=key in ("email", "folder") or right,
-                         footer="" if footer is None else str(footer.get(key, "")))
-    for row in rows:
-        table.add_row(*("" if row.get(key) is None else str(row.get(key)) for key, _ in columns))
-    out.print(table)
-
-
 def _table(app: App, section: SourceSection, *, with_folders: bool) -> None:
     out = app.out
     out.print(f"{section.ministry} ({section.id})", markup=False, highlight=False, style="bold")
@@ -147,7 +132,7 @@ def _table(app: App, section: SourceSection, *, with_folders: bool) -> None:
         rows = [{"email": m.email, "folder": f["name"], "special_use": f["special_use"] or "",
                  "messages": f["messages"], "size": human_bytes(f["bytes"]), "error": f["error"] or ""}
                 for m in section.mailboxes for f in m.folder_list]
-        _emit_table(out, f"{section.ministry}: folders", FOLDER_COLUMNS, rows)
+        emit_table(app, f"{section.ministry}: folders", FOLDER_COLUMNS, rows, no_wrap=NO_WRAP)
         out.print("")
         return
     t = section.totals
@@ -156,8 +141,8 @@ def _table(app: App, section: SourceSection, *, with_folders: bool) -> None:
               "folders": t.folders, "messages": t.messages, "size": human_bytes(t.bytes),
               "largest": human_bytes(t.largest), "oldest": (t.oldest or "")[:10], "newest": (t.newest or "")[:10],
               "quota": human_bytes(t.quota_used) if t.quota_used else ""}
-    _emit_table(out, f"{section.ministry}: mailboxes", MAILBOX_COLUMNS,
-                [_mailbox_row(m) for m in section.mailboxes], footer)
+    emit_table(app, f"{section.ministry}: mailboxes", MAILBOX_COLUMNS, [_mailbox_row(m) for m in section.mailboxes],
+               footer=footer, no_wrap=NO_WRAP)
     by_reason: dict[str, list[str]] = {}
     for m in section.mailboxes:
         if m.error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -32,6 +33,8 @@ class GovmigrateGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             result = super().invoke(ctx)
+        except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as other tools do
+            ctx.exit(_end_on_broken_pipe())
         except click.exceptions.Exit as exc:
             if exc.exit_code == 0 and _warned(ctx):
                 raise click.exceptions.Exit(int(ExitCode.PARTIAL))
@@ -81,6 +84,22 @@ def _report_error(ctx: click.Context, exc: MigrateError) -> None:
         log.error(exc.message)
 
 
+#: What shells report for a tool killed by SIGPIPE; Python ignores that signal, so we exit with it ourselves.
+BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
+
+
+def _end_on_broken_pipe() -> int:
+    """Points stdout at /dev/null, so that what is still buffered goes nowhere instead of raising again at
+    interpreter exit ("Exception ignored ... BrokenPipeError"); returns the exit status to end with."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout has no file descriptor (an in-process test runner)
+        pass
+    return BROKEN_PIPE_EXIT
+
+
 def _sigterm_to_interrupt(signum, frame):  # SIGTERM stops as cleanly as Ctrl-C
     raise KeyboardInterrupt
 
@@ -128,4 +147,11 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
-    sys.exit(cli.main(prog_name="govmigrate"))
+    try:
+        cli.main(prog_name="govmigrate")  # always ends in SystemExit
+    except SystemExit as end:
+        try:
+            sys.stdout.flush()  # the last buffered output: a reader that left shows up here, not at exit
+        except BrokenPipeError:
+            sys.exit(_end_on_broken_pipe())
+        raise end

@@ -1,4 +1,8 @@
-"""Shared output switches for listing commands: a rich table by default, ``--json`` or ``--csv`` on stdout."""
+"""Shared output switches for listing commands: a rich table by default, ``--json`` or ``--csv`` on stdout.
+
+Everything shown here may hold names from a ministry's server or user list, so data meets rich only through
+:func:`plain` and meets a spreadsheet only through :func:`csv_cell`.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,20 @@ import csv
 import functools
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from migrate.cli.app import App
 from migrate.reports.units import human_bytes
 
-__all__ = ["emit_csv", "emit_json", "emit_table", "human_bytes", "output_options"]
+__all__ = ["csv_cell", "emit_csv", "emit_json", "emit_table", "human_bytes", "output_options", "plain"]
+
+#: OWASP's CSV-injection advice: a cell starting with one of these may run as a formula in a spreadsheet.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def output_options(func: Callable) -> Callable:
@@ -39,7 +47,26 @@ def emit_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
     writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _cell(row.get(k)) for k in columns})
+        writer.writerow({k: csv_cell(row.get(k)) for k in columns})
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: text that could start a formula gets a leading ``'``.
+
+    Only strings: numbers stay numbers, so a negative count is still a number in the spreadsheet.
+    """
+    value = _cell(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def plain(value: Any, style: str = "") -> Text:
+    """``value`` as text rich shows exactly: never read as markup (``[/old]``) or an emoji code (``:memo:``).
+
+    Our own words may carry a ``style``; the characters of the data are never interpreted.
+    """
+    return Text(str(_cell(value)), style=style)
 
 
 def _cell(value: Any) -> Any:
@@ -49,14 +76,15 @@ def _cell(value: Any) -> Any:
 
 
 def emit_table(app: App, title: str | None, columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]],
-               *, footer: dict[str, Any] | None = None) -> None:
-    """``columns``: (key, heading) pairs; headings ending in '>' are right-aligned numbers."""
-    table = Table(title=title, show_footer=footer is not None, title_justify="left")
+               *, footer: dict[str, Any] | None = None, no_wrap: Collection[str] = ()) -> None:
+    """``columns``: (key, heading) pairs; headings ending in '>' are right-aligned numbers, which never wrap,
+    nor do the columns named in ``no_wrap``."""
+    table = Table(title=plain(title) if title else None, show_footer=footer is not None, title_justify="left")
     for key, heading in columns:
         right = heading.endswith(">")
-        table.add_column(heading.rstrip(">"), justify="right" if right else "left",
-                         footer=str(_cell(footer.get(key))) if footer else "")
+        table.add_column(plain(heading.rstrip(">")), justify="right" if right else "left",
+                         no_wrap=right or key in no_wrap, footer=plain(footer.get(key)) if footer else "")
     for row in rows:
-        table.add_row(*(str(_cell(row.get(key))) for key, _ in columns))
+        table.add_row(*(plain(row.get(key)) for key, _ in columns))
     app.out.print(table)
 

@@ -22,8 +22,10 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from migrate.cli.app import App
+from migrate.cli.output import plain
 from migrate.core.progress import ProgressEvent, ProgressSink
 
 log = logging.getLogger("migrate.progress")
@@ -37,6 +39,7 @@ class LiveProgress:
         self.unit = unit
         self.max_lines = max_lines
         self._lock = threading.Lock()
+        # Descriptions are mailbox addresses and source ids: shown as they are, never read as markup.
         columns = [TextColumn("{task.description}", markup=False), BarColumn(bar_width=30)]
         if unit == "bytes":
             columns += [DownloadColumn(binary_units=False), TransferSpeedColumn(),
@@ -78,9 +81,10 @@ class LiveProgress:
             if self.unit != "bytes" and e.kind in ("done", "failed") and e.subject:
                 p.update(self.overall, advance=1)
             if e.kind == "failed":
-                p.console.print(f"[red]failed[/red] {e.subject}: {e.detail}", markup=True, highlight=False)
+                # The reason is often the server's own words: a "[/x]" in it must neither vanish nor end the run.
+                p.console.print(Text.assemble(plain("failed", style="red"), " ", plain(f"{e.subject}: {e.detail}")))
         elif e.kind == "note":
-            p.console.print(e.detail, markup=False, highlight=False)
+            p.console.print(plain(e.detail))
 
 
 @contextmanager
