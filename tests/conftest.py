@@ -72,6 +72,13 @@ def example_workspace(tmp_path: Path, govmigrate: Runner) -> Path:
     return ws
 
 
+@pytest.fixture
+def example_secrets(monkeypatch) -> None:
+    """The example project file's secret variables set, so that `check` has nothing to warn about."""
+    for name in ("CENTRAL", "HEALTH", "FINANCE"):
+        monkeypatch.setenv(f"GOVMIGRATE_{name}_PASSWORD", f"example-{name.lower()}-password")
+
+
 def copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst)
 

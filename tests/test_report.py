@@ -92,7 +92,7 @@ def test_a_wave_without_a_date_has_no_completion(tmp_path, govmigrate):
 def test_copy_longer_than_the_window_pushes_the_completion(tmp_path, govmigrate):
     ws = make_workspace(tmp_path / "ws", {"health": [("big@health.gov.bz", "", 90_000 * MB)]},
                         waves={"default_rate_mb_s": 1, "window": {"hours": 6}, "pilot": {"count": 0}})
-    generate(govmigrate, ws, "--first-date", "2030-06-01")
+    generate(govmigrate, ws, "--first-date", "2030-06-01", expect=1)  # it warns: the copy outlasts the window
     assert plan_doc(ws, "wave-01")["window"]["hours"] == 6
     wave = report(ws, dt.datetime(2030, 5, 1)).waves[0]
     assert wave.remaining_hours == 25.0

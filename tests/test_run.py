@@ -143,7 +143,7 @@ def test_1_inventory_and_plan_a_pilot_and_two_ministries(govmigrate, programme):
 def test_2_the_pilot_prestage_copies_everything_once_approved(govmigrate, programme):
     lab, ws = programme
     g(govmigrate, ws, "run", "pilot", expect=int(ExitCode.NOT_APPROVED))
-    early = g(govmigrate, ws, "run", "pilot", "--dry-run")   # a dry run helps the review before approval
+    early = g(govmigrate, ws, "run", "pilot", "--dry-run", expect=1)  # helps the review before approval; warns
     assert "not approved (a dry run goes ahead" in early.stderr
     g(govmigrate, ws, "plan", "approve", "pilot", env={"GOVMIGRATE_ACTOR": "it.director"})
     dry = run_json(govmigrate, ws, "pilot", "--dry-run")

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,9 +14,9 @@ import yaml
 from migrate.core.errors import ExitCode, SecretError
 from migrate.core.secrets import SecretRef, SecretTooShort, redact, resolve
 from tests.lab import scenario
-from tests.lab.base import LOOPBACK
 from tests.lab.certs import LabCA
 from tests.lab.inspect import as_comparable, expected_central, read_mailbox
+from tests.lab.proxy import RecordingProxy
 
 FIRST_DATE = "2099-01-05"
 PARTIAL = int(ExitCode.PARTIAL)
@@ -110,58 +108,13 @@ def test_starttls_on_the_plain_port_is_used_and_verified(tmp_path, govmigrate):
 
 # -- a server that does not offer STARTTLS never gets the password -----------------------------------------
 
-class RecordingProxy:
-    """A TCP relay on 127.0.0.1 that keeps every byte the client sends. With ``strip_starttls`` it removes
-    STARTTLS from what the server says, as a man in the middle downgrading the connection would."""
-
-    def __init__(self, target_port: int, *, strip_starttls: bool = False) -> None:
-        self.target_port = target_port
-        self.strip_starttls = strip_starttls
-        self.sent = bytearray()
-        self._lock = threading.Lock()
-        self.listener = socket.create_server((LOOPBACK, 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection((LOOPBACK, self.target_port))
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if from_client:
-                    with self._lock:
-                        self.sent += data
-                elif self.strip_starttls:
-                    data = data.replace(b" STARTTLS", b"")
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 @pytest.mark.parametrize("how", ["server-without-tls", "starttls-stripped-in-transit"])
 def test_a_server_that_does_not_offer_starttls_gets_no_login(tmp_path, govmigrate, how):
     ws = tmp_path / "ws"
     source_kw = {"tls": False} if how == "server-without-tls" else {}
     lab, (box,) = scenario.small_lab(ws, seed="tls-nostarttls", messages=4, source_kw=source_kw)
     source = lab.sources["health"].server
-    proxy = RecordingProxy(source.port, strip_starttls=how == "starttls-stripped-in-transit")
+    proxy = RecordingProxy(source.port, rewrite={b" STARTTLS": b""} if how == "starttls-stripped-in-transit" else None)
     try:
         edit_server(ws, port=proxy.port, tls="starttls", ca_file="lab-ca.crt", allow_cleartext=False)
         since = source.log_path.stat().st_size
@@ -197,7 +150,8 @@ def _line_of(path: Path, needle: str) -> int:
     raise AssertionError(needle)
 
 
-def test_tls_none_is_refused_by_check_unless_the_server_allows_cleartext(govmigrate, example_workspace):
+def test_tls_none_is_refused_by_check_unless_the_server_allows_cleartext(govmigrate, example_workspace,
+                                                                        example_secrets):
     project = example_workspace / "migration.yaml"
     _edit(project, "    tls: implicit              # implicit (IMAPS) | starttls | none", "    tls: none")
     _edit(project, "      tls: implicit\n", "      tls: none\n")
@@ -218,7 +172,7 @@ def test_tls_none_is_refused_by_check_unless_the_server_allows_cleartext(govmigr
 
 @pytest.mark.parametrize("auth", ["basic", "ntlm"])
 def test_an_http_ews_url_is_refused_by_check_unless_the_server_allows_cleartext(govmigrate, example_workspace,
-                                                                                 auth):
+                                                                                 auth, example_secrets):
     project = example_workspace / "migration.yaml"
     _edit(project, "url: https://owa.finance.gov.bz", "url: http://owa.finance.gov.bz")
     _edit(project, "      auth: ntlm ", f"      auth: {auth} ")
@@ -239,7 +193,8 @@ def test_a_url_holding_a_password_is_refused_without_repeating_it(govmigrate, ex
     assert "Winter2027-Secret" not in result.stdout + result.stderr
 
 
-def test_a_secret_too_short_to_mask_is_refused(govmigrate, example_workspace, monkeypatch, tmp_path):
+def test_a_secret_too_short_to_mask_is_refused(govmigrate, example_workspace, monkeypatch, tmp_path,
+                                               example_secrets):
     project = example_workspace / "migration.yaml"
     line = _line_of(project, "password: env:GOVMIGRATE_CENTRAL_PASSWORD")
     monkeypatch.setenv("GOVMIGRATE_CENTRAL_PASSWORD", "pw12345")  # 7 characters
@@ -270,9 +225,11 @@ def test_sync_over_cleartext_works_only_with_the_opt_in(tmp_path, govmigrate):
         assert "sources[0].server.tls: tls: none sends the login password" in result.stderr
         assert not any(f.messages for f in read_mailbox(lab.central, box.email).values())
         edit_server(ws, allow_cleartext=True)
-        # Exit 0, or 1 if the warning that this host is reached in clear text counts as a warning.
-        result = govmigrate("-w", ws, "sync", box.email, "--json", expect=None)
-        assert result.exit_code in (0, PARTIAL)
+        # Allowed: it works, and it says, once per server, that this host is reached in clear text. That is a
+        # log line about a choice the project file made, not a problem with this run: exit 0.
+        result = govmigrate("-w", ws, "sync", box.email, "--json")
+        assert result.stderr.count("no TLS, as allow_cleartext permits") == 1, result.stderr
+        assert "source health" in result.stderr
         rows = json.loads(result.stdout)
         assert rows[0]["result"] == "ok" and rows[0]["copied"] == box.messages
     finally:

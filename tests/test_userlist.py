@@ -106,7 +106,8 @@ def test_control_characters_in_login_or_display_name_are_refused(tmp_path, field
     assert [e.email for e in entries] == ["ben.ortiz@health.gov.bz", "cy.ng@health.gov.bz"]
 
 
-def test_check_accepts_a_semicolon_file_with_bom_and_crlf_and_names_a_bad_row(govmigrate, example_workspace):
+def test_check_accepts_a_semicolon_file_with_bom_and_crlf_and_names_a_bad_row(govmigrate, example_workspace,
+                                                                            example_secrets):
     users = example_workspace / "users" / "health.csv"
     rows = [line.replace(",", ";") for line in users.read_text().splitlines()]
     users.write_bytes(("\ufeff" + "\r\n".join(rows) + "\r\n").encode())

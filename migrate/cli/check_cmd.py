@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from migrate.cli.app import App, pass_app
+from migrate.core.config import user_password_problems
 from migrate.core.errors import ValidationFailed
 from migrate.core.userlist import read_user_list
 
@@ -27,11 +28,19 @@ def command(app: App) -> None:
                                         source_id=source.id, needs_password=needs_password)
         problems.extend(found)
         total_users += len(entries)
+        filename = str(project.resolve_path(source.users))
+        for entry in entries if needs_password else ():
+            if entry.password_ref and entry.password_ref != "prompt":
+                problems.extend(user_password_problems(project, entry.password_ref, filename, entry.line))
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise ValidationFailed(f"{ws.project_file} and its user lists", problems)
+    notes = [p for p in problems if p.severity == "note"]
+    problems = [p for p in problems if p.severity != "note"]
     for warning in problems:
         app.warn(str(warning))
+    for note in notes:
+        app.info(f"note: {note}")
     sources = project.config.sources
     app.out.print(f"{ws.project_file}: ok — {len(sources)} source{'s' if len(sources) != 1 else ''}, "
                   f"{total_users} mailbox{'es' if total_users != 1 else ''}"

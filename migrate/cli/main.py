@@ -76,7 +76,8 @@ def _report_error(ctx: click.Context, exc: MigrateError) -> None:
         click.echo(redact(traceback.format_exc()), err=True)
     if isinstance(exc, ValidationFailed):
         for problem in exc.problems:
-            click.echo(redact(str(problem)) + ("  (warning)" if problem.severity == "warning" else ""), err=True)
+            suffix = f"  ({problem.severity})" if problem.severity != "error" else ""
+            click.echo(redact(str(problem)) + suffix, err=True)
     click.echo(f"error: {redact(exc.message)}", err=True)
     if exc.hint:
         click.echo(f"hint: {redact(exc.hint)}", err=True)

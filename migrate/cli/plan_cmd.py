@@ -181,8 +181,8 @@ def show(app: App, wave: str | None, as_json: bool) -> None:
                          ("notes", wp.data.notes or "")):
         if value:
             out.print(f"  {label}: {value}", markup=False, highlight=False)
-    for w in row["warnings"]:
-        app.warn(w)
+    for w in row["warnings"]:  # facts of the plan shown, not a fault of this command: data, on stdout
+        out.print(f"  warning: {w}", markup=False, highlight=False)
     emit_table(app, None, [("email", "mailbox"), ("name", "name"), ("source", "source"), ("messages", "messages>"),
                            ("size", "size>"), ("flags", "flags"), ("state", "state")],
                [{**m, "size": human_bytes(m["bytes"])} for m in members])
@@ -281,8 +281,8 @@ def approve(app: App, waves: tuple[str, ...]) -> None:
         app.out.print(f"{wave_id}: approved by {row.approved_by} — {len(data.mailboxes)} mailboxes, "
                       f"{human_bytes(facts.bytes)}, window {_window(data)}, sha256 {wp.hash[:12]}",
                       markup=False, highlight=False)
-        for w in facts.warnings:
-            app.warn(f"{wave_id}: {w}")
+        for w in facts.warnings:  # what the approver approved with: part of the record, on stdout
+            app.out.print(f"  warning: {w}", markup=False, highlight=False)
 
 
 @command.command("move")
@@ -310,5 +310,5 @@ def move(app: App, user: str, to_wave: str) -> None:
     app.out.print(f"moved {moved.email} from {moved.from_wave or 'no wave'} to {to_wave}; rewritten: "
                   f"{', '.join(moved.changed)}", markup=False, highlight=False)
     if moved.state not in ("new", "planned"):
-        app.warn(f"{moved.email} is {moved.state}: its progress goes with it to {to_wave}")
+        app.info(f"{moved.email} is {moved.state}: its progress goes with it to {to_wave}")
     app.info(f"approve the changed waves again: govmigrate plan approve {' '.join(moved.changed)}")

@@ -467,22 +467,56 @@ def secret_refs(config: ProjectConfig) -> list[tuple[tuple, str]]:
 
 def check_secret_refs(project: Project, located: Located | None = None) -> list[Problem]:
     """Warnings for references that do not resolve yet (``check`` must not fail on an unset variable),
-    and errors for values that resolve but are too short to be passwords."""
-    from migrate.core.errors import SecretError
-    from migrate.core.secrets import SecretTooShort, resolve
-
+    errors for values that resolve but are too short to be passwords, and notes on non-ASCII ones."""
     problems = []
     filename = str(project.path)
     for path, ref in secret_refs(project.config):
         if ref == "prompt":
             continue
-        try:
-            resolve(SecretRef(ref), base_dir=project.base_dir, label=dotted(path))
-        except SecretError as exc:
-            line = located.line_of(path) if located else None
-            problems.append(Problem(filename, line, dotted(path), f"{exc.message.split(': ', 1)[-1]}",
-                                    "error" if isinstance(exc, SecretTooShort) else "warning"))
+        line = located.line_of(path) if located else None
+        problems.extend(_secret_problems(project, ref, filename, line, dotted(path),
+                                         lambda value, path=path: _non_ascii(project.config, path, value)))
     return problems
+
+
+def user_password_problems(project: Project, entry_ref: str, filename: str, line: int) -> list[Problem]:
+    """The same checks for one user's own password (a reference in a user list)."""
+    return _secret_problems(project, entry_ref, filename, line, "password",
+                            lambda value: (_IMAP_NON_ASCII, "note"))
+
+
+def _secret_problems(project: Project, ref: str, filename: str, line: int | None, field: str,
+                     non_ascii) -> list[Problem]:
+    from migrate.core.errors import SecretError
+    from migrate.core.secrets import SecretTooShort, resolve
+
+    try:
+        value = resolve(SecretRef(ref), base_dir=project.base_dir, label=field).reveal()
+    except SecretError as exc:
+        return [Problem(filename, line, field, f"{exc.message.split(': ', 1)[-1]}",
+                        "error" if isinstance(exc, SecretTooShort) else "warning")]
+    if not value.isascii():
+        return [Problem(filename, line, field, *non_ascii(value))]
+    return []
+
+
+_IMAP_NON_ASCII = ("holds non-ASCII characters, which IMAP LOGIN cannot carry: govmigrate logs in with "
+                   "AUTHENTICATE PLAIN (UTF-8, RFC 4616) instead, so the server must offer AUTH=PLAIN (the "
+                   "inventory's probe shows its capabilities)")
+
+
+def _non_ascii(config: ProjectConfig, path: tuple, value: str) -> tuple[str, str]:
+    """What a password with non-ASCII characters means for the server it is sent to: (message, severity)."""
+    if path[0] == "sources" and isinstance(config.sources[path[1]].server, EwsServer):
+        server = config.sources[path[1]].server
+        if server.auth == "basic":
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                return ("holds characters HTTP Basic authentication cannot carry (only Latin-1); the EWS login "
+                        "would fail: use auth: ntlm or another password"), "error"
+        return "holds non-ASCII characters; the EWS login sends them as the server expects", "note"
+    return _IMAP_NON_ASCII, "note"
 
 
 def load_project(path: Path) -> Project:

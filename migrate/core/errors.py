@@ -45,7 +45,7 @@ class Problem:
     line: int | None
     field: str
     message: str
-    severity: str = "error"  # or "warning"
+    severity: str = "error"  # or "warning", or "note" (worth knowing, nothing wrong)
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file

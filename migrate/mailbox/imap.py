@@ -177,8 +177,21 @@ def guarded(method):
     return wrapper
 
 
+_cleartext_warned: set[tuple[str, int]] = set()
+
+
+def warn_cleartext(label: str, where: tuple[str, int], what: str) -> None:
+    """Once per server and process: the project file allowed clear text there (allow_cleartext: true)."""
+    if where not in _cleartext_warned:
+        _cleartext_warned.add(where)
+        log.warning("%s (%s:%s): no TLS, as allow_cleartext permits: %s and every message cross the network in "
+                    "clear text", label, where[0], where[1], what)
+
+
 def connect(endpoint: Endpoint) -> IMAPClient:
     """Open the connection (TLS as configured), not yet logged in."""
+    if endpoint.tls == "none":  # refused by the project-file checks unless the server's entry opts in
+        warn_cleartext(endpoint.label, (endpoint.host, endpoint.port), "the login password")
     try:
         if endpoint.tls == "implicit":
             client = IMAPClient(endpoint.host, port=endpoint.port, ssl=True, ssl_context=tls_context(endpoint),

@@ -60,6 +60,8 @@ class DovecotConfig:
     #: Answer failed logins at once: no failure delay (default 2 s) and no per-IP penalty that grows with
     #: every failure (up to 15 s). Keeps tests of refused logins quick.
     quick_auth_failures: bool = False
+    #: SASL mechanisms offered; "login" alone means no AUTH=PLAIN (an older server's look).
+    auth_mechanisms: str = "plain login"
 
     def __post_init__(self) -> None:
         if self.master_user and self.master_password is None:
@@ -181,7 +183,7 @@ log_path = {self.log_path}
 protocols = imap
 listen = {LOOPBACK}
 {tls}disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {c.auth_mechanisms}
 auth_master_user_separator = *
 auth_cache_size = 0
 {failure_delay}default_internal_user = {self._internal}

@@ -829,9 +829,14 @@ class _Handler(BaseHTTPRequestHandler):
         if not header.lower().startswith("basic "):
             return False
         try:
-            user, _, password = base64.b64decode(header[6:].strip()).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+            raw = base64.b64decode(header[6:].strip())
+        except binascii.Error:
             return False
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:  # as IIS does: the server's code page (Latin-1 here) when it is not UTF-8
+            text = raw.decode("latin-1")
+        user, _, password = text.partition(":")
         r = self.responder
         return user.lower() == r.service_user.lower() and password == r.service_password
 

@@ -99,3 +99,52 @@ class FlakyProxy:
             except OSError:
                 pass
             s.close()
+
+
+class RecordingProxy:
+    """A TCP relay on 127.0.0.1 that keeps every byte the client sends (``sent``). ``rewrite`` replaces bytes in
+    what the server says, as a man in the middle would (e.g. ``{b" STARTTLS": b""}`` to downgrade a
+    connection, ``{b" AUTH=PLAIN": b""}`` to hide a mechanism)."""
+
+    def __init__(self, target_port: int, *, rewrite: dict[bytes, bytes] | None = None) -> None:
+        self.target_port = target_port
+        self.rewrite = dict(rewrite or {})
+        self.sent = bytearray()
+        self._lock = threading.Lock()
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection((LOOPBACK, self.target_port))
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if from_client:
+                    with self._lock:
+                        self.sent += data
+                else:
+                    for old, new in self.rewrite.items():
+                        data = data.replace(old, new)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+    stop = cleanup = close
