@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from migrate.core.store import open_store
 from tests.lab import corpus, scenario
@@ -57,7 +58,21 @@ def wait_until_landed(proc: subprocess.Popen, lab: Lab, boxes: list[corpus.Corpu
     return False
 
 
+def assert_records_complete(ws: Path, boxes: list[corpus.CorpusMailbox]) -> None:
+    """After a resume the store is whole: nothing left pending, every copy knows where it landed."""
+    store = open_store(ws / "state.db")
+    try:
+        records = [r for m in store.mailboxes() for f in store.folders(m.id) for r in store.message_records(f.id)]
+    finally:
+        store.close()
+    assert not [r for r in records if r.state == "pending"], "interrupted copies left pending"
+    copied = [r for r in records if r.state == "copied"]
+    assert len(copied) == sum(b.messages for b in boxes)
+    assert all(r.dest_uid for r in copied), "a copy without its destination UID"
+
+
 def assert_exact(ws: Path, lab: Lab, boxes: list[corpus.CorpusMailbox]) -> None:
+    assert_records_complete(ws, boxes)
     result = govmigrate(ws, "verify", "--all", "--deep", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     for row in json.loads(result.stdout):
@@ -95,11 +110,18 @@ def test_sigkill_at_random_moments_never_duplicates(crash_lab):
     """Kills from outside at moments the engine does not choose, several times in a row."""
     lab, ws, boxes = crash_lab
     total = sum(b.messages for b in boxes)
+    # A bandwidth cap keeps the copy slow enough that every kill lands while messages are still moving.
+    doc = yaml.safe_load((ws / "migration.yaml").read_text())
+    doc["sources"][0]["bandwidth"] = "4 MB/s"
+    (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
     for threshold in (total // 5, total // 2, (3 * total) // 4):
         proc = start_govmigrate(ws, "sync", "--all")
-        wait_until_landed(proc, lab, boxes, threshold)
+        assert wait_until_landed(proc, lab, boxes, threshold), "the sync ended before the kill: it proved nothing"
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+        landed = sum(len(f.messages) for b in boxes for f in read_mailbox(lab.central, b.email).values())
+        assert threshold <= landed < total, "the kill must land in the middle of the copy"
     resumed = govmigrate(ws, "sync", "--all")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert_exact(ws, lab, boxes)

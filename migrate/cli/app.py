@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
+from migrate.core.secrets import RedactingWriter
 from migrate.core.workspace import Workspace, open_workspace
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def _console(stream) -> Console:
     "[/old]" or ":memo:" in them is data. Our own styling goes in ``style=`` or ``Text``.
     """
     is_tty = hasattr(stream, "isatty") and stream.isatty()
-    return _Console(file=stream, markup=False, emoji=False, highlight=False, soft_wrap=True,
+    return _Console(file=RedactingWriter(stream), markup=False, emoji=False, highlight=False, soft_wrap=True,
                     width=None if is_tty else 200)
 
 

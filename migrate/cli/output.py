@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from migrate.cli.app import App
+from migrate.core.secrets import RedactingWriter, redact
 from migrate.reports.units import human_bytes
 
 __all__ = ["csv_cell", "emit_csv", "emit_json", "emit_table", "human_bytes", "output_options", "plain"]
@@ -39,12 +40,11 @@ def output_options(func: Callable) -> Callable:
 
 
 def emit_json(doc: Any) -> None:
-    json.dump(doc, sys.stdout, indent=2, ensure_ascii=False, default=str)
-    sys.stdout.write("\n")
+    sys.stdout.write(redact(json.dumps(doc, indent=2, ensure_ascii=False, default=str)) + "\n")
 
 
 def emit_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(RedactingWriter(sys.stdout), fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: csv_cell(row.get(k)) for k in columns})

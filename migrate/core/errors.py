@@ -59,9 +59,14 @@ class MigrateError(Exception):
     exit_code: ExitCode = ExitCode.INTERNAL
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        # Every error a user sees or the store keeps passes the redactor here, once: a secret that slipped
+        # into a message (a server echoing a line, a URL) is masked wherever the message goes.
+        from migrate.core.secrets import redact
+
+        message = redact(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = redact(hint) if hint else hint
 
 
 class UsageError(MigrateError):

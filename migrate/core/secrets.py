@@ -163,3 +163,18 @@ def redact(text: str) -> str:
     if pattern is None or not text:
         return text
     return pattern.sub(MASK, text)
+
+
+class RedactingWriter:
+    """A text stream whose every write passes :func:`redact`: the CLI's stdout and stderr, so that what a
+    command prints is masked at one point, like what it logs."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
