@@ -838,6 +838,8 @@ class _MailboxPass:
             self.store.record_pending(state.id, [(*_cols(item.key), fp, item.size, _flagstr(item.flags))], next_uid)
 
             def stream() -> Iterator[bytes]:
+                if self.limiter:
+                    self.limiter.consume(len(first))
                 yield first
                 _crashpoint("mid-stream")
                 for piece in chunks:
