@@ -91,9 +91,10 @@ def mbsync_config(path: Path, source: DovecotServer, center: DovecotServer, boxe
     names = []
     for i, box in enumerate(boxes):
         for side, server, user in (("far", source, box.login), ("near", center, box.email)):
-            lines += [f"IMAPAccount {side}{i}", "Host 127.0.0.1", f"Port {server.port}",
+            # Over verified TLS, as govmigrate goes: the comparison is like for like.
+            lines += [f"IMAPAccount {side}{i}", "Host 127.0.0.1", f"Port {server.tls_port}",
                       f"User {user}*{server.config.master_user}", f"Pass {server.config.master_password}",
-                      "SSLType None", "AuthMechs LOGIN", "",
+                      "SSLType IMAPS", f"CertificateFile {server.ca_file}", "AuthMechs LOGIN", "",
                       f"IMAPStore {side}{i}-store", f"Account {side}{i}", ""]
         lines += [f"Channel ch{i}", f"Far :far{i}-store:", f"Near :near{i}-store:", "Patterns *", "Create Near",
                   "Sync Pull", "Expunge None", "CopyArrivalDate yes", f"SyncState {state}/ch{i}/", ""]
