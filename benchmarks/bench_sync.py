@@ -91,8 +91,9 @@ def mbsync_config(path: Path, source: DovecotServer, center: DovecotServer, boxe
     names = []
     for i, box in enumerate(boxes):
         for side, server, user in (("far", source, box.login), ("near", center, box.email)):
-            # Over verified TLS, as govmigrate goes: the comparison is like for like.
-            lines += [f"IMAPAccount {side}{i}", "Host 127.0.0.1", f"Port {server.tls_port}",
+            # Over verified TLS, as govmigrate goes: the comparison is like for like. (localhost: mbsync matches
+            # the certificate by DNS name only, and the lab certificate names both.)
+            lines += [f"IMAPAccount {side}{i}", "Host localhost", f"Port {server.tls_port}",
                       f"User {user}*{server.config.master_user}", f"Pass {server.config.master_password}",
                       "SSLType IMAPS", f"CertificateFile {server.ca_file}", "AuthMechs LOGIN", "",
                       f"IMAPStore {side}{i}-store", f"Account {side}{i}", ""]
