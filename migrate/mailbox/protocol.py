@@ -371,13 +371,7 @@ def multiappend(client: IMAPClient, folder: str, messages: Sequence[Appendable],
             imap.send(head)
             _send_literal_header(client, tag, len(msg.raw), literal_plus)
             imap.send(msg.raw)
-        imap.send(b"\r\n")
-        try:
-            data = _complete(client, "APPEND", tag)
-        except CommandFailed:
-            if literal_plus:
-                abandon(client)
-            raise
+        data = _end_append(client, tag, literal_plus)
     return _appenduid(data, len(messages))
 
 
@@ -405,14 +399,20 @@ def append_stream(client: IMAPClient, folder: str, flags: tuple[str, ...], inter
             _send_literal_header(client, tag, size, literal_plus)
         if sent != size:
             raise ConnectionAbortedError(f"message changed size while streaming ({sent} of {size} bytes)")
-        imap.send(b"\r\n")
-        try:
-            data = _complete(client, "APPEND", tag)
-        except CommandFailed:
-            if literal_plus:
-                abandon(client)
-            raise
+        data = _end_append(client, tag, literal_plus)
     return _appenduid(data, 1)
+
+
+def _end_append(client: IMAPClient, tag: bytes, literal_plus: bool) -> list:
+    """End an APPEND and read its reply. A refusal after LITERAL+ literals were sent closes the session: the
+    server may have stopped reading in the middle of them."""
+    client._imap.send(b"\r\n")
+    try:
+        return _complete(client, "APPEND", tag)
+    except CommandFailed:
+        if literal_plus:
+            abandon(client)
+        raise
 
 
 def _send_literal_header(client: IMAPClient, tag: bytes, size: int, literal_plus: bool) -> None:
