@@ -322,8 +322,12 @@ class SyncTuning(Strict):
 
 
 class NameServer(Strict):
+    """A DNS server: an IP address (and port, 53 unless a lab says otherwise)."""
+
     address: HostName
     port: Port = 53
+    #: For authoritative servers: the primary, where RFC 2136 updates go (else the first listed).
+    primary: bool = False
 
 
 class TsigKey(Strict):
@@ -332,23 +336,82 @@ class TsigKey(Strict):
     secret: SecretRefStr
 
 
-class DnsTargets(Strict):
-    """What the ministry domains should point at after cut-over."""
+class DnsRecords(Strict):
+    """What a ministry domain publishes once its mail has moved. Under ``dns.targets`` for every domain; under
+    ``dns.domains.<domain>`` only the fields where one ministry differs."""
 
-    mx: list[str] = Field(min_length=1)
+    #: MX records as "preference host", e.g. ["10 mx1.mail.gov.bz", "20 mx2.mail.gov.bz"].
+    mx: list[str] | None = None
+    #: The include that authorises the central host to send for a domain, e.g. "_spf.mail.gov.bz".
+    spf_include: str | None = None
+    #: The whole SPF record to publish (default: "v=spf1 include:<spf_include> -all").
     spf: str | None = None
+    #: The DMARC record to publish at _dmarc.<domain>, e.g. "v=DMARC1; p=quarantine; rua=mailto:...".
     dmarc: str | None = None
+    #: The central signer's DKIM selector and its public key record (published at <selector>._domainkey).
+    dkim_selector: str | None = None
+    dkim_key: str | None = None
+    #: Autodiscover: a CNAME autodiscover.<domain> to this host (and _autodiscover._tcp SRV to it, port 443).
     autodiscover: str | None = None
+    #: RFC 6186/8314 client SRV records: _imaps._tcp (993) to imap_host; _submission._tcp (587) and
+    #: _submissions._tcp (465) to submission_host.
     imap_host: str | None = None
     submission_host: str | None = None
+    #: Optional: MTA-STS (_mta-sts TXT, e.g. "v=STSv1; id=20261130") and TLS-RPT (_smtp._tls TXT).
+    mta_sts: str | None = None
+    tls_rpt: str | None = None
+
+    @field_validator("mx")
+    @classmethod
+    def _mx(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("give at least one MX host")
+        for item in value:
+            parts = item.split()
+            if len(parts) != 2 or not parts[0].isdigit() or not 0 <= int(parts[0]) <= 65535 \
+                    or not _HOST_RE.match(parts[1].rstrip(".")):
+                raise ValueError(f"{item!r}: write an MX as 'preference host', e.g. '10 mx1.mail.gov.bz'")
+        return value
 
 
 class DnsSection(Strict):
-    """Reserved for the DNS cut-over issue; validated when present."""
+    """The DNS cut-over: where the ministry zones are served, how updates are signed, what to publish."""
 
+    #: The authoritative servers of the ministry zones; updates go to the primary, every one is watched.
     nameservers: list[NameServer] = Field(min_length=1)
+    #: The TSIG key that signs updates and zone transfers (needed for prepare, cutover and rollback).
     tsig: TsigKey | None = None
-    targets: DnsTargets
+    #: Recursive resolvers to look through (delegation, SPF includes) and to watch for propagation.
+    resolvers: list[NameServer] = []
+    #: What every domain publishes after cut-over.
+    targets: DnsRecords
+    #: Per-domain differences from ``targets``.
+    domains: dict[str, DnsRecords] = {}
+    #: The TTL `dns prepare` lowers every RRset that will change to, ahead of the switch.
+    cutover_ttl: int = Field(300, ge=1, le=86400)
+    #: How long the cut-over waits for every authoritative server to serve the change, in seconds.
+    propagation_timeout: float = Field(600, gt=0, le=86400)
+    #: Labs and demos only: wait at most this many seconds for an old TTL to run out (unset: the whole TTL).
+    max_ttl_wait: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _mx_somewhere(self) -> DnsSection:
+        if not self.targets.mx:
+            raise ValueError("dns.targets.mx: give the central host's MX records, e.g. ['10 mx1.mail.gov.bz']")
+        return self
+
+    def records_for(self, domain: str) -> DnsRecords:
+        """The targets with this domain's overrides applied."""
+        override = self.domains.get(domain)
+        if override is None:
+            return self.targets
+        return self.targets.model_copy(update=override.model_dump(exclude_none=True))
+
+    @property
+    def primary(self) -> NameServer:
+        return next((ns for ns in self.nameservers if ns.primary), self.nameservers[0])
 
 
 class SipSection(Strict):
@@ -444,6 +507,12 @@ def _semantic_checks(config: ProjectConfig, located: Located, filename: str, bas
             at(("central", "imap", "ca_file"), f"CA file {ca} does not exist")
     if central.tls == "none" and not central.allow_cleartext:
         at(("central", "imap", "tls"), CLEARTEXT_IMAP)
+    if config.dns is not None:
+        for domain in config.dns.domains:
+            if domain.lower() not in seen_domains:
+                at(("dns", "domains", domain), f"{domain} is not a domain of any source")
+        if sum(ns.primary for ns in config.dns.nameservers) > 1:
+            at(("dns", "nameservers"), "only one nameserver can be the primary")
     pilot_source = config.waves.pilot.from_source
     if pilot_source and pilot_source not in seen_ids:
         at(("waves", "pilot", "from_source"), f"no source with id {pilot_source!r}")
