@@ -186,6 +186,26 @@ MIGRATIONS: list[str] = [
         name    TEXT NOT NULL
     );
     """,
+    # 4: the DNS cut-over of each ministry domain.
+    """
+    CREATE TABLE dns_domains (
+        domain        TEXT PRIMARY KEY COLLATE NOCASE,
+        wave          TEXT,                -- the wave whose cut-over switches it
+        state         TEXT NOT NULL DEFAULT 'unchanged',
+                      -- unchanged | prepared | baselined | switched | propagated | cut-over | done | rolled-back
+        old_ttl       INTEGER,             -- prepare: the highest TTL before it was lowered
+        prepared_at   TEXT,
+        safe_after    TEXT,                -- prepare: the earliest safe switch time (prepared_at + old_ttl)
+        baseline      TEXT,                -- JSON: the RRsets as they were before the switch
+        baseline_file TEXT,                -- reports/dns-baseline-<wave>-<domain>.zone
+        changes       TEXT,                -- JSON: the change set applied
+        switched_at   TEXT,
+        propagated_at TEXT,
+        forced_reason TEXT,                -- cutover --force --reason
+        detail        TEXT,                -- the last thing that happened, for people
+        updated_at    TEXT NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -280,6 +300,25 @@ class MessageRecord:
     state: str
     dest_uidnext_before: int | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class DnsDomainRow:
+    """A ministry domain's DNS cut-over as far as it went (see migrate.waves.cutover)."""
+
+    domain: str
+    wave: str | None
+    state: str
+    old_ttl: int | None
+    prepared_at: str | None
+    safe_after: str | None
+    baseline: list[dict[str, Any]] | None
+    baseline_file: str | None
+    changes: list[dict[str, Any]] | None
+    switched_at: str | None
+    propagated_at: str | None
+    forced_reason: str | None
+    detail: str | None
 
 
 class Store:
@@ -660,6 +699,44 @@ class Store:
         sql = "SELECT COALESCE(SUM(messages),0), COALESCE(SUM(bytes),0), COALESCE(SUM(seconds),0) FROM throughput"
         rows = self._query(sql + (" WHERE source_id = ?" if source_id else ""), (source_id,) if source_id else ())
         return rows[0][0], rows[0][1], rows[0][2]
+
+    # -- DNS cut-over -----------------------------------------------------------------------------
+
+    _DNS_COLS = ("domain, wave, state, old_ttl, prepared_at, safe_after, baseline, baseline_file, changes, "
+                 "switched_at, propagated_at, forced_reason, detail")
+    _DNS_FIELDS = frozenset(_DNS_COLS.replace(" ", "").split(",")) - {"domain"}
+
+    @staticmethod
+    def _dns(row: sqlite3.Row) -> DnsDomainRow:
+        values = list(row)
+        for i in (6, 8):
+            values[i] = json.loads(values[i]) if values[i] else None
+        return DnsDomainRow(*values)
+
+    def dns_domain(self, domain: str) -> DnsDomainRow | None:
+        rows = self._query(f"SELECT {self._DNS_COLS} FROM dns_domains WHERE domain = ?", (domain,))
+        return self._dns(rows[0]) if rows else None
+
+    def dns_domains(self) -> list[DnsDomainRow]:
+        return [self._dns(r) for r in self._query(f"SELECT {self._DNS_COLS} FROM dns_domains ORDER BY domain")]
+
+    def update_dns_domain(self, domain: str, **fields: Any) -> DnsDomainRow:
+        """Create or change a domain's cut-over record; lists and dicts are stored as JSON, text redacted."""
+        unknown = set(fields) - self._DNS_FIELDS
+        if unknown:
+            raise ValueError(f"unknown dns_domains fields: {unknown}")
+        values = {k: (json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else
+                      redact(v) if isinstance(v, str) else v) for k, v in fields.items()}
+        with self.tx() as c:
+            c.execute("INSERT INTO dns_domains(domain, updated_at) VALUES (?, ?) ON CONFLICT(domain) DO NOTHING",
+                      (domain.lower(), now()))
+            if values:
+                sets = ", ".join(f"{k} = ?" for k in values)
+                c.execute(f"UPDATE dns_domains SET {sets}, updated_at = ? WHERE domain = ?",
+                          (*values.values(), now(), domain.lower()))
+        row = self.dns_domain(domain)
+        assert row is not None
+        return row
 
     # -- waves and runs ---------------------------------------------------------------------------
 
