@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -80,6 +79,9 @@ def _env() -> dict[str, str]:
 def test_a_second_sync_of_a_mailbox_being_synced_exits_7_naming_the_holder(own_lab):
     lab, ws, boxes = own_lab
     box = boxes[0]
+    # A bandwidth cap keeps the first sync busy (and between its short store transactions) for a while.
+    text = (ws / "migration.yaml").read_text()
+    (ws / "migration.yaml").write_text(text.replace("  connections: 4\n", "  connections: 4\n  bandwidth: 300 KB/s\n", 1))
     first = subprocess.Popen([sys.executable, "-m", "migrate", "-w", str(ws), "sync", box.email],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=ROOT, text=True)
     try:
@@ -89,15 +91,14 @@ def test_a_second_sync_of_a_mailbox_being_synced_exits_7_naming_the_holder(own_l
                 break
             time.sleep(0.02)
         assert first.poll() is None, "the first sync ended before it could be caught holding the mailbox"
-        first.send_signal(signal.SIGSTOP)   # frozen while it holds the mailbox's lock
         second = subprocess.run([sys.executable, "-m", "migrate", "-w", str(ws), "sync", box.email, "--json"],
                                 capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
         assert second.returncode == ExitCode.LOCKED, second.stdout + second.stderr
         row = json.loads(second.stdout)[0]
         assert f"pid {first.pid}" in row["result"] and "govmigrate sync" in row["result"], row
         assert "Traceback" not in second.stderr
+        assert first.poll() is None, "the first sync was still running: the refusal was the lock's"
     finally:
-        first.send_signal(signal.SIGCONT)
         _out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     total = sum(len(f.messages) for f in read_mailbox(lab.central, box.email).values())
@@ -126,3 +127,20 @@ def test_commands_that_contact_no_server_do_not_warn_about_unset_password_variab
         assert result.exit_code in (0, 2), (args, result.stderr)  # plan show without a plan is a usage error
     check = govmigrate("-w", ws, "check", expect=int(ExitCode.PARTIAL))
     assert "GOVLAB_UNSET_PASSWORD is not set" in check.stderr
+
+
+def test_a_state_store_held_by_another_process_exits_7_not_internal_error(govmigrate, own_lab, monkeypatch):
+    import sqlite3
+
+    import migrate.core.store as store_module
+
+    _lab, ws, boxes = own_lab
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 1)
+    holder = sqlite3.connect(ws / "state.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")   # another process in the middle of a write
+    try:
+        result = govmigrate("-w", ws, "sync", boxes[0].email, expect=int(ExitCode.LOCKED))
+        assert "locked by another govmigrate process" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -209,6 +209,8 @@ MIGRATIONS: list[str] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+#: How long a command waits for another process's write transaction before it gives up (exit 7).
+BUSY_TIMEOUT_S = 30
 
 
 def now() -> str:
@@ -353,7 +355,10 @@ class Store:
                 finally:
                     self._depth -= 1
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise _busy(self.path, exc) from None
             self._depth = 1
             try:
                 yield self._conn
@@ -367,7 +372,10 @@ class Store:
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._conn.execute(sql, tuple(params)).fetchall()
+            try:
+                return self._conn.execute(sql, tuple(params)).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise _busy(self.path, exc) from None
 
     @property
     def schema_version(self) -> int:
@@ -826,6 +834,17 @@ class Store:
         return [dict(zip(keys, r, strict=True)) for r in self._query(sql + " ORDER BY id", params)]
 
 
+def _busy(path: Path, exc: sqlite3.OperationalError) -> Exception:
+    """SQLite's "database is locked" after the busy timeout: another process has held the store for that long."""
+    if "locked" in str(exc) or "busy" in str(exc):
+        from migrate.core.errors import LockHeld
+
+        return LockHeld(f"the state store {path.name} has been locked by another govmigrate process for "
+                        f"{BUSY_TIMEOUT_S} s; nothing was changed here",
+                        hint="wait for it to finish (govmigrate log shows what runs), then run this again")
+    return StoreError(f"cannot use state store {path}: {exc}")
+
+
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
@@ -866,14 +885,14 @@ def open_store(path: Path, *, create: bool = False) -> Store:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         os.close(fd)
     try:
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode = WAL")
         # FULL: a transaction that returned is on disk, so a power cut never takes back a record of a copy.
         # (Reconciliation by fingerprint would repair it anyway, as it repairs a store restored from backup;
         # FULL only saves that work.) Measured by make bench: see docs/architecture.md.
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
         _migrate(conn, path)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot use state store {path}: {exc}")
