@@ -8,6 +8,7 @@ contacted when the plan is not approved, changed or invalid, so those refusals a
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -331,6 +332,35 @@ def test_approve_records_the_hash_and_who_approved(govmigrate, tmp_path):
     assert "already approved" in again
     shown = {w["wave"]: w["approval"] for w in json.loads(govmigrate("-w", ws, "plan", "show", "--json").stdout)["waves"]}
     assert shown == {"pilot": "approved", "wave-01": "not approved", "wave-02": "not approved"}
+
+
+def test_the_hash_leaves_defaults_out_so_new_optional_fields_void_no_approval(govmigrate, tmp_path):
+    from migrate.plans.model import WaveFile
+
+    bare = WaveFile(version=1, wave="wave-09", mailboxes=["a@health.gov.bz"])
+    assert set(bare.canonical()) == {"version", "wave", "mailboxes"}, "defaults stay out of the canonical form"
+    spelled_out = WaveFile(version=1, wave="wave-09", mailboxes=["a@health.gov.bz"], title="", white_glove=False,
+                           cutover_domains=[], notes="", window={"start": "22:00", "hours": 6.0})
+    assert spelled_out.hash == bare.hash, "writing a default out changes nothing"
+    assert WaveFile(version=1, wave="wave-09", mailboxes=["a@health.gov.bz"], notes="x").hash != bare.hash
+
+    # An approval recorded before defaults were left out (the first schema, in full) stays valid.
+    ws = two_ministries(tmp_path)
+    generate(govmigrate, ws)
+    govmigrate("-w", ws, "plan", "approve", "pilot")
+    store = open_store(ws / "state.db")
+    try:
+        data = WaveFile.model_validate(store.wave("pilot").doc)
+    finally:
+        store.close()
+    conn = sqlite3.connect(ws / "state.db")
+    conn.execute("UPDATE waves SET plan_hash = ? WHERE id = 'pilot'", (data.legacy_hash,))
+    conn.commit()
+    conn.close()
+    shown = {w["wave"]: w["approval"] for w in json.loads(govmigrate("-w", ws, "plan", "show", "--json").stdout)["waves"]}
+    assert shown["pilot"] == "approved"
+    diff = json.loads(govmigrate("-w", ws, "plan", "diff", "pilot", "--json").stdout)
+    assert diff[0]["status"] == "same" and diff[0]["changes"] == [], diff
 
 
 def test_run_refuses_an_unapproved_wave(govmigrate, tmp_path):

@@ -64,7 +64,7 @@ def wave_rows(plan: Plan, store: Store) -> list[dict[str, Any]]:
             "window": wp.data.window.model_dump(mode="json"),
             "fits_window": facts.estimate.fits(wp.data.window.hours),
             "cutover_domains": wp.data.cutover_domains,
-            "approval": approval_status(wp.hash, row),
+            "approval": approval_status(wp.hashes, row),
             "approved_by": row.approved_by if row and row.plan_hash else None,
             "approved_at": row.approved_at if row and row.plan_hash else None,
             "sha256": wp.hash, "warnings": facts.warnings,
@@ -271,7 +271,7 @@ def approve(app: App, waves: tuple[str, ...]) -> None:
     for wave_id in waves:
         wp = plan.wave(wave_id)
         row = store.wave(wave_id)
-        if wp.data is not None and approval_status(wp.hash, row) == "approved":
+        if wp.data is not None and approval_status(wp.hashes, row) == "approved":
             app.out.print(f"{wave_id}: already approved as it stands (by {row.approved_by} at {row.approved_at})",
                           markup=False, highlight=False)
             continue

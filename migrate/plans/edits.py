@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from migrate.core.config import Project
 from migrate.core.errors import UsageError
 from migrate.core.store import Store, WaveRow
@@ -23,13 +25,15 @@ from migrate.plans.planfiles import Plan, write_index, write_wave
 from migrate.plans.planner import cutover_domains
 
 
-def approval_status(plan_hash: str | None, row: WaveRow | None) -> str:
-    """approved | changed (the file differs from what was approved) | not approved."""
+def approval_status(plan_hash: str | tuple[str, ...] | None, row: WaveRow | None) -> str:
+    """approved | changed (the file differs from what was approved) | not approved. ``plan_hash`` may be
+    several hashes of the same data (``WavePlan.hashes``: the current form and the legacy one)."""
     if row is None or not row.plan_hash:
         return "not approved"
     if plan_hash is None:
         return "invalid"
-    return "approved" if row.plan_hash == plan_hash else "changed"
+    hashes = (plan_hash,) if isinstance(plan_hash, str) else plan_hash
+    return "approved" if row.plan_hash in hashes else "changed"
 
 
 def approve_wave(plan: Plan, wave_id: str, store: Store, catalog: Catalog, *, who: str | None = None) -> WaveFile:
@@ -130,6 +134,14 @@ class WaveDiff:
                 "changes": [{"field": f, "recorded": a, "file": b} for f, a, b in self.changes]}
 
 
+def _recorded(doc: dict[str, Any]) -> dict[str, Any]:
+    """A wave as the store recorded it (canonical: defaults left out), with every field back, to compare."""
+    try:
+        return WaveFile.model_validate(doc).full()
+    except ValidationError:
+        return doc
+
+
 def diff_plan(plan: Plan, store: Store) -> list[WaveDiff]:
     rows = {r.id: r for r in store.waves()}
     recorded_of: dict[str, str] = {}
@@ -154,12 +166,12 @@ def diff_plan(plan: Plan, store: Store) -> list[WaveDiff]:
             out.append(WaveDiff(wave_id, "changed", "invalid", row.approved_by if row else None,
                                 row.approved_at if row else None))
             continue
-        doc = wp.data.canonical()
-        approval = approval_status(wp.hash, row)
+        doc = wp.data.full()
+        approval = approval_status(wp.hashes, row)
         d = WaveDiff(wave_id, "new" if row is None or row.doc is None else "same", approval,
                      row.approved_by if row else None, row.approved_at if row else None)
         if row is not None and row.doc is not None:
-            before = row.doc
+            before = _recorded(row.doc)
             was = {e.lower() for e in before.get("mailboxes", [])}
             now_ = {e.lower() for e in doc["mailboxes"]}
             d.added = [(e, recorded_of.get(e)) for e in sorted(now_ - was)]

@@ -92,15 +92,38 @@ class WaveFile(Strict):
         return value
 
     def canonical(self) -> dict[str, Any]:
-        """The wave's data in a fixed form: what the hash covers and what the store records."""
+        """The wave's data in a fixed form: what the hash covers and what the store records. Fields at their
+        default value are left out, so that adding an optional field (phones, say) to wave files later
+        changes no wave's hash and voids no approval."""
+        doc = self.model_dump(mode="json", exclude_defaults=True)
+        doc["version"], doc["wave"] = self.version, self.wave
+        if self.mailboxes:
+            doc["mailboxes"] = sorted(m.lower() for m in self.mailboxes)
+        if self.cutover_domains:
+            doc["cutover_domains"] = sorted(set(self.cutover_domains))
+        return doc
+
+    @property
+    def hash(self) -> str:
+        return doc_hash(self.canonical())
+
+    def full(self) -> dict[str, Any]:
+        """Every field, defaults included, lists sorted: what `plan diff` compares."""
         doc = self.model_dump(mode="json")
         doc["mailboxes"] = sorted(m.lower() for m in self.mailboxes)
         doc["cutover_domains"] = sorted(set(self.cutover_domains))
         return doc
 
     @property
-    def hash(self) -> str:
-        return doc_hash(self.canonical())
+    def legacy_hash(self) -> str:
+        """The hash as govmigrate took it before defaults were left out (every field of the first wave-file
+        schema written in full), so that approvals recorded then stay valid."""
+        return doc_hash({k: v for k, v in self.full().items() if k in _FIRST_SCHEMA})
+
+
+#: The fields of wave files when approvals were first recorded (see WaveFile.legacy_hash).
+_FIRST_SCHEMA = {"version", "wave", "title", "kind", "white_glove", "window", "cutover_domains", "notes",
+                 "mailboxes"}
 
 
 def doc_hash(doc: dict[str, Any]) -> str:

@@ -122,6 +122,12 @@ class WavePlan:
         assert self.data is not None
         return self.data.hash
 
+    @property
+    def hashes(self) -> tuple[str, ...]:
+        """Every hash an approval of this wave as it stands may have been recorded with (current, legacy)."""
+        assert self.data is not None
+        return self.data.hash, self.data.legacy_hash
+
     def line_of(self, *path: str | int) -> int | None:
         return self.located.line_of(tuple(path)) if self.located else None
 

@@ -156,7 +156,7 @@ class WaveRun:
         """The wave's file and the index must be valid, and the wave approved as it stands."""
         self.plan.require_valid(self.wave_id)
         row = self.store.wave(self.wave_id)
-        status = approval_status(self.wave.hash, row)
+        status = approval_status(self.wave.hashes, row)
         if status == "approved":
             return
         rel = self.plan.relative(self.wave.path)
