@@ -11,19 +11,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from migrate.core.config import ImapServer, Project, Source
 from migrate.core.errors import MigrateError, Problem
+from migrate.core.fanout import fanout
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.retry import call_with_retry
 from migrate.core.secrets import redact
 from migrate.core.store import Store
 from migrate.core.userlist import UserEntry
 from migrate.mailbox.registry import register_users
+from migrate.mailbox.sources import Sources
 
 log = logging.getLogger(__name__)
 
@@ -181,20 +182,21 @@ class SourceReader(Protocol):
     def close(self) -> None: ...
 
 
-def open_reader(source: Source, project: Project) -> SourceReader:
+def open_reader(source: Source, project: Project, sources: Sources) -> SourceReader:
     """The reader for a source's kind of server; EWS support is imported only when a source needs it."""
     if isinstance(source.server, ImapServer):
         from migrate.mailbox.inventory_imap import ImapReader
 
-        return ImapReader(source, project)
+        return ImapReader(source, project, sources)
     from migrate.mailbox.inventory_ews import EwsReader  # exchangelib costs 0.3 s to import
 
-    return EwsReader(source, project)
+    return EwsReader(source, project, sources)
 
 
 def run_inventory(project: Project, store: Store, source_ids: list[str] | None = None, *,
                   progress: ProgressSink = no_progress,
-                  reader_factory: Callable[[Source, Project], SourceReader] = open_reader) -> InventoryResult:
+                  reader_factory: Callable[[Source, Project, Sources], SourceReader] = open_reader
+                  ) -> InventoryResult:
     """Probe the chosen sources (all by default) and measure their mailboxes; results go to ``store``.
 
     Nothing a server does stops the run: unreachable servers, refused certificates or logins, and
@@ -207,8 +209,9 @@ def run_inventory(project: Project, store: Store, source_ids: list[str] | None =
 
     stop = threading.Event()
     readers: dict[str, SourceReader] = {}
+    opened = Sources(project)
     try:
-        _probe_all(sources, project, store, registered.users, readers, result, progress, reader_factory)
+        _probe_all(sources, project, opened, store, registered.users, readers, result, progress, reader_factory)
         # The bar counts mailboxes that will be tried; a blocked source's were announced in one note.
         total = sum(len(registered.users.get(s.id, [])) for s in sources if not result.probes[s.id].blocked)
         progress(ProgressEvent("plan", total_messages=total))
@@ -219,6 +222,7 @@ def run_inventory(project: Project, store: Store, source_ids: list[str] | None =
                 reader.close()
             except Exception:  # closing is best effort; the results are already stored
                 log.debug("closing the reader failed", exc_info=True)
+        opened.close()
     for source in sources:
         boxes = result.mailboxes.get(source.id, [])
         failed = sum(1 for m in boxes if not m.ok)
@@ -228,14 +232,14 @@ def run_inventory(project: Project, store: Store, source_ids: list[str] | None =
     return result
 
 
-def _probe_all(sources: list[Source], project: Project, store: Store, users: dict[str, list[UserEntry]],
-               readers: dict[str, SourceReader], result: InventoryResult, progress: ProgressSink,
-               reader_factory: Callable[[Source, Project], SourceReader]) -> None:
+def _probe_all(sources: list[Source], project: Project, opened: Sources, store: Store,
+               users: dict[str, list[UserEntry]], readers: dict[str, SourceReader], result: InventoryResult,
+               progress: ProgressSink, reader_factory: Callable[[Source, Project, Sources], SourceReader]) -> None:
     """Probe every source at once: a slow or unreachable server must not hold up the others."""
 
     def probe(source: Source) -> SourceProbe:
         try:
-            reader = reader_factory(source, project)
+            reader = reader_factory(source, project, opened)
             readers[source.id] = reader
             return reader.probe(users.get(source.id, []))
         except MigrateError as exc:  # e.g. the admin password's secret reference does not resolve
@@ -245,8 +249,8 @@ def _probe_all(sources: list[Source], project: Project, store: Store, users: dic
             reason = f"internal error: {type(exc).__name__}: {redact(str(exc))}"
             return SourceProbe(source.id, False, reason, {"kind": source.server.type}, blocked=reason)
 
-    with ThreadPoolExecutor(max_workers=max(1, len(sources)), thread_name_prefix="probe") as pool:
-        probes = dict(zip([s.id for s in sources], pool.map(probe, sources), strict=True))
+    probes = dict(zip([s.id for s in sources], fanout(sources, probe, workers=len(sources), name="probe"),
+                      strict=True))
     for source in sources:
         found = probes[source.id]
         result.probes[source.id] = found
@@ -264,38 +268,27 @@ def _probe_all(sources: list[Source], project: Project, store: Store, users: dic
 def _measure_all(sources: list[Source], store: Store, users: dict[str, list[UserEntry]],
                  readers: dict[str, SourceReader], result: InventoryResult, progress: ProgressSink,
                  stop: threading.Event) -> None:
-    """One pool per source, as wide as its connection limit, so no server sees more than it allows."""
-    pools: list[ThreadPoolExecutor] = []
-    futures: list[Future] = []
-    try:
-        for source in sources:
-            entries = users.get(source.id, [])
-            result.mailboxes[source.id] = []
-            probe = result.probes[source.id]
-            if probe.blocked or source.id not in readers:
-                reason = f"not measured: {probe.blocked or probe.error}"
-                for entry in entries:  # recorded, but without an event each: the probe's note said it once
-                    _finish(store, source.id, entry, MailboxMeasurement.failed(entry.email, reason), result,
-                            None)
-                continue
-            if not entries:
-                continue
-            pool = ThreadPoolExecutor(max_workers=min(source.connections, len(entries)),
-                                      thread_name_prefix=f"inv-{source.id}")
-            pools.append(pool)
-            reader = readers[source.id]
-            futures += [pool.submit(_measure_one, reader, source.id, entry, store, result, progress, stop)
-                        for entry in entries]
-        wait(futures)
-        for future in futures:
-            future.result()  # re-raise a bug in the bookkeeping itself rather than hide it
-    except BaseException:
-        # Ctrl-C or SIGTERM: mailboxes not started are dropped; those in flight finish and are recorded.
-        stop.set()
-        raise
-    finally:
-        for pool in pools:
-            pool.shutdown(wait=not stop.is_set(), cancel_futures=stop.is_set())
+    """Every source at once, each as wide as its connection limit (no server sees more than it allows, and
+    a slow server holds up only its own mailboxes)."""
+    work: list[tuple[Source, list[UserEntry]]] = []
+    for source in sources:
+        entries = users.get(source.id, [])
+        result.mailboxes[source.id] = []
+        probe = result.probes[source.id]
+        if probe.blocked or source.id not in readers:
+            reason = f"not measured: {probe.blocked or probe.error}"
+            for entry in entries:  # recorded, but without an event each: the probe's note said it once
+                _finish(store, source.id, entry, MailboxMeasurement.failed(entry.email, reason), result, None)
+        elif entries:
+            work.append((source, entries))
+
+    def measure_source(item: tuple[Source, list[UserEntry]]) -> None:
+        source, entries = item
+        reader = readers[source.id]
+        fanout(entries, lambda entry: _measure_one(reader, source.id, entry, store, result, progress, stop),
+               workers=source.connections, name=f"inv-{source.id}", stop=stop)
+
+    fanout(work, measure_source, workers=len(work) or 1, name="inventory", stop=stop)
     # Keep each source's mailboxes in user-list order, whatever order the workers finished in.
     for source in sources:
         order = {e.email: i for i, e in enumerate(users.get(source.id, []))}

@@ -12,56 +12,41 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import threading
 from typing import Any
 from urllib.parse import urlsplit
 
 from migrate.core.config import EwsServer, Project, Source
 from migrate.core.errors import LoginFailed, RemoteError, TlsFailed, TransientError
-from migrate.core.secrets import SecretRef, resolve
 from migrate.core.userlist import UserEntry
 from migrate.mailbox.ews import EwsMailbox, EwsSource
 from migrate.mailbox.imap import Endpoint, tls_context, tls_details
 from migrate.mailbox.inventory import Extremes, FolderMeasurement, MailboxMeasurement, SourceProbe
 from migrate.mailbox.inventory_imap import name_matches
+from migrate.mailbox.sources import OTHER_ACCESS, Sources
 
 log = logging.getLogger(__name__)
 
-_OTHER_ACCESS = {"impersonation": "delegate", "delegate": "impersonation"}
 
 
 class EwsReader:
     """Inventory of one EWS source; thread-safe (exchangelib pools connections up to the source's limit)."""
 
-    def __init__(self, source: Source, project: Project) -> None:
+    def __init__(self, source: Source, project: Project, sources: Sources) -> None:
         assert isinstance(source.server, EwsServer)
         self.source = source
         self.project = project
         self.server: EwsServer = source.server
         self.label = f"source {source.id}"
-        self.password = resolve(SecretRef(self.server.password), base_dir=project.base_dir,
-                                label=f"{self.label} EWS service account password")
-        self.ews = self._open(self.server)
-        self._fallback: EwsSource | None = None
-        self._lock = threading.Lock()
-
-    def _open(self, server: EwsServer) -> EwsSource:
-        return EwsSource(server, self.password, base_dir=self.project.base_dir, label=self.label,
-                         max_connections=self.source.connections)
+        self.sources = sources
+        self.ews = sources.ews(source)  # SecretError if the service account's secret does not resolve
 
     @property
     def fallback(self) -> EwsSource:
         """The same service account with the other kind of access, opened on first need."""
-        with self._lock:
-            if self._fallback is None:
-                other = self.server.model_copy(update={"access": _OTHER_ACCESS[self.server.access]})
-                self._fallback = self._open(other)
-            return self._fallback
+        return self.sources.ews(self.source, access=OTHER_ACCESS[self.server.access])
 
     def close(self) -> None:
-        self.ews.close()
-        if self._fallback is not None:
-            self._fallback.close()
+        """The Sources that opened the servers closes them."""
 
     # -- probe ------------------------------------------------------------------------------------
 
@@ -110,7 +95,7 @@ class EwsReader:
         except RemoteError as exc:
             login.update(ok=False, error=exc.message)
             return SourceProbe(self.source.id, False, exc.message, detail)
-        other = _OTHER_ACCESS[self.server.access]
+        other = OTHER_ACCESS[self.server.access]
         try:
             self.fallback.mailbox(email)
             login["alternative"] = {"method": other, "ok": True}
@@ -153,10 +138,10 @@ class EwsReader:
             try:
                 box = self.fallback.mailbox(email)
             except RemoteError as other:
-                raise LoginFailed(f"{exc.message}; {_OTHER_ACCESS[self.server.access]} access refused too: "
+                raise LoginFailed(f"{exc.message}; {OTHER_ACCESS[self.server.access]} access refused too: "
                                   f"{other.message}")
             log.info("%s: %s opened with %s access (%s refused)", self.label, email,
-                     _OTHER_ACCESS[self.server.access], self.server.access)
+                     OTHER_ACCESS[self.server.access], self.server.access)
             return box
 
 

@@ -22,24 +22,21 @@ from migrate import __version__
 from migrate.core.config import ImapServer, Project, Source
 from migrate.core.errors import LoginFailed, RemoteError, SecretError, TlsFailed
 from migrate.core.retry import call_with_retry
-from migrate.core.secrets import Secret, SecretRef, resolve
 from migrate.core.userlist import UserEntry
 from migrate.mailbox.imap import (
     MIGRATION_CAPABILITIES,
     SPECIAL_USE,
     Credentials,
-    Endpoint,
     Session,
     connect,
-    credentials_for_source,
     describe_failure,
     imap_date,
-    open_session,
     storage_quota,
     tls_details,
 )
 from migrate.mailbox.inventory import Extremes, FolderMeasurement, MailboxMeasurement, SourceProbe
 from migrate.mailbox.protocol import fetch
+from migrate.mailbox.sources import Sources
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +50,14 @@ _NONEXISTENT = re.compile(r"NONEXISTENT|does ?n[o']t exist|not selectable|isn't 
 class ImapReader:
     """Inventory of one IMAP source; thread-safe (every call opens its own connection)."""
 
-    def __init__(self, source: Source, project: Project) -> None:
+    def __init__(self, source: Source, project: Project, sources: Sources) -> None:
         assert isinstance(source.server, ImapServer)
         self.source = source
         self.project = project
+        self.sources = sources
         self.server: ImapServer = source.server
-        self.endpoint = Endpoint.from_config(self.server, base_dir=project.base_dir, label=f"source {source.id}")
-        self.creds: Credentials = credentials_for_source(self.server, project)  # SecretError if unresolvable
+        self.endpoint = sources.endpoint(source)
+        self.creds: Credentials = sources.credentials(source)  # SecretError if unresolvable
 
     def close(self) -> None:
         """Nothing held between calls."""
@@ -174,21 +172,13 @@ class ImapReader:
         return reason, reason
 
     def _session(self, entry: UserEntry, creds: Credentials) -> Session:
-        password = self._user_password(entry) if creds.method == "user_password" else None
         return call_with_retry(f"{self.endpoint.label}: login as {entry.login}",
-                               lambda: open_session(self.endpoint, creds, entry.login, password), attempts=2)
-
-    def _user_password(self, entry: UserEntry) -> Secret | None:
-        if not entry.password_ref:
-            return None
-        return resolve(SecretRef(entry.password_ref), base_dir=self.project.base_dir,
-                       label=f"password of {entry.email} (user list line {entry.line})")
+                               lambda: self.sources.session(self.source, entry.email, entry.login, creds), attempts=2)
 
     # -- one mailbox --------------------------------------------------------------------------------
 
     def measure(self, entry: UserEntry) -> MailboxMeasurement:
-        password = self._user_password(entry) if self.creds.method == "user_password" else None
-        with open_session(self.endpoint, self.creds, entry.login, password) as session:
+        with self.sources.session(self.source, entry.email, entry.login) as session:
             try:
                 return measure_session(session, entry.email)
             except Exception as exc:

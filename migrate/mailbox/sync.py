@@ -22,27 +22,24 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from migrate.core.config import EwsServer, ImapServer, Project, Source
+from migrate.core.config import Project, Source
 from migrate.core.errors import (
     FolderFailed,
-    Interrupted,
     LockHeld,
-    LoginFailed,
     MigrateError,
     RemoteError,
     SyncStateInvalid,
     TransientError,
 )
+from migrate.core.fanout import fanout
 from migrate.core.locks import Lock
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.ratelimit import RateLimiter
 from migrate.core.retry import retrying
-from migrate.core.secrets import Secret, SecretRef, resolve
 from migrate.core.store import FolderState, MailboxRow, MessageRecord, Store
 from migrate.mailbox.central import Destination, LazyDestination, check_access
 from migrate.mailbox.fingerprint import PREFIX, fingerprint, of_message
@@ -51,13 +48,12 @@ from migrate.mailbox.imap import (
     Credentials,
     Endpoint,
     credentials_for_central,
-    credentials_for_source,
     describe_failure,
-    open_session,
 )
 from migrate.mailbox.keywords import for_central
 from migrate.mailbox.protocol import Appendable, CommandFailed, ListedFolder
 from migrate.mailbox.source_imap import ImapSourceMailbox, MessageMeta
+from migrate.mailbox.sources import Sources, folder_list
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +201,7 @@ class SyncEngine:
         cfg = project.config
         self.central_endpoint = Endpoint.from_config(cfg.central.imap, base_dir=project.base_dir, label="central host")
         self._central_creds: Credentials | None = None
-        self._source_creds: dict[str, Credentials] = {}
-        self._ews: dict[str, Any] = {}
+        self.sources = Sources(project)
         self._lock = threading.Lock()
         self._source_slots = {s.id: threading.BoundedSemaphore(s.connections) for s in cfg.sources}
         self._central_slots = threading.BoundedSemaphore(cfg.central.connections)
@@ -222,43 +217,8 @@ class SyncEngine:
                 self._central_creds = credentials_for_central(self.project.config.central, self.project)
             return self._central_creds
 
-    def _source_credentials(self, source: Source) -> Credentials:
-        with self._lock:
-            if source.id not in self._source_creds:
-                assert isinstance(source.server, ImapServer)
-                self._source_creds[source.id] = credentials_for_source(source.server, self.project)
-            return self._source_creds[source.id]
-
-    def _user_password(self, source: Source, email: str) -> Secret | None:
-        if not isinstance(source.server, ImapServer) or source.server.login.method != "user_password":
-            return None
-        from migrate.mailbox.registry import read_users
-
-        entries, _ = read_users(self.project, source)
-        for entry in entries:
-            if entry.email.lower() == email.lower() and entry.password_ref:
-                return resolve(SecretRef(entry.password_ref), base_dir=self.project.base_dir,
-                               label=f"password of {email}")
-        raise LoginFailed(f"no password reference for {email} in the user list of {source.id}")
-
-    def _ews_source(self, source: Source):
-        with self._lock:
-            if source.id not in self._ews:
-                from migrate.mailbox.ews import EwsSource
-
-                assert isinstance(source.server, EwsServer)
-                password = resolve(SecretRef(source.server.password), base_dir=self.project.base_dir,
-                                   label=f"EWS service account of {source.id}")
-                self._ews[source.id] = EwsSource(source.server, password, base_dir=self.project.base_dir,
-                                                 label=f"source {source.id}", max_connections=source.connections)
-            return self._ews[source.id]
-
     def close(self) -> None:
-        for ews in self._ews.values():
-            try:
-                ews.close()
-            except Exception:
-                pass
+        self.sources.close()
 
     # -- the run ----------------------------------------------------------------------------------------
 
@@ -272,8 +232,11 @@ class SyncEngine:
         else:
             check_access(self.central_endpoint, creds, [m.email for m in mailboxes])
 
-    def run(self, mailboxes: list[MailboxRow]) -> list[MailboxReport]:
-        """Sync ``mailboxes`` in parallel; a KeyboardInterrupt stops at the next batch boundary."""
+    def run(self, mailboxes: list[MailboxRow], *, on_start: Callable[[MailboxRow], None] | None = None,
+            on_report: Callable[[MailboxRow, MailboxReport], None] | None = None) -> list[MailboxReport]:
+        """Sync ``mailboxes`` in parallel. ``on_start``/``on_report`` are called as each mailbox starts and
+        ends (a wave run records its lifecycle there). A stop (Ctrl-C, SIGTERM, ``stop``) lets the batches in
+        flight finish and ends with Interrupted."""
         cfg = self.project.config
         self.check_central(mailboxes)
         total_msgs = sum(m.src_messages or 0 for m in mailboxes)
@@ -288,28 +251,19 @@ class SyncEngine:
             per_source[m.source_id] += 1
         limit = sum(min(n, self.project.source(s).connections) for s, n in per_source.items())
         workers = self.options.workers or max(1, min(limit, cfg.central.connections, len(mailboxes)))
-        reports: list[MailboxReport] = []
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync")
+
+        def one(mailbox: MailboxRow) -> MailboxReport:
+            if on_start is not None:
+                on_start(mailbox)
+            report = self.sync_mailbox(mailbox)
+            if on_report is not None:
+                on_report(mailbox, report)
+            return report
+
         try:
-            futures = [pool.submit(self.sync_mailbox, m) for m in mailboxes]
-            for future in futures:
-                while True:
-                    try:
-                        reports.append(future.result(timeout=0.2))
-                        break
-                    except TimeoutError:
-                        continue
-        except KeyboardInterrupt:
-            self.stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise Interrupted("interrupted: the batches in flight were finished and recorded; "
-                              "run the same command again to resume")
+            return fanout(mailboxes, one, workers=workers, name="sync", stop=self.stop)
         finally:
-            pool.shutdown(wait=True)
             self.close()
-        if self.stop.is_set():
-            raise Interrupted("stopped: the batches in flight were finished and recorded; run again to resume")
-        return reports
 
     def sync_mailbox(self, mailbox: MailboxRow) -> MailboxReport:
         source = self.project.source(mailbox.source_id)
@@ -385,16 +339,8 @@ class SyncEngine:
         dest: Destination | None = None
         src: Any = None
         try:
-            if isinstance(source.server, ImapServer):
-                endpoint = Endpoint.from_config(source.server, base_dir=self.project.base_dir,
-                                                label=f"source {source.id}")
-                creds = self._source_credentials(source)
-                session = open_session(endpoint, creds, mailbox.login, self._user_password(source, mailbox.email))
-                src = ImapSourceMailbox(session)
-                folders = src.folders()
-            else:
-                src = self._ews_source(source).mailbox(mailbox.email)
-                folders = [(info, None) for info in _ews_folder_infos(src)]
+            src = self.sources.open(source, mailbox.email, mailbox.login)
+            folders = folder_list(src)
             dest = LazyDestination(self.central_endpoint, self.central_credentials(), mailbox.email)
             runner = _MailboxPass(self, mailbox, source, src, dest, report)
             runner.run(folders)
@@ -410,16 +356,6 @@ class SyncEngine:
                         close()
                     except Exception:
                         pass
-
-
-def _ews_folder_infos(mailbox) -> list[SourceFolderInfo]:
-    """EWS folders are selected by id and named by their display path; the inbox becomes INBOX."""
-    infos = []
-    for f in mailbox.folders():
-        path = ("INBOX", *f.path[1:]) if f.well_known == "inbox" else tuple(f.path)
-        infos.append(SourceFolderInfo("/".join(f.path), path, f.special_use, True, folder_id=f.folder_id,
-                                      messages=f.total_count, size=f.size))
-    return infos
 
 
 class _MailboxPass:

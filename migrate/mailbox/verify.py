@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from migrate.core.config import EwsServer, ImapServer, Project, Source
+from migrate.core.config import Project
 from migrate.core.errors import MigrateError, RemoteError
-from migrate.core.secrets import SecretRef, resolve
+from migrate.core.fanout import fanout
 from migrate.core.store import MailboxRow, Store
 from migrate.mailbox.central import Destination
 from migrate.mailbox.fingerprint import PREFIX, fingerprint, of_message
@@ -28,13 +28,12 @@ from migrate.mailbox.folders import map_folders
 from migrate.mailbox.imap import (
     Endpoint,
     credentials_for_central,
-    credentials_for_source,
     imap_date,
-    open_session,
 )
 from migrate.mailbox.keywords import for_central
 from migrate.mailbox.protocol import clean_flags, fetch, uid_set
 from migrate.mailbox.source_imap import ImapSourceMailbox
+from migrate.mailbox.sources import Sources, folder_list
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +129,10 @@ class Verifier:
         self.central_endpoint = Endpoint.from_config(project.config.central.imap, base_dir=project.base_dir,
                                                      label="central host")
         self.central_creds = credentials_for_central(project.config.central, project)
-        self._ews: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self.sources = Sources(project)
 
     def close(self) -> None:
-        for ews in self._ews.values():
-            ews.close()
+        self.sources.close()
 
     def verify(self, mailbox: MailboxRow) -> MailboxCheck:
         check = MailboxCheck(mailbox.email)
@@ -143,14 +140,8 @@ class Verifier:
         src = dest = None
         try:
             dest = Destination.open(self.central_endpoint, self.central_creds, mailbox.email)
-            if isinstance(source.server, ImapServer):
-                src = self._open_imap(source, mailbox)
-                folders = [info for info, _ in src.folders()]
-            else:
-                src = self._ews_mailbox(source, mailbox.email)
-                from migrate.mailbox.sync import _ews_folder_infos
-
-                folders = _ews_folder_infos(src)
+            src = self.sources.open(source, mailbox.email, mailbox.login)
+            folders = [info for info, _ in folder_list(src)]
             recorded = {f.source_name: f for f in self.store.folders(mailbox.id)}
             rules = list(source.folders.rules) + list(self.project.config.central.folders.rules)
             prefix = source.folders.prefix or self.project.config.central.folders.prefix
@@ -185,33 +176,6 @@ class Verifier:
                     except Exception:
                         pass
         return check
-
-    def _open_imap(self, source: Source, mailbox: MailboxRow) -> ImapSourceMailbox:
-        assert isinstance(source.server, ImapServer)
-        endpoint = Endpoint.from_config(source.server, base_dir=self.project.base_dir, label=f"source {source.id}")
-        password = None
-        if source.server.login.method == "user_password":
-            from migrate.mailbox.registry import read_users
-
-            for entry in read_users(self.project, source)[0]:
-                if entry.email.lower() == mailbox.email.lower() and entry.password_ref:
-                    password = resolve(SecretRef(entry.password_ref), base_dir=self.project.base_dir)
-        session = open_session(endpoint, credentials_for_source(source.server, self.project), mailbox.login, password)
-        return ImapSourceMailbox(session)
-
-    def _ews_mailbox(self, source: Source, email: str):
-        with self._lock:
-            return self._ews_source(source).mailbox(email)
-
-    def _ews_source(self, source: Source):
-        if source.id not in self._ews:
-            from migrate.mailbox.ews import EwsSource
-
-            assert isinstance(source.server, EwsServer)
-            password = resolve(SecretRef(source.server.password), base_dir=self.project.base_dir)
-            self._ews[source.id] = EwsSource(source.server, password, base_dir=self.project.base_dir,
-                                             label=f"source {source.id}", max_connections=source.connections)
-        return self._ews[source.id]
 
     def _source_messages(self, src, info) -> dict[Any, Msg]:
         if isinstance(src, ImapSourceMailbox):
@@ -306,8 +270,6 @@ def _ts(value: datetime | None) -> float:
 def verify_mailboxes(project: Project, store: Store, mailboxes: list[MailboxRow], *, deep: bool = False,
                      progress=None, workers: int = 8) -> list[MailboxCheck]:
     """Verify mailboxes in parallel (bounded like a sync: per source and for the central host)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from migrate.core.progress import ProgressEvent, no_progress
 
     sink = progress or no_progress
@@ -327,8 +289,6 @@ def verify_mailboxes(project: Project, store: Store, mailboxes: list[MailboxRow]
 
     sink(ProgressEvent("plan", total_messages=len(mailboxes)))
     try:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(mailboxes),
-                                                       project.config.central.connections))) as pool:
-            return list(pool.map(one, mailboxes))
+        return fanout(mailboxes, one, workers=min(workers, project.config.central.connections), name="verify")
     finally:
         verifier.close()

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from migrate.core.config import ImapServer, Project, Source
 from migrate.core.errors import LoginFailed, MigrateError, RemoteError
+from migrate.core.fanout import fanout
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.retry import call_with_retry
-from migrate.core.secrets import Secret, SecretRef, resolve
 from migrate.core.store import MailboxRow
 from migrate.mailbox.central import check_access
 from migrate.mailbox.imap import (
@@ -33,11 +31,10 @@ from migrate.mailbox.imap import (
     Endpoint,
     connect,
     credentials_for_central,
-    credentials_for_source,
     open_session,
     storage_quota,
 )
-from migrate.mailbox.registry import read_users
+from migrate.mailbox.sources import Sources
 from migrate.plans.catalog import Catalog
 from migrate.reports.units import human_bytes
 
@@ -85,60 +82,31 @@ class PreflightResult:
 class _SourceAccess:
     """How to log into mailboxes of one source, or why that cannot work at all."""
 
-    def __init__(self, source: Source, project: Project) -> None:
+    def __init__(self, source: Source, sources: Sources) -> None:
         self.source = source
-        self.project = project
+        self.sources = sources
         self.error: str | None = None
-        self.endpoint: Endpoint | None = None
-        self.creds: Credentials | None = None
-        self.ews: Any = None
-        self.passwords: dict[str, str] = {}
         self.slots = threading.BoundedSemaphore(source.connections)
         try:
             if isinstance(source.server, ImapServer):
-                self.endpoint = Endpoint.from_config(source.server, base_dir=project.base_dir,
-                                                     label=f"source {source.id}")
-                self.creds = credentials_for_source(source.server, project)
-                if source.server.login.method == "user_password":
-                    self.passwords = {e.email.lower(): e.password_ref for e in read_users(project, source)[0]
-                                      if e.password_ref}
-                client = call_with_retry(f"connect to source {source.id}", lambda: connect(self.endpoint),
-                                         attempts=2)
+                sources.credentials(source)
+                endpoint = sources.endpoint(source)
+                client = call_with_retry(f"connect to source {source.id}", lambda: connect(endpoint), attempts=2)
                 try:
                     client.shutdown()
                 except Exception:
                     pass
             else:
-                from migrate.mailbox.ews import EwsSource
-
-                password = resolve(SecretRef(source.server.password), base_dir=project.base_dir,
-                                   label=f"EWS service account of {source.id}")
-                self.ews = EwsSource(source.server, password, base_dir=project.base_dir, label=f"source {source.id}",
-                                     max_connections=source.connections)
+                sources.ews(source)
         except MigrateError as exc:
             self.error = exc.message
 
     def check_login(self, mailbox: MailboxRow) -> None:
-        if self.ews is not None:
-            self.ews.mailbox(mailbox.email)
-            return
-        assert self.endpoint is not None and self.creds is not None
-        password: Secret | None = None
-        if self.creds.method == "user_password":
-            ref = self.passwords.get(mailbox.email.lower())
-            if not ref:
-                raise LoginFailed(f"no password reference for {mailbox.email} in the user list of {self.source.id}")
-            password = resolve(SecretRef(ref), base_dir=self.project.base_dir, label=f"password of {mailbox.email}")
-        session = call_with_retry(f"source login of {mailbox.email}",
-                                  lambda: open_session(self.endpoint, self.creds, mailbox.login, password), attempts=2)
-        session.close()
-
-    def close(self) -> None:
-        if self.ews is not None:
-            try:
-                self.ews.close()
-            except Exception:
-                pass
+        box = call_with_retry(f"source login of {mailbox.email}",
+                              lambda: self.sources.open(self.source, mailbox.email, mailbox.login), attempts=2)
+        close = getattr(box, "close", None)
+        if close is not None:
+            close()
 
 
 def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], *,
@@ -151,7 +119,8 @@ def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], *
     central_creds = credentials_for_central(cfg.central, project)
     # Unreachable (exit 4) or refusing the migration account (exit 5): nothing else is worth checking.
     check_access(central, central_creds, [m.email for m in mailboxes])
-    access = {s: _SourceAccess(project.source(s), project) for s in dict.fromkeys(m.source_id for m in mailboxes)}
+    sources = Sources(project)
+    access = {s: _SourceAccess(project.source(s), sources) for s in dict.fromkeys(m.source_id for m in mailboxes)}
     central_slots = threading.BoundedSemaphore(cfg.central.connections)
     lock = threading.Lock()
     progress(ProgressEvent("plan", total_messages=len(mailboxes)))
@@ -180,13 +149,10 @@ def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], *
                                detail="pre-flight found a problem" if failed else ""))
 
     try:
-        workers = max(1, min(len(mailboxes), cfg.central.connections, sum(s.connections for s in cfg.sources)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preflight") as pool:
-            for future in [pool.submit(check, m) for m in mailboxes]:
-                future.result()
+        fanout(mailboxes, check, workers=min(cfg.central.connections, sum(s.connections for s in cfg.sources)),
+               name="preflight")
     finally:
-        for src in access.values():
-            src.close()
+        sources.close()
     order = {m.email: i for i, m in enumerate(mailboxes)}
     result.findings.sort(key=lambda f: (order.get(f.email or "", -1), f.check))
     return result

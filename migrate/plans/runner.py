@@ -104,22 +104,6 @@ class WaveRunResult:
         return ExitCode.OK
 
 
-class _WaveEngine(SyncEngine):
-    """The sync engine, telling the run when each mailbox starts and ends (the run records its lifecycle)."""
-
-    def __init__(self, *args, on_start, on_report, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._on_start = on_start
-        self._on_report = on_report
-
-    def sync_mailbox(self, mailbox: MailboxRow) -> MailboxReport:
-        if not self.stop.is_set():
-            self._on_start(mailbox)
-        report = super().sync_mailbox(mailbox)
-        self._on_report(mailbox, report)
-        return report
-
-
 class WaveRun:
     """One run of one wave. Use as a context manager (the wave lock is released on exit)."""
 
@@ -320,12 +304,11 @@ class WaveRun:
             self.store.add_event(f"wave/{self.wave_id}", "run-start",
                                  f"{pass_name} pass over {len(work)} mailbox(es)" + (" (again)" if again else ""))
         options = SyncOptions.from_project(self.project, dry_run=self.dry_run, lock_dir=self.locks_dir)
-        engine = _WaveEngine(self.project, self.store, options=options, progress=sink, stop=stop,
-                             on_start=on_start, on_report=on_report)
+        engine = SyncEngine(self.project, self.store, options=options, progress=sink, stop=stop)
         started = time.monotonic()
         outcome_text = "finished"
         try:
-            engine.run(work)
+            engine.run(work, on_start=on_start, on_report=on_report)
         except Interrupted:
             result.interrupted = True
             outcome_text = "interrupted"
