@@ -17,7 +17,7 @@ import yaml
 
 from migrate.core.errors import ExitCode, UsageError
 from migrate.core.store import MailboxRow, open_store
-from migrate.plans import lifecycle
+from migrate.waves import lifecycle
 from tests.lab import scenario
 from tests.lab.inspect import read_mailbox
 from tests.lab.scenario import Lab

@@ -12,10 +12,10 @@ from migrate.cli.output import emit_json, emit_table, human_bytes
 from migrate.cli.progress import progress_for
 from migrate.core.errors import Interrupted, PreflightFailed
 from migrate.mailbox.registry import register_users
-from migrate.plans import lifecycle
 from migrate.plans.planfiles import load_plan
-from migrate.plans.preflight import PreflightResult
-from migrate.plans.runner import WaveRun, WaveRunResult
+from migrate.waves import lifecycle
+from migrate.waves.preflight import PreflightResult
+from migrate.waves.runner import WaveRun, WaveRunResult
 
 NEXT_PASS = {"prestage": "delta", "delta": "final", "final": None}
 
@@ -76,7 +76,7 @@ def command(ctx: click.Context, app: App, wave: str, pass_name: str | None, dry_
             _print_preflight(app, result.preflight)
         stop = threading.Event()
         with progress_for(app, label) as sink:
-            result = wr.copy(result, progress=sink, stop=stop)
+            result = wr.execute(result, progress=sink, stop=stop)
     if as_json:
         emit_json(as_dict(result))
     else:

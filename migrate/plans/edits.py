@@ -17,12 +17,12 @@ from pydantic import ValidationError
 from migrate.core.config import Project
 from migrate.core.errors import UsageError
 from migrate.core.store import Store, WaveRow
-from migrate.plans import lifecycle
 from migrate.plans.catalog import Catalog
 from migrate.plans.estimate import Rates
 from migrate.plans.model import IndexFile, WaveFile
 from migrate.plans.planfiles import Plan, write_index, write_wave
 from migrate.plans.planner import cutover_domains
+from migrate.waves import lifecycle
 
 
 def approval_status(plan_hash: str | tuple[str, ...] | None, row: WaveRow | None) -> str:

@@ -21,11 +21,11 @@ from typing import Any
 
 from migrate.core.config import Project
 from migrate.core.store import Store, WaveRow, now
-from migrate.plans import lifecycle
 from migrate.plans.catalog import Catalog, MailboxInfo
 from migrate.plans.estimate import Rates, estimate
 from migrate.plans.model import PlanWindow
 from migrate.reports.units import gb
+from migrate.waves import lifecycle
 
 IN_PROGRESS = (lifecycle.PRESTAGING, lifecycle.PRESTAGED, lifecycle.DELTA_SYNCED)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from migrate.core.config import Project
 from migrate.core.store import MailboxRow, Store
-from migrate.plans import lifecycle
 from migrate.plans.catalog import Catalog
 from migrate.plans.model import PlanWindow
+from migrate.waves import lifecycle
 
 STATE_TEXT = {
     lifecycle.NEW: "Not in any approved migration wave yet.",

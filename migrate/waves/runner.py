@@ -1,18 +1,19 @@
-"""Running one wave of the approved plan: approval check, wave lock, pre-flight, then one sync pass.
+"""Running one step of one wave of the approved plan: approval check, wave lock, pre-flight, then the step.
 
-The order of a run, and what each step refuses:
+A step (:mod:`migrate.waves.steps`) is one thing a wave does to its items: the prestage, delta and final sync
+passes, the DNS cut-over, later the SIP checks. The order of a run, and what each part refuses:
 
 1. The wave's plan file must be valid (else ``ValidationFailed``, exit 2) and approved with the hash it
    has now (else ``NotApproved``, exit 6). A dry run only warns about approval.
 2. The wave's lock (``.locks/``) is taken; a second run of the same wave is refused naming the holder
    (``LockHeld``, exit 7). Runs of the same wave that a kill left unfinished are marked ``killed``.
-3. The pass (``prestage``, ``delta``, ``final``; by default the earliest with work left) picks its
-   mailboxes; see :mod:`migrate.plans.lifecycle`.
-4. Pre-flight (:mod:`migrate.plans.preflight`); a problem stops the run before any copying
-   (``PreflightFailed``, exit 8) unless ``force``, which marks the failing mailboxes failed and goes on.
-5. The sync engine copies the mailboxes in parallel. Each mailbox's lifecycle state changes the moment
-   its sync ends, so a run killed at any point leaves every finished mailbox recorded and the rest
-   resumable. A stop (Ctrl-C, SIGTERM) lets in-flight batches finish; stopped mailboxes keep their state.
+3. The step picks its items (for a sync pass: by default the earliest pass with work left); see
+   :mod:`migrate.waves.lifecycle`.
+4. The step's pre-flight; a problem stops the run before anything changes (``PreflightFailed``, exit 8)
+   unless ``force``, which marks the failing items failed and goes on.
+5. The step runs. Each item's lifecycle state changes the moment its work ends, so a run killed at any
+   point leaves every finished item recorded and the rest resumable. A stop (Ctrl-C, SIGTERM) lets the work
+   in flight finish; stopped items keep their state.
 """
 
 from __future__ import annotations
@@ -20,21 +21,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from migrate.core.config import Project
 from migrate.core.errors import ExitCode, Interrupted, NotApproved, PreflightFailed, UsageError
 from migrate.core.locks import Lock
-from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
+from migrate.core.progress import ProgressSink, no_progress
 from migrate.core.store import MailboxRow, Store
 from migrate.mailbox.registry import register_users
-from migrate.mailbox.sync import MailboxReport, SyncEngine, SyncOptions
-from migrate.plans import lifecycle
-from migrate.plans.catalog import Catalog
 from migrate.plans.edits import approval_status
 from migrate.plans.planfiles import Plan, WavePlan
-from migrate.plans.preflight import PreflightResult, preflight
+from migrate.waves import lifecycle
+from migrate.waves.preflight import PreflightResult
+
+if TYPE_CHECKING:
+    from migrate.waves.steps import Step
 
 log = logging.getLogger(__name__)
 
@@ -187,15 +190,16 @@ class WaveRun:
 
     # -- the run ---------------------------------------------------------------------------------------------
 
-    def start(self, pass_name: str, *, again: bool = False, force: bool = False,
+    def start(self, step_name: str, *, again: bool = False, force: bool = False,
               preflight_progress: ProgressSink = no_progress) -> WaveRunResult:
-        """Choose the pass's mailboxes and run the pre-flight; raises ``PreflightFailed`` (the findings are in
+        """Choose the step's mailboxes and run its pre-flight; raises ``PreflightFailed`` (the findings are in
         :attr:`preflight_result`) unless everything passed or ``force`` leaves the failing mailboxes out.
-        Call :meth:`check_plan` and :meth:`acquire` first, and :meth:`copy` after."""
-        if again and pass_name == "prestage":
+        Call :meth:`check_plan` and :meth:`acquire` first, and :meth:`execute` after."""
+        step = self.step(step_name)
+        if again and step_name == "prestage":
             raise UsageError("--again repeats a delta or final pass; a prestage pass always resumes")
-        result = WaveRunResult(self.wave_id, pass_name, self.dry_run, again=again, warnings=list(self.warnings))
-        chosen = lifecycle.eligibility(self.mailboxes(), pass_name, again=again)
+        result = WaveRunResult(self.wave_id, step_name, self.dry_run, again=again, warnings=list(self.warnings))
+        chosen = step.select(self, again=again)
         result.already = [(m.email, why) for m, why in chosen.done]
         result.blocked = [(m.email, why) for m, why in chosen.blocked]
         if not self.dry_run:
@@ -205,14 +209,15 @@ class WaveRun:
         result.work = [m.email for m in chosen.work]
         if not chosen.work:
             return result
-        pre = preflight(self.project, Catalog(self.project, self.store), chosen.work, progress=preflight_progress)
+        pre = step.preflight(self, chosen.work, preflight_progress)
         result.preflight = self.preflight_result = pre
         if pre.fatal or (pre.errors and not force):
             if not self.dry_run:
                 self.store.add_event(f"wave/{self.wave_id}", "preflight-failed",
                                      "; ".join(f"{f.email or 'all'}: {f.message}" for f in pre.errors[:10]))
             raise PreflightFailed(
-                f"pre-flight of wave {self.wave_id} found {len(pre.errors)} problem(s); nothing was copied",
+                f"pre-flight of wave {self.wave_id} ({step_name}) found {len(pre.errors)} problem(s); "
+                "nothing was copied or changed",
                 hint=None if pre.fatal else "fix them and run again, or add --force to run without the failing "
                                             "mailboxes")
         failing = pre.failing()
@@ -225,124 +230,62 @@ class WaveRun:
         result.work = [m.email for m in chosen.work if m.email not in failing]
         return result
 
-    def copy(self, result: WaveRunResult, *, progress: ProgressSink = no_progress,
-             stop: threading.Event | None = None) -> WaveRunResult:
-        """The pass itself over the mailboxes :meth:`start` chose."""
+    def execute(self, result: WaveRunResult, *, progress: ProgressSink = no_progress,
+                stop: threading.Event | None = None) -> WaveRunResult:
+        """The step itself over the mailboxes :meth:`start` chose, recorded as a run of the wave."""
         if not result.work or result.pass_name is None:
             return result
+        step = self.step(result.pass_name)
+        work = [m for m in (self.store.mailbox(e) for e in result.work) if m is not None]
         started = time.monotonic()
-        work = [self.store.mailbox(e) for e in result.work]
-        self._sync(result.pass_name, [m for m in work if m is not None], result, Catalog(self.project, self.store),
-                   progress, stop or threading.Event(), result.again)
-        result.seconds = time.monotonic() - started
-        return result
-
-    def run(self, pass_name: str, *, again: bool = False, force: bool = False,
-            preflight_progress: ProgressSink = no_progress, progress: ProgressSink = no_progress,
-            stop: threading.Event | None = None) -> WaveRunResult:
-        """:meth:`start` and :meth:`copy` in one."""
-        result = self.start(pass_name, again=again, force=force, preflight_progress=preflight_progress)
-        return self.copy(result, progress=progress, stop=stop)
-
-    def _sync(self, pass_name: str, work: list[MailboxRow], result: WaveRunResult, catalog: Catalog,
-              progress: ProgressSink, stop: threading.Event, again: bool = False) -> None:
-        target = lifecycle.PASS_TARGET[pass_name]
-        levels = {m.email: lifecycle.level(m) for m in work}
-        remaining = {}
-        for m in work:
-            info = catalog.get(m.email)
-            remaining[m.email] = info.remaining_bytes if info is not None else 0
-
-        def sink(event: ProgressEvent) -> None:
-            # Show what is left to copy: for a prestage the mailboxes' remaining size; later passes copy only
-            # what changed, which nobody knows in advance.
-            if event.kind == "plan":
-                total = sum(remaining.values()) if pass_name == "prestage" else None
-                event = ProgressEvent("plan", total_bytes=total or None, total_messages=None)
-            elif event.kind == "start":
-                total = remaining.get(event.subject) if pass_name == "prestage" else None
-                event = replace(event, total_bytes=total or None, total_messages=None)
-            elif event.kind == "failed" and stop.is_set():
-                # Stopped on request, not failed: it keeps its state and resumes on the next run.
-                progress(ProgressEvent("done", event.subject))
-                event = ProgressEvent("note", event.subject, detail=f"stopped: {event.subject} (resumes on the next run)")
-            progress(event)
-
-        def on_start(mailbox: MailboxRow) -> None:
-            if not self.dry_run and pass_name == "prestage" and mailbox.state != lifecycle.PRESTAGING:
-                self.store.set_mailbox_state(mailbox.id, lifecycle.PRESTAGING)
-
-        def on_report(mailbox: MailboxRow, report: MailboxReport) -> None:
-            outcome = Outcome(mailbox.email, mailbox.state, mailbox.state, report.ok and report.complete,
-                              copied=report.copied, copied_bytes=report.copied_bytes,
-                              would_copy=sum(f.to_copy for f in report.folders),
-                              would_copy_bytes=sum(f.to_copy_bytes for f in report.folders),
-                              src_messages=report.src_messages, src_bytes=report.src_bytes, seconds=report.seconds)
-            if report.locked:
-                outcome.locked, outcome.error = True, report.error
-            elif not report.ok and stop.is_set():
-                outcome.stopped, outcome.error = True, report.error
-            elif not outcome.ok:
-                outcome.error = report.error or _incomplete(report)
-            if not self.dry_run and not outcome.stopped and not outcome.locked:
-                if outcome.ok:
-                    self.store.set_mailbox_state(mailbox.id, target)
-                    outcome.after = target
-                else:
-                    prior = lifecycle.retry_state(pass_name, levels[mailbox.email])
-                    self.store.set_mailbox_state(mailbox.id, lifecycle.FAILED, f"{pass_name} pass: {outcome.error}",
-                                                 prior_state=prior)
-                    outcome.after = lifecycle.FAILED
-            elif not self.dry_run and outcome.stopped:
-                row = self.store.mailbox(mailbox.email)
-                outcome.after = row.state if row else mailbox.state
-            with self._lock:
-                result.outcomes.append(outcome)
-
         if not self.dry_run:
-            result.run_id = self.store.start_run(self.wave_id, pass_name)
-            self.store.add_event(f"wave/{self.wave_id}", "run-start",
-                                 f"{pass_name} pass over {len(work)} mailbox(es)" + (" (again)" if again else ""))
-        options = SyncOptions.from_project(self.project, dry_run=self.dry_run, lock_dir=self.locks_dir)
-        engine = SyncEngine(self.project, self.store, options=options, progress=sink, stop=stop)
-        started = time.monotonic()
+            result.run_id = self.store.start_run(self.wave_id, step.name)
+            self.store.add_event(f"wave/{self.wave_id}", "run-start", step.describe(len(work), result.again))
         outcome_text = "finished"
         try:
-            engine.run(work, on_start=on_start, on_report=on_report)
+            step.execute(self, result, work, progress, stop or threading.Event())
         except Interrupted:
             result.interrupted = True
             outcome_text = "interrupted"
         except BaseException:
-            outcome_text = "interrupted"
-            self._finish(result, pass_name, outcome_text, time.monotonic() - started)
+            self._finish(result, step, "interrupted", time.monotonic() - started)
             raise
         order = {m.email: i for i, m in enumerate(work)}
         result.outcomes.sort(key=lambda o: order.get(o.email, len(order)))
-        self._finish(result, pass_name, outcome_text, time.monotonic() - started)
+        result.seconds = time.monotonic() - started
+        self._finish(result, step, outcome_text, result.seconds)
+        return result
 
-    def _finish(self, result: WaveRunResult, pass_name: str, outcome_text: str, seconds: float) -> None:
+    def run(self, step_name: str, *, again: bool = False, force: bool = False,
+            preflight_progress: ProgressSink = no_progress, progress: ProgressSink = no_progress,
+            stop: threading.Event | None = None) -> WaveRunResult:
+        """:meth:`start` and :meth:`execute` in one."""
+        result = self.start(step_name, again=again, force=force, preflight_progress=preflight_progress)
+        return self.execute(result, progress=progress, stop=stop)
+
+    def record(self, result: WaveRunResult, outcome: Outcome) -> None:
+        """A mailbox's outcome, as its work ends (steps call this from their worker threads)."""
+        with self._lock:
+            result.outcomes.append(outcome)
+
+    @staticmethod
+    def step(name: str) -> Step:
+        from migrate.waves.steps import STEPS
+
+        if name not in STEPS:
+            raise UsageError(f"unknown step {name!r}; steps: {', '.join(STEPS)}")
+        return STEPS[name]
+
+    def _finish(self, result: WaveRunResult, step: Step, outcome_text: str, seconds: float) -> None:
         if self.dry_run or result.run_id is None:
             return
         failed = len(result.failed)
-        done = sum(1 for o in result.outcomes if o.ok)
         verdict = "interrupted" if outcome_text == "interrupted" else ("partial" if failed else "ok")
-        detail = (f"{pass_name} pass {outcome_text}: {done} mailbox(es) done, {failed} failed, "
-                  f"{result.copied} messages ({result.copied_bytes} bytes) copied")
+        detail = step.summary(result, outcome_text)
         self.store.finish_run(result.run_id, result=verdict, mailboxes=len(result.outcomes), messages=result.copied,
                               bytes_=result.copied_bytes, seconds=seconds, detail=detail)
         self.store.add_event(f"wave/{self.wave_id}", "run-finish" if verdict != "interrupted" else "run-interrupted",
                              detail)
-
-
-def _incomplete(report: MailboxReport) -> str:
-    parts = []
-    if report.failed_messages:
-        first = next((why for f in report.folders for _m, why in f.failed), "")
-        parts.append(f"{report.failed_messages} message(s) could not be copied ({first})")
-    if report.folder_errors:
-        first = next((f"{f.source}: {f.error}" for f in report.folders if f.error), "")
-        parts.append(f"{report.folder_errors} folder(s) failed ({first})")
-    return "; ".join(parts) or "incomplete"
 
 
 def run_wave(project: Project, store: Store, plan: Plan, wave_id: str, *, locks_dir: Path, pass_name: str | None = None,

@@ -1,0 +1,157 @@
+"""The steps of a wave: what each one applies to, its pre-flight, how it runs, and the state it moves items to.
+
+A wave runs one step at a time (``govmigrate run WAVE --pass P``, ``govmigrate cutover WAVE``); the runner
+(:mod:`migrate.waves.runner`) does what every step shares: approval, the wave lock, the run record, forced
+pre-flight failures, interruption. The three sync passes are steps here; the DNS cut-over
+(:mod:`migrate.waves.cutover`) and, later, the SIP checks are steps too.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
+from migrate.core.store import MailboxRow
+from migrate.mailbox.sync import MailboxReport, SyncEngine, SyncOptions
+from migrate.plans.catalog import Catalog
+from migrate.waves import lifecycle
+from migrate.waves.preflight import PreflightResult, preflight
+
+if TYPE_CHECKING:
+    from migrate.waves.runner import WaveRun, WaveRunResult
+
+
+class Step:
+    """One thing a wave does to its mailboxes. Subclasses say which mailboxes, check, and act."""
+
+    #: How the step is named on the command line, in the run records and in events.
+    name: str = ""
+    #: The lifecycle state a mailbox reaches when the step completes for it.
+    target: str = ""
+
+    def select(self, run: WaveRun, *, again: bool = False) -> lifecycle.Eligibility:
+        """The wave's mailboxes this step works on, those already past it, and those that cannot take it."""
+        raise NotImplementedError
+
+    def preflight(self, run: WaveRun, work: list[MailboxRow], progress: ProgressSink = no_progress) -> PreflightResult:
+        """What must hold before the step changes anything; errors stop it (or, with force, their mailboxes)."""
+        raise NotImplementedError
+
+    def execute(self, run: WaveRun, result: WaveRunResult, work: list[MailboxRow], progress: ProgressSink,
+                stop: threading.Event) -> None:
+        """Do the step, recording each mailbox's outcome in ``result`` as it ends (run.record)."""
+        raise NotImplementedError
+
+    def describe(self, count: int, again: bool) -> str:
+        return f"{self.name} over {count} mailbox(es)" + (" (again)" if again else "")
+
+    def summary(self, result: WaveRunResult, outcome_text: str) -> str:
+        done = sum(1 for o in result.outcomes if o.ok)
+        return f"{self.name} {outcome_text}: {done} mailbox(es) done, {len(result.failed)} failed"
+
+
+class SyncPass(Step):
+    """prestage, delta or final: one pass of the sync engine over the mailboxes that have not completed it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.target = lifecycle.PASS_TARGET[name]
+
+    def select(self, run: WaveRun, *, again: bool = False) -> lifecycle.Eligibility:
+        return lifecycle.eligibility(run.mailboxes(), self.name, again=again)
+
+    def preflight(self, run: WaveRun, work: list[MailboxRow], progress: ProgressSink = no_progress) -> PreflightResult:
+        return preflight(run.project, Catalog(run.project, run.store), work, progress=progress)
+
+    def describe(self, count: int, again: bool) -> str:
+        return f"{self.name} pass over {count} mailbox(es)" + (" (again)" if again else "")
+
+    def summary(self, result: WaveRunResult, outcome_text: str) -> str:
+        done = sum(1 for o in result.outcomes if o.ok)
+        return (f"{self.name} pass {outcome_text}: {done} mailbox(es) done, {len(result.failed)} failed, "
+                f"{result.copied} messages ({result.copied_bytes} bytes) copied")
+
+    def execute(self, run: WaveRun, result: WaveRunResult, work: list[MailboxRow], progress: ProgressSink,
+                stop: threading.Event) -> None:
+        sync_pass(run, result, work, self.name, progress, stop)
+
+
+def sync_pass(run: WaveRun, result: WaveRunResult, work: list[MailboxRow], pass_name: str, progress: ProgressSink,
+              stop: threading.Event, *, target: str | None = None) -> None:
+    """One sync pass over ``work``, each mailbox moved to ``target`` (the pass's own by default) the moment its
+    sync completes, or to failed with the reason. The DNS cut-over's last delta uses it too."""
+    from migrate.waves.runner import Outcome
+
+    target = target or lifecycle.PASS_TARGET[pass_name]
+    catalog = Catalog(run.project, run.store)
+    levels = {m.email: lifecycle.level(m) for m in work}
+    remaining = {}
+    for m in work:
+        info = catalog.get(m.email)
+        remaining[m.email] = info.remaining_bytes if info is not None else 0
+
+    def sink(event: ProgressEvent) -> None:
+        # Show what is left to copy: for a prestage the mailboxes' remaining size; later passes copy only
+        # what changed, which nobody knows in advance.
+        if event.kind == "plan":
+            total = sum(remaining.values()) if pass_name == "prestage" else None
+            event = ProgressEvent("plan", total_bytes=total or None, total_messages=None)
+        elif event.kind == "start":
+            total = remaining.get(event.subject) if pass_name == "prestage" else None
+            event = replace(event, total_bytes=total or None, total_messages=None)
+        elif event.kind == "failed" and stop.is_set():
+            # Stopped on request, not failed: it keeps its state and resumes on the next run.
+            progress(ProgressEvent("done", event.subject))
+            event = ProgressEvent("note", event.subject, detail=f"stopped: {event.subject} (resumes on the next run)")
+        progress(event)
+
+    def on_start(mailbox: MailboxRow) -> None:
+        if not run.dry_run and pass_name == "prestage" and mailbox.state != lifecycle.PRESTAGING:
+            run.store.set_mailbox_state(mailbox.id, lifecycle.PRESTAGING)
+
+    def on_report(mailbox: MailboxRow, report: MailboxReport) -> None:
+        outcome = Outcome(mailbox.email, mailbox.state, mailbox.state, report.ok and report.complete,
+                          copied=report.copied, copied_bytes=report.copied_bytes,
+                          would_copy=sum(f.to_copy for f in report.folders),
+                          would_copy_bytes=sum(f.to_copy_bytes for f in report.folders),
+                          src_messages=report.src_messages, src_bytes=report.src_bytes, seconds=report.seconds)
+        if report.locked:
+            outcome.locked, outcome.error = True, report.error
+        elif not report.ok and stop.is_set():
+            outcome.stopped, outcome.error = True, report.error
+        elif not outcome.ok:
+            outcome.error = report.error or _incomplete(report)
+        if not run.dry_run and not outcome.stopped and not outcome.locked:
+            if outcome.ok:
+                run.store.set_mailbox_state(mailbox.id, target)
+                outcome.after = target
+            else:
+                prior = lifecycle.retry_state(pass_name, levels[mailbox.email])
+                run.store.set_mailbox_state(mailbox.id, lifecycle.FAILED, f"{pass_name} pass: {outcome.error}",
+                                            prior_state=prior)
+                outcome.after = lifecycle.FAILED
+        elif not run.dry_run and outcome.stopped:
+            row = run.store.mailbox(mailbox.email)
+            outcome.after = row.state if row else mailbox.state
+        run.record(result, outcome)
+
+    options = SyncOptions.from_project(run.project, dry_run=run.dry_run, lock_dir=run.locks_dir)
+    SyncEngine(run.project, run.store, options=options, progress=sink, stop=stop).run(
+        work, on_start=on_start, on_report=on_report)
+
+
+def _incomplete(report: MailboxReport) -> str:
+    parts = []
+    if report.failed_messages:
+        first = next((why for f in report.folders for _m, why in f.failed), "")
+        parts.append(f"{report.failed_messages} message(s) could not be copied ({first})")
+    if report.folder_errors:
+        first = next((f"{f.source}: {f.error}" for f in report.folders if f.error), "")
+        parts.append(f"{report.folder_errors} folder(s) failed ({first})")
+    return "; ".join(parts) or "incomplete"
+
+
+#: Every step a wave can run, by name.
+STEPS: dict[str, Step] = {name: SyncPass(name) for name in lifecycle.PASSES}
