@@ -1,5 +1,245 @@
-"""`govmigrate dns`: Check ministry DNS records and apply RFC 2136 updates signed with TSIG."""
+"""`govmigrate dns`: check ministry DNS records, show a wave's change set, and lower TTLs ahead of the switch."""
 
-from migrate.cli.placeholder import not_yet_available
+from __future__ import annotations
 
-command = not_yet_available("dns", "Check ministry DNS records and apply RFC 2136 updates signed with TSIG.", "the DNS cut-over issue")
+from typing import Any
+
+import click
+from rich.table import Table
+
+from migrate.cli.app import App, pass_app
+from migrate.cli.output import emit_json, plain
+from migrate.core.config import DnsSection
+from migrate.core.errors import ExitCode, MigrateError, UsageError
+from migrate.dns.changes import ChangeSet, plan_domain
+from migrate.dns.checks import FAIL, PASS, WARN, DomainReport, check_domains
+from migrate.dns.client import DnsClient
+from migrate.dns.prepare import Prepared, prepare_domain
+
+STATUS_STYLE = {PASS: "green", WARN: "yellow", FAIL: "bold red"}
+
+
+@click.group()
+def command() -> None:
+    """Check ministry DNS records and prepare their cut-over to the central host.
+
+    Reads the dns: section of migration.yaml: the authoritative servers of the ministry zones (updates go
+    to the primary, signed with the TSIG key), the resolvers to look through, and what every domain
+    publishes after its cut-over. `check` and `plan` change nothing; `prepare` lowers TTLs.
+    """
+
+
+def dns_section(app: App) -> DnsSection:
+    section = app.project.config.dns
+    if section is None:
+        raise UsageError(f"{app.project.path.name} has no dns: section",
+                         hint="add one: the authoritative nameservers, the TSIG key, resolvers and targets "
+                              "(govmigrate init writes a commented example)")
+    return section
+
+
+def dns_client(app: App) -> DnsClient:
+    return DnsClient(dns_section(app), app.project.base_dir)
+
+
+def all_domains(app: App) -> list[str]:
+    """Every domain of every source, in project-file order."""
+    return list(dict.fromkeys(d.lower() for s in app.project.config.sources for d in s.domains))
+
+
+def wave_domains(app: App, wave: str) -> list[str]:
+    """The domains whose cut-over follows ``wave`` (its plan file's ``cutover_domains``)."""
+    from migrate.mailbox.registry import register_users
+    from migrate.plans.planfiles import load_plan
+
+    project, store = app.project, app.store
+    for problem in register_users(project, store).problems:
+        app.warn(str(problem))
+    plan = load_plan(app.workspace.plans_dir, project, store)
+    wave_plan = plan.wave(wave)
+    plan.require_valid(wave)
+    assert wave_plan.data is not None
+    return list(wave_plan.data.cutover_domains)
+
+
+def selected_domains(app: App, domains: tuple[str, ...], wave: str | None) -> list[str]:
+    if domains and wave:
+        raise UsageError("give --domain or --wave, not both")
+    if wave:
+        return wave_domains(app, wave)
+    known = all_domains(app)
+    if not domains:
+        return known
+    chosen = []
+    for domain in domains:
+        domain = domain.strip().rstrip(".").lower()
+        if domain not in known:
+            raise UsageError(f"{domain} is not a domain of any source in {app.project.path.name} "
+                             f"(domains: {', '.join(known)})")
+        chosen.append(domain)
+    return list(dict.fromkeys(chosen))
+
+
+def _no_domains(app: App, wave: str, as_json: bool, doc: dict[str, Any]) -> bool:
+    if doc["domains"]:
+        return False
+    app.info(f"wave {wave} completes no domain's cut-over (its cutover_domains is empty)")
+    if as_json:
+        emit_json(doc)
+    return True
+
+
+# -- check --------------------------------------------------------------------------------------------
+
+
+@command.command("check")
+@click.option("--domain", "domains", multiple=True, metavar="DOMAIN", help="Check this domain (repeatable).")
+@click.option("--wave", metavar="WAVE", help="Check the domains whose cut-over follows this wave.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@pass_app
+@click.pass_context
+def check(ctx: click.Context, app: App, domains: tuple[str, ...], wave: str | None, as_json: bool) -> None:
+    """Check the DNS records of ministry domains: pass, warn or fail, with the reason.
+
+    By default every domain of every source. Per domain: delegation (the parent's NS set is the zone's),
+    nameservers (every authoritative server answers, with one SOA serial), MX (targets have A/AAAA, no
+    CNAME; whether they are the central host's yet), SPF (syntax, at most 10 DNS lookups with nested
+    includes counted and 2 void lookups, the central host authorised), DMARC (valid, its policy), DKIM
+    (the central selector's key present and usable), autodiscover and the client SRV records
+    (_imaps._tcp, _submission._tcp, _submissions._tcp), and MTA-STS and TLS-RPT where configured.
+    Records the cut-over creates are "not yet" (warn) before the MX points at the central host and
+    missing (fail) after. Changes nothing. Exits 1 if any check failed.
+    """
+    section = dns_section(app)
+    chosen = selected_domains(app, domains, wave)
+    client = DnsClient(section, app.project.base_dir)
+    reports = check_domains(client, section, chosen)
+    counts = {s: sum(r.status == s for r in reports) for s in (PASS, WARN, FAIL)}
+    if as_json:
+        emit_json({"domains": [r.to_dict() for r in reports], "summary": counts})
+    else:
+        for report in reports:
+            _print_report(app, report)
+    app.info(f"{len(reports)} domain{'s' if len(reports) != 1 else ''} checked: {counts[PASS]} pass, "
+             f"{counts[WARN]} with warnings, {counts[FAIL]} failing")
+    ctx.exit(int(ExitCode.PARTIAL if counts[FAIL] else ExitCode.OK))
+
+
+def _print_report(app: App, report: DomainReport) -> None:
+    title = plain(f"{report.domain}" + (f" (zone {report.zone})" if report.zone and report.zone.rstrip('.') != report.domain
+                                         else ""))
+    table = Table(title=title, title_justify="left")
+    table.add_column(plain("check"), no_wrap=True)
+    table.add_column(plain("status"), no_wrap=True)
+    table.add_column(plain("reason"))
+    for c in report.checks:
+        table.add_row(plain(c.check), plain(c.status, STATUS_STYLE.get(c.status, "")), plain(c.reason))
+    app.out.print(table)
+
+
+# -- plan ---------------------------------------------------------------------------------------------
+
+
+@command.command("plan")
+@click.option("--wave", required=True, metavar="WAVE", help="The wave whose cutover_domains to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the change sets as JSON on stdout.")
+@pass_app
+def plan(app: App, wave: str, as_json: bool) -> None:
+    """Show the exact change set of each domain the wave cuts over: every RRset before and after.
+
+    Records are read from the primary as they are now; each RRset that will change is shown with its
+    current data and TTL and what it will hold (new and replaced RRsets get cutover_ttl). RRsets already
+    as wanted are left out. Apart from SPF, whose v=spf1 string alone is replaced, each RRset is replaced
+    whole. Changes nothing.
+    """
+    section = dns_section(app)
+    chosen = wave_domains(app, wave)
+    doc: dict[str, Any] = {"wave": wave, "cutover_ttl": section.cutover_ttl, "domains": []}
+    if _no_domains(app, wave, as_json, doc):
+        return
+    client = DnsClient(section, app.project.base_dir)
+    changesets = [plan_domain(client, section, domain) for domain in chosen]
+    doc["domains"] = [{**cs.to_dict(), "old_ttl": cs.old_ttl} for cs in changesets]
+    if as_json:
+        emit_json(doc)
+        return
+    for cs in changesets:
+        _print_changeset(app, cs)
+
+
+def _print_changeset(app: App, cs: ChangeSet) -> None:
+    domain = cs.domain.rstrip(".")
+    if not cs:
+        app.out.print(plain(f"{domain}: nothing to change (it already publishes the central host's records)"))
+        return
+    table = Table(title=plain(f"{domain}: {len(cs)} RRset{'s' if len(cs) != 1 else ''} will change "
+                              f"(zone {cs.zone})"), title_justify="left")
+    for heading, right in (("record", False), ("name", False), ("type", False), ("TTL", True),
+                           ("before", False), ("after", False), ("new TTL", True)):
+        table.add_column(plain(heading), justify="right" if right else "left", no_wrap=heading != "before"
+                         and heading != "after")
+    for row in cs.rows():
+        table.add_row(*(plain(row[k]) for k in ("what", "name", "type", "ttl", "before", "after", "new_ttl")))
+    app.out.print(table)
+
+
+# -- prepare ------------------------------------------------------------------------------------------
+
+
+@command.command("prepare")
+@click.option("--wave", required=True, metavar="WAVE", help="The wave whose cutover_domains to prepare.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON on stdout.")
+@pass_app
+def prepare(app: App, wave: str, as_json: bool) -> None:
+    """Lower the TTL of every RRset that will change to cutover_ttl, ahead of the switch.
+
+    Each domain of the wave's cutover_domains in turn: an RFC 2136 update over TCP to the primary,
+    signed with the TSIG key, with prerequisites (each RRset still exactly as read); then a wait until
+    every authoritative server serves the lowered TTLs. The earliest safe switch time (now + the old
+    TTL) is recorded per domain and printed. Re-running changes nothing that is done. A refused update
+    or a record changed meanwhile changes nothing and exits 9; a change not served by every server
+    within propagation_timeout exits 10; an unreachable primary exits 4.
+    """
+    section = dns_section(app)
+    chosen = wave_domains(app, wave)
+    doc: dict[str, Any] = {"wave": wave, "cutover_ttl": section.cutover_ttl, "domains": []}
+    if _no_domains(app, wave, as_json, doc):
+        return
+    client = DnsClient(section, app.project.base_dir)
+    client.tsig()  # a missing or unusable secret stops the command before any server is asked
+    done: list[Prepared] = []
+    for domain in chosen:
+        app.info(f"{domain}: reading its records from the primary and lowering TTLs")
+        try:
+            done.append(prepare_domain(client, section, app.store, domain, wave=wave))
+        except MigrateError as exc:
+            if done:
+                exc.message = f"{domain}: {exc.message} (prepared before it: {', '.join(p.domain for p in done)})"
+            else:
+                exc.message = f"{domain}: {exc.message}"
+            exc.args = (exc.message,)
+            raise
+    safe = max((p.safe_after for p in done if p.safe_after), default=None)
+    doc["domains"] = [p.to_dict() for p in done]
+    doc["safe_after"] = safe
+    if as_json:
+        emit_json(doc)
+        return
+    for p in done:
+        _print_prepared(app, p)
+    if safe:
+        app.out.print(plain(f"wave {wave}: earliest safe switch time {safe} (UTC)"))
+
+
+def _print_prepared(app: App, p: Prepared) -> None:
+    if p.lowered:
+        table = Table(title=plain(f"{p.domain}: TTL lowered on {len(p.lowered)} RRset"
+                                  f"{'s' if len(p.lowered) != 1 else ''}"), title_justify="left")
+        for heading in ("name", "type", "TTL before", "TTL now"):
+            table.add_column(plain(heading), justify="right" if heading.startswith("TTL") else "left")
+        for row in p.lowered.rows():
+            table.add_row(plain(row["name"]), plain(row["type"]), plain(row["ttl"]), plain(row["new_ttl"]))
+        app.out.print(table)
+    status = {"prepared": f"prepared; safe to switch after {p.safe_after}"}.get(p.state, p.state)
+    line = f"{p.domain}: {status}" + "".join(f"; {note}" for note in p.notes)
+    app.out.print(plain(line))

@@ -31,6 +31,10 @@ class ExitCode(IntEnum):
     LOCKED = 7
     #: Pre-flight checks failed before any copying started.
     PREFLIGHT = 8
+    #: A DNS update was refused, or a record changed since it was read: nothing was changed.
+    DNS_REFUSED = 9
+    #: A DNS change was made but not every authoritative server served it before the timeout.
+    DNS_PROPAGATION = 10
     #: A bug in govmigrate: an unexpected exception reached the error boundary.
     INTERNAL = 70
     #: Stopped by Ctrl-C or SIGTERM; state is consistent and re-running resumes.
@@ -116,6 +120,37 @@ class LockHeld(MigrateError):
 
 class PreflightFailed(MigrateError):
     exit_code = ExitCode.PREFLIGHT
+
+
+class DnsUpdateRefused(MigrateError):
+    """The primary refused an RFC 2136 update (TSIG signature or key, a zone it is not authoritative for, an
+    update policy): nothing was changed."""
+
+    exit_code = ExitCode.DNS_REFUSED
+
+
+class DnsChangedMeanwhile(DnsUpdateRefused):
+    """A prerequisite failed: an RRset is no longer as it was read, so the update changed nothing.
+    ``rrset`` names it ("mx health.gov.bz."), ``now`` says what it holds now."""
+
+    def __init__(self, message: str, *, rrset: str = "", now: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.rrset = rrset
+        self.now = now
+
+
+class DnsNotPropagated(MigrateError):
+    """A DNS change was made, but not every authoritative server served it before the timeout."""
+
+    exit_code = ExitCode.DNS_PROPAGATION
+
+    def __init__(self, message: str, *, behind: list[str] | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.behind = behind or []
+
+
+class DnsServerUnreachable(ServerUnreachable):
+    """The DNS server a command depends on (the primary, for an update or a transfer) did not answer."""
 
 
 class Interrupted(MigrateError):

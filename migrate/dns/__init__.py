@@ -1,1 +1,1 @@
-"""DNS: record checks and RFC 2136 updates signed with TSIG (a later issue)."""
+"""DNS: ministry domain record checks, change sets, and RFC 2136 updates signed with TSIG."""
