@@ -290,6 +290,12 @@ def test_invalid_plan_files_are_reported_with_file_line_and_field(govmigrate, tm
     err = govmigrate("-w", ws, "plan", "validate", expect=int(ExitCode.USAGE)).stderr
     assert (f"{path}:{line_of('cutover_domains:')}: cutover_domains: should be [health.gov.bz]: education.gov.bz "
             "does not belong here (its last mailboxes move in wave-02)") in err
+    # A domain no source lists: named at its own line.
+    path.write_text(fixed.replace("  - health.gov.bz", "  - health.gov.bz\n  - defence.gov.bz"))
+    text = path.read_text().splitlines()
+    err = govmigrate("-w", ws, "plan", "validate", expect=int(ExitCode.USAGE)).stderr
+    assert (f"{path}:{line_of('- defence.gov.bz')}: cutover_domains[1]: defence.gov.bz is not a domain of any "
+            "source in migration.yaml") in err
 
 
 def test_wave_file_missing_from_the_index_and_index_naming_a_missing_file(govmigrate, tmp_path):

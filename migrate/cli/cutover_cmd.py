@@ -1,5 +1,91 @@
-"""`govmigrate cutover`: Final delta sync, DNS switch and SIP checks for a wave's domains."""
+"""`govmigrate cutover`: switch a wave's domains to the central host, gated on the final sync."""
 
-from migrate.cli.placeholder import not_yet_available
+from __future__ import annotations
 
-command = not_yet_available("cutover", "Final delta sync, DNS switch and SIP checks for a wave's domains.", "the DNS and SIP cut-over issues")
+import threading
+
+import click
+
+from migrate.cli.app import App, pass_app
+from migrate.cli.output import emit_json, emit_table
+from migrate.cli.progress import progress_for
+from migrate.cli.run_cmd import as_dict, print_preflight, render
+from migrate.core.errors import Interrupted, PreflightFailed, UsageError
+from migrate.mailbox.registry import register_users
+from migrate.plans.planfiles import load_plan
+from migrate.waves.runner import WaveRun
+
+
+@click.command()
+@click.argument("wave")
+@click.option("--dry-run", is_flag=True, help="Check the gate and show what would change; change nothing.")
+@click.option("--force", is_flag=True, help="Go past a gate that refuses (with --reason, which is recorded).")
+@click.option("--reason", metavar="TEXT", help="Why the gate is forced (recorded in the store and the event log).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@pass_app
+@click.pass_context
+def command(ctx: click.Context, app: App, wave: str, dry_run: bool, force: bool, reason: str | None,
+            as_json: bool) -> None:
+    """Cut over WAVE's domains (its plan's cutover_domains) to the central host.
+
+    For each domain, in order: the gate (every mailbox of the domain final-synced, and the TTLs lowered
+    by `govmigrate dns prepare` at least one old TTL ago; otherwise exit 8 listing why, unless --force
+    with --reason); a baseline of the records (in the store and reports/dns-baseline-WAVE-DOMAIN.zone);
+    one RFC 2136 update signed with TSIG whose prerequisites require every record to be exactly as in the
+    baseline (exit 9 and no change if someone changed one); a wait until every authoritative server serves
+    it (exit 10 on timeout); the domain's mailboxes to cut-over; and a last delta sync for mail that
+    reached the old server meanwhile, after which each mailbox is done. Every part is an event; Ctrl-C or
+    a kill stops it and the same command resumes it. `govmigrate dns rollback --wave WAVE` undoes it.
+    """
+    if reason and not force:
+        raise UsageError("--reason goes with --force")
+    project, store = app.project, app.store
+    for problem in register_users(project, store).problems:
+        app.warn(str(problem))
+    plan = load_plan(app.workspace.plans_dir, project, store)
+    with WaveRun(project, store, plan, wave, locks_dir=app.workspace.locks_dir, dry_run=dry_run) as wr:
+        wr.check_plan()
+        for warning in wr.warnings:
+            app.warn(warning)
+        assert wr.wave.data is not None
+        if not wr.wave.data.cutover_domains:
+            raise UsageError(f"wave {wave} cuts over no domain (its cutover_domains is empty): a domain moves with "
+                             "the wave that holds its last mailboxes", hint="govmigrate plan show lists which wave "
+                                                                            "cuts over which domain")
+        wr.acquire("cutover")
+        try:
+            with progress_for(app, f"{wave}: cut-over gate", unit="items") as sink:
+                result = wr.start("cutover", force=force, reason=reason, preflight_progress=sink)
+        except PreflightFailed:
+            if wr.preflight_result is not None:
+                print_preflight(app, wr.preflight_result)
+            raise
+        for who, what in result.forced:
+            app.warn(f"gate forced ({reason}): {who}: {what}")
+        with progress_for(app, f"{wave}: cut-over") as sink:
+            result = wr.execute(result, progress=sink, stop=threading.Event())
+    if as_json:
+        emit_json({**as_dict(result), "domains": [d.as_dict() for d in result.domains],
+                   "forced": [{"who": w, "what": m} for w, m in result.forced], "reason": result.force_reason})
+    else:
+        render_domains(app, result.domains, dry_run=dry_run)
+        if result.outcomes:
+            render(app, result)
+        elif not result.domains and result.already:
+            app.info(f"wave {wave}: every mailbox of its domains is done already")
+    if result.interrupted:
+        raise Interrupted(f"wave {wave}: the cut-over was stopped; run the same command again to resume")
+    ctx.exit(int(result.exit_code))
+
+
+def render_domains(app: App, domains, *, dry_run: bool) -> None:
+    rows = [{"domain": d.domain, "state": d.before if d.before == d.after else f"{d.before} → {d.after}",
+             "detail": d.detail} for d in domains]
+    if rows:
+        emit_table(app, "cut-over" + (" — dry run: nothing was changed" if dry_run else ""),
+                   [("domain", "domain"), ("state", "state"), ("detail", "detail")], rows)
+    for d in domains:
+        if dry_run and d.changes:
+            emit_table(app, f"{d.domain}: what would change",
+                       [("name", "name"), ("type", "type"), ("ttl", "TTL>"), ("before", "before"), ("after", "after")],
+                       d.changes)

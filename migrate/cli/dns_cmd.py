@@ -243,3 +243,40 @@ def _print_prepared(app: App, p: Prepared) -> None:
     status = {"prepared": f"prepared; safe to switch after {p.safe_after}"}.get(p.state, p.state)
     line = f"{p.domain}: {status}" + "".join(f"; {note}" for note in p.notes)
     app.out.print(plain(line))
+
+
+# -- rollback -----------------------------------------------------------------------------------------
+
+
+@command.command("rollback")
+@click.option("--wave", required=True, metavar="WAVE", help="The wave whose cut-over to undo.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON on stdout.")
+@pass_app
+def rollback(app: App, wave: str, as_json: bool) -> None:
+    """Undo the cut-over of the wave's domains: put each domain's baseline back.
+
+    One RFC 2136 update per domain, signed with TSIG, whose prerequisites require every record to be
+    exactly as the cut-over left it (someone else's change since is never overwritten: exit 9, nothing
+    changed); then a wait until every authoritative server serves the baseline. The domain's mailboxes go
+    back to final-synced, with events; copying goes on with `govmigrate run WAVE --pass final --again`
+    until the cut-over is repeated. Takes the wave's lock (exit 7 while a cut-over of it runs).
+    """
+    from migrate.core.locks import Lock
+    from migrate.waves.cutover import rollback_domain
+
+    section = dns_section(app)
+    chosen = wave_domains(app, wave)
+    doc: dict[str, Any] = {"wave": wave, "domains": []}
+    if _no_domains(app, wave, as_json, doc):
+        return
+    client = DnsClient(section, app.project.base_dir)
+    client.tsig()
+    with Lock(app.workspace.locks_dir, f"wave {wave}", f"govmigrate dns rollback --wave {wave}"):
+        outcomes = [rollback_domain(app.project, app.store, client, domain) for domain in chosen]
+    doc["domains"] = [o.as_dict() for o in outcomes]
+    if as_json:
+        emit_json(doc)
+        return
+    for o in outcomes:
+        app.out.print(plain(f"{o.domain}: {o.before} → {o.after}: {o.detail}" if o.before != o.after
+                            else f"{o.domain}: {o.detail}"))

@@ -24,7 +24,8 @@ def command(app: App, fmt: str) -> None:
     """Programme summary: per ministry and per wave, mailboxes done of total, GB moved of total,
     failures, and the estimated completion.
 
-    Done means the final pass copied everything (final-synced, cut over or done). Estimated
+    Done means the final pass copied everything (final-synced, cut over or done); domains cut over
+    are those whose MX the DNS cut-over switched to the central host. Estimated
     completion comes from the waves' window dates and the copy still to do at the measured rate;
     a wave without a date has none. --json for everything, --csv for one row per programme,
     ministry and wave (for spreadsheets). Reads the state store only.
@@ -64,9 +65,10 @@ def render(app: App, r: ProgrammeReport) -> None:
     columns = [("name", "ministry"), ("done", "done>"), ("progress", "in progress>"), ("waiting", "waiting>"),
                ("failed", "failed>"), ("moved", "moved / total>"), ("completion", "est. completion"),
                ("note", "note")]
-    emit_table(app, "per ministry", columns,
-               [{"name": m.ministry, "waves": ", ".join(m.waves), **_cells(m.counts, m.completion)}
-                for m in r.ministries])
+    ministry_columns = [*columns[:6], ("domains", "domains cut over>"), *columns[6:]]
+    emit_table(app, "per ministry", ministry_columns,
+               [{"name": m.ministry, "waves": ", ".join(m.waves), **_cells(m.counts, m.completion),
+                 "domains": f"{len(m.domains_cut_over)}/{len(m.domains)}"} for m in r.ministries])
     wave_columns = [("wave", "wave"), ("title", "title"), ("window", "window"), ("approval", "approval"),
                     *columns[1:]]
     emit_table(app, "per wave", wave_columns,

@@ -70,10 +70,10 @@ def command(ctx: click.Context, app: App, wave: str, pass_name: str | None, dry_
                 result = wr.start(chosen, again=again, force=force, preflight_progress=sink)
         except PreflightFailed:
             if wr.preflight_result is not None:
-                _print_preflight(app, wr.preflight_result)
+                print_preflight(app, wr.preflight_result)
             raise
         if result.preflight is not None:
-            _print_preflight(app, result.preflight)
+            print_preflight(app, result.preflight)
         stop = threading.Event()
         with progress_for(app, label) as sink:
             result = wr.execute(result, progress=sink, stop=stop)
@@ -87,7 +87,7 @@ def command(ctx: click.Context, app: App, wave: str, pass_name: str | None, dry_
     ctx.exit(int(result.exit_code))
 
 
-def _print_preflight(app: App, pre: PreflightResult) -> None:
+def print_preflight(app: App, pre: PreflightResult) -> None:
     by_message: dict[str, list[str]] = {}
     for f in pre.findings:
         by_message.setdefault(f"{f.severity}|{f.message}", []).append(f.email or "")

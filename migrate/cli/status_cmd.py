@@ -68,9 +68,23 @@ def render(app: App, v: StatusView) -> None:
                    f"{human_bytes(v.bytes_total) or '?'})"
          + (f"; {v.messages_refused} refused by the central host" if v.messages_refused else ""))
     line("last sync", f"{v.last_sync_at} ({v.last_sync_result})" if v.last_sync_at else "never")
+    line("domain", _domain_text(v))
     for i, step in enumerate(v.next_steps):
         line("next" if i == 0 else "", step)
     if v.events:
         out.print("  recent events:", markup=False, highlight=False)
         for e in v.events:
             out.print(f"    {e['at']}  {e['action']}: {e['detail']}", markup=False, highlight=False)
+
+
+def _domain_text(v: StatusView) -> str:
+    """Where the user's domain's mail goes, in the helpdesk's words."""
+    mx = f"; MX {', '.join(v.mx_now)}" if v.mx_now else ""
+    if v.domain_state in ("switched", "propagated", "cut-over", "done"):
+        return f"{v.domain} switched to the central host at {v.switched_at}{mx}"
+    if v.domain_state == "rolled-back":
+        return f"{v.domain} was switched back to the ministry server (rolled back){mx}"
+    if v.domain_state == "baselined":
+        return f"{v.domain} is being switched to the central host now"
+    planned = f" after wave {v.cutover_wave}" if v.cutover_wave else " (not planned yet)"
+    return f"{v.domain} not switched yet: mail still goes to the ministry server; switch{planned}"

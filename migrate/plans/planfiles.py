@@ -215,7 +215,7 @@ def load_plan(directory: Path, project: Project, store: Store, catalog: Catalog 
     order = [w for w in dict.fromkeys(listed) if w in files]
     plan = Plan(directory, index_path, index, index_located, waves, order, problems)
     _check_members(plan, catalog, problems)
-    _check_cutover(plan, problems)
+    _check_cutover(plan, project, problems)
     rates = Rates(project, store)
     for wave_id, wp in waves.items():
         if wp.data is None:
@@ -315,8 +315,17 @@ def _check_members(plan: Plan, catalog: Catalog, problems: list[Problem]) -> Non
                                         "warning"))
 
 
-def _check_cutover(plan: Plan, problems: list[Problem]) -> None:
-    if any(plan.waves[w].data is None for w in plan.order):
+def _check_cutover(plan: Plan, project: Project, problems: list[Problem]) -> None:
+    known = {d.lower() for s in project.config.sources for d in s.domains}
+    unknown: set[tuple[str, str]] = set()
+    for wave_id, wp in plan.waves.items():
+        for i, d in enumerate(wp.data.cutover_domains if wp.data else []):
+            if d not in known:
+                unknown.add((wave_id, d))
+                problems.append(Problem(str(wp.path), wp.line_of("cutover_domains", i) or wp.line_of("cutover_domains"),
+                                        f"cutover_domains[{i}]", f"{d} is not a domain of any source in "
+                                        f"{project.path.name}: a cut-over can only switch a ministry's domain"))
+    if unknown or any(plan.waves[w].data is None for w in plan.order):
         return  # the order of mailboxes is not known while a wave file is broken
     expected = cutover_domains([(w, plan.waves[w].data.mailboxes) for w in plan.order])  # type: ignore[union-attr]
     last_of = {d: w for w, domains in expected.items() for d in domains}

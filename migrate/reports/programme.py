@@ -105,6 +105,9 @@ class MinistryLine:
     waves: list[str]
     counts: Counts
     completion: Completion
+    #: The ministry's domains whose MX points at the central host (the DNS cut-over switched them):
+    #: the plan's "compliance by all Ministries".
+    domains_cut_over: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -219,6 +222,7 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
             remaining_hours=round(hours, 2), completion=_wave_completion(window, counts, hours, last_finish, today),
             last_run={k: last[k] for k in ("pass", "started_at", "finished_at", "result")} if last else None))
     by_wave = {w.id: w for w in waves}
+    dns_state = {row.domain: row.state for row in store.dns_domains()}
     ministries: list[MinistryLine] = []
     for source in project.config.sources:
         members = [m for m in mailboxes if m.source_id == source.id]
@@ -227,8 +231,9 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
             counts.add(m)
         wave_ids = [w.id for w in waves if any(m.row.wave == w.id for m in members)]
         parts = [(w, _ministry_share(by_wave[w], members)) for w in wave_ids]
+        switched = [d for d in source.domains if (dns_state.get(d.lower()) or "") in SWITCHED_STATES]
         ministries.append(MinistryLine(source.id, source.ministry, list(source.domains), wave_ids, counts,
-                                       _combine(parts, counts.unplanned)))
+                                       _combine(parts, counts.unplanned), switched))
     totals = Counts()
     for m in mailboxes:
         totals.add(m)
@@ -266,9 +271,13 @@ def as_json(report: ProgrammeReport) -> dict[str, Any]:
     return doc
 
 
+#: Where a domain's MX points at the central host (migrate.waves.cutover).
+SWITCHED_STATES = ("switched", "propagated", "cut-over", "done")
+
 CSV_COLUMNS = ("level", "id", "name", "mailboxes", "done", "in_progress", "planned", "unplanned", "failed",
                "skipped", "messages_moved", "messages_total", "gb_moved", "gb_total", "bytes_moved", "bytes_total",
-               "window", "approval", "estimated_completion", "completion_status", "note")
+               "domains", "domains_cut_over", "window", "approval", "estimated_completion", "completion_status",
+               "note")
 
 
 def csv_rows(report: ProgrammeReport) -> list[dict[str, Any]]:
@@ -280,7 +289,8 @@ def csv_rows(report: ProgrammeReport) -> list[dict[str, Any]]:
                 "completion_status": completion.status, "note": completion.note, **extra}
 
     rows = [row("programme", "", report.programme, report.totals, report.completion)]
-    rows += [row("ministry", m.source_id, m.ministry, m.counts, m.completion) for m in report.ministries]
+    rows += [row("ministry", m.source_id, m.ministry, m.counts, m.completion, domains=len(m.domains),
+                 domains_cut_over=len(m.domains_cut_over)) for m in report.ministries]
     rows += [row("wave", w.id, w.title, w.counts, w.completion, approval=w.approval,
                  window=f"{w.window_date} {w.window_start} {w.window_hours:g}h" if w.window_date else "")
              for w in report.waves]

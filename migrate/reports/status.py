@@ -16,6 +16,7 @@ from migrate.core.store import MailboxRow, Store
 from migrate.plans.catalog import Catalog
 from migrate.plans.model import PlanWindow
 from migrate.waves import lifecycle
+from migrate.waves.cutover import mx_now
 
 STATE_TEXT = {
     lifecycle.NEW: "Not in any approved migration wave yet.",
@@ -95,6 +96,11 @@ class StatusView:
     wave: WaveInfo | None
     #: The wave after which the user's domain switches to the central host.
     cutover_wave: str | None
+    #: The DNS cut-over of the user's domain as the store knows it: state, when it was switched, MX now.
+    domain: str
+    domain_state: str
+    switched_at: str | None
+    mx_now: list[str] | None
     messages_copied: int
     messages_total: int | None
     bytes_copied: int
@@ -127,6 +133,7 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
     domain = mailbox.email.rsplit("@", 1)[1].lower()
     cutover_wave = next((w.id for w in store.waves() if domain in ((w.doc or {}).get("cutover_domains") or [])), None)
     wave = _wave_info(store, mailbox.wave)
+    dns_row = store.dns_domain(domain)
     reason = mailbox.state_reason if mailbox.state in (lifecycle.FAILED, lifecycle.SKIPPED) else None
     reason_text = plain_reason(reason)
     if mailbox.state == lifecycle.NEW and info is not None and info.measured is False:
@@ -138,6 +145,8 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         ministry=info.ministry if info else mailbox.source_id, source_id=mailbox.source_id,
         flags=sorted(mailbox.flags), state=mailbox.state, state_text=STATE_TEXT.get(mailbox.state, mailbox.state),
         reason=reason, reason_text=reason_text, wave=wave, cutover_wave=cutover_wave,
+        domain=domain, domain_state=dns_row.state if dns_row else "unchanged",
+        switched_at=dns_row.switched_at if dns_row else None, mx_now=mx_now(dns_row),
         messages_copied=mailbox.copied_messages, messages_total=info.messages if info else mailbox.src_messages,
         bytes_copied=mailbox.copied_bytes, bytes_total=info.size if info else mailbox.src_bytes,
         messages_refused=mailbox.failed_messages, last_sync_at=mailbox.last_sync_at,

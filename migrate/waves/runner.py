@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from migrate.core.config import Project
 from migrate.core.errors import ExitCode, Interrupted, NotApproved, PreflightFailed, UsageError
@@ -83,6 +83,12 @@ class WaveRunResult:
     seconds: float = 0.0
     run_id: int | None = None
     warnings: list[str] = field(default_factory=list)
+    #: ``--force --reason``: why a gate was passed by force (recorded with what it overrode).
+    force_reason: str | None = None
+    #: (who, what) a forced gate let through.
+    forced: list[tuple[str, str]] = field(default_factory=list)
+    #: Per domain, what a cut-over step did (migrate.waves.cutover).
+    domains: list[Any] = field(default_factory=list)
 
     @property
     def copied(self) -> int:
@@ -190,7 +196,7 @@ class WaveRun:
 
     # -- the run ---------------------------------------------------------------------------------------------
 
-    def start(self, step_name: str, *, again: bool = False, force: bool = False,
+    def start(self, step_name: str, *, again: bool = False, force: bool = False, reason: str | None = None,
               preflight_progress: ProgressSink = no_progress) -> WaveRunResult:
         """Choose the step's mailboxes and run its pre-flight; raises ``PreflightFailed`` (the findings are in
         :attr:`preflight_result`) unless everything passed or ``force`` leaves the failing mailboxes out.
@@ -198,7 +204,8 @@ class WaveRun:
         step = self.step(step_name)
         if again and step_name == "prestage":
             raise UsageError("--again repeats a delta or final pass; a prestage pass always resumes")
-        result = WaveRunResult(self.wave_id, step_name, self.dry_run, again=again, warnings=list(self.warnings))
+        result = WaveRunResult(self.wave_id, step_name, self.dry_run, again=again, warnings=list(self.warnings),
+                               force_reason=reason if force else None)
         chosen = step.select(self, again=again)
         result.already = [(m.email, why) for m, why in chosen.done]
         result.blocked = [(m.email, why) for m, why in chosen.blocked]
@@ -211,6 +218,17 @@ class WaveRun:
             return result
         pre = step.preflight(self, chosen.work, preflight_progress)
         result.preflight = self.preflight_result = pre
+        if pre.errors and force and step.force_overrides_gate:
+            # A gate (the cut-over's) passed by force: every mailbox goes ahead; what was overridden, and why,
+            # is recorded.
+            if not reason:
+                raise UsageError("--force needs --reason: it is recorded with what it overrides")
+            result.forced = [(f.email or "all", f.message) for f in pre.errors]
+            if not self.dry_run:
+                self.store.add_event(f"wave/{self.wave_id}", "gate-forced", f"{reason}; overridden: "
+                                     + "; ".join(f"{w}: {m}" for w, m in result.forced[:10]))
+            result.work = [m.email for m in chosen.work]
+            return result
         if pre.fatal or (pre.errors and not force):
             if not self.dry_run:
                 self.store.add_event(f"wave/{self.wave_id}", "preflight-failed",
@@ -268,8 +286,13 @@ class WaveRun:
         with self._lock:
             result.outcomes.append(outcome)
 
+    @property
+    def reports_dir(self) -> Path:
+        return self.locks_dir.parent / "reports"
+
     @staticmethod
     def step(name: str) -> Step:
+        import migrate.waves.cutover  # noqa: F401  (registers the cut-over step)
         from migrate.waves.steps import STEPS
 
         if name not in STEPS:

@@ -30,6 +30,9 @@ class Step:
     name: str = ""
     #: The lifecycle state a mailbox reaches when the step completes for it.
     target: str = ""
+    #: With ``--force``: True lets every mailbox past a failed pre-flight (a gate, with a recorded reason);
+    #: False leaves the failing mailboxes out (marked failed) and runs the rest.
+    force_overrides_gate: bool = False
 
     def select(self, run: WaveRun, *, again: bool = False) -> lifecycle.Eligibility:
         """The wave's mailboxes this step works on, those already past it, and those that cannot take it."""
@@ -79,9 +82,10 @@ class SyncPass(Step):
 
 
 def sync_pass(run: WaveRun, result: WaveRunResult, work: list[MailboxRow], pass_name: str, progress: ProgressSink,
-              stop: threading.Event, *, target: str | None = None) -> None:
+              stop: threading.Event, *, target: str | None = None, failed_prior: str | None = None) -> None:
     """One sync pass over ``work``, each mailbox moved to ``target`` (the pass's own by default) the moment its
-    sync completes, or to failed with the reason. The DNS cut-over's last delta uses it too."""
+    sync completes, or to failed with the reason (remembering ``failed_prior``, by default where a retry of
+    the pass resumes). The DNS cut-over's last delta uses it too."""
     from migrate.waves.runner import Outcome
 
     target = target or lifecycle.PASS_TARGET[pass_name]
@@ -128,7 +132,7 @@ def sync_pass(run: WaveRun, result: WaveRunResult, work: list[MailboxRow], pass_
                 run.store.set_mailbox_state(mailbox.id, target)
                 outcome.after = target
             else:
-                prior = lifecycle.retry_state(pass_name, levels[mailbox.email])
+                prior = failed_prior or lifecycle.retry_state(pass_name, levels[mailbox.email])
                 run.store.set_mailbox_state(mailbox.id, lifecycle.FAILED, f"{pass_name} pass: {outcome.error}",
                                             prior_state=prior)
                 outcome.after = lifecycle.FAILED

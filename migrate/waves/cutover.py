@@ -1,0 +1,370 @@
+"""The DNS cut-over of a wave: each of its ``cutover_domains`` switched to the central host, gated on the final
+sync, and its rollback.
+
+Per domain, in order, each part recorded in ``dns_domains`` and as an event ``dns/<domain>``, so that a cut-over
+stopped anywhere (Ctrl-C, a kill, a server that does not answer) resumes where it stopped:
+
+1. **Gate** (the step's pre-flight): every mailbox of the domain is final-synced, and ``dns prepare`` lowered
+   the TTLs at least one old TTL ago. Otherwise the cut-over refuses and lists why (exit 8), unless forced
+   with a reason, which is recorded.
+2. **Baseline**: the RRsets the switch will change go into the store, and the whole zone (AXFR with TSIG where
+   the primary allows it) to ``reports/dns-baseline-<wave>-<domain>.zone``.
+3. **Update**: one RFC 2136 UPDATE over TCP, signed with TSIG, whose prerequisites require every RRset to be
+   exactly as in the baseline: if someone changed one meanwhile, nothing changes (exit 9).
+4. **Wait**: until every authoritative server serves the new records with one SOA serial (exit 10 on timeout).
+5. **Advance**: every mailbox of the domain goes to ``cut-over``.
+6. **Final delta**: a last sync pass for mail that reached the old server while the change propagated; each
+   mailbox then goes to ``done``, and the domain with it.
+
+``rollback`` puts the baseline back with the same kind of prerequisites (the records must be exactly as the
+cut-over left them) and returns the domain's mailboxes to ``final-synced``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from migrate.core.config import DnsSection, Project
+from migrate.core.errors import UsageError
+from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
+from migrate.core.store import DnsDomainRow, MailboxRow, Store, now
+from migrate.dns.changes import ChangeSet, plan_domain
+from migrate.dns.client import DnsClient, DnsQueryFailed
+from migrate.dns.prepare import parse_time
+from migrate.dns.propagation import Propagation, wait_propagated
+from migrate.dns.records import relative
+from migrate.dns.update import apply_changes
+from migrate.waves import lifecycle
+from migrate.waves.preflight import Finding, PreflightResult
+from migrate.waves.steps import STEPS, Step, sync_pass
+
+if TYPE_CHECKING:
+    from migrate.waves.runner import WaveRun, WaveRunResult
+
+log = logging.getLogger(__name__)
+
+#: Where a domain's cut-over has not begun: the gate applies.
+NOT_BEGUN = ("unchanged", "prepared", "rolled-back")
+#: Where the records have (or may have) been changed: what a rollback undoes.
+SWITCHED = ("baselined", "switched", "propagated", "cut-over", "done")
+
+
+@dataclass
+class DomainOutcome:
+    """What the cut-over (or its rollback) did to one domain."""
+
+    domain: str
+    before: str
+    after: str
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    baseline_file: str | None = None
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def domain_of(email: str) -> str:
+    return email.rsplit("@", 1)[1].lower()
+
+
+def dns_section(project: Project) -> DnsSection:
+    if project.config.dns is None:
+        raise UsageError(f"{project.path.name} has no dns: section; the cut-over needs the ministry zones' "
+                         "nameservers, the TSIG key and the targets (govmigrate init writes an example)")
+    if project.config.dns.tsig is None:
+        raise UsageError(f"{project.path.name}: dns.tsig is missing; the cut-over signs its updates with it")
+    return project.config.dns
+
+
+def domain_mailboxes(store: Store, domains: list[str]) -> dict[str, list[MailboxRow]]:
+    """Every mailbox of each domain, whichever wave holds it: a domain moves only when all of them have."""
+    wanted = {d.lower() for d in domains}
+    out: dict[str, list[MailboxRow]] = {d: [] for d in domains}
+    for m in store.mailboxes():
+        d = domain_of(m.email)
+        if d in wanted:
+            out[d].append(m)
+    return out
+
+
+class DnsSwitch(Step):
+    """The wave's cut-over: its cutover_domains switched, their mailboxes advanced and given a last delta."""
+
+    name = "cutover"
+    target = lifecycle.DONE
+    #: ``--force --reason`` goes past the gate with every mailbox (rather than leaving the failing ones out).
+    force_overrides_gate = True
+
+    def domains(self, run: WaveRun) -> list[str]:
+        assert run.wave.data is not None
+        return list(run.wave.data.cutover_domains)
+
+    def select(self, run: WaveRun, *, again: bool = False) -> lifecycle.Eligibility:
+        work, done, blocked = [], [], []
+        for rows in domain_mailboxes(run.store, self.domains(run)).values():
+            for m in rows:
+                if m.state == lifecycle.SKIPPED or "skip" in m.flags:
+                    blocked.append((m, "flagged skip in the user list: its mail is not moved"))
+                elif m.state == lifecycle.DONE:
+                    done.append((m, "already done"))
+                else:
+                    work.append(m)
+        return lifecycle.Eligibility(work, done, blocked)
+
+    def preflight(self, run: WaveRun, work: list[MailboxRow], progress: ProgressSink = no_progress) -> PreflightResult:
+        """The gate: every mailbox final-synced (or further), and the TTLs lowered at least one old TTL ago."""
+        dns_section(run.project)
+        result = PreflightResult(checked=[m.email for m in work])
+        for m in work:
+            reached = lifecycle.level(m)
+            if lifecycle.rank(reached) < lifecycle.rank(lifecycle.FINAL_SYNCED):
+                result.findings.append(Finding(m.email, "final-sync", f"not final-synced yet ({reached}): run "
+                                               f"govmigrate run {m.wave or '<its wave>'} --pass final first"))
+        at = datetime.now(UTC)
+        for domain in self.domains(run):
+            row = run.store.dns_domain(domain)
+            state = row.state if row else "unchanged"
+            if state not in NOT_BEGUN:
+                continue  # begun: the gate was passed (or forced) then; the cut-over resumes
+            if state != "prepared" or not row or not row.safe_after:
+                result.findings.append(Finding(None, "dns-ttl", f"{domain}: its TTLs were not lowered: run "
+                                               f"govmigrate dns prepare --wave {run.wave_id} first"))
+            elif parse_time(row.safe_after) > at:
+                left = int((parse_time(row.safe_after) - at).total_seconds())
+                result.findings.append(Finding(None, "dns-ttl", f"{domain}: the old TTL ({row.old_ttl} s) has not "
+                                               f"run out: safe to switch after {row.safe_after} (in {left} s)"))
+        return result
+
+    def describe(self, count: int, again: bool) -> str:
+        return f"cut-over of {count} mailbox(es)"
+
+    def summary(self, result: WaveRunResult, outcome_text: str) -> str:
+        domains = ", ".join(f"{d.domain} {d.after}" for d in result.domains) or "no domain"
+        done = sum(1 for o in result.outcomes if o.ok)
+        return f"cut-over {outcome_text}: {domains}; {done} mailbox(es) done, {len(result.failed)} failed"
+
+    def execute(self, run: WaveRun, result: WaveRunResult, work: list[MailboxRow], progress: ProgressSink,
+                stop: threading.Event) -> None:
+        section = dns_section(run.project)
+        client = DnsClient(section, run.project.base_dir)
+        by_domain: dict[str, list[MailboxRow]] = {d: [] for d in self.domains(run)}
+        for m in work:
+            by_domain.setdefault(domain_of(m.email), []).append(m)
+        for domain, mailboxes in by_domain.items():
+            if stop.is_set():
+                from migrate.core.errors import Interrupted
+
+                raise Interrupted("the cut-over was stopped between domains; run the same command again to resume")
+            switch = _DomainSwitch(run, client, section, domain, mailboxes, result, progress, stop)
+            result.domains.append(switch.outcome)
+            switch.run()
+
+
+class _DomainSwitch:
+    """One domain's cut-over, from wherever the last run left it."""
+
+    def __init__(self, run: WaveRun, client: DnsClient, section: DnsSection, domain: str,
+                 mailboxes: list[MailboxRow], result: WaveRunResult, progress: ProgressSink,
+                 stop: threading.Event) -> None:
+        self.run_ = run
+        self.store = run.store
+        self.client = client
+        self.section = section
+        self.domain = domain
+        self.mailboxes = mailboxes
+        self.result = result
+        self.progress = progress
+        self.stop = stop
+        row = self.store.dns_domain(domain)
+        self.outcome = DomainOutcome(domain, row.state if row else "unchanged", row.state if row else "unchanged")
+
+    def note(self, text: str) -> None:
+        self.outcome.detail = text
+        self.progress(ProgressEvent("note", self.domain, detail=f"{self.domain}: {text}"))
+
+    def record(self, state: str, action: str, detail: str, **fields: Any) -> DnsDomainRow:
+        with self.store.tx():
+            row = self.store.update_dns_domain(self.domain, state=state, detail=detail, **fields)
+            self.store.add_event(f"dns/{self.domain}", action, detail)
+        self.outcome.after = state
+        self.note(detail)
+        return row
+
+    def run(self) -> None:
+        row = self.store.dns_domain(self.domain)
+        state = row.state if row else "unchanged"
+        if self.run_.dry_run:
+            self.dry_run(state)
+            return
+        if state in NOT_BEGUN:
+            row = self.baseline()
+            state = row.state
+        changes = ChangeSet.from_dict(row.changes) if row and row.changes else None
+        if state == "baselined":
+            self.switch(changes)
+            state = "switched"
+        if state == "switched":
+            self.wait(changes)
+            state = "propagated"
+        if state == "propagated":
+            self.advance()
+            state = "cut-over"
+        if state == "cut-over":
+            self.final_delta()
+
+    def dry_run(self, state: str) -> None:
+        if state in NOT_BEGUN:
+            plan = plan_domain(self.client, self.section, self.domain)
+            self.outcome.changes = plan.rows()
+            self.note(f"would switch {len(plan)} RRset(s) (govmigrate dns plan shows them) and advance "
+                      f"{len(self.mailboxes)} mailbox(es)")
+        else:
+            self.note(f"the cut-over has begun ({state}); a real run resumes it")
+
+    # -- the parts ----------------------------------------------------------------------------------------
+
+    def baseline(self) -> DnsDomainRow:
+        plan = plan_domain(self.client, self.section, self.domain)
+        wave = self.run_.wave_id
+        path = self.run_.reports_dir / f"dns-baseline-{wave}-{self.domain}.zone"
+        try:
+            text = self.client.axfr(plan.zone)
+            source = f"the zone {plan.zone} by AXFR from the primary"
+        except DnsQueryFailed as exc:  # the primary does not allow the transfer: keep what the switch changes
+            text = "\n".join(line for rr in plan.before() for line in rr.zone_lines()) + "\n"
+            source = f"the RRsets the cut-over changes (no AXFR: {exc.message})"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = (f"; govmigrate: baseline of {self.domain} before the cut-over of wave {wave}, {now()}\n"
+                  f"; {source}\n")
+        path.write_text(header + text)
+        reason = self.result.force_reason
+        detail = (f"baseline of {len(plan)} RRset(s) recorded; {path.name}"
+                  + (f"; gate forced: {reason}" if reason else ""))
+        self.outcome.baseline_file = str(path)
+        self.outcome.changes = plan.rows()
+        return self.record("baselined", "baseline", detail, wave=wave, baseline=[rr.to_dict() for rr in plan.before()],
+                           baseline_file=str(path), changes=plan.to_dict(), forced_reason=reason)
+
+    def switch(self, changes: ChangeSet | None) -> None:
+        """Send the change set with the baseline as its prerequisites; a re-run after a kill finds it applied."""
+        assert changes is not None
+        if not plan_domain(self.client, self.section, self.domain):
+            detail = "the records already were the central host's (applied by an earlier run)"
+        else:
+            apply_changes(self.client, changes)
+            detail = f"switched: {len(changes)} RRset(s) updated on the primary; " + _mx_text(changes)
+        self.record("switched", "switch", detail, switched_at=now())
+
+    def wait(self, changes: ChangeSet | None) -> None:
+        assert changes is not None
+
+        def on_look(seen: Propagation) -> None:
+            if not seen.done:
+                self.progress(ProgressEvent("note", self.domain, detail=f"{self.domain}: waiting for "
+                                            + "; ".join(seen.lagging())))
+
+        seen = wait_propagated(self.client, changes, on_look=on_look, stop=self.stop)
+        serial = next(iter(seen.serials.values()), None)
+        self.record("propagated", "propagated", f"every authoritative server serves the change (serial {serial})",
+                    propagated_at=now())
+
+    def advance(self) -> None:
+        forced = self.result.force_reason
+        for m in self.mailboxes:
+            row = self.store.mailbox(m.email)
+            if row is None or row.state in (lifecycle.CUT_OVER, lifecycle.DONE):
+                continue
+            reached = lifecycle.level(row)
+            why = f"MX of {self.domain} points at the central host"
+            if reached != lifecycle.FINAL_SYNCED:
+                why += f" (forced from {reached}: {forced})"
+            self.store.set_mailbox_state(row.id, lifecycle.CUT_OVER, why)
+        self.record("cut-over", "advance", f"{len(self.mailboxes)} mailbox(es) cut over")
+
+    def final_delta(self) -> None:
+        rows = [self.store.mailbox(m.email) for m in self.mailboxes]
+        left = [r for r in rows if r is not None and r.state != lifecycle.DONE]
+        if left:
+            sync_pass(self.run_, self.result, left, "final", self.progress, self.stop, target=lifecycle.DONE,
+                      failed_prior=lifecycle.CUT_OVER)
+        rows = [self.store.mailbox(m.email) for m in self.mailboxes]
+        if all(r is not None and r.state == lifecycle.DONE for r in rows):
+            self.record("done", "done", f"final delta done: {len(rows)} mailbox(es) done")
+        else:
+            failing = [r.email for r in rows if r is not None and r.state != lifecycle.DONE]
+            self.note(f"final delta left {len(failing)} mailbox(es) to retry (run the same command again)")
+
+
+def _mx_text(changes: ChangeSet) -> str:
+    for c in changes:
+        if c.rdtype == "MX" and c.name == changes.domain:
+            return "MX now " + ", ".join(c.after.values()) if c.after else "MX removed"
+    return "MX unchanged"
+
+
+# -- rollback --------------------------------------------------------------------------------------------------
+
+def rollback_domain(project: Project, store: Store, client: DnsClient, domain: str, *,
+                    progress: ProgressSink = no_progress, stop: threading.Event | None = None) -> DomainOutcome:
+    """Put a domain's baseline back (prerequisites: every RRset exactly as the cut-over left it), wait until
+    every authoritative server serves it, and return the domain's mailboxes to final-synced."""
+    section = dns_section(project)
+    row = store.dns_domain(domain)
+    state = row.state if row else "unchanged"
+    outcome = DomainOutcome(domain, state, state)
+    if state not in SWITCHED or row is None or not row.changes:
+        outcome.detail = f"nothing to roll back ({state})"
+        return outcome
+    changes = ChangeSet.from_dict(row.changes)
+    inverse = changes.inverse()
+    outcome.changes = inverse.rows()
+    now_plan = plan_domain(client, section, domain)
+    if _same(now_plan, changes):
+        detail = "the switch had not been applied; nothing to undo on the servers"
+    else:
+        apply_changes(client, inverse)
+        wait_propagated(client, inverse, stop=stop,
+                        on_look=lambda seen: progress(ProgressEvent(
+                            "note", domain, detail=f"{domain}: waiting for " + "; ".join(seen.lagging())))
+                        if not seen.done else None)
+        detail = f"baseline restored: {len(inverse)} RRset(s); " + _mx_text(inverse)
+    moved = 0
+    for m in domain_mailboxes(store, [domain])[domain]:
+        if lifecycle.level(m) in (lifecycle.CUT_OVER, lifecycle.DONE):
+            store.set_mailbox_state(m.id, lifecycle.FINAL_SYNCED, f"rollback: the MX of {domain} is the ministry "
+                                                                 "server's again")
+            moved += 1
+    detail += f"; {moved} mailbox(es) back to final-synced"
+    with store.tx():
+        store.update_dns_domain(domain, state="rolled-back", detail=detail)
+        store.add_event(f"dns/{domain}", "rollback", detail)
+    outcome.after, outcome.detail = "rolled-back", detail
+    progress(ProgressEvent("note", domain, detail=f"{domain}: {detail}"))
+    return outcome
+
+
+def _same(plan: ChangeSet, changes: ChangeSet) -> bool:
+    """The domain still reads as it did before the switch (the same changes would be needed)."""
+    def key(cs: ChangeSet):
+        return sorted((c.name, c.rdtype, c.before.values() if c.before else None) for c in cs)
+    return bool(plan) and key(plan) == key(changes)
+
+
+def mx_now(row: DnsDomainRow | None) -> list[str] | None:
+    """Where a domain's MX points as far as the store knows (for status): the switch's new MX once switched,
+    the baseline's before; None where nothing was recorded."""
+    if row is None or not row.changes:
+        return None
+    for c in row.changes.get("changes", []):
+        if c["type"] == "MX" and relative(c["name"], row.changes["zone"]) == relative(row.domain, row.changes["zone"]):
+            side = c["after"] if row.state in ("switched", "propagated", "cut-over", "done") else c["before"]
+            return list(side["rdata"]) if side else []
+    return None
+
+
+STEPS["cutover"] = DnsSwitch()
