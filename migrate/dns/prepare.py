@@ -18,7 +18,7 @@ from migrate.core.store import Store
 from migrate.dns.changes import Change, ChangeSet, plan_domain, ttl_changes
 from migrate.dns.client import DnsClient
 from migrate.dns.propagation import wait_propagated
-from migrate.dns.update import apply_changes
+from migrate.dns.update import apply_changes, require_primary_for
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ def prepare_domain(client: DnsClient, section: DnsSection, store: Store, domain:
     """Lower the TTLs of ``domain``'s RRsets that will change, wait until every authoritative server serves
     them, and record the domain as prepared with its earliest safe switch time."""
     domain = domain.rstrip(".").lower()
-    plan = plan_domain(client, section, domain)
+    zone = client.zone_for(domain)
+    require_primary_for(client, zone)
+    plan = plan_domain(client, section, domain, zone=zone)
     row = store.dns_domain(domain)
     state = row.state if row else "unchanged"
     result = Prepared(domain, plan.zone, plan, ChangeSet(plan.domain, plan.zone), state)

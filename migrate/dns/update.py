@@ -22,7 +22,7 @@ import dns.update
 
 from migrate.core.errors import DnsChangedMeanwhile, DnsServerUnreachable, DnsUpdateRefused, MigrateError
 from migrate.dns.changes import ChangeSet
-from migrate.dns.client import DnsClient, label, tsig_problem
+from migrate.dns.client import DnsClient, DnsQueryFailed, label, tsig_problem
 from migrate.dns.records import describe, relative
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,19 @@ def build_update(changeset: ChangeSet, tsig) -> dns.update.UpdateMessage:
         if change.after is not None:
             update.add(change.name, change.after.to_rdataset())
     return update
+
+
+def require_primary_for(client: DnsClient, zone: str) -> None:
+    """Refuse early, with exit 9 and nothing sent, when the primary does not serve ``zone`` as its
+    authoritative server (an update there would be answered NOTAUTH)."""
+    who = label(client.primary)
+    try:
+        client.serial(client.primary, zone)
+    except DnsQueryFailed as exc:
+        raise DnsUpdateRefused(f"the primary {who} is not authoritative for the zone {zone}, so it cannot take "
+                               f"its update ({exc.message}): nothing was changed",
+                               hint="dns.nameservers must name the primary master of the ministry zones; "
+                                    "a domain whose records live in another zone is updated there")
 
 
 def apply_changes(client: DnsClient, changeset: ChangeSet) -> None:
