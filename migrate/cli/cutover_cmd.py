@@ -60,8 +60,8 @@ def command(ctx: click.Context, app: App, wave: str, dry_run: bool, force: bool,
             if wr.preflight_result is not None:
                 print_preflight(app, wr.preflight_result)
             raise
-        for who, what in result.forced:
-            app.warn(f"gate forced ({reason}): {who}: {what}")
+        for who, what in result.forced:  # deliberate, and recorded: said plainly, not a warning
+            app.err.print(f"gate forced ({reason}): {who}: {what}", style="yellow", markup=False, highlight=False)
         with progress_for(app, f"{wave}: cut-over") as sink:
             result = wr.execute(result, progress=sink, stop=threading.Event())
     if as_json:

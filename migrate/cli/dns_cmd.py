@@ -80,8 +80,8 @@ def selected_domains(app: App, domains: tuple[str, ...], wave: str | None) -> li
     return list(dict.fromkeys(chosen))
 
 
-def _no_domains(app: App, wave: str, as_json: bool, doc: dict[str, Any]) -> bool:
-    if doc["domains"]:
+def _no_domains(app: App, wave: str, as_json: bool, doc: dict[str, Any], chosen: list[str]) -> bool:
+    if chosen:
         return False
     app.info(f"wave {wave} completes no domain's cut-over (its cutover_domains is empty)")
     if as_json:
@@ -155,7 +155,7 @@ def plan(app: App, wave: str, as_json: bool) -> None:
     section = dns_section(app)
     chosen = wave_domains(app, wave)
     doc: dict[str, Any] = {"wave": wave, "cutover_ttl": section.cutover_ttl, "domains": []}
-    if _no_domains(app, wave, as_json, doc):
+    if _no_domains(app, wave, as_json, doc, chosen):
         return
     client = DnsClient(section, app.project.base_dir)
     changesets = [plan_domain(client, section, domain) for domain in chosen]
@@ -203,7 +203,7 @@ def prepare(app: App, wave: str, as_json: bool) -> None:
     section = dns_section(app)
     chosen = wave_domains(app, wave)
     doc: dict[str, Any] = {"wave": wave, "cutover_ttl": section.cutover_ttl, "domains": []}
-    if _no_domains(app, wave, as_json, doc):
+    if _no_domains(app, wave, as_json, doc, chosen):
         return
     client = DnsClient(section, app.project.base_dir)
     client.tsig()  # a missing or unusable secret stops the command before any server is asked
@@ -267,7 +267,7 @@ def rollback(app: App, wave: str, as_json: bool) -> None:
     section = dns_section(app)
     chosen = wave_domains(app, wave)
     doc: dict[str, Any] = {"wave": wave, "domains": []}
-    if _no_domains(app, wave, as_json, doc):
+    if _no_domains(app, wave, as_json, doc, chosen):
         return
     client = DnsClient(section, app.project.base_dir)
     client.tsig()

@@ -143,21 +143,22 @@ def render(app: App, result: WaveRunResult) -> None:
                ("size", "size>")]
     columns += [("would", "would copy>")] if dry else [("copied", "copied>"), ("moved", "moved>"),
                                                         ("seconds", "seconds>")]
-    title = f"wave {result.wave}: {result.pass_name} pass" + (" — dry run: nothing was changed" if dry else "")
+    what = "cut-over" if result.pass_name == "cutover" else f"{result.pass_name} pass"
+    title = f"wave {result.wave}: {what}" + (" — dry run: nothing was changed" if dry else "")
     if rows:
         emit_table(app, title, columns, rows)
     if result.already:
         app.info(f"{len(result.already)} mailbox(es) already past this pass: "
                  + ", ".join(f"{e} ({w})" for e, w in result.already[:5]) + (" ..." if len(result.already) > 5 else ""))
     done = sum(1 for o in result.outcomes if o.ok)
-    target = lifecycle.PASS_TARGET.get(result.pass_name or "", "")
+    target = lifecycle.PASS_TARGET.get(result.pass_name or "", lifecycle.DONE)
     if dry:
         would = sum(o.would_copy for o in result.outcomes)
         would_bytes = sum(o.would_copy_bytes for o in result.outcomes)
-        summary = (f"wave {result.wave}: {result.pass_name} pass (dry run): {len(result.outcomes)} mailbox(es), "
+        summary = (f"wave {result.wave}: {what} (dry run): {len(result.outcomes)} mailbox(es), "
                    f"{would} messages ({human_bytes(would_bytes) or '0 B'}) to copy")
     else:
-        summary = (f"wave {result.wave}: {result.pass_name} pass: {done} of {len(result.outcomes)} mailbox(es) "
+        summary = (f"wave {result.wave}: {what}: {done} of {len(result.outcomes)} mailbox(es) "
                    f"{target}, {result.copied} messages ({human_bytes(result.copied_bytes) or '0 B'}) copied in "
                    f"{result.seconds:.0f} s")
     app.info(summary)

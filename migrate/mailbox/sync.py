@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import imaplib
 import logging
-import os
-import signal
 import ssl
 import threading
 import time
@@ -27,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from migrate.core.config import Project, Source
+from migrate.core.crashpoints import crashpoint
 from migrate.core.errors import (
     FolderFailed,
     LockHeld,
@@ -58,25 +57,6 @@ from migrate.mailbox.sources import Sources, folder_list
 log = logging.getLogger(__name__)
 
 Key = int | str  # IMAP source UID, or EWS item id
-
-# Crash points for the crash-safety tests: GOVMIGRATE_CRASH_AT="after-append:3" kills this process with
-# SIGKILL at the third APPEND that reached the central host before its record was written. Read once.
-_CRASH_AT = os.environ.get("GOVMIGRATE_CRASH_AT", "")
-_crash_counts: dict[str, int] = defaultdict(int)
-_crash_lock = threading.Lock()
-
-
-def _crashpoint(name: str) -> None:
-    if not _CRASH_AT:
-        return
-    point, _, nth = _CRASH_AT.partition(":")
-    if point != name:
-        return
-    with _crash_lock:
-        _crash_counts[name] += 1
-        if _crash_counts[name] == int(nth or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
-
 
 @dataclass
 class SyncOptions:
@@ -730,12 +710,12 @@ class _MailboxPass:
         (synchronizing literals, so a refusal leaves the session usable), to find and record the refused
         message(s). Returns each landed entry with its destination UID."""
         messages = [Appendable(raw, i.flags, i.internaldate) for i, raw, _ in ready]
-        _crashpoint("before-append")
+        crashpoint("before-append")
         careful = False
         if len(messages) > 1 and self.dest.multiappend_ok:
             try:
                 result = self.dest.append_batch(dest_name, messages)
-                _crashpoint("after-append")
+                crashpoint("after-append")
                 if result.uidvalidity and result.uidvalidity != state.dest_uidvalidity:
                     self.store.update_folder(state.id, dest_uidvalidity=result.uidvalidity)
                 return list(zip(ready, result.uids, strict=True))
@@ -746,7 +726,7 @@ class _MailboxPass:
         for entry, msg in zip(ready, messages, strict=True):
             try:
                 one = self.dest.append_one(dest_name, msg, careful=careful)
-                _crashpoint("after-append")
+                crashpoint("after-append")
                 landed.append((entry, one.uids[0]))
             except CommandFailed as single:
                 item, raw, fp = entry
@@ -777,7 +757,7 @@ class _MailboxPass:
                 if self.limiter:
                     self.limiter.consume(len(first))
                 yield first
-                _crashpoint("mid-stream")
+                crashpoint("mid-stream")
                 for piece in chunks:
                     if self.limiter:
                         self.limiter.consume(len(piece))

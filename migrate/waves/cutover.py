@@ -29,11 +29,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from migrate.core.config import DnsSection, Project
+from migrate.core.crashpoints import crashpoint
 from migrate.core.errors import UsageError
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.store import DnsDomainRow, MailboxRow, Store, now
+from migrate.dns.baseline import take_baseline
 from migrate.dns.changes import ChangeSet, plan_domain
-from migrate.dns.client import DnsClient, DnsQueryFailed
+from migrate.dns.client import DnsClient
 from migrate.dns.prepare import parse_time
 from migrate.dns.propagation import Propagation, wait_propagated
 from migrate.dns.records import relative
@@ -204,10 +206,12 @@ class _DomainSwitch:
         if state in NOT_BEGUN:
             row = self.baseline()
             state = row.state
+            crashpoint("cutover-baselined")
         changes = ChangeSet.from_dict(row.changes) if row and row.changes else None
         if state == "baselined":
             self.switch(changes)
             state = "switched"
+            crashpoint("cutover-switched")
         if state == "switched":
             self.wait(changes)
             state = "propagated"
@@ -231,23 +235,18 @@ class _DomainSwitch:
     def baseline(self) -> DnsDomainRow:
         plan = plan_domain(self.client, self.section, self.domain)
         wave = self.run_.wave_id
+        taken = take_baseline(self.client, plan)
         path = self.run_.reports_dir / f"dns-baseline-{wave}-{self.domain}.zone"
-        try:
-            text = self.client.axfr(plan.zone)
-            source = f"the zone {plan.zone} by AXFR from the primary"
-        except DnsQueryFailed as exc:  # the primary does not allow the transfer: keep what the switch changes
-            text = "\n".join(line for rr in plan.before() for line in rr.zone_lines()) + "\n"
-            source = f"the RRsets the cut-over changes (no AXFR: {exc.message})"
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = (f"; govmigrate: baseline of {self.domain} before the cut-over of wave {wave}, {now()}\n"
-                  f"; {source}\n")
-        path.write_text(header + text)
+        path.write_text(taken.file_text(f"govmigrate: baseline of {self.domain} before the cut-over of wave "
+                                        f"{wave}, {now()}"))
         reason = self.result.force_reason
         detail = (f"baseline of {len(plan)} RRset(s) recorded; {path.name}"
+                  + (f" (no zone transfer: {taken.note})" if taken.zone_text is None else "")
                   + (f"; gate forced: {reason}" if reason else ""))
         self.outcome.baseline_file = str(path)
         self.outcome.changes = plan.rows()
-        return self.record("baselined", "baseline", detail, wave=wave, baseline=[rr.to_dict() for rr in plan.before()],
+        return self.record("baselined", "baseline", detail, wave=wave, baseline=taken.rrsets(),
                            baseline_file=str(path), changes=plan.to_dict(), forced_reason=reason)
 
     def switch(self, changes: ChangeSet | None) -> None:

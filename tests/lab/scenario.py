@@ -244,3 +244,11 @@ def lab_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("GOVMIGRATE_WORKSPACE", None)
     return env
+
+
+def add_dns(ws: Path, dns_lab) -> None:
+    """Point the workspace's project file at a DNS lab (tests/lab/bind.py): its `dns:` section, and the TSIG
+    secret in ws/secrets."""
+    doc = yaml.safe_load((ws / "migration.yaml").read_text())
+    doc["dns"] = dns_lab.dns_section(ws)
+    (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
