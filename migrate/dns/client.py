@@ -157,6 +157,9 @@ class DnsClient:
                                     for ns in self.section.resolvers]
         resolver.timeout = self.timeout
         resolver.lifetime = self.timeout * QUERY_ATTEMPTS
+        # A resolver's SERVFAIL is often passing (an upstream that did not answer in time, a cold cache): ask
+        # again within the lifetime rather than report a domain's delegation broken on one bad answer.
+        resolver.retry_servfail = True
         return resolver
 
     @property

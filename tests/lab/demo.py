@@ -3,7 +3,9 @@
 Every step runs the real ``govmigrate`` command as a sysadmin would type it, and shows its output: create
 the workspace, check it, inventory the ministry servers, generate and approve the wave plan, run the pilot
 and the first ministry wave through their prestage, delta and final passes (with a simulated crash and
-its resumption), verify, then the helpdesk's status view and the project manager's report. The demo ends
+its resumption), verify, check, plan, prepare and cut over the wave's DNS on the lab's BIND9 (the TTL wait
+shortened by a lab-only setting, said so where it happens), then the helpdesk's status view and the
+project manager's report. The demo ends
 with a summary and exits non-zero if a step did not end as expected. The workspace is left in
 ``demo-workspace/`` for a look around afterwards (the lab servers are stopped).
 """
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.lab import scenario
+from tests.lab.bind import MAX_TTL_WAIT, DnsLab, start_dns_lab
 from tests.lab.scenario import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,16 +43,33 @@ class Step:
     before: Callable[[], str] | None = None
 
 
-def steps(lab: Lab | None = None) -> list[Step]:
+def steps(lab: Lab | None = None, dns: DnsLab | None = None) -> list[Step]:
     first_window = (dt.date.today() + dt.timedelta(days=7)).isoformat()
     health = lab.sources["health"].mailboxes if lab else []
     helpdesk_user = next((b.email for b in health if "pilot" in b.user_flags), "maria")
     vip = next((b.display_name for b in health if "vip" in b.user_flags), "")
+    domain = scenario.MODERN_DOMAIN
 
     def point_at_lab() -> str:
-        assert lab is not None
+        assert lab is not None and dns is not None
         scenario.write_workspace(WORKSPACE, lab)
-        return f"(the demo points {WORKSPACE.name}/migration.yaml at the lab servers and writes their user lists)"
+        scenario.add_dns(WORKSPACE, dns)
+        return (f"(the demo points {WORKSPACE.name}/migration.yaml at the lab servers, writes their user lists, "
+                "and adds the dns: section for the lab's BIND9)")
+
+    def wait_for_the_old_ttl() -> str:
+        # Openly shortened: the lab's project file sets dns.max_ttl_wait (labs only), so the gate waits for
+        # at most that long instead of the whole old TTL (an hour in the lab's zones).
+        assert dns is not None
+        time.sleep(MAX_TTL_WAIT + 0.5)
+        return (f"(the demo waited {MAX_TTL_WAIT} s: its project file sets dns.max_ttl_wait: {MAX_TTL_WAIT}, a lab-only "
+                "setting, so the gate waits that long instead of the old TTL of 3600 s)")
+
+    def on_both_servers() -> str:
+        assert dns is not None
+        lines = [f"  {server.name:<9} {server.address}: MX {', '.join(dns.query(server, domain, 'MX'))}; "
+                 f"serial {dns.serial(server, domain)}" for server in (dns.primary, dns.secondary)]
+        return "the lab's own view of both authoritative servers of " + domain + ":\n" + "\n".join(lines)
 
     return [
         Step("Create a migration workspace", ["init", str(WORKSPACE)]),
@@ -73,6 +93,15 @@ def steps(lab: Lab | None = None) -> list[Step]:
         Step("wave-01: final pass", ["run", "wave-01", "--pass", "final"]),
         Step("Verify the Ministry of Health message by message: no duplicate, nothing missing",
              ["verify", "--source", "health"]),
+        Step(f"DNS: check {domain} before its cut-over (what the switch creates is 'not yet')",
+             ["dns", "check", "--domain", domain]),
+        Step("DNS: the exact change set of wave-01's domains, each RRset before and after with its TTL",
+             ["dns", "plan", "--wave", "wave-01"]),
+        Step("DNS: lower the TTLs of what will change, ahead of the switch", ["dns", "prepare", "--wave", "wave-01"]),
+        Step("Cut over wave-01: gate, baseline, TSIG-signed update, wait for every server, advance, final delta",
+             ["cutover", "wave-01"], before=wait_for_the_old_ttl),
+        Step(f"DNS: {domain} after the switch, checked on every authoritative server", ["dns", "check", "--domain", domain],
+             before=on_both_servers),
         Step("The plan as it stands", ["plan", "show"]),
         Step("Helpdesk: where is this user?", ["status", helpdesk_user]),
         Step("Helpdesk: a VIP, found by name", ["status", vip.split()[-1] if vip else "minister"]),
@@ -97,19 +126,23 @@ def main() -> int:
     print("starting the test lab: two ministry Dovecot servers (modern and legacy layout) and the central host")
     started = time.monotonic()
     lab = scenario.start_lab(users=4, messages=60)
+    dns: DnsLab | None = None
     try:
+        dns = start_dns_lab([source.domain for source in lab.sources.values()])
         if WORKSPACE.exists():
             shutil.rmtree(WORKSPACE)
         for source in lab.sources.values():
             print(f"  {source.ministry:<24} {source.server.config.name:<10} imaps://127.0.0.1:{source.server.tls_port}  "
                   f"{len(source.mailboxes)} mailboxes, {sum(b.messages for b in source.mailboxes)} messages")
         print(f"  {'central host':<24} {'central':<10} imaps://127.0.0.1:{lab.central.tls_port}")
+        print(f"  {'DNS':<24} {'BIND9':<10} parent {dns.parent.address}, primary {dns.primary.address}, "
+              f"secondary {dns.secondary.address}, resolver {dns.resolver.address} (port 53, TSIG-signed updates)")
         print("  every server over TLS with a certificate from the lab CA (the workspace's lab-ca.crt)")
         print(f"workspace: {WORKSPACE}")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         env.pop("GOVMIGRATE_WORKSPACE", None)
         results = []
-        for step in steps(lab):
+        for step in steps(lab, dns):
             code, seconds = run_step(step, env)
             results.append((step, code, seconds))
         print("\n\033[1m== Summary\033[0m")
@@ -124,6 +157,8 @@ def main() -> int:
               f"workspace left in {WORKSPACE}")
         return 1 if failed else 0
     finally:
+        if dns is not None:
+            dns.cleanup()
         lab.stop()
 
 
