@@ -284,6 +284,27 @@ def test_a_nameserver_that_is_down_is_a_clear_failure_and_the_records_are_read_f
     assert "Traceback" not in result.stderr
 
 
+def test_mta_sts_and_tls_rpt_are_checked_where_configured_and_autodiscover_may_be_an_srv(govmigrate,
+                                                                                       make_dns_workspace):
+    records = cut_over_records()
+    records[HEALTH] = [line for line in records[HEALTH] if not line.startswith("autodiscover ")]
+    records[HEALTH] += ['_mta-sts TXT "v=STSv1; id=20261130"', '_smtp._tls TXT "v=TLSRPTv1; rua=mailto:tls@gov.bz"']
+    w = make_dns_workspace(records)
+    w.dns.change(HEALTH, "autodiscover", "CNAME", [])  # the lab's default CNAME goes: only the SRV is left
+    checks = checks_of(govmigrate("-w", w.ws, "dns", "check", "--json"))
+    assert "mta-sts" not in checks and "tls-rpt" not in checks  # not configured: not checked
+    w.edit_dns(domains={HEALTH: {"mta_sts": "v=STSv1; id=20261130", "tls_rpt": "v=TLSRPTv1; rua=mailto:tls@gov.bz"}})
+    checks = checks_of(govmigrate("-w", w.ws, "dns", "check", "--json"))
+    assert checks["mta-sts"] == {"check": "mta-sts", "status": "pass", "reason": "valid: v=STSv1; id=20261130",
+                                 "details": checks["mta-sts"]["details"]}
+    assert checks["tls-rpt"]["status"] == "pass"
+    assert checks["autodiscover"]["status"] == "pass"
+    assert checks["autodiscover"]["reason"] == "points at the central host (autodiscover.mail.gov.bz.:443)"
+    w.dns.change(HEALTH, "_mta-sts", "TXT", ['"v=STSv1; id=not-valid!"'])
+    checks = checks_of(govmigrate("-w", w.ws, "dns", "check", "--json", expect=1))
+    assert checks["mta-sts"]["status"] == "fail" and "RFC 8461" in checks["mta-sts"]["reason"]
+
+
 def test_dns_data_is_shown_as_text_never_as_markup(govmigrate, make_dns_workspace):
     hostile = "v=DMARC1; p=bogus[/red][bold]:memo:"
     w = make_dns_workspace({HEALTH: [f"_dmarc TXT {zone_txt(hostile)}"]})
