@@ -12,7 +12,7 @@ import pytest
 from migrate.core.config import DnsSection
 from migrate.core.errors import DnsChangedMeanwhile, DnsNotPropagated, ExitCode
 from migrate.dns.baseline import take_baseline
-from migrate.dns.changes import plan_domain
+from migrate.dns.changes import plan_domain, primary_holds
 from migrate.dns.client import DnsClient
 from migrate.dns.propagation import look, wait_propagated
 from migrate.dns.update import apply_changes
@@ -47,7 +47,9 @@ def test_switch_waits_for_every_server_and_the_inverse_restores_the_baseline(mak
     assert baseline.note is None and f"{HEALTH}. 3600 IN MX 10 mail.{HEALTH}." in baseline.zone_text
     assert baseline.rrsets()[0]["ttl"] == 3600
 
+    assert primary_holds(client, changes) == "before"
     apply_changes(client, changes)
+    assert primary_holds(client, changes) == "after"
     seen = wait_propagated(client, changes)
     assert seen.done and len(set(seen.serials.values())) == 1
     for server in (w.dns.primary, w.dns.secondary):
@@ -68,6 +70,7 @@ def test_a_rollback_after_someone_changed_a_switched_record_changes_nothing(make
     changes = plan_domain(client, section, HEALTH)
     apply_changes(client, changes)
     w.dns.change(HEALTH, "_dmarc", "TXT", ['"v=DMARC1; p=reject"'], ttl=60)
+    assert primary_holds(client, changes) == "neither"
     switched = data(w, w.dns.primary)
     with pytest.raises(DnsChangedMeanwhile) as changed:
         apply_changes(client, changes.inverse())
