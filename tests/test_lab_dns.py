@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -271,11 +272,12 @@ def test_a_prefix_claimed_by_a_lab_still_starting_is_not_claimed_again(monkeypat
 def test_addresses_left_by_a_killed_lab_are_removed_by_the_next(tmp_path: Path):
     script = ("import os, sys, time\nfrom tests.lab.bind import start_dns_lab\n"
               "lab = start_dns_lab(['health.gov.bz'])\n"
-              "print(lab.prefix, *[s.process.proc.pid for s in lab.servers], flush=True)\ntime.sleep(60)\n")
+              "print(lab.root, lab.prefix, *[s.process.proc.pid for s in lab.servers], flush=True)\n"
+              "time.sleep(60)\n")
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                              cwd=Path(__file__).parent.parent)
     try:
-        prefix, *pids = child.stdout.readline().split()
+        root, prefix, *pids = child.stdout.readline().split()
     finally:
         child.kill()  # no clean-up runs: its named processes and addresses stay behind
         child.wait()
@@ -286,6 +288,7 @@ def test_addresses_left_by_a_killed_lab_are_removed_by_the_next(tmp_path: Path):
     for pid in pids:
         while not exited(int(pid)):
             time.sleep(0.02)
+    shutil.rmtree(root)
     with start_dns_lab([HEALTH]):
         assert not addresses & lo_addresses()
 

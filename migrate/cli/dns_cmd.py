@@ -80,7 +80,7 @@ def selected_domains(app: App, domains: tuple[str, ...], wave: str | None) -> li
     return list(dict.fromkeys(chosen))
 
 
-def _no_domains(app: App, wave: str, as_json: bool, doc: dict[str, Any], chosen: list[str]) -> bool:
+def _no_domains(app: App, wave: str, chosen: list[str], as_json: bool, doc: dict[str, Any]) -> bool:
     if chosen:
         return False
     app.info(f"wave {wave} completes no domain's cut-over (its cutover_domains is empty)")
@@ -131,7 +131,7 @@ def _print_report(app: App, report: DomainReport) -> None:
     table = Table(title=title, title_justify="left")
     table.add_column(plain("check"), no_wrap=True)
     table.add_column(plain("status"), no_wrap=True)
-    table.add_column(plain("reason"))
+    table.add_column(plain("reason"), overflow="fold")
     for c in report.checks:
         table.add_row(plain(c.check), plain(c.status, STATUS_STYLE.get(c.status, "")), plain(c.reason))
     app.out.print(table)
@@ -155,7 +155,7 @@ def plan(app: App, wave: str, as_json: bool) -> None:
     section = dns_section(app)
     chosen = wave_domains(app, wave)
     doc: dict[str, Any] = {"wave": wave, "cutover_ttl": section.cutover_ttl, "domains": []}
-    if _no_domains(app, wave, as_json, doc, chosen):
+    if _no_domains(app, wave, chosen, as_json, doc):
         return
     client = DnsClient(section, app.project.base_dir)
     changesets = [plan_domain(client, section, domain) for domain in chosen]
@@ -176,8 +176,9 @@ def _print_changeset(app: App, cs: ChangeSet) -> None:
                               f"(zone {cs.zone})"), title_justify="left")
     for heading, right in (("record", False), ("name", False), ("type", False), ("TTL", True),
                            ("before", False), ("after", False), ("new TTL", True)):
-        table.add_column(plain(heading), justify="right" if right else "left", no_wrap=heading != "before"
-                         and heading != "after")
+        data = heading in ("before", "after")  # shown whole: a long DKIM key folds, never ends in "…"
+        table.add_column(plain(heading), justify="right" if right else "left", no_wrap=not data,
+                         overflow="fold" if data else "ellipsis")
     for row in cs.rows():
         table.add_row(*(plain(row[k]) for k in ("what", "name", "type", "ttl", "before", "after", "new_ttl")))
     app.out.print(table)
@@ -203,7 +204,7 @@ def prepare(app: App, wave: str, as_json: bool) -> None:
     section = dns_section(app)
     chosen = wave_domains(app, wave)
     doc: dict[str, Any] = {"wave": wave, "cutover_ttl": section.cutover_ttl, "domains": []}
-    if _no_domains(app, wave, as_json, doc, chosen):
+    if _no_domains(app, wave, chosen, as_json, doc):
         return
     client = DnsClient(section, app.project.base_dir)
     client.tsig()  # a missing or unusable secret stops the command before any server is asked
@@ -267,7 +268,7 @@ def rollback(app: App, wave: str, as_json: bool) -> None:
     section = dns_section(app)
     chosen = wave_domains(app, wave)
     doc: dict[str, Any] = {"wave": wave, "domains": []}
-    if _no_domains(app, wave, as_json, doc, chosen):
+    if _no_domains(app, wave, chosen, as_json, doc):
         return
     client = DnsClient(section, app.project.base_dir)
     client.tsig()

@@ -142,3 +142,19 @@ def ttl_changes(changeset: ChangeSet, ttl: int) -> ChangeSet:
     lowered = [Change(c.what, c.name, c.rdtype, c.before, c.before.with_ttl(ttl))
                for c in changeset.changes if c.before is not None and c.before.ttl > ttl]
     return ChangeSet(changeset.domain, changeset.zone, tuple(lowered))
+
+
+def primary_holds(client: DnsClient, changeset: ChangeSet) -> str:
+    """Which side of ``changeset`` the primary serves now, by data: "after" (applied), "before" (not applied),
+    or "neither" (someone changed something else meanwhile). A run that was killed between sending an update
+    and recording it finds out here whether the update landed."""
+    current = client.read([c.key for c in changeset])
+    if all(_same(current.get(c.key), c.after) for c in changeset):
+        return "after"
+    if all(_same(current.get(c.key), c.before) for c in changeset):
+        return "before"
+    return "neither"
+
+
+def _same(now: RRset | None, wanted: RRset | None) -> bool:
+    return now is None if wanted is None else wanted.same_data(now)
