@@ -34,7 +34,7 @@ from migrate.core.errors import UsageError
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.store import DnsDomainRow, MailboxRow, Store, now
 from migrate.dns.baseline import take_baseline
-from migrate.dns.changes import ChangeSet, plan_domain
+from migrate.dns.changes import ChangeSet, plan_domain, primary_holds
 from migrate.dns.client import DnsClient
 from migrate.dns.prepare import parse_time
 from migrate.dns.propagation import Propagation, wait_propagated
@@ -252,9 +252,9 @@ class _DomainSwitch:
     def switch(self, changes: ChangeSet | None) -> None:
         """Send the change set with the baseline as its prerequisites; a re-run after a kill finds it applied."""
         assert changes is not None
-        if not plan_domain(self.client, self.section, self.domain):
+        if primary_holds(self.client, changes) == "after":
             detail = "the records already were the central host's (applied by an earlier run)"
-        else:
+        else:  # "before", or "neither": then the prerequisites refuse it and say what changed
             apply_changes(self.client, changes)
             detail = f"switched: {len(changes)} RRset(s) updated on the primary; " + _mx_text(changes)
         self.record("switched", "switch", detail, switched_at=now())
@@ -312,7 +312,7 @@ def rollback_domain(project: Project, store: Store, client: DnsClient, domain: s
                     progress: ProgressSink = no_progress, stop: threading.Event | None = None) -> DomainOutcome:
     """Put a domain's baseline back (prerequisites: every RRset exactly as the cut-over left it), wait until
     every authoritative server serves it, and return the domain's mailboxes to final-synced."""
-    section = dns_section(project)
+    dns_section(project)  # a clear error when the project file has no dns: section or TSIG key
     row = store.dns_domain(domain)
     state = row.state if row else "unchanged"
     outcome = DomainOutcome(domain, state, state)
@@ -322,8 +322,7 @@ def rollback_domain(project: Project, store: Store, client: DnsClient, domain: s
     changes = ChangeSet.from_dict(row.changes)
     inverse = changes.inverse()
     outcome.changes = inverse.rows()
-    now_plan = plan_domain(client, section, domain)
-    if _same(now_plan, changes):
+    if primary_holds(client, changes) == "before":
         detail = "the switch had not been applied; nothing to undo on the servers"
     else:
         apply_changes(client, inverse)
@@ -345,13 +344,6 @@ def rollback_domain(project: Project, store: Store, client: DnsClient, domain: s
     outcome.after, outcome.detail = "rolled-back", detail
     progress(ProgressEvent("note", domain, detail=f"{domain}: {detail}"))
     return outcome
-
-
-def _same(plan: ChangeSet, changes: ChangeSet) -> bool:
-    """The domain still reads as it did before the switch (the same changes would be needed)."""
-    def key(cs: ChangeSet):
-        return sorted((c.name, c.rdtype, c.before.values() if c.before else None) for c in cs)
-    return bool(plan) and key(plan) == key(changes)
 
 
 def mx_now(row: DnsDomainRow | None) -> list[str] | None:
