@@ -9,11 +9,8 @@ import click
 from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_json, emit_table
 from migrate.cli.progress import progress_for
-from migrate.cli.run_cmd import as_dict, print_preflight, render
+from migrate.cli.run_cmd import as_dict, print_preflight, render, wave_run
 from migrate.core.errors import Interrupted, PreflightFailed, UsageError
-from migrate.mailbox.registry import register_users
-from migrate.plans.planfiles import load_plan
-from migrate.waves.runner import WaveRun
 
 
 @click.command()
@@ -39,14 +36,7 @@ def command(ctx: click.Context, app: App, wave: str, dry_run: bool, force: bool,
     """
     if reason and not force:
         raise UsageError("--reason goes with --force")
-    project, store = app.project, app.store
-    for problem in register_users(project, store).problems:
-        app.warn(str(problem))
-    plan = load_plan(app.workspace.plans_dir, project, store)
-    with WaveRun(project, store, plan, wave, locks_dir=app.workspace.locks_dir, dry_run=dry_run) as wr:
-        wr.check_plan()
-        for warning in wr.warnings:
-            app.warn(warning)
+    with wave_run(app, wave, dry_run=dry_run) as wr:
         assert wr.wave.data is not None
         if not wr.wave.data.cutover_domains:
             raise UsageError(f"wave {wave} cuts over no domain (its cutover_domains is empty): a domain moves with "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -45,14 +47,7 @@ def command(ctx: click.Context, app: App, wave: str, pass_name: str | None, dry_
     prestaged → delta-synced → final-synced, or to failed with the reason (retried by the next run);
     every change is in `govmigrate log`. Exits 1 if any mailbox failed or was skipped.
     """
-    project, store = app.project, app.store
-    for problem in register_users(project, store).problems:
-        app.warn(str(problem))
-    plan = load_plan(app.workspace.plans_dir, project, store)
-    with WaveRun(project, store, plan, wave, locks_dir=app.workspace.locks_dir, dry_run=dry_run) as wr:
-        wr.check_plan()
-        for warning in wr.warnings:
-            app.warn(warning)
+    with wave_run(app, wave, dry_run=dry_run) as wr:
         chosen = wr.choose_pass(pass_name)
         if chosen is None:
             app.info(f"wave {wave}: nothing left to do: every mailbox has completed the final pass "
@@ -85,6 +80,21 @@ def command(ctx: click.Context, app: App, wave: str, pass_name: str | None, dry_
         raise Interrupted(f"wave {wave}: stopped; the batches in flight were finished and recorded; "
                           "run the same command again to resume")
     ctx.exit(int(result.exit_code))
+
+
+@contextmanager
+def wave_run(app: App, wave: str, *, dry_run: bool) -> Iterator[WaveRun]:
+    """A run of ``wave`` with the user lists registered and the plan checked (valid, approved as it stands:
+    exit 2 or 6 otherwise); the wave's lock is released when the block ends. Shared by run and cutover."""
+    project, store = app.project, app.store
+    for problem in register_users(project, store).problems:
+        app.warn(str(problem))
+    plan = load_plan(app.workspace.plans_dir, project, store)
+    with WaveRun(project, store, plan, wave, locks_dir=app.workspace.locks_dir, dry_run=dry_run) as wr:
+        wr.check_plan()
+        for warning in wr.warnings:
+            app.warn(warning)
+        yield wr
 
 
 def print_preflight(app: App, pre: PreflightResult) -> None:
