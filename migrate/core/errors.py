@@ -21,7 +21,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     #: The workspace is missing, not a workspace, or its state store cannot be used.
     WORKSPACE = 3
-    #: A server the whole command depends on (the central host) cannot be reached.
+    #: A server the whole command depends on cannot be reached (the central host, a DNS primary).
     UNREACHABLE = 4
     #: A server the whole command depends on refused the credentials.
     AUTH = 5
