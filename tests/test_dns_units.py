@@ -292,12 +292,13 @@ def test_central_include_is_found_at_any_depth_and_only_with_a_pass_qualifier():
     assert _reaches(redirect, "_spf.mail.gov.bz.")
 
 
-def test_exit_codes_9_and_10_are_in_the_readme_table():
+def test_every_exit_code_has_its_row_in_the_readme_table():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert ExitCode.DNS_REFUSED == 9 and ExitCode.DNS_PROPAGATION == 10
+    for code in ExitCode:
+        assert f"\n| {int(code)} | " in readme, f"exit {int(code)} ({code.name}) is missing from README's table"
     assert "| 9 | a DNS update was refused, or a record changed since it was read: nothing was changed |" in readme
-    assert ("| 10 | a DNS change was made but not every authoritative server served it before the timeout |"
-            in readme)
+    assert "| 10 | a DNS change was made but not every authoritative server served it before the timeout" in readme
 
 
 def test_change_round_trips_through_the_store_form():

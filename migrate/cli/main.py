@@ -86,7 +86,7 @@ def _report_error(ctx: click.Context, exc: MigrateError) -> None:
 
 
 #: What shells report for a tool killed by SIGPIPE; Python ignores that signal, so we exit with it ourselves.
-BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
+BROKEN_PIPE_EXIT = int(ExitCode.BROKEN_PIPE)
 
 
 def _end_on_broken_pipe() -> int:

@@ -39,6 +39,8 @@ class ExitCode(IntEnum):
     INTERNAL = 70
     #: Stopped by Ctrl-C or SIGTERM; state is consistent and re-running resumes.
     INTERRUPTED = 130
+    #: The reader of stdout went away (``| head``): what shells report for a tool killed by SIGPIPE.
+    BROKEN_PIPE = 141
 
 
 @dataclass(frozen=True)
