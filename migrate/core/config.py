@@ -208,6 +208,32 @@ class FolderPolicy(Strict):
     prefix: str | None = None
 
 
+PBX_FORMATS = ("freepbx-extensions", "freepbx-dids", "pjsip", "sip", "voicemail", "kamailio-dbtext", "kamailio-csv")
+
+
+class PbxInput(Strict):
+    """One file a ministry's PBX holds, read as the tool that wrote it writes it."""
+
+    #: freepbx-extensions / freepbx-dids: FreePBX Bulk Handler exports; pjsip (also FreePBX's split
+    #: pjsip.endpoint.conf, pjsip.auth.conf, pjsip.aor.conf), sip (sip.conf friends), voicemail
+    #: (voicemail.conf); kamailio-dbtext (a db_text subscriber table) or kamailio-csv (its CSV export).
+    format: Literal["freepbx-extensions", "freepbx-dids", "pjsip", "sip", "voicemail", "kamailio-dbtext",
+                    "kamailio-csv"]
+    #: Relative to the project file.
+    path: str
+    #: auto: UTF-8, else Windows-1252/Latin-1 (as older PBX tools write names such as "José Pérez").
+    encoding: Literal["auto", "utf-8", "latin-1", "cp1252"] = "auto"
+
+
+class PbxSection(Strict):
+    """A ministry's PBX: where its extensions, DIDs and voicemail boxes are described."""
+
+    #: Ministries whose PBXs share one dial plan (their extension numbers must not collide) name the same
+    #: dial plan; by default each source is its own.
+    dial_plan: str | None = None
+    inputs: list[PbxInput] = Field(min_length=1)
+
+
 class Source(Strict):
     """One ministry's mail server and its users."""
 
@@ -222,6 +248,8 @@ class Source(Strict):
     #: Bandwidth cap for this source's link, e.g. "2 MB/s"; none by default.
     bandwidth: int | str | None = None
     folders: FolderPolicy = FolderPolicy()
+    #: The ministry's PBX (phones move to the hosted VOIP platform in the same waves as their users' mail).
+    pbx: PbxSection | None = None
 
     @field_validator("id")
     @classmethod
@@ -425,6 +453,26 @@ class SipSection(Strict):
     verify_certificate: bool = True
 
 
+class PhonesPolicy(Strict):
+    """How phones are read, planned and provisioned."""
+
+    #: The region whose numbering plan national numbers follow (ISO 3166 code; BZ: Belize, +501).
+    region: str = Field("BZ", min_length=2, max_length=2)
+    #: Where a ministry's extensions that belong to no user go: its last wave, or a wave of their own.
+    unlinked: Literal["last-wave", "phones-only"] = "last-wave"
+    #: The SIP domain of the hosted platform (the Kamailio export's domain and ha1); default: sip.domain.
+    sip_domain: str | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        import phonenumbers
+
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a region phonenumbers knows (an ISO 3166 code such as BZ)")
+        return value.upper()
+
+
 class ProjectConfig(Strict):
     version: Literal[1]
     name: str = Field(min_length=1)
@@ -434,6 +482,11 @@ class ProjectConfig(Strict):
     sync: SyncTuning = SyncTuning()
     dns: DnsSection | None = None
     sip: SipSection | None = None
+    phones: PhonesPolicy = PhonesPolicy()
+
+    def dial_plan(self, source: Source) -> str:
+        """The dial plan a source's extensions are numbered in."""
+        return (source.pbx.dial_plan if source.pbx and source.pbx.dial_plan else source.id)
 
 
 @dataclass
@@ -489,6 +542,11 @@ def _semantic_checks(config: ProjectConfig, located: Located, filename: str, bas
         users_path = users_path if users_path.is_absolute() else base_dir / users_path
         if not users_path.is_file():
             at(("sources", i, "users"), f"user list {users_path} does not exist")
+        for j, pbx_input in enumerate(source.pbx.inputs if source.pbx else []):
+            pbx_path = Path(pbx_input.path).expanduser()
+            pbx_path = pbx_path if pbx_path.is_absolute() else base_dir / pbx_path
+            if not pbx_path.is_file():
+                at(("sources", i, "pbx", "inputs", j, "path"), f"PBX file {pbx_path} does not exist")
         server = source.server
         if server.ca_file:
             ca = Path(server.ca_file).expanduser()

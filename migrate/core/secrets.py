@@ -37,10 +37,14 @@ class Secret:
 
     __slots__ = ("_value", "source")
 
-    def __init__(self, value: str, source: str = "") -> None:
+    def __init__(self, value: str, source: str = "", *, remember: bool = True) -> None:
+        """``remember=False`` for secrets that come by the thousand and never meet a message (PBX extension
+        passwords and PINs, kept in memory for an export): they are masked in repr, not registered with
+        the redaction point, whose pattern they would make slow."""
         self._value = value
         self.source = source
-        register(value)
+        if remember:
+            register(value)
 
     def reveal(self) -> str:
         return self._value

@@ -206,6 +206,40 @@ MIGRATIONS: list[str] = [
         updated_at    TEXT NOT NULL
     );
     """,
+    # 5: PBX extensions, moved to the hosted VOIP platform with their users.
+    """
+    CREATE TABLE extensions (
+        id              INTEGER PRIMARY KEY,
+        source_id       TEXT NOT NULL REFERENCES sources(id),
+        dial_plan       TEXT NOT NULL,
+        number          TEXT NOT NULL,
+        name            TEXT NOT NULL DEFAULT '',
+        tech            TEXT,
+        transport       TEXT,
+        callerid        TEXT,
+        outbound_cid    TEXT,
+        voicemail_box   TEXT,
+        voicemail_email TEXT,
+        pin_present     INTEGER NOT NULL DEFAULT 0,   -- a voicemail PIN exists (its value is never stored)
+        secret_present  INTEGER NOT NULL DEFAULT 0,   -- a SIP secret exists (its value is never stored)
+        dids            TEXT NOT NULL DEFAULT '[]',   -- JSON: E.164 numbers routed to it
+        device          TEXT,
+        origins         TEXT NOT NULL DEFAULT '[]',   -- JSON: "file:line" where it was read
+        extra           TEXT NOT NULL DEFAULT '{}',   -- JSON: columns and options kept as they were
+        mailbox_id      INTEGER REFERENCES mailboxes(id) ON DELETE SET NULL,
+        link            TEXT,                         -- how it was linked: voicemail-email | column | name
+        wave            TEXT,
+        state           TEXT NOT NULL DEFAULT 'new',  -- new | planned | provisioned | registered | cut-over | done | failed
+        state_reason    TEXT,
+        prior_state     TEXT,
+        seen_at         TEXT NOT NULL,                -- the last inventory that read it
+        updated_at      TEXT NOT NULL,
+        UNIQUE (dial_plan, number)
+    );
+    CREATE INDEX extensions_by_source ON extensions(source_id);
+    CREATE INDEX extensions_by_wave ON extensions(wave);
+    CREATE INDEX extensions_by_mailbox ON extensions(mailbox_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

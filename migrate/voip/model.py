@@ -1,0 +1,65 @@
+"""What govmigrate knows of a PBX extension, as read from a ministry's PBX files: the records that cross from
+the PBX readers (migrate.voip.pbx) to the inventory, the planner and the provisioning export.
+
+Secrets (the SIP password, the voicemail PIN) live only in memory, as masked :class:`Secret` values: the state
+store keeps whether an extension has them, never what they are, and the export reads them again from the
+PBX files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from migrate.core.errors import Problem
+from migrate.core.secrets import Secret
+
+
+@dataclass
+class Extension:
+    source_id: str
+    #: The numbering plan the number is unique in (the source's, or one several ministries share).
+    dial_plan: str
+    number: str
+    name: str = ""
+    #: pjsip | sip | iax2 | dahdi | custom | virtual ... as the PBX says.
+    tech: str | None = None
+    #: udp | tcp | tls | ws | wss, where the PBX says.
+    transport: str | None = None
+    callerid: str | None = None
+    outbound_cid: str | None = None
+    voicemail_box: str | None = None
+    voicemail_email: str | None = None
+    voicemail_pin: Secret | None = None
+    #: The SIP password (pjsip auth password, sip.conf secret, FreePBX secret, Kamailio password).
+    secret: Secret | None = None
+    #: DIDs routed to this extension, E.164 (+5012223333).
+    dids: list[str] = field(default_factory=list)
+    #: The phone, where the PBX names it (a MAC, a model, a user agent).
+    device: str | None = None
+    #: A mail address an input names for the extension's user in a column of its own ("email", "user").
+    link_email: str | None = None
+    #: Every place it was read from, as "file:line".
+    origins: list[str] = field(default_factory=list)
+    #: Columns and options govmigrate does not use, kept as they were.
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """How plans and events name it: "<dial plan>:<number>"."""
+        return f"{self.dial_plan}:{self.number}"
+
+
+@dataclass
+class PbxInventory:
+    """Everything read from one source's PBX files: the extensions (files with errors contribute nothing),
+    and every problem found, each with its file and line."""
+
+    source_id: str
+    extensions: list[Extension] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    #: file → how many records were taken from it (0 for a file rejected because of an error).
+    files: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
