@@ -43,6 +43,53 @@ def command() -> None:
     """
 
 
+@command.command("phones")
+@source_option
+@output_options
+@pass_app
+def phones(app: App, source_ids: tuple[str, ...], fmt: str) -> None:
+    """Read every ministry PBX's files (the pbx: inputs of each source) and record each extension.
+
+    Per extension: number, name, tech and transport, caller ID, voicemail box and e-mail, whether a PIN
+    and a SIP secret exist (never their values), DIDs routed to it (E.164, phones.region), the device if
+    known, and the file and line it was read from. Each is tied to its mail user by the voicemail e-mail,
+    then by a user column, then by display name (reported as "by name only": confirm it); extensions with
+    no user are listed per ministry. A file with an error (a malformed section, a number used twice, a DID
+    that is not a number) contributes nothing and is named with its line; the command then exits 1.
+    """
+    from migrate.reports.phones import CSV_COLUMNS, phone_rows, unlinked
+    from migrate.voip.inventory import run_phone_inventory
+
+    chosen = list(source_ids) or None
+    result = run_phone_inventory(app.project, app.store, chosen)
+    rows = phone_rows(app.store, list(result.sources))
+    if fmt == "json":
+        emit_json({"extensions": rows, "problems": [p.__dict__ for p in result.problems],
+                   "files": {s: inv.files for s, inv in result.sources.items()},
+                   "forgotten": result.forgotten, "stale": result.stale})
+    elif fmt == "csv":
+        emit_csv(CSV_COLUMNS, rows)
+    else:
+        for source_id in result.sources:
+            mine = [r for r in rows if r["source"] == source_id]
+            for r in mine:
+                r["who"] = r["user"] + (" (by name only: confirm)" if r["link"] == "name" else "")
+                r["vm"] = r["voicemail_box"] + (f" → {r['voicemail_email']}" if r["voicemail_email"] else "")
+            emit_table(app, f"{source_id}: {len(mine)} extension(s)",
+                       [("number", "ext"), ("name", "name"), ("who", "user"), ("dids", "DIDs"),
+                        ("vm", "voicemail"), ("secret", "secret"), ("wave", "wave"), ("state", "state")], mine,
+                       no_wrap=("number", "dids"))
+        for source_id, rooms in unlinked(rows).items():
+            app.info(f"{source_id}: {len(rooms)} extension(s) with no user: "
+                     + ", ".join(f"{r['number']} {r['name']}".strip() for r in rooms))
+    for key in result.forgotten:
+        app.info(f"{key} is no longer in the PBX files: forgotten")
+    for key in result.stale:
+        app.warn(f"{key} is no longer in the PBX files, but it is already past 'new': left as it is")
+    for problem in result.problems:
+        app.warn(str(problem) + ("" if problem.severity == "error" else "  (warning)"))
+
+
 @command.command("mail")
 @source_option
 @output_options

@@ -65,16 +65,20 @@ def render(app: App, r: ProgrammeReport) -> None:
     columns = [("name", "ministry"), ("done", "done>"), ("progress", "in progress>"), ("waiting", "waiting>"),
                ("failed", "failed>"), ("moved", "moved / total>"), ("completion", "est. completion"),
                ("note", "note")]
-    ministry_columns = [*columns[:6], ("domains", "domains cut over>"), *columns[6:]]
+    with_phones = any(m.phones.total for m in r.ministries)
+    phone_column = [("phones", "phones moved>")] if with_phones else []
+    ministry_columns = [*columns[:6], ("domains", "domains cut over>"), *phone_column, *columns[6:]]
     emit_table(app, "per ministry", ministry_columns,
                [{"name": m.ministry, "waves": ", ".join(m.waves), **_cells(m.counts, m.completion),
-                 "domains": f"{len(m.domains_cut_over)}/{len(m.domains)}"} for m in r.ministries])
+                 "domains": f"{len(m.domains_cut_over)}/{len(m.domains)}",
+                 "phones": f"{m.phones.moved}/{m.phones.total}"} for m in r.ministries])
     wave_columns = [("wave", "wave"), ("title", "title"), ("window", "window"), ("approval", "approval"),
-                    *columns[1:]]
+                    *columns[1:6], *phone_column, *columns[6:]]
     emit_table(app, "per wave", wave_columns,
                [{"wave": w.id, "title": w.title + (" (white-glove)" if w.white_glove else ""),
                  "window": f"{w.window_date} {w.window_start}" if w.window_date else "not scheduled",
-                 "approval": w.approval, **_cells(w.counts, w.completion)} for w in r.waves])
+                 "approval": w.approval, **_cells(w.counts, w.completion),
+                 "phones": f"{w.phones.moved}/{w.phones.total}"} for w in r.waves])
     if r.failures:
         out.print("failures:", markup=False, highlight=False)
         for f in r.failures:

@@ -69,6 +69,13 @@ def render(app: App, v: StatusView) -> None:
          + (f"; {v.messages_refused} refused by the central host" if v.messages_refused else ""))
     line("last sync", f"{v.last_sync_at} ({v.last_sync_result})" if v.last_sync_at else "never")
     line("domain", _domain_text(v))
+    for i, phone in enumerate(v.phones):
+        dids = f", DIDs {' '.join(phone['dids'])}" if phone["dids"] else ""
+        vm = f", voicemail {phone['voicemail']}" if phone["voicemail"] else ""
+        by_name = " (linked by name only: the migration team confirms)" if phone["linked_by"] == "name" else ""
+        line("phone" if i == 0 else "", f"extension {phone['extension']}{dids}{vm}: {phone['state_text']}{by_name}")
+    if not v.phones:
+        line("phone", "no extension of a ministry PBX is linked to this user")
     for i, step in enumerate(v.next_steps):
         line("next" if i == 0 else "", step)
     if v.events:

@@ -70,9 +70,17 @@ class Catalog:
                 inventory_error=doc.get("error"), inventory_messages=doc.get("messages"),
                 inventory_bytes=doc.get("bytes"))
         self.source_order = [s.id for s in project.config.sources]
+        #: PBX extensions by "<dial plan>:<number>" (from the last `inventory phones`).
+        self.extensions = {e.key: e for e in store.extensions()}
+        self._email_of = {row.id: row.email.lower() for row in store.mailboxes()}
 
     def get(self, email: str) -> MailboxInfo | None:
         return self.by_email.get(email.lower())
+
+    def extension_user(self, key: str) -> str | None:
+        """The mail address of the user an extension is linked to, if it is."""
+        ext = self.extensions.get(key)
+        return self._email_of.get(ext.mailbox_id) if ext is not None and ext.mailbox_id else None
 
     def __iter__(self):
         return iter(self.by_email.values())

@@ -176,7 +176,7 @@ def diff_plan(plan: Plan, store: Store) -> list[WaveDiff]:
             now_ = {e.lower() for e in doc["mailboxes"]}
             d.added = [(e, recorded_of.get(e)) for e in sorted(now_ - was)]
             d.removed = [(e, current_of.get(e)) for e in sorted(was - now_)]
-            for key in ("title", "kind", "white_glove", "notes", "cutover_domains"):
+            for key in ("title", "kind", "white_glove", "notes", "cutover_domains", "extensions"):
                 if before.get(key) != doc.get(key):
                     d.changes.append((key, before.get(key), doc.get(key)))
             for key in ("date", "start", "hours"):

@@ -39,6 +39,8 @@ class Generated:
 def _started(store: Store, wave_id: str) -> bool:
     if store.runs(wave_id):
         return True
+    if any(e.state not in (lifecycle.NEW, lifecycle.PLANNED) for e in store.extensions(wave=wave_id)):
+        return True
     return any(lifecycle.rank(lifecycle.level(m)) > lifecycle.rank(lifecycle.PLANNED)
                for m in store.mailboxes(wave=wave_id))
 
@@ -92,6 +94,7 @@ def generate_plan(project: Project, store: Store, directory: Path, *, replace: b
                               window=PlanWindow(date=date, start=policy.window.start, hours=policy.window.hours),
                               cutover_domains=cut[planned.id], notes="",
                               mailboxes=[m.email for m in planned.mailboxes]))
+    waves = _place_extensions(project, catalog, waves, kept_files, proposal.warnings)
     result = Generated(waves, {}, proposal.excluded, proposal.warnings, kept=list(kept_files),
                        user_list_problems=registered.problems)
     rates = Rates(project, store)
@@ -122,6 +125,57 @@ def generate_plan(project: Project, store: Store, directory: Path, *, replace: b
     return result
 
 
+def _place_extensions(project: Project, catalog: Catalog, waves: list[WaveFile], kept: dict[str, WaveFile],
+                      warnings: list[str]) -> list[WaveFile]:
+    """Each phone extension into its user's wave; a ministry's extensions without a user (reception, rooms,
+    fax) into its last wave, or into a phones-only wave after it (``phones.unlinked``). Waves that have
+    started keep the extensions they have."""
+    if not catalog.extensions:
+        return waves
+    taken = {k for w in kept.values() for k in w.extensions}
+    wave_of = {e.lower(): w.wave for w in waves if w.wave not in kept for e in w.mailboxes}
+    last_of: dict[str, str] = {}
+    for w in waves:
+        if w.wave in kept:
+            continue
+        for email in w.mailboxes:
+            info = catalog.get(email)
+            if info is not None:
+                last_of[info.source_id] = w.wave
+    placed: dict[str, list[str]] = {}
+    phones_only: dict[str, list[str]] = {}
+    for key, ext in sorted(catalog.extensions.items()):
+        if key in taken:
+            continue
+        user = catalog.extension_user(key)
+        target = wave_of.get(user) if user else None
+        if target is None and project.config.phones.unlinked == "last-wave":
+            target = last_of.get(ext.source_id)
+        if target is None:
+            phones_only.setdefault(ext.source_id, []).append(key)
+        else:
+            placed.setdefault(target, []).append(key)
+    out: list[WaveFile] = []
+    for w in waves:
+        if w.wave in kept:
+            out.append(w)
+        else:
+            out.append(w.model_copy(update={"extensions": placed.get(w.wave, [])}))
+    policy = project.config.waves
+    for source_id, keys in phones_only.items():
+        wave_id = f"phones-{source_id}"[:40]
+        ministry = next((s.ministry for s in project.config.sources if s.id == source_id), source_id)
+        phones_wave = WaveFile(version=PLAN_VERSION, wave=wave_id, title=f"Phones of the {ministry}", kind="phones",
+                               window=PlanWindow(start=policy.window.start, hours=policy.window.hours),
+                               extensions=keys)
+        after = max((i for i, w in enumerate(out) if w.wave == last_of.get(source_id)), default=len(out) - 1)
+        out.insert(after + 1, phones_wave)
+        warnings.append(f"{wave_id}: {len(keys)} extension(s) of {ministry} with no user move in a phones-only wave"
+                        if project.config.phones.unlinked == "phones-only" else
+                        f"{wave_id}: {len(keys)} extension(s) of {ministry} have no wave of their ministry to join")
+    return out
+
+
 def _file_data(path: Path) -> WaveFile | None:
     from migrate.core.yamlsrc import load_yaml_file
 
@@ -134,7 +188,17 @@ def _file_data(path: Path) -> WaveFile | None:
 
 def _record_membership(store: Store, catalog: Catalog, waves: list[WaveFile], kept: dict[str, WaveFile],
                        excluded: list[tuple[str, str]]) -> None:
+    in_plan = {k: w.wave for w in waves for k in w.extensions}
     with store.tx():
+        for key, ext in catalog.extensions.items():
+            if ext.wave in kept:
+                continue
+            wave_id = in_plan.get(key)
+            store.set_extension_wave(ext.id, wave_id)
+            if wave_id and ext.state == lifecycle.NEW:
+                store.set_extension_state(ext.id, lifecycle.PLANNED, f"in wave {wave_id}")
+            elif not wave_id and ext.state == lifecycle.PLANNED:
+                store.set_extension_state(ext.id, lifecycle.NEW, "in no wave")
         for wave in waves:
             if wave.wave in kept:
                 continue

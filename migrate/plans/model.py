@@ -64,7 +64,7 @@ class WaveFile(Strict):
     version: Literal[1]
     wave: str
     title: str = ""
-    kind: Literal["pilot", "ministry"] = "ministry"
+    kind: Literal["pilot", "ministry", "phones"] = "ministry"
     #: VIP mailboxes: extra care, a named contact, checks with the user after cut-over.
     white_glove: bool = False
     window: PlanWindow = PlanWindow()
@@ -72,6 +72,8 @@ class WaveFile(Strict):
     cutover_domains: list[str] = []
     notes: str = ""
     mailboxes: list[str] = []
+    #: PBX extensions that move to the hosted VOIP platform in this wave, as "<dial plan>:<number>".
+    extensions: list[str] = []
 
     @field_validator("wave")
     @classmethod
@@ -91,6 +93,14 @@ class WaveFile(Strict):
             raise ValueError(f"not an email address: {', '.join(map(repr, bad))}")
         return value
 
+    @field_validator("extensions")
+    @classmethod
+    def _extension_keys(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not _EXTENSION_RE.match(v)]
+        if bad:
+            raise ValueError(f"not an extension as <dial plan>:<number> (e.g. health:1001): {', '.join(map(repr, bad))}")
+        return value
+
     def canonical(self) -> dict[str, Any]:
         """The wave's data in a fixed form: what the hash covers and what the store records. Fields at their
         default value are left out, so that adding an optional field (phones, say) to wave files later
@@ -101,6 +111,8 @@ class WaveFile(Strict):
             doc["mailboxes"] = sorted(m.lower() for m in self.mailboxes)
         if self.cutover_domains:
             doc["cutover_domains"] = sorted(set(self.cutover_domains))
+        if self.extensions:
+            doc["extensions"] = sorted(self.extensions)
         return doc
 
     @property
@@ -112,6 +124,7 @@ class WaveFile(Strict):
         doc = self.model_dump(mode="json")
         doc["mailboxes"] = sorted(m.lower() for m in self.mailboxes)
         doc["cutover_domains"] = sorted(set(self.cutover_domains))
+        doc["extensions"] = sorted(self.extensions)
         return doc
 
     @property
@@ -124,6 +137,9 @@ class WaveFile(Strict):
 #: The fields of wave files when approvals were first recorded (see WaveFile.legacy_hash).
 _FIRST_SCHEMA = {"version", "wave", "title", "kind", "white_glove", "window", "cutover_domains", "notes",
                  "mailboxes"}
+
+
+_EXTENSION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}:[0-9A-Za-z*#+_.-]{1,32}$")
 
 
 def doc_hash(doc: dict[str, Any]) -> str:

@@ -84,13 +84,35 @@ def wave_header(wave: WaveFile, facts: WaveFacts, catalog: Catalog) -> list[str]
     when = (f"{w.date.isoformat()} from {w.start} for {w.hours:g} h" if w.date
             else f"not scheduled yet ({w.hours:g} h from {w.start})")
     lines = [f"Wave {wave.wave}: {wave.title}" + (" (white-glove)" if wave.white_glove else ""),
-             f"  {facts.mailboxes} mailboxes from {sources}, {facts.messages} messages, {human_bytes(facts.bytes)}",
+             f"  {facts.mailboxes} mailboxes from {sources}, {facts.messages} messages, {human_bytes(facts.bytes)}"
+             + (f"; {len(wave.extensions)} phone extension(s)" if wave.extensions else ""),
              f"  estimated copy time: {facts.estimate.description}",
              f"  window: {when}"]
     if wave.cutover_domains:
         lines.append(f"  cut-over after this wave: {', '.join(wave.cutover_domains)}")
     lines += [f"  WARNING: {w_}" for w_ in facts.warnings]
     return lines
+
+
+def extension_notes(wave: WaveFile, catalog: Catalog) -> dict[str, str]:
+    notes = {}
+    for key in wave.extensions:
+        ext = catalog.extensions.get(key)
+        if ext is None:
+            notes[key] = "not in the phone inventory"
+            continue
+        user = catalog.extension_user(key)
+        parts = [ext.name] if ext.name else []
+        if user:
+            parts.append(f"user {user}" + (" (linked by name only: confirm)" if ext.link == "name" else ""))
+        else:
+            parts.append("no user")
+        if ext.dids:
+            parts.append("DIDs " + " ".join(ext.dids))
+        if ext.state not in ("new", "planned"):
+            parts.append(ext.state)
+        notes[key] = ", ".join(parts)
+    return notes
 
 
 def mailbox_notes(wave: WaveFile, catalog: Catalog) -> dict[str, str]:
@@ -215,6 +237,7 @@ def load_plan(directory: Path, project: Project, store: Store, catalog: Catalog 
     order = [w for w in dict.fromkeys(listed) if w in files]
     plan = Plan(directory, index_path, index, index_located, waves, order, problems)
     _check_members(plan, catalog, problems)
+    _check_extensions(plan, catalog, problems)
     _check_cutover(plan, project, problems)
     rates = Rates(project, store)
     for wave_id, wp in waves.items():
@@ -315,6 +338,32 @@ def _check_members(plan: Plan, catalog: Catalog, problems: list[Problem]) -> Non
                                         "warning"))
 
 
+def _check_extensions(plan: Plan, catalog: Catalog, problems: list[Problem]) -> None:
+    """Each extension in one wave at most, known to the phone inventory, and (a warning) with its user."""
+    seen: dict[str, str] = {}
+    wave_of_mailbox = {e.lower(): w for w in plan.order if plan.waves[w].data
+                       for e in plan.waves[w].data.mailboxes}  # type: ignore[union-attr]
+    for wave_id in plan.order:
+        wp = plan.waves[wave_id]
+        if wp.data is None:
+            continue
+        for i, key in enumerate(wp.data.extensions):
+            line, where = wp.line_of("extensions", i), f"extensions[{i}]"
+            if key in seen:
+                problems.append(Problem(str(wp.path), line, where, f"{key} is also in wave {seen[key]}: an extension "
+                                        "moves in one wave"))
+                continue
+            seen[key] = wave_id
+            if key not in catalog.extensions:
+                problems.append(Problem(str(wp.path), line, where, f"{key} is not in the phone inventory "
+                                        "(govmigrate inventory phones reads the PBX files)"))
+                continue
+            user = catalog.extension_user(key)
+            if user and wave_of_mailbox.get(user) not in (None, wave_id):
+                problems.append(Problem(str(wp.path), line, where, f"{key} belongs to {user}, whose mailbox moves in "
+                                        f"{wave_of_mailbox[user]}: phone and mail would move apart", "warning"))
+
+
 def _check_cutover(plan: Plan, project: Project, problems: list[Problem]) -> None:
     known = {d.lower() for s in project.config.sources for d in s.domains}
     unknown: set[tuple[str, str]] = set()
@@ -388,7 +437,8 @@ def _check_unplanned(plan: Plan, catalog: Catalog, project: Project, problems: l
 
 def write_wave(path: Path, wave: WaveFile, catalog: Catalog, rates: Rates, project: Project) -> WaveFacts:
     facts = wave_facts(wave, catalog, rates, project)
-    text = render_wave(wave, header=wave_header(wave, facts, catalog), mailbox_notes=mailbox_notes(wave, catalog))
+    text = render_wave(wave, header=wave_header(wave, facts, catalog), mailbox_notes=mailbox_notes(wave, catalog),
+                       extension_notes=extension_notes(wave, catalog))
     _atomic_write(path, text)
     return facts
 

@@ -15,7 +15,7 @@ import yaml
 
 from migrate.plans.model import IndexFile, WaveFile
 
-_PLAIN_RE = re.compile(r"^[A-Za-z0-9@._/()+-][A-Za-z0-9@._/()+, -]*$")
+_PLAIN_RE = re.compile(r"^[A-Za-z0-9@._/()+-][A-Za-z0-9@._/()+, :-]*$")
 
 
 def scalar(value: Any) -> str:
@@ -57,7 +57,8 @@ def comment_block(lines: list[str]) -> list[str]:
     return [f"# {line}".rstrip() for line in lines]
 
 
-def render_wave(wave: WaveFile, *, header: list[str], mailbox_notes: dict[str, str]) -> str:
+def render_wave(wave: WaveFile, *, header: list[str], mailbox_notes: dict[str, str],
+                extension_notes: dict[str, str] | None = None) -> str:
     w = wave.window
     lines = comment_block(header)
     lines += ["#", "# Lines starting with # are rewritten by govmigrate; put remarks in notes. After an edit:",
@@ -66,7 +67,7 @@ def render_wave(wave: WaveFile, *, header: list[str], mailbox_notes: dict[str, s
               f"wave: {scalar(wave.wave)}",
               f"title: {scalar(wave.title)}"]
     lines += _aligned([
-        (f"kind: {wave.kind}", "pilot | ministry"),
+        (f"kind: {wave.kind}", "pilot | ministry | phones"),
         (f"white_glove: {scalar(wave.white_glove)}",
          "VIPs: extra care, a named helpdesk contact, a check with each user after cut-over"
          if wave.white_glove else "true for VIP handling"),
@@ -90,6 +91,10 @@ def render_wave(wave: WaveFile, *, header: list[str], mailbox_notes: dict[str, s
                           indent="  ")
     else:
         lines.append("mailboxes: []")
+    if wave.extensions:  # left out when there are none: wave files without phones read as before
+        lines.append("extensions:  # PBX extensions that move to the hosted VOIP platform in this wave")
+        lines += _aligned([(f"- {scalar(e)}", (extension_notes or {}).get(e, "")) for e in wave.extensions],
+                          indent="  ")
     return "\n".join(lines) + "\n"
 
 

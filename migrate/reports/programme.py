@@ -80,6 +80,24 @@ class Completion:
 
 
 @dataclass
+class PhoneCounts:
+    """Phone extensions: on the hosted platform (cut over or done) of all, and where the others are."""
+
+    total: int = 0
+    moved: int = 0
+    provisioned: int = 0
+    registered: int = 0
+    failed: int = 0
+
+    def add(self, state: str) -> None:
+        self.total += 1
+        self.moved += state in lifecycle.PHONE_MOVED
+        self.provisioned += state == lifecycle.PROVISIONED
+        self.registered += state == lifecycle.REGISTERED
+        self.failed += state == lifecycle.FAILED
+
+
+@dataclass
 class WaveLine:
     id: str
     title: str
@@ -95,6 +113,7 @@ class WaveLine:
     remaining_hours: float
     completion: Completion
     last_run: dict[str, Any] | None = None
+    phones: PhoneCounts = field(default_factory=lambda: PhoneCounts())
 
 
 @dataclass
@@ -108,6 +127,7 @@ class MinistryLine:
     #: The ministry's domains whose MX points at the central host (the DNS cut-over switched them):
     #: the plan's "compliance by all Ministries".
     domains_cut_over: list[str] = field(default_factory=list)
+    phones: PhoneCounts = field(default_factory=lambda: PhoneCounts())
 
 
 @dataclass
@@ -222,6 +242,11 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
             remaining_hours=round(hours, 2), completion=_wave_completion(window, counts, hours, last_finish, today),
             last_run={k: last[k] for k in ("pass", "started_at", "finished_at", "result")} if last else None))
     by_wave = {w.id: w for w in waves}
+    phones_of: dict[str, PhoneCounts] = {}
+    for ext in store.extensions():
+        phones_of.setdefault(f"source/{ext.source_id}", PhoneCounts()).add(ext.state)
+        if ext.wave in by_wave:
+            by_wave[ext.wave].phones.add(ext.state)
     dns_state = {row.domain: row.state for row in store.dns_domains()}
     ministries: list[MinistryLine] = []
     for source in project.config.sources:
@@ -233,7 +258,8 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
         parts = [(w, _ministry_share(by_wave[w], members)) for w in wave_ids]
         switched = [d for d in source.domains if (dns_state.get(d.lower()) or "") in SWITCHED_STATES]
         ministries.append(MinistryLine(source.id, source.ministry, list(source.domains), wave_ids, counts,
-                                       _combine(parts, counts.unplanned), switched))
+                                       _combine(parts, counts.unplanned), switched,
+                                       phones_of.get(f"source/{source.id}", PhoneCounts())))
     totals = Counts()
     for m in mailboxes:
         totals.add(m)
@@ -276,8 +302,8 @@ SWITCHED_STATES = ("switched", "propagated", "cut-over", "done")
 
 CSV_COLUMNS = ("level", "id", "name", "mailboxes", "done", "in_progress", "planned", "unplanned", "failed",
                "skipped", "messages_moved", "messages_total", "gb_moved", "gb_total", "bytes_moved", "bytes_total",
-               "domains", "domains_cut_over", "window", "approval", "estimated_completion", "completion_status",
-               "note")
+               "domains", "domains_cut_over", "phones", "phones_moved", "window", "approval", "estimated_completion",
+               "completion_status", "note")
 
 
 def csv_rows(report: ProgrammeReport) -> list[dict[str, Any]]:
@@ -290,8 +316,10 @@ def csv_rows(report: ProgrammeReport) -> list[dict[str, Any]]:
 
     rows = [row("programme", "", report.programme, report.totals, report.completion)]
     rows += [row("ministry", m.source_id, m.ministry, m.counts, m.completion, domains=len(m.domains),
-                 domains_cut_over=len(m.domains_cut_over)) for m in report.ministries]
-    rows += [row("wave", w.id, w.title, w.counts, w.completion, approval=w.approval,
+                 domains_cut_over=len(m.domains_cut_over), phones=m.phones.total, phones_moved=m.phones.moved)
+             for m in report.ministries]
+    rows += [row("wave", w.id, w.title, w.counts, w.completion, approval=w.approval, phones=w.phones.total,
+                 phones_moved=w.phones.moved,
                  window=f"{w.window_date} {w.window_start} {w.window_hours:g}h" if w.window_date else "")
              for w in report.waves]
     return rows

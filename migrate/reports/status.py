@@ -64,6 +64,18 @@ def plain_reason(reason: str | None) -> str | None:
     return reason
 
 
+#: A phone's state in the helpdesk's words.
+PHONE_TEXT = {
+    lifecycle.NEW: "not planned yet; the desk phone still rings on the ministry's PBX",
+    lifecycle.PLANNED: "planned; the desk phone still rings on the ministry's PBX",
+    lifecycle.PROVISIONED: "set up on the hosted platform; the number still rings on the ministry's PBX",
+    lifecycle.REGISTERED: "registers on the hosted platform; the number moves when its DIDs are switched",
+    lifecycle.CUT_OVER: "on the hosted platform: calls to the number ring there",
+    lifecycle.DONE: "on the hosted platform, checked",
+    lifecycle.FAILED: "a step failed; the migration team retries it",
+}
+
+
 @dataclass
 class WaveInfo:
     id: str
@@ -96,6 +108,8 @@ class StatusView:
     wave: WaveInfo | None
     #: The wave after which the user's domain switches to the central host.
     cutover_wave: str | None
+    #: The user's phone extensions: number, DIDs, voicemail, state.
+    phones: list[dict[str, Any]]
     #: The DNS cut-over of the user's domain as the store knows it: state, when it was switched, MX now.
     domain: str
     domain_state: str
@@ -145,6 +159,10 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         ministry=info.ministry if info else mailbox.source_id, source_id=mailbox.source_id,
         flags=sorted(mailbox.flags), state=mailbox.state, state_text=STATE_TEXT.get(mailbox.state, mailbox.state),
         reason=reason, reason_text=reason_text, wave=wave, cutover_wave=cutover_wave,
+        phones=[{"extension": e.number, "dial_plan": e.dial_plan, "name": e.name, "dids": list(e.dids),
+                 "voicemail": e.voicemail_box, "voicemail_email": e.voicemail_email, "state": e.state,
+                 "state_text": PHONE_TEXT.get(e.state, e.state), "reason": e.state_reason, "wave": e.wave,
+                 "linked_by": e.link} for e in store.extensions(mailbox_id=mailbox.id)],
         domain=domain, domain_state=dns_row.state if dns_row else "unchanged",
         switched_at=dns_row.switched_at if dns_row else None, mx_now=mx_now(dns_row),
         messages_copied=mailbox.copied_messages, messages_total=info.messages if info else mailbox.src_messages,

@@ -45,6 +45,15 @@ PASS_TARGET = {"prestage": PRESTAGED, "delta": DELTA_SYNCED, "final": FINAL_SYNC
 #: Mail counts as completely moved from here on (the report's "done").
 MOVED = (FINAL_SYNCED, CUT_OVER, DONE)
 
+#: A phone extension's lifecycle: new → planned → provisioned (the hosted platform's file was exported) →
+#: registered (its SIP checks passed) → cut-over (its DIDs route to the hosted platform) → done; or failed
+#: with the reason. Each change is an event ``extension/<dial plan>:<number>``.
+PROVISIONED = "provisioned"
+REGISTERED = "registered"
+EXTENSION_ORDER = (NEW, PLANNED, PROVISIONED, REGISTERED, CUT_OVER, DONE)
+#: A phone counts as on the hosted platform from here on.
+PHONE_MOVED = (CUT_OVER, DONE)
+
 
 def level(mailbox: MailboxRow) -> str:
     """The forward state a mailbox has reached: its state, or for a failed one the state before it failed."""

@@ -1,0 +1,103 @@
+"""``inventory phones``: read every ministry PBX's files, record each extension in the store, and tie it to
+its mail user.
+
+A file with an error contributes nothing (it is listed with the problem, by file and line); the rest of the
+ministry's files are taken. Extensions a later inventory no longer finds are dropped while nothing has
+happened to them yet, and reported if something has. Secrets never reach the store: only whether an
+extension has a SIP secret and a voicemail PIN.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from migrate.core.config import Project, Source
+from migrate.core.errors import Problem, UsageError
+from migrate.core.fanout import fanout
+from migrate.core.store import Store, now
+from migrate.mailbox.registry import register_users
+from migrate.voip.link import Link, Linker
+from migrate.voip.model import Extension, PbxInventory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PhoneInventory:
+    """What one ``inventory phones`` read and recorded."""
+
+    sources: dict[str, PbxInventory] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    #: "<dial plan>:<number>" → how it was linked (or why not).
+    links: dict[str, Link] = field(default_factory=dict)
+    #: Keys no longer in the PBX files: dropped (``forgotten``) or kept because they had moved on (``stale``).
+    forgotten: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+
+    def extensions(self) -> list[Extension]:
+        return [e for inv in self.sources.values() for e in inv.extensions]
+
+
+def pbx_sources(project: Project, source_ids: list[str] | None = None) -> list[Source]:
+    """The sources with a pbx: section (those asked for, all by default)."""
+    chosen = [project.source(s) for s in source_ids] if source_ids else list(project.config.sources)
+    with_pbx = [s for s in chosen if s.pbx is not None]
+    if source_ids and len(with_pbx) < len(chosen):
+        missing = [s.id for s in chosen if s.pbx is None]
+        raise UsageError(f"no pbx: section for source(s) {', '.join(missing)} in {project.path.name}",
+                         hint="add the PBX's files under the source's pbx: inputs (govmigrate init writes an example)")
+    return with_pbx
+
+
+def read_all(project: Project, sources: list[Source]) -> tuple[dict[str, PbxInventory], list[Problem]]:
+    """Read the sources' PBX files (and, for the duplicate check, every other source sharing a dial plan with
+    them); a file that repeats another ministry's number in a shared dial plan is rejected like any file
+    with an error."""
+    from migrate.voip.pbx import check_dial_plans, read_pbx
+
+    plans = {project.config.dial_plan(s) for s in sources}
+    related = [s for s in project.config.sources if s.pbx is not None and project.config.dial_plan(s) in plans]
+    inventories = fanout(related, lambda s: read_pbx(project, s), workers=4, name="pbx")
+    by_source = {inv.source_id: inv for inv in inventories}
+    cross = check_dial_plans(inventories, project)
+    for problem in cross:
+        if problem.severity != "error":
+            continue
+        for inv in inventories:  # the file the problem names contributes nothing
+            if problem.file in inv.files:
+                inv.extensions = [e for e in inv.extensions
+                                  if not any(o.rpartition(":")[0] == problem.file for o in e.origins)]
+                inv.files[problem.file] = 0
+    problems = [p for s in sources for p in by_source[s.id].problems] + cross
+    return {s.id: by_source[s.id] for s in sources}, problems
+
+
+def run_phone_inventory(project: Project, store: Store, source_ids: list[str] | None = None) -> PhoneInventory:
+    sources = pbx_sources(project, source_ids)
+    if not sources:
+        raise UsageError(f"no source in {project.path.name} has a pbx: section",
+                         hint="list each ministry's PBX files under its source's pbx: inputs")
+    register_users(project, store, [s.id for s in sources])
+    result = PhoneInventory()
+    result.sources, result.problems = read_all(project, sources)
+    started = now()
+    linker = Linker(store.mailboxes())
+    for source in sources:
+        inventory = result.sources[source.id]
+        for ext in inventory.extensions:
+            if ext.link_email:
+                ext.extra = {**ext.extra, "link_email": ext.link_email}
+            ext_id = store.upsert_extension(ext, seen_at=started)
+            link, problems = linker.link(ext)
+            result.problems += problems
+            result.links[ext.key] = link
+            store.link_extension(ext_id, link.mailbox.id if link.mailbox else None, link.how)
+        result.forgotten += store.forget_extensions(source.id, unseen_since=started)
+        result.stale += [e.key for e in store.extensions(source_id=source.id) if e.seen_at < started]
+        linked = sum(1 for e in inventory.extensions if result.links[e.key].mailbox is not None)
+        rejected = [f for f, n in inventory.files.items() if n == 0]
+        store.add_event(f"source/{source.id}", "phones",
+                        f"{len(inventory.extensions)} extensions, {linked} linked to a user"
+                        + (f"; files with errors, not taken: {', '.join(rejected)}" if rejected else ""))
+    return result
