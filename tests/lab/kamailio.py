@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import os
 import random
 import re
@@ -524,55 +525,118 @@ class SipReply:
         return self.headers.get(name.lower())
 
 
+class _SipSocket:
+    """One connected socket (UDP, TCP or TLS) of the lab's own minimal SIP client."""
+
+    def __init__(self, address: str, port: int, transport: str, timeout: float, ca_file: Path | None,
+                 server_name: str | None) -> None:
+        self.transport = transport
+        self.where = f"{address}:{port}"
+        kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+        raw = socket.socket(socket.AF_INET, kind)
+        raw.settimeout(timeout)
+        try:
+            raw.connect((address, port))
+            self.sock: socket.socket | ssl.SSLSocket = raw
+            if transport == "tls":
+                ctx = ssl.create_default_context(cafile=str(ca_file)) if ca_file else ssl._create_unverified_context()
+                self.sock = ctx.wrap_socket(raw, server_hostname=server_name or address)
+        except BaseException:
+            raw.close()
+            raise
+        self.local, self.local_port = self.sock.getsockname()
+        self._buffer = b""
+
+    def via(self) -> str:
+        proto = self.transport.upper()
+        return f"Via: SIP/2.0/{proto} {self.local}:{self.local_port};branch=z9hG4bK{uuid.uuid4().hex[:16]};rport"
+
+    def exchange(self, message: str) -> SipReply:
+        """Send a request; return its first final reply (provisional ones are skipped)."""
+        self.sock.sendall(message.encode())
+        while True:
+            if self.transport == "udp":
+                data = self.sock.recv(65535)
+            else:
+                while b"\r\n\r\n" not in self._buffer:
+                    chunk = self.sock.recv(65535)
+                    if not chunk:
+                        raise LabError(f"{self.where} closed the connection without a final reply")
+                    self._buffer += chunk
+                data, self._buffer = self._buffer, b""
+            head, _, rest = data.partition(b"\r\n\r\n")
+            if self.transport != "udp":
+                self._buffer = rest  # our requests have no body, and neither have the lab's replies
+            lines = head.decode(errors="replace").split("\r\n")
+            parts = lines[0].split(" ", 2)
+            if len(parts) < 2 or parts[0] != "SIP/2.0" or not parts[1].isdigit():
+                raise LabError(f"not a SIP reply from {self.where}: {lines[0]!r}")
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if int(parts[1]) >= 200:
+                return SipReply(int(parts[1]), parts[2] if len(parts) > 2 else "", headers)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def sip_request(method: str, uri: str, address: str, port: int, *, transport: str = "udp", timeout: float = 2.0,
                 ca_file: Path | None = None, server_name: str | None = None) -> SipReply:
     """One request without authentication, its first final reply parsed (provisional replies are skipped).
     With ``ca_file``, TLS verifies the server's certificate for ``server_name`` (default: the address)."""
-    branch = "z9hG4bK" + uuid.uuid4().hex[:16]
-    call_id = uuid.uuid4().hex
-    proto = {"udp": "UDP", "tcp": "TCP", "tls": "TLS"}[transport]
-    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as raw:
-        raw.settimeout(timeout)
-        raw.connect((address, port))
-        sock: socket.socket | ssl.SSLSocket = raw
-        if transport == "tls":
-            ctx = ssl.create_default_context(cafile=str(ca_file)) if ca_file else ssl._create_unverified_context()
-            sock = ctx.wrap_socket(raw, server_hostname=server_name or address)
-        local, local_port = sock.getsockname()
-        message = (f"{method} {uri} SIP/2.0\r\n"
-                   f"Via: SIP/2.0/{proto} {local}:{local_port};branch={branch};rport\r\n"
-                   "Max-Forwards: 70\r\n"
-                   f"From: <sip:lab@{local}>;tag={uuid.uuid4().hex[:8]}\r\n"
-                   f"To: <{uri}>\r\n"
-                   f"Call-ID: {call_id}\r\n"
-                   f"CSeq: 1 {method}\r\n"
-                   "Content-Length: 0\r\n\r\n")
-        sock.sendall(message.encode())
-        buffer = b""
-        while True:
-            if transport == "udp":
-                buffer = sock.recv(65535)
-            else:
-                chunk = sock.recv(65535)
-                if not chunk:
-                    raise LabError(f"{address}:{port} closed the connection without a final reply")
-                buffer += chunk
-                if b"\r\n\r\n" not in buffer:
-                    continue
-            head, _, rest = buffer.partition(b"\r\n\r\n")
-            lines = head.decode(errors="replace").split("\r\n")
-            parts = lines[0].split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("SIP/2.0"):
-                raise LabError(f"not a SIP reply: {lines[0]!r}")
-            status = int(parts[1])
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            if status >= 200:
-                return SipReply(status, parts[2] if len(parts) > 2 else "", headers)
-            buffer = rest
+    conn = _SipSocket(address, port, transport, timeout, ca_file, server_name)
+    try:
+        return conn.exchange(f"{method} {uri} SIP/2.0\r\n{conn.via()}\r\nMax-Forwards: 70\r\n"
+                             f"From: <sip:lab@{conn.local}>;tag={uuid.uuid4().hex[:8]}\r\nTo: <{uri}>\r\n"
+                             f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n")
+    finally:
+        conn.close()
+
+
+_DIGESTS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
+
+
+def digest_register(server: KamailioServer, user: str, password: str, *, transport: str = "udp",
+                    algorithm: str = "MD5", expires: int = 60, timeout: float = 2.0) -> list[SipReply]:
+    """REGISTER with the lab's own digest client (RFC 2617/8760, qop=auth): the replies in order, normally
+    401 and then 200 or 403. sipsak only speaks MD5; this one also SHA-256."""
+    address, port = server.endpoints()[transport]
+    conn = _SipSocket(address, port, transport, timeout, None, None)
+    domain = server.domain
+    call_id, tag = uuid.uuid4().hex, uuid.uuid4().hex[:8]
+    contact = f"<sip:{user}@{conn.local}:{conn.local_port};transport={transport}>"
+
+    def request(cseq: int, authorization: str = "") -> SipReply:
+        return conn.exchange(f"REGISTER sip:{domain} SIP/2.0\r\n{conn.via()}\r\nMax-Forwards: 70\r\n"
+                             f"From: <sip:{user}@{domain}>;tag={tag}\r\nTo: <sip:{user}@{domain}>\r\n"
+                             f"Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nContact: {contact}\r\n"
+                             f"Expires: {expires}\r\n{authorization}Content-Length: 0\r\n\r\n")
+
+    try:
+        replies = [request(1)]
+        challenge = replies[0].header("www-authenticate")
+        if replies[0].status != 401 or not challenge:
+            return replies
+        params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
+        digest = _DIGESTS[params.get("algorithm", "MD5").upper()]
+        if params.get("algorithm", "MD5").upper() != algorithm.upper():
+            raise LabError(f"the server challenged with {params.get('algorithm')}, not {algorithm}")
+
+        def h(text: str) -> str:
+            return digest(text.encode()).hexdigest()
+
+        cnonce, nc, uri = uuid.uuid4().hex[:16], "00000001", f"sip:{domain}"
+        ha1 = h(f"{user}:{params['realm']}:{password}")
+        response = h(f"{ha1}:{params['nonce']}:{nc}:{cnonce}:auth:{h(f'REGISTER:{uri}')}")
+        replies.append(request(2, f'Authorization: Digest username="{user}", realm="{params["realm"]}", '
+                                  f'nonce="{params["nonce"]}", uri="{uri}", response="{response}", '
+                                  f'algorithm={params.get("algorithm", "MD5")}, qop=auth, nc={nc}, '
+                                  f'cnonce="{cnonce}"\r\n'))
+        return replies
+    finally:
+        conn.close()
 
 
 @dataclass
