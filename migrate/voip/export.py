@@ -8,8 +8,9 @@ bits), returned in :attr:`ExportResult.new_secrets` so the caller can hand them 
 → :class:`Secret`) overrides both, for passwords made once and written in several formats. An extension that
 would register but has no password is refused, with every such extension named, before anything is written.
 Every file is created mode 0600 (``os.open`` with the mode, in a temporary name beside the target, then renamed
-over it), so a secret or a hash of one is never readable by others, not even for a moment; a run that fails
-leaves no file behind.
+over it), so a secret or a hash of one is never readable by others, not even for a moment. The files of one
+export are renamed into place only once all of them are written, so a run that fails while writing (a full
+disk) leaves the previous export as it was and no temporary file.
 
 **Data is data.** Names, e-mail addresses and caller IDs come from ministry PBX files. In CSV files every free-text
 cell that could start a spreadsheet formula (``=``, ``+``, ``-``, ``@``, tab, CR) gets a leading ``'`` (OWASP's
