@@ -223,3 +223,28 @@ def test_cleanup_frees_the_address_and_removes_every_file():
         lock.bind(f"\0govlab-sip-{prefix}")  # the lab's lock on the /24 is gone with it
     finally:
         lock.close()
+
+
+def test_the_dns_lab_leads_to_the_registrar_as_rfc_3263_resolves(provisioned):
+    from tests.lab.bind import start_dns_lab
+
+    dns_lab = start_dns_lab(["health.gov.bz"], records={"gov.bz": provisioned.dns_records()})
+    try:
+        resolver = dns_lab.resolver
+        naptr = dns_lab.query(resolver, DOMAIN, "NAPTR")
+        assert naptr == [f'10 0 "s" "SIPS+D2T" "" _sips._tcp.{DOMAIN}.', f'20 0 "s" "SIP+D2T" "" _sip._tcp.{DOMAIN}.',
+                         f'30 0 "s" "SIP+D2U" "" _sip._udp.{DOMAIN}.']
+        for service, transport in (("_sips._tcp", "tls"), ("_sip._tcp", "tcp"), ("_sip._udp", "udp")):
+            [srv] = dns_lab.query(resolver, f"{service}.{DOMAIN}", "SRV")
+            _, _, port, target = srv.split()
+            [address] = dns_lab.query(resolver, target, "A")
+            reply = sip_request("OPTIONS", f"sip:{DOMAIN}", address, int(port), transport=transport,
+                                ca_file=provisioned.ca_file, server_name=DOMAIN)
+            assert reply.status == 200
+        # No NAPTR or SRV: the domain's A record and the standard port reach the same registrar.
+        assert dns_lab.query(resolver, DOMAIN, "A") == [provisioned.address]
+        assert sip_request("OPTIONS", f"sip:{DOMAIN}", provisioned.address, 5060).status == 200
+        assert dns_lab.query(resolver, f"wrong-name.{DOMAIN}", "A") == [provisioned.wrong_name_address]
+        assert dns_lab.query(resolver, f"expired.{DOMAIN}", "A") == [provisioned.expired_address]
+    finally:
+        dns_lab.cleanup()

@@ -15,7 +15,8 @@ temporary directory and generated configuration:
   Linux routes all of 127.0.0.0/8 to ``lo``, and Kamailio (unlike named) binds an address that is not
   configured on an interface, so no ``ip addr add`` and no root are needed. A /24 is taken only when an
   abstract socket named after it could be bound (one per network namespace, released when its holder dies)
-  and its ports are free, so several labs run at once, and a DNS lab's A records can point at it.
+  and its ports are free, so several labs run at once. :meth:`KamailioServer.dns_records` gives the NAPTR, SRV
+  and A records that publish it in the DNS lab (tests.lab.bind), so resolution is real end to end.
 
 * **Subscribers** come from db_text tables (``db_mode`` 1: Kamailio checks a table file's modification time on
   every query and reloads it when it changed). :meth:`KamailioServer.load` copies the ``subscriber`` and
@@ -139,6 +140,28 @@ class KamailioServer:
         if self.config.tls:
             found["tls"] = (self.address, self.tls_port)
         return found
+
+    def dns_records(self) -> list[str]:
+        """Zone-file lines (absolute names) publishing this registrar for its SIP domain as RFC 3263 finds it,
+        for the DNS lab's gov.bz zone (``start_dns_lab(..., records={"gov.bz": server.dns_records()})``):
+        NAPTR for SIPS+D2T, SIP+D2T and SIP+D2U, their SRV records to ``sip.<domain>`` on 5061 and 5060, A
+        records for ``sip.<domain>`` and the domain itself (the fall-back to the standard ports), and
+        ``wrong-name.<domain>`` and ``expired.<domain>`` for the listeners with the bad certificates."""
+        d = self.domain
+        lines = [f'{d}. NAPTR 10 0 "s" "SIPS+D2T" "" _sips._tcp.{d}.',
+                 f'{d}. NAPTR 20 0 "s" "SIP+D2T" "" _sip._tcp.{d}.',
+                 f'{d}. NAPTR 30 0 "s" "SIP+D2U" "" _sip._udp.{d}.',
+                 f"_sip._tcp.{d}. SRV 10 0 {self.port} sip.{d}.",
+                 f"_sip._udp.{d}. SRV 10 0 {self.port} sip.{d}.",
+                 f"sip.{d}. A {self.address}",
+                 f"{d}. A {self.address}"]
+        if self.config.tls:
+            lines += [f"_sips._tcp.{d}. SRV 10 0 {self.tls_port} sip.{d}.",
+                      f"wrong-name.{d}. A {self.wrong_name_address}",
+                      f"expired.{d}. A {self.expired_address}"]
+        else:
+            lines = [line for line in lines if "SIPS" not in line]
+        return lines
 
     def _claim_prefix(self) -> None:
         candidates = [f"127.56.{n}" for n in range(1, 255)]
