@@ -21,8 +21,9 @@ temporary directory and generated configuration:
 * **Subscribers** come from db_text tables (``db_mode`` 1: Kamailio checks a table file's modification time on
   every query and reloads it when it changed). :meth:`KamailioServer.load` copies the ``subscriber`` and
   ``dbaliases`` tables of a directory written by ``migrate.voip.export.write_kamailio`` into the server's
-  database, so the next REGISTER sees them; no restart. A server can also start on such a directory
-  (``KamailioServer(db=...)``), which then also proves its ``version`` table.
+  database, so the next REGISTER sees them; no restart. A server can also start on such a directory, all three
+  tables as they are (``KamailioServer(db=...)``), as a platform given the whole export would. (Kamailio 5.6
+  does not check the ``version`` rows of tables named at run time, as ``auth_check`` names ``subscriber``.)
 
 * **Behaviour.** REGISTER is authenticated by auth_db against ``ha1``/``ha1b`` (no clear password is read):
   no credentials, a stale or reused nonce → 401 with a ``qop="auth"`` challenge for the SIP domain; a wrong
@@ -66,7 +67,7 @@ WRONG_NAME = "wrong.example.net"
 START_TIMEOUT = 20.0
 #: Where Debian's kamailio package keeps its db_text table templates (the lab's empty tables are copies).
 DBTEXT_TEMPLATES = Path("/usr/share/kamailio/dbtext/kamailio")
-#: The table versions Kamailio 5.6 checks at start-up (Debian's template ``version`` table says the same).
+#: The table versions of Kamailio 5.6's schema, as Debian's template ``version`` table gives them.
 TABLE_VERSIONS = {"version": 1, "subscriber": 7, "dbaliases": 1}
 #: The tables :meth:`KamailioServer.load` takes from an export directory.
 LOADED_TABLES = ("subscriber", "dbaliases")
