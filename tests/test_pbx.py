@@ -382,6 +382,16 @@ host=sip.telco.example.bz
         "sip.conf:19: [telco]: a peer that is not an extension number (a trunk); not taken"]
 
 
+def test_sip_conf_md5secret_only_is_a_warning_and_recorded(tmp_path):
+    write(tmp_path, "sip.conf", "[2001]\ntype=friend\nmd5secret=0123456789abcdef0123456789abcdef\n")
+    inv = read_one(tmp_path, ("sip", "sip.conf"))
+    assert said(inv) == [
+        "sip.conf:3: md5secret: extension 2001: holds only an MD5 hash of the password (md5secret), no clear "
+        "password: the secret can be carried only to a platform with the same realm; elsewhere `voip export` "
+        "needs --new-secrets"]
+    assert ext(inv, "2001").extra == {"secret_form": "md5secret"}
+
+
 def test_voicemail_conf_mailboxes_as_app_voicemail_reads_them(tmp_path):
     write(tmp_path, "voicemail.conf", """\
 [general]
@@ -544,6 +554,30 @@ def test_the_same_number_in_two_files_of_one_family_rejects_the_later_file_namin
     assert inv.files == {"a.csv": 2, "b.csv": 0}
     assert [e.number for e in inv.extensions] == ["2001", "2002"], "2003 of the rejected file is not taken either"
     assert ext(inv, "2002").name == "Ben"
+
+
+def test_the_same_did_in_two_dids_files_rejects_the_later(tmp_path):
+    write(tmp_path, "ext.csv", "extension,name,secret\n2001,Ana,secret-2001-aaaa\n2002,Ben,secret-2002-bbbb\n")
+    write(tmp_path, "dids-a.csv", "extension,destination\n8220101,\"from-did-direct,2001,1\"\n")
+    write(tmp_path, "dids-b.csv", "extension,destination\n8220102,\"from-did-direct,2002,1\"\n"
+                                  "+5018220101,\"from-did-direct,2002,1\"\n")
+    inv = read_one(tmp_path, ("freepbx-extensions", "ext.csv"), ("freepbx-dids", "dids-a.csv"),
+                   ("freepbx-dids", "dids-b.csv"))
+    assert said(inv, "error") == ["dids-b.csv:3: extension: DID +5018220101 is already routed at dids-a.csv:2; "
+                                  "this file is left out"]
+    assert (ext(inv, "2001").dids, ext(inv, "2002").dids) == (["+5018220101"], [])
+    assert inv.files == {"ext.csv": 2, "dids-a.csv": 1, "dids-b.csv": 0}
+
+
+def test_a_mailbox_without_a_phone_in_the_device_files_is_kept_with_a_warning(tmp_path):
+    write(tmp_path, "ext.csv", "extension,name,secret\n2001,Ana,secret-2001-aaaa\n")
+    write(tmp_path, "vm.conf", "[default]\n2001 => 1234,Ana\n2009 => 5678,Old Box\n")
+    inv = read_one(tmp_path, ("freepbx-extensions", "ext.csv"), ("voicemail", "vm.conf"))
+    assert said(inv) == [
+        "vm.conf:3: number: mailbox 2009@default has no extension in ext.csv; kept as an extension without a phone",
+        "vm.conf:3: secret: extension 2009 has no SIP secret in any file; `voip export` will need --new-secrets "
+        "for it"]
+    assert ext(inv, "2009").name == "Old Box"
 
 
 def test_the_same_number_twice_in_one_file_rejects_it(tmp_path):

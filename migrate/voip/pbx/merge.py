@@ -163,7 +163,9 @@ def _assemble(inventory: SourcePbx) -> None:
         for record in read.records:
             grouped.setdefault(record.number, []).append(record)
     extensions = {number: _merge(records, inventory, problems) for number, records in grouped.items()}
-    counts = {read.file: (0 if read.rejected else len(read.records)) for read in inventory.reads}
+    counts: dict[str, int] = {}
+    for read in inventory.reads:
+        counts[read.file] = counts.get(read.file, 0) + (0 if read.rejected else len(read.records))
     for read in accepted:
         for route in read.dids:
             if route.target is None:
