@@ -6,9 +6,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Servers the test lab starts on 127.0.0.1: Dovecot (IMAP), BIND9 (DNS), Kamailio (SIP). iproute2: the DNS
+# Servers the test lab starts on 127.0.0.1: Dovecot (IMAP), BIND9 (DNS), Kamailio (SIP; its tls module is a
+# package of its own), and sipsak, the independent SIP client the tests register with. iproute2: the DNS
 # lab gives each named its own loopback address (ip addr add ... dev lo).
-DEB_PACKAGES := dovecot-imapd bind9 bind9-utils kamailio openssl iproute2
+DEB_PACKAGES := dovecot-imapd bind9 bind9-utils kamailio kamailio-tls-modules sipsak openssl iproute2
 BENCH_PACKAGES := isync
 
 .PHONY: setup system-packages bench-packages venv test lint demo bench clean
