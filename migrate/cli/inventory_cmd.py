@@ -87,7 +87,10 @@ def phones(app: App, source_ids: tuple[str, ...], fmt: str) -> None:
     for key in result.stale:
         app.warn(f"{key} is no longer in the PBX files, but it is already past 'new': left as it is")
     for problem in result.problems:
-        app.warn(str(problem) + ("" if problem.severity == "error" else "  (warning)"))
+        if problem.severity == "note":
+            app.info(f"note: {problem}")
+        else:
+            app.warn(str(problem) + ("" if problem.severity == "error" else "  (warning)"))
 
 
 @command.command("mail")

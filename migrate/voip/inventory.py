@@ -60,16 +60,10 @@ def read_all(project: Project, sources: list[Source]) -> tuple[dict[str, PbxInve
     related = [s for s in project.config.sources if s.pbx is not None and project.config.dial_plan(s) in plans]
     inventories = fanout(related, lambda s: read_pbx(project, s), workers=4, name="pbx")
     by_source = {inv.source_id: inv for inv in inventories}
-    cross = check_dial_plans(inventories, project)
-    for problem in cross:
-        if problem.severity != "error":
-            continue
-        for inv in inventories:  # the file the problem names contributes nothing
-            if problem.file in inv.files:
-                inv.extensions = [e for e in inv.extensions
-                                  if not any(o.rpartition(":")[0] == problem.file for o in e.origins)]
-                inv.files[problem.file] = 0
-    problems = [p for s in sources for p in by_source[s.id].problems] + cross
+    # The same number in two ministries sharing a dial plan: the later source loses the files that define it
+    # (check_dial_plans drops them and adds the problems to that source's own list).
+    check_dial_plans(inventories, project)
+    problems = [p for s in sources for p in by_source[s.id].problems]
     return {s.id: by_source[s.id] for s in sources}, problems
 
 
