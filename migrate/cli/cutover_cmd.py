@@ -42,7 +42,7 @@ def command(ctx: click.Context, app: App, wave: str, dry_run: bool, force: bool,
             raise UsageError(f"wave {wave} cuts over no domain (its cutover_domains is empty): a domain moves with "
                              "the wave that holds its last mailboxes", hint="govmigrate plan show lists which wave "
                                                                             "cuts over which domain")
-        wr.acquire("cutover")
+        wr.acquire("cutover", command=f"govmigrate cutover {wave}")
         try:
             with progress_for(app, f"{wave}: cut-over gate", unit="items") as sink:
                 result = wr.start("cutover", force=force, reason=reason, preflight_progress=sink)

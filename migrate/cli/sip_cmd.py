@@ -1,5 +1,5 @@
-"""`govmigrate sip`: Inventory PBX extensions and probe the SIP registrar."""
+"""`govmigrate sip`: SIP cut-over checks (RFC 3263 lookups, OPTIONS, REGISTER) against the hosted platform."""
 
 from migrate.cli.placeholder import not_yet_available
 
-command = not_yet_available("sip", "Inventory PBX extensions and probe the SIP registrar.", "the VOIP issue")
+command = not_yet_available("sip", "Check the hosted SIP platform: RFC 3263 lookups, OPTIONS, REGISTER.", "the SIP checks issue")

@@ -184,11 +184,12 @@ class WaveRun:
             return pass_name
         return lifecycle.next_pass(self.mailboxes())
 
-    def acquire(self, pass_name: str) -> None:
+    def acquire(self, pass_name: str, *, command: str | None = None) -> None:
+        """Take the wave's lock; ``command`` is what a refused second run is told holds it."""
         if self.dry_run or self.lock is not None:
             return
         self.lock = Lock(self.locks_dir, f"wave {self.wave_id}",
-                         f"govmigrate run {self.wave_id} --pass {pass_name}").acquire()
+                         command or f"govmigrate run {self.wave_id} --pass {pass_name}").acquire()
         self.killed_runs = self.store.abandon_runs(self.wave_id)
         for run_id in self.killed_runs:
             self.store.add_event(f"wave/{self.wave_id}", "run-killed",
