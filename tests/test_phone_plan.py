@@ -114,3 +114,27 @@ def test_extensions_are_validated_by_file_and_line(govmigrate, tmp_path):
     line_7777 = next(i for i, ln in enumerate(lines, 1) if "health:7777" in ln)
     assert f"{path}:{line_7777}: extensions[2]: health:7777 is not in the phone inventory" in err
     assert "health:1002 is also in wave" in err
+
+
+def test_phones_inventoried_after_a_wave_started_join_it_and_it_must_be_approved_again(govmigrate, tmp_path):
+    ws = two_ministries(tmp_path)
+    generate(govmigrate, ws)
+    govmigrate("-w", ws, "plan", "approve", "pilot")
+    store = open_store(ws / "state.db")
+    try:
+        store.start_run("pilot", "prestage")  # the pilot's mail has started moving
+    finally:
+        store.close()
+    add_phones(ws, PHONES)
+    plan = generate(govmigrate, ws, "--replace", expect=int(ExitCode.PARTIAL))
+    assert plan_doc(ws, "pilot")["extensions"] == ["health:1001"], "Ana's phone follows her into the pilot"
+    assert plan_doc(ws, "pilot")["mailboxes"] == ["ana.pilot@health.gov.bz", "eve.pilot@education.gov.bz"]
+    assert any("pilot has started; it gains 1 phone extension(s) (health:1001): approve it again" in w
+               for w in plan["warnings"]), plan["warnings"]
+    shown = {w["wave"]: w["approval"] for w in json.loads(govmigrate("-w", ws, "plan", "show", "--json").stdout)["waves"]}
+    assert shown["pilot"] == "not approved", "a regenerated wave is approved again before it goes on"
+    store = open_store(ws / "state.db")
+    try:
+        assert {e.key: (e.wave, e.state) for e in store.extensions()}["health:1001"] == ("pilot", "planned")
+    finally:
+        store.close()

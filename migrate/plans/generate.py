@@ -129,11 +129,12 @@ def _place_extensions(project: Project, catalog: Catalog, waves: list[WaveFile],
                       warnings: list[str]) -> list[WaveFile]:
     """Each phone extension into its user's wave; a ministry's extensions without a user (reception, rooms,
     fax) into its last wave, or into a phones-only wave after it (``phones.unlinked``). Waves that have
-    started keep the extensions they have."""
+    started keep the extensions they have, and gain the phones of their users that no wave has yet (phones
+    inventoried after the mail moved), with a warning to approve them again."""
     if not catalog.extensions:
         return waves
     taken = {k for w in kept.values() for k in w.extensions}
-    wave_of = {e.lower(): w.wave for w in waves if w.wave not in kept for e in w.mailboxes}
+    wave_of = {e.lower(): w.wave for w in waves for e in w.mailboxes}
     last_of: dict[str, str] = {}
     for w in waves:
         if w.wave in kept:
@@ -158,12 +159,15 @@ def _place_extensions(project: Project, catalog: Catalog, waves: list[WaveFile],
     out: list[WaveFile] = []
     for w in waves:
         if w.wave in kept:
-            out.append(w)
+            out.append(_gain(w, placed.get(w.wave, []), warnings))
         else:
             out.append(w.model_copy(update={"extensions": placed.get(w.wave, [])}))
     policy = project.config.waves
     for source_id, keys in phones_only.items():
         wave_id = f"phones-{source_id}"[:40]
+        if wave_id in kept:  # the ministry's phones-only wave has started: it takes the newcomers
+            out = [_gain(w, keys, warnings) if w.wave == wave_id else w for w in out]
+            continue
         ministry = next((s.ministry for s in project.config.sources if s.id == source_id), source_id)
         phones_wave = WaveFile(version=PLAN_VERSION, wave=wave_id, title=f"Phones of the {ministry}", kind="phones",
                                window=PlanWindow(start=policy.window.start, hours=policy.window.hours),
@@ -174,6 +178,15 @@ def _place_extensions(project: Project, catalog: Catalog, waves: list[WaveFile],
                         if project.config.phones.unlinked == "phones-only" else
                         f"{wave_id}: {len(keys)} extension(s) of {ministry} have no wave of their ministry to join")
     return out
+
+
+def _gain(wave: WaveFile, keys: list[str], warnings: list[str]) -> WaveFile:
+    """A started wave with phones added to it (which voids its approval, as any change does)."""
+    if not keys:
+        return wave
+    warnings.append(f"{wave.wave} has started; it gains {len(keys)} phone extension(s) ({', '.join(keys[:5])}"
+                    f"{', ...' if len(keys) > 5 else ''}): approve it again")
+    return wave.model_copy(update={"extensions": [*wave.extensions, *keys]})
 
 
 def _file_data(path: Path) -> WaveFile | None:
