@@ -68,6 +68,7 @@ def test_a_user_sees_mail_and_phone_in_one_view_and_the_plan_moves_them_together
     linked = next(w for w in files.expected.values() if w.link == "email")
     status = govmigrate("-w", ws, "status", linked.user).stdout
     assert f"extension {linked.number}" in status and "still rings on the ministry's PBX" in status
+    assert f"The desk phone (extension {linked.number}) is set up on the hosted platform with wave" in status
     if linked.dids:
         assert linked.dids[0] in status
     plans = {p.stem: p.read_text() for p in (ws / "plans").glob("*.yaml") if p.stem != "index"}

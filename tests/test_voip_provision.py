@@ -25,13 +25,6 @@ from tests.lab.pbx import add_pbx, write_pbx
 MAIL_DOMAIN = scenario.MODERN_DOMAIN
 
 
-def set_sip_domain(ws: Path, domain: str) -> None:
-    path = ws / "migration.yaml"
-    doc = yaml.safe_load(path.read_text())
-    doc["phones"] = {**(doc.get("phones") or {}), "sip_domain": domain}
-    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
-
-
 @pytest.fixture
 def planned(tmp_path, govmigrate):
     """A ministry with mail on Dovecot and a pjsip/voicemail PBX, inventoried, planned, and the first wave
@@ -41,7 +34,7 @@ def planned(tmp_path, govmigrate):
     files = write_pbx(ws / "pbx" / "health", boxes, seed="provision", source_id="health", domain=MAIL_DOMAIN,
                       formats=("pjsip", "voicemail"))
     add_pbx(ws, "health", files)
-    set_sip_domain(ws, SIP_DOMAIN)
+    scenario.set_phones(ws, sip_domain=SIP_DOMAIN)
     try:
         govmigrate("-w", ws, "inventory", "mail")
         govmigrate("-w", ws, "inventory", "phones", expect=None)
@@ -149,7 +142,8 @@ def test_freepbx_and_csv_exports_list_the_waves_phones_and_a_second_export_chang
     assert mode(ws / "exports" / wave / "phones.csv") == 0o600
     assert {states(ws)[k] for k in keys} == {"provisioned"}
     user = next(files.expected[k.split(":")[1]].user for k in keys if files.expected[k.split(":")[1]].user)
-    assert "set up on the hosted platform" in govmigrate("-w", ws, "status", user).stdout
+    status = govmigrate("-w", ws, "status", user).stdout
+    assert "set up on the hosted platform" in status and "next it registers there" in status
 
 
 def test_an_unapproved_wave_is_not_exported(govmigrate, planned):

@@ -137,8 +137,6 @@ def _place_extensions(project: Project, catalog: Catalog, waves: list[WaveFile],
     wave_of = {e.lower(): w.wave for w in waves for e in w.mailboxes}
     last_of: dict[str, str] = {}
     for w in waves:
-        if w.wave in kept:
-            continue
         for email in w.mailboxes:
             info = catalog.get(email)
             if info is not None:

@@ -154,6 +154,7 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         reason = f"inventory failed: {info.inventory_error}"
         reason_text = ("The inventory could not measure this mailbox, so it is in no wave yet. "
                        + (plain_reason(info.inventory_error) or ""))
+    extensions = store.extensions(mailbox_id=mailbox.id)
     return StatusView(
         email=mailbox.email, login=mailbox.login, display_name=mailbox.display_name,
         ministry=info.ministry if info else mailbox.source_id, source_id=mailbox.source_id,
@@ -162,14 +163,14 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         phones=[{"extension": e.number, "dial_plan": e.dial_plan, "name": e.name, "dids": list(e.dids),
                  "voicemail": e.voicemail_box, "voicemail_email": e.voicemail_email, "state": e.state,
                  "state_text": PHONE_TEXT.get(e.state, e.state), "reason": e.state_reason, "wave": e.wave,
-                 "linked_by": e.link} for e in store.extensions(mailbox_id=mailbox.id)],
+                 "linked_by": e.link} for e in extensions],
         domain=domain, domain_state=dns_row.state if dns_row else "unchanged",
         switched_at=dns_row.switched_at if dns_row else None, mx_now=mx_now(dns_row),
         messages_copied=mailbox.copied_messages, messages_total=info.messages if info else mailbox.src_messages,
         bytes_copied=mailbox.copied_bytes, bytes_total=info.size if info else mailbox.src_bytes,
         messages_refused=mailbox.failed_messages, last_sync_at=mailbox.last_sync_at,
         last_sync_result=mailbox.last_sync_result,
-        next_steps=next_steps(mailbox, wave, cutover_wave, domain),
+        next_steps=next_steps(mailbox, wave, cutover_wave, domain) + phone_steps(extensions, wave),
         events=[{"at": e.at, "action": e.action, "detail": e.detail, "actor": e.actor}
                 for e in store.events(obj=f"mailbox/{mailbox.email}", limit=events)])
 
@@ -184,7 +185,7 @@ def next_steps(mailbox: MailboxRow, wave: WaveInfo | None, cutover_wave: str | N
     if state == lifecycle.NEW or wave is None:
         return ["The project team plans the mailbox into a wave (govmigrate plan generate / plan move)."]
     steps = []
-    if not wave.approved:
+    if not wave.approved and state not in (lifecycle.CUT_OVER, lifecycle.DONE):
         steps.append(f"Wave {wave.id} still needs the project team's approval.")
     if state in (lifecycle.PLANNED, lifecycle.PRESTAGING):
         steps.append(f"The existing mail is copied in advance {when}; nothing changes for the user yet.")
@@ -204,4 +205,27 @@ def next_steps(mailbox: MailboxRow, wave: WaveInfo | None, cutover_wave: str | N
         steps.append("Help the user set up their mail programme for the central host, then the mailbox is marked done.")
     elif state == lifecycle.DONE:
         steps.append("Nothing: the migration of this mailbox is complete.")
+    return steps
+
+
+def phone_steps(extensions, wave: WaveInfo | None) -> list[str]:
+    """What happens next to the user's desk phones (ExtensionRows), in the helpdesk's words."""
+    steps = []
+    for ext in extensions:
+        if ext.state in lifecycle.PHONE_MOVED:
+            continue
+        where = f"with wave {ext.wave}" if ext.wave else "once it is planned into a wave"
+        if ext.state in (lifecycle.NEW, lifecycle.PLANNED):
+            text = f"The desk phone (extension {ext.number}) is set up on the hosted platform {where}"
+            if wave is not None and ext.wave == wave.id and not wave.approved:
+                text += f", once wave {wave.id} is approved"
+            steps.append(text + "; its number keeps ringing on the ministry's PBX until it is switched.")
+        elif ext.state == lifecycle.PROVISIONED:
+            steps.append(f"The desk phone (extension {ext.number}) is set up on the hosted platform; next it "
+                         "registers there, then its number is switched to it.")
+        elif ext.state == lifecycle.REGISTERED:
+            steps.append(f"The desk phone (extension {ext.number}) registers on the hosted platform; its number "
+                         "is switched to it next.")
+        elif ext.state == lifecycle.FAILED:
+            steps.append(f"The desk phone (extension {ext.number}): a step failed; the migration team retries it.")
     return steps

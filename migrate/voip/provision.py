@@ -136,7 +136,7 @@ def write_format(fmt: str, extensions: list[Extension], out: Path, *, domain: st
         raise UsageError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
     if not domain:
         raise UsageError("the Kamailio export needs the SIP domain its digests are computed for",
-                         hint="set phones: sip_domain: in migration.yaml (e.g. voice.gov.bz)")
+                         hint="set phones: sip_domain: (or sip: domain:) in migration.yaml, e.g. voice.gov.bz")
     if algorithm not in ALGORITHMS:
         raise UsageError(f"digest algorithm {algorithm!r}: use one of {', '.join(ALGORITHMS)}")
     if not new_secrets:
@@ -169,7 +169,7 @@ def export_wave(project: Project, store: Store, plan: Plan, wave_id: str, *, fmt
         current, errors = current_extensions(project, rows)
         try:
             written, clear = write_format(fmt, list(current.values()), Path(out),
-                                          domain=project.config.phones.sip_domain, new_secrets=new_secrets,
+                                          domain=sip_domain(project), new_secrets=new_secrets,
                                           algorithm=algorithm)
         except ExportError as refused:
             if not errors:
@@ -211,3 +211,9 @@ def export_wave(project: Project, store: Store, plan: Plan, wave_id: str, *, fmt
 def _before_provisioned(state: str) -> bool:
     order = lifecycle.EXTENSION_ORDER
     return state not in order or order.index(state) < order.index(lifecycle.PROVISIONED)
+
+
+def sip_domain(project: Project) -> str | None:
+    """The hosted platform's SIP domain: ``phones.sip_domain``, else ``sip.domain``."""
+    config = project.config
+    return config.phones.sip_domain or (config.sip.domain if config.sip is not None else None)

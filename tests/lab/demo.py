@@ -4,8 +4,11 @@ Every step runs the real ``govmigrate`` command as a sysadmin would type it, and
 the workspace, check it, inventory the ministry servers, generate and approve the wave plan, run the pilot
 and the first ministry wave through their prestage, delta and final passes (with a simulated crash and
 its resumption), verify, check, plan, prepare and cut over the wave's DNS on the lab's BIND9 (the TTL wait
-shortened by a lab-only setting, said so where it happens), then the helpdesk's status view and the
-project manager's report. The demo ends
+shortened by a lab-only setting, said so where it happens), then the phones: every ministry PBX's files
+inventoried and tied to their users, the plan regenerated so that each phone joins its user's wave, the
+pilot's phones exported as Kamailio tables that the lab's Kamailio loads (sipsak registers the helpdesk
+user's phone with them), then the helpdesk's status view (mail and phone in one) and the project
+manager's report. The demo ends
 with a summary and exits non-zero if a step did not end as expected. The workspace is left in
 ``demo-workspace/`` for a look around afterwards (the lab servers are stopped).
 """
@@ -26,6 +29,9 @@ from pathlib import Path
 
 from tests.lab import scenario
 from tests.lab.bind import MAX_TTL_WAIT, DnsLab, start_dns_lab
+from tests.lab.kamailio import DOMAIN as SIP_DOMAIN
+from tests.lab.kamailio import sipsak, start_kamailio
+from tests.lab.pbx import PbxFiles, add_pbx, write_pbx
 from tests.lab.scenario import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +51,7 @@ class Step:
 
 def steps(lab: Lab | None = None, dns: DnsLab | None = None) -> list[Step]:
     first_window = (dt.date.today() + dt.timedelta(days=7)).isoformat()
+    later_window = (dt.date.today() + dt.timedelta(days=21)).isoformat()  # waves not yet started, re-dated
     health = lab.sources["health"].mailboxes if lab else []
     helpdesk_user = next((b.email for b in health if "pilot" in b.user_flags), "maria")
     vip = next((b.display_name for b in health if "vip" in b.user_flags), "")
@@ -64,6 +71,43 @@ def steps(lab: Lab | None = None, dns: DnsLab | None = None) -> list[Step]:
         time.sleep(MAX_TTL_WAIT + 0.5)
         return (f"(the demo waited {MAX_TTL_WAIT} s: its project file sets dns.max_ttl_wait: {MAX_TTL_WAIT}, a lab-only "
                 "setting, so the gate waits that long instead of the old TTL of 3600 s)")
+
+    pbx: dict[str, PbxFiles] = {}
+
+    def add_phones() -> str:
+        # Health runs FreePBX (its Bulk Handler exports, pjsip.conf, a voicemail.conf in Windows-1252);
+        # Education an older Asterisk with chan_sip.
+        assert lab is not None
+        # Both number from the government's one dial plan (Health 2xxx, Education 3xxx), as the hosted
+        # platform does: a number used by two ministries would be named by file and line.
+        formats = {scenario.MODERN: ("freepbx-extensions", "freepbx-dids", "pjsip", "voicemail"),
+                   scenario.LEGACY: ("sip", "voicemail")}
+        first = {scenario.MODERN: 2001, scenario.LEGACY: 3001}
+        for sid, source in lab.sources.items():
+            pbx[sid] = write_pbx(WORKSPACE / "pbx" / sid, source.mailboxes, seed="demo", source_id=sid,
+                                 domain=source.domain, formats=formats[sid], first=first[sid], dial_plan="gov",
+                                 latin1=("voicemail",) if sid == scenario.MODERN else ())
+            add_pbx(WORKSPACE, sid, pbx[sid])
+        scenario.set_phones(WORKSPACE, sip_domain=SIP_DOMAIN)
+        return (f"(the demo writes each ministry's PBX files into {WORKSPACE.name}/pbx/, as their PBXs export them, "
+                f"lists them under each source's pbx: in migration.yaml, and sets phones.sip_domain: {SIP_DOMAIN})")
+
+    def register_on_kamailio() -> str:
+        number = next((n for n, e in pbx[scenario.MODERN].expected.items() if e.user == helpdesk_user), None)
+        if number is None:
+            return f"({helpdesk_user} has no desk phone in the lab's PBX files)"
+        export = WORKSPACE / "exports" / "pilot" / "kamailio"
+        if not (export / "subscriber").exists():
+            return f"(no Kamailio export in {export.relative_to(ROOT)} to load: the export step above failed)"
+        registrar = start_kamailio()
+        try:
+            registrar.load(export)
+            run = sipsak(registrar, number, pbx[scenario.MODERN].expected[number].secret or "")
+            verdict = "200 OK: registered" if run.registered else f"not registered ({run.statuses})"
+        finally:
+            registrar.cleanup()
+        return (f"the lab's Kamailio ({SIP_DOMAIN}) loads {export.relative_to(ROOT)}; sipsak REGISTERs extension "
+                f"{number} with the password from the ministry's PBX files: {verdict}")
 
     def on_both_servers() -> str:
         assert dns is not None
@@ -102,8 +146,18 @@ def steps(lab: Lab | None = None, dns: DnsLab | None = None) -> list[Step]:
              ["cutover", "wave-01"], before=wait_for_the_old_ttl),
         Step(f"DNS: {domain} after the switch, checked on every authoritative server", ["dns", "check", "--domain", domain],
              before=on_both_servers),
+        Step("Phones: read every ministry PBX and tie each extension to its user (a name-only match is flagged)",
+             ["inventory", "phones"], before=add_phones if lab else None),
+        Step("Phones: regenerate the plan; each phone joins its user's wave (started waves must be approved again)",
+             ["plan", "generate", "--replace", "--first-date", later_window], expect=1),
+        Step("Approve the pilot again, now with its users' phones", ["plan", "approve", "pilot"]),
+        Step("Phones: provision the pilot's phones as Kamailio tables (ha1 digests only; files 0600)",
+             ["voip", "export", "--wave", "pilot", "--format", "kamailio"]),
+        Step("Phones: the same phones as a FreePBX Bulk Handler import", ["voip", "export", "--wave", "pilot",
+                                                                          "--format", "freepbx"]),
         Step("The plan as it stands", ["plan", "show"]),
-        Step("Helpdesk: where is this user?", ["status", helpdesk_user]),
+        Step("Helpdesk: where is this user? (mail and phone in one view)", ["status", helpdesk_user],
+             before=register_on_kamailio if lab else None),
         Step("Helpdesk: a VIP, found by name", ["status", vip.split()[-1] if vip else "minister"]),
         Step("Programme report for the project manager", ["report"]),
         Step("The same report for a spreadsheet", ["report", "--csv"]),

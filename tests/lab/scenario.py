@@ -246,6 +246,13 @@ def lab_env() -> dict[str, str]:
     return env
 
 
+def set_phones(ws: Path, **settings) -> None:
+    """Set keys of the project file's ``phones:`` section (e.g. ``sip_domain``)."""
+    doc = yaml.safe_load((ws / "migration.yaml").read_text())
+    doc["phones"] = {**(doc.get("phones") or {}), **settings}
+    (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
+
 def add_dns(ws: Path, dns_lab) -> None:
     """Point the workspace's project file at a DNS lab (tests/lab/bind.py): its `dns:` section, and the TSIG
     secret in ws/secrets."""
