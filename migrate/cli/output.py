@@ -18,13 +18,13 @@ from rich.table import Table
 from rich.text import Text
 
 from migrate.cli.app import App
+from migrate.core.cells import formula_safe
 from migrate.core.secrets import RedactingWriter, redact
 from migrate.reports.units import human_bytes
 
 __all__ = ["csv_cell", "emit_csv", "emit_json", "emit_table", "human_bytes", "output_options", "plain"]
 
 #: OWASP's CSV-injection advice: a cell starting with one of these may run as a formula in a spreadsheet.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def output_options(func: Callable) -> Callable:
@@ -56,9 +56,7 @@ def csv_cell(value: Any) -> Any:
     Only strings: numbers stay numbers, so a negative count is still a number in the spreadsheet.
     """
     value = _cell(value)
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
+    return formula_safe(value) if isinstance(value, str) else value
 
 
 def plain(value: Any, style: str = "") -> Text:

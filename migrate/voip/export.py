@@ -97,6 +97,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from migrate.core.cells import FORMULA_STARTS, formula_safe
 from migrate.core.errors import UsageError
 from migrate.core.secrets import Secret
 from migrate.voip.model import Extension
@@ -118,8 +119,6 @@ VERSION_HEADER = "id(int,auto) table_name(string) table_version(int)"
 TABLE_VERSIONS = {"version": 1, "subscriber": 7, "dbaliases": 1}
 ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 
-#: OWASP's CSV-injection advice (the same characters as migrate.cli.output.FORMULA_STARTS).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 SECRET_LENGTH = 24
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 PIN_LENGTH = 6
@@ -153,8 +152,7 @@ class ExportResult:
 
 def csv_text_cell(value: str | None) -> str:
     """A free-text CSV cell a spreadsheet shows as text: a leading ``'`` where it could start a formula."""
-    value = "" if value is None else str(value)
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
+    return formula_safe("" if value is None else str(value))
 
 
 def _one_line(value: str | None) -> str:
