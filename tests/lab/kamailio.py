@@ -110,6 +110,9 @@ class KamailioServer:
         self.ca_file: Path | None = None
         self.startup_seconds: float | None = None
         self._mtimes: dict[str, int] = {}
+        #: In this server's Server header, so start-up knows the answer came from this process and not from
+        #: another Kamailio on the same addresses (one that is still running while this one fails to bind).
+        self.instance = uuid.uuid4().hex[:12]
 
     # -- addresses -----------------------------------------------------------------------------------
 
@@ -289,7 +292,7 @@ alias="sip.{c.domain}"
 dns=no
 rev_dns=no
 use_dns_cache=no
-server_header="Server: govmigrate-lab-kamailio"
+server_header="Server: govmigrate-lab-kamailio {self.instance}"
 user_agent_header="User-Agent: govmigrate-lab-kamailio"
 rundir="{self.root}/run"
 {listen}{tls_core}
@@ -437,7 +440,8 @@ route[OPTIONS] {{
             self._check_alive()
             transport, address = pending[0]
             try:
-                if self.options(f"sip:{address}", transport=transport, address=address, timeout=0.5).status == 200:
+                reply = self.options(f"sip:{address}", transport=transport, address=address, timeout=0.5)
+                if reply.status == 200 and (reply.header("Server") or "").endswith(self.instance):
                     pending.pop(0)
                     continue
             except (OSError, LabError):
