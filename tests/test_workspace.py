@@ -129,14 +129,3 @@ def test_event_log_is_append_only(example_workspace: Path):
         assert "append-only" in str(exc)
     finally:
         conn.close()
-
-
-def test_placeholder_commands_exit_2_and_say_not_yet_available(govmigrate, example_workspace: Path):
-    from migrate.cli.main import cli
-    from migrate.cli.placeholder import not_yet_available
-
-    placeholders = [name for name, cmd in cli.commands.items()
-                    if cmd.callback and cmd.callback.__qualname__.startswith(not_yet_available.__name__)]
-    for name in placeholders:
-        result = govmigrate("-w", example_workspace, name, expect=2)
-        assert "not yet available" in result.stderr

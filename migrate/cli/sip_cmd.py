@@ -1,5 +1,102 @@
-"""`govmigrate sip`: SIP cut-over checks (RFC 3263 lookups, OPTIONS, REGISTER) against the hosted platform."""
+"""`govmigrate sip`: prove the hosted SIP platform works for a wave's phones, and confirm their numbers moved."""
 
-from migrate.cli.placeholder import not_yet_available
+from __future__ import annotations
 
-command = not_yet_available("sip", "Check the hosted SIP platform: RFC 3263 lookups, OPTIONS, REGISTER.", "the SIP checks issue")
+import threading
+
+import click
+
+from migrate.cli.app import App, pass_app
+from migrate.cli.output import emit_json, emit_table
+from migrate.cli.progress import progress_for
+from migrate.cli.run_cmd import wave_run
+from migrate.core.errors import ExitCode, UsageError
+from migrate.voip.checks import SipCheckReport, run_checks, select_extensions
+from migrate.voip.cutover import PhoneStepResult, confirm_wave
+
+#: How each result reads in the tables (plain words: colour is not the only signal).
+MARK = {"pass": "pass", "note": "pass (note)", "warn": "WARN", "fail": "FAIL", "skip": "skipped"}
+
+
+@click.group()
+def command() -> None:
+    """Check the hosted SIP platform for a wave's phones (RFC 3263, OPTIONS, TLS, REGISTER)."""
+
+
+@command.command("check")
+@click.option("--wave", metavar="WAVE", help="Check the platform for this wave's extensions.")
+@click.option("--extension", "numbers", multiple=True, metavar="N",
+              help="Check this extension (a number, or DIALPLAN:NUMBER; repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@pass_app
+@click.pass_context
+def check(ctx: click.Context, app: App, wave: str | None, numbers: tuple[str, ...], as_json: bool) -> None:
+    """Check that the phones of WAVE (or the extensions named) work on the hosted platform.
+
+    1. resolve: the SIP domain's NAPTR, SRV and A/AAAA records (RFC 3263), through the resolvers of
+    the project file; 2. options: OPTIONS to every target over UDP, TCP and TLS, with the round-trip
+    time; 3. tls: the certificate's chain, its name (RFC 5922) and days to expiry; 4. register: each
+    provisioned extension registers with digest authentication, then removes its binding again
+    (Expires: 0). Results are pass, pass (note), WARN, FAIL or skipped; each is stored and is an
+    event. Changes no extension's state (govmigrate cutover does). Exits 1 if any check failed.
+    """
+    rows = select_extensions(app.store, wave=wave, numbers=numbers)
+    with progress_for(app, "SIP checks", unit="items") as sink:
+        report = run_checks(app.project, app.store, rows, wave=wave, progress=sink, stop=threading.Event())
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        print_report(app, report)
+    ctx.exit(int(ExitCode.PARTIAL if report.failed else ExitCode.OK))
+
+
+def print_report(app: App, report: SipCheckReport) -> None:
+    platform = [c for c in report.checks if c.kind != "register"]
+    emit_table(app, f"SIP platform {report.domain}",
+               [("kind", "check"), ("subject", "what"), ("result", "result"), ("detail", "detail")],
+               [{**c.as_dict(), "result": MARK[c.result]} for c in platform], no_wrap=("result",))
+    registers = [c for c in report.checks if c.kind == "register"]
+    if registers:
+        emit_table(app, "extensions",
+                   [("subject", "extension"), ("result", "result"), ("detail", "detail")],
+                   [{**c.as_dict(), "result": MARK[c.result]} for c in registers], no_wrap=("subject", "result"))
+    counts = {r: sum(c.result == r for c in registers) for r in MARK}
+    app.info(f"{len(registers)} extension(s): {counts['pass'] + counts['note']} registered, {counts['warn']} with "
+             f"warnings, {counts['fail']} failing, {counts['skip']} skipped; {len(report.failed)} check(s) failed "
+             f"in {report.seconds:.1f} s (at most {report.concurrency} transactions at once per registrar)")
+
+
+def print_phone_step(app: App, result: PhoneStepResult, *, target: str) -> None:
+    if result.moved:
+        verb = "would go" if result.dry_run else "went"
+        app.info(f"{len(result.moved)} extension(s) {verb} to {target}: {', '.join(result.moved[:20])}"
+                 + (" ..." if len(result.moved) > 20 else ""))
+    if result.already:
+        app.info(f"{len(result.already)} extension(s) were {target} (or further) already")
+    for who, why in result.blocking:
+        app.err.print(f"gate forced ({result.force_reason}): {who}: {why}", style="yellow", markup=False,
+                      highlight=False)
+
+
+@command.command("confirm")
+@click.option("--wave", "wave_id", required=True, metavar="WAVE", help="The wave whose DIDs now route to the platform.")
+@click.option("--force", is_flag=True, help="Confirm although some extensions are not registered (with --reason).")
+@click.option("--reason", metavar="TEXT", help="Why it is forced (recorded in the store and the event log).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@pass_app
+def confirm(app: App, wave_id: str, force: bool, reason: str | None, as_json: bool) -> None:
+    """Confirm that WAVE's DIDs are routed to the hosted platform: its registered extensions go to cut-over.
+
+    Number porting happens outside govmigrate; this records that it is done. Refused (exit 8) while an
+    extension of the wave is not registered (govmigrate cutover WAVE registers them), unless --force
+    with --reason. The wave must be approved as it stands (exit 6); its lock is taken (exit 7).
+    """
+    if reason and not force:
+        raise UsageError("--reason goes with --force")
+    with wave_run(app, wave_id, dry_run=False) as wr:
+        wr.acquire("sip-confirm", command=f"govmigrate sip confirm --wave {wave_id}")
+        result = confirm_wave(wr, force=force, reason=reason)
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        print_phone_step(app, result, target="cut-over")

@@ -74,6 +74,8 @@ def render(app: App, v: StatusView) -> None:
         vm = f", voicemail {phone['voicemail']}" if phone["voicemail"] else ""
         by_name = " (linked by name only: the migration team confirms)" if phone["linked_by"] == "name" else ""
         line("phone" if i == 0 else "", f"extension {phone['extension']}{dids}{vm}: {phone['state_text']}{by_name}")
+        if phone.get("sip_check"):
+            line("", f"  last SIP check {phone['sip_check']['checked_at']}: {phone['sip_check']['text']}")
     if not v.phones:
         line("phone", "no extension of a ministry PBX is linked to this user")
     for i, step in enumerate(v.next_steps):

@@ -443,14 +443,35 @@ class DnsSection(Strict):
 
 
 class SipSection(Strict):
-    """Reserved for the SIP issue; validated when present."""
+    """The hosted VOIP platform as its phones reach it, for ``govmigrate sip check`` and the cut-over's phone step."""
 
-    registrar: HostName
-    port: Port = 5060
-    transport: Literal["udp", "tcp", "tls"] = "udp"
-    domain: str
+    #: The SIP domain: the realm and the domain of every address of record; resolved per RFC 3263 (NAPTR,
+    #: then SRV, then A/AAAA on the standard ports) unless ``registrar`` names the host to check.
+    domain: HostName
+    #: One registrar host (name or address) to check instead of what the SIP domain's DNS says.
+    registrar: HostName | None = None
+    #: With ``registrar``: its port (default 5060, 5061 for TLS).
+    port: Port | None = None
+    #: The transports phones use; the checks try each (RFC 3263 targets of other transports are left out).
+    transports: list[Literal["udp", "tcp", "tls"]] = Field(["udp", "tcp", "tls"], min_length=1)
+    #: Recursive resolvers for the RFC 3263 lookups (default: dns.resolvers, else the system's).
+    resolvers: list[NameServer] = []
+    #: CA bundle to verify the platform's TLS certificate with (default: the system's).
     ca_file: str | None = None
+    #: Certificates are verified (chain, RFC 5922 name) unless this is explicitly false.
     verify_certificate: bool = True
+    #: SIP transactions in flight at once per registrar address (a wave of 300 phones must not flood it).
+    concurrency: int = Field(10, ge=1, le=200)
+    #: RFC 3261 timer T1 (UDP retransmissions start at T1 and double up to T2 = 4 s).
+    timer_t1: float = Field(0.5, gt=0, le=10)
+    #: How long one transaction waits for its final answer (RFC 3261 Timer F; default 64*T1 = 32 s).
+    timeout: float = Field(32.0, gt=0, le=300)
+    #: The longest Retry-After of a 503 the checks wait for (once) before they give up on that target.
+    retry_after_limit: float = Field(10.0, ge=0, le=600)
+    #: A TLS certificate expiring within this many days is a warning.
+    expiry_warning_days: int = Field(30, ge=0, le=3650)
+    #: The Expires of the test registrations (each is removed with Expires: 0 right after).
+    register_expires: int = Field(60, ge=1, le=86400)
 
 
 class PhonesPolicy(Strict):
@@ -565,6 +586,11 @@ def _semantic_checks(config: ProjectConfig, located: Located, filename: str, bas
             at(("central", "imap", "ca_file"), f"CA file {ca} does not exist")
     if central.tls == "none" and not central.allow_cleartext:
         at(("central", "imap", "tls"), CLEARTEXT_IMAP)
+    if config.sip is not None and config.sip.ca_file:
+        ca = Path(config.sip.ca_file).expanduser()
+        ca = ca if ca.is_absolute() else base_dir / ca
+        if not ca.is_file():
+            at(("sip", "ca_file"), f"CA file {ca} does not exist")
     if config.dns is not None:
         for domain in config.dns.domains:
             if domain.lower() not in seen_domains:

@@ -17,7 +17,7 @@ class ExitCode(IntEnum):
     OK = 0
     #: The command finished, but some items failed or were skipped (a mailbox, a message, a check).
     PARTIAL = 1
-    #: Usage error, invalid project file, user list or plan file, or a command not yet available.
+    #: Usage error, invalid project file, user list or plan file.
     USAGE = 2
     #: The workspace is missing, not a workspace, or its state store cannot be used.
     WORKSPACE = 3
@@ -77,10 +77,6 @@ class MigrateError(Exception):
 
 class UsageError(MigrateError):
     exit_code = ExitCode.USAGE
-
-
-class NotYetAvailable(UsageError):
-    """A command group whose issue has not landed yet."""
 
 
 class ValidationFailed(UsageError):

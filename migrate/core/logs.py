@@ -90,6 +90,7 @@ def setup_logging(*, verbose: int = 0, quiet: bool = False, log_json: bool = Fal
     root.setLevel(min(level, logging.INFO))
     # Protocol libraries are chatty at DEBUG and would log literal message bodies; keep them quiet
     # unless asked twice. imapclient masks LOGIN itself; our filter masks the rest.
-    for noisy in ("imapclient", "exchangelib", "urllib3", "requests_ntlm", "spnego"):
+    # The SIP checks' message traces likewise (Authorization hashes masked by the client).
+    for noisy in ("imapclient", "exchangelib", "urllib3", "requests_ntlm", "spnego", "migrate.voip.sip.trace"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
     return handler

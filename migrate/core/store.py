@@ -240,6 +240,23 @@ MIGRATIONS: list[str] = [
     CREATE INDEX extensions_by_wave ON extensions(wave);
     CREATE INDEX extensions_by_mailbox ON extensions(mailbox_id);
     """,
+    # 6: the SIP checks of the hosted platform, and where a new secret an export made is kept.
+    """
+    ALTER TABLE extensions ADD COLUMN secret_file TEXT;  -- the 0600 export file holding its new secret (NULL: the PBX files)
+    CREATE TABLE sip_checks (
+        id          INTEGER PRIMARY KEY,
+        run_id      INTEGER,              -- the check run (runs.id) that made it
+        wave        TEXT,
+        subject     TEXT NOT NULL,        -- the SIP domain, a target ("tls:sip.example:5061"), or an extension key
+        kind        TEXT NOT NULL,        -- resolve | options | tls | register
+        result      TEXT NOT NULL,        -- pass | note | warn | fail | skip
+        detail      TEXT NOT NULL,
+        data        TEXT NOT NULL DEFAULT '{}',  -- JSON: status, round-trip time, days to expiry ...
+        checked_at  TEXT NOT NULL
+    );
+    CREATE INDEX sip_checks_by_subject ON sip_checks(subject, kind, id);
+    CREATE INDEX sip_checks_by_wave ON sip_checks(wave, id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -887,6 +904,42 @@ class Store:
             if row[2] != state:
                 self.add_event(f"extension/{row[0]}:{row[1]}", "state",
                                f"{row[2]} -> {state}" + (f": {reason}" if reason else ""))
+
+    def set_extension_secret_file(self, extension_id: int, path: str | None) -> None:
+        """Where the extension's current SIP secret is when an export made it a new one (None: the PBX files)."""
+        with self.tx() as c:
+            c.execute("UPDATE extensions SET secret_file = ?, updated_at = ? WHERE id = ?", (path, now(), extension_id))
+
+    def extension_secret_file(self, extension_id: int) -> str | None:
+        rows = self._query("SELECT secret_file FROM extensions WHERE id = ?", (extension_id,))
+        return rows[0][0] if rows else None
+
+    # -- SIP checks -------------------------------------------------------------------------------
+
+    def record_sip_check(self, *, run_id: int | None, wave: str | None, subject: str, kind: str, result: str,
+                         detail: str, data: dict[str, Any] | None = None, event_obj: str | None = None) -> None:
+        """Store one check's result, and the event that says it (on ``event_obj``, default ``sip/<subject>``)."""
+        detail = redact(detail)
+        with self.tx() as c:
+            c.execute("INSERT INTO sip_checks(run_id, wave, subject, kind, result, detail, data, checked_at) "
+                      "VALUES (?,?,?,?,?,?,?,?)",
+                      (run_id, wave, subject, kind, result, detail, json.dumps(data or {}, sort_keys=True), now()))
+            self.add_event(event_obj or f"sip/{subject}", f"sip-{kind}", f"{result}: {detail}")
+
+    def sip_checks(self, *, wave: str | None = None, subject: str | None = None,
+                   latest: bool = True) -> list[dict[str, Any]]:
+        """Stored check results, oldest first; ``latest``: only the newest per subject and kind."""
+        sql = "SELECT id, run_id, wave, subject, kind, result, detail, data, checked_at FROM sip_checks WHERE 1=1"
+        params: list[Any] = []
+        for column, value in (("wave", wave), ("subject", subject)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        if latest:
+            sql += " AND id IN (SELECT MAX(id) FROM sip_checks GROUP BY subject, kind)"
+        rows = self._query(sql + " ORDER BY id", params)
+        return [{"id": r[0], "run_id": r[1], "wave": r[2], "subject": r[3], "kind": r[4], "result": r[5],
+                 "detail": r[6], "data": json.loads(r[7]), "checked_at": r[8]} for r in rows]
 
     def forget_extensions(self, source_id: str, *, unseen_since: str) -> list[str]:
         """Drop the source's extensions that the last inventory no longer read and that nothing has happened

@@ -163,7 +163,7 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         phones=[{"extension": e.number, "dial_plan": e.dial_plan, "name": e.name, "dids": list(e.dids),
                  "voicemail": e.voicemail_box, "voicemail_email": e.voicemail_email, "state": e.state,
                  "state_text": PHONE_TEXT.get(e.state, e.state), "reason": e.state_reason, "wave": e.wave,
-                 "linked_by": e.link} for e in extensions],
+                 "linked_by": e.link, "sip_check": _last_register_check(store, e.key)} for e in extensions],
         domain=domain, domain_state=dns_row.state if dns_row else "unchanged",
         switched_at=dns_row.switched_at if dns_row else None, mx_now=mx_now(dns_row),
         messages_copied=mailbox.copied_messages, messages_total=info.messages if info else mailbox.src_messages,
@@ -206,6 +206,20 @@ def next_steps(mailbox: MailboxRow, wave: WaveInfo | None, cutover_wave: str | N
     elif state == lifecycle.DONE:
         steps.append("Nothing: the migration of this mailbox is complete.")
     return steps
+
+
+def _last_register_check(store: Store, key: str) -> dict[str, Any] | None:
+    """The newest SIP registration check of an extension, in the helpdesk's words (None: never checked)."""
+    checks = [c for c in store.sip_checks(subject=key) if c["kind"] == "register"]
+    if not checks:
+        return None
+    last = checks[-1]
+    words = {"pass": "its account registered on the hosted platform",
+             "warn": "its account registered on the hosted platform (with a warning for the migration team)",
+             "fail": "its account could not register on the hosted platform; the migration team is on it",
+             "skip": "not checked yet (not set up on the platform yet)"}
+    return {"result": last["result"], "checked_at": last["checked_at"], "text": words.get(last["result"], ""),
+            "detail": last["detail"]}
 
 
 def phone_steps(extensions, wave: WaveInfo | None) -> list[str]:

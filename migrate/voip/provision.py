@@ -186,6 +186,9 @@ def export_wave(project: Project, store: Store, plan: Plan, wave_id: str, *, fmt
             if row.key in result.skipped:
                 store.add_event(f"extension/{row.key}", "export-skipped", f"{fmt}: {result.skipped[row.key]}")
                 continue
+            # Where sip check finds the secret the platform now has: the file holding it in clear, or the PBX's.
+            store.set_extension_secret_file(
+                row.id, str(Path(clear or written.files[0]).resolve()) if row.key in written.new_secrets else None)
             level = row.prior_state if row.state == lifecycle.FAILED and row.prior_state else row.state
             detail = f"exported ({fmt}) to {where}" + (", new secret" if row.key in written.new_secrets else "")
             if _before_provisioned(level):

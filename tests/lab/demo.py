@@ -6,9 +6,11 @@ and the first ministry wave through their prestage, delta and final passes (with
 its resumption), verify, check, plan, prepare and cut over the wave's DNS on the lab's BIND9 (the TTL wait
 shortened by a lab-only setting, said so where it happens), then the phones: every ministry PBX's files
 inventoried and tied to their users, the plan regenerated so that each phone joins its user's wave, the
-pilot's phones exported as Kamailio tables that the lab's Kamailio loads (sipsak registers the helpdesk
-user's phone with them), then the helpdesk's status view (mail and phone in one) and the project
-manager's report. The demo ends
+pilot's phones exported as Kamailio tables that the lab's Kamailio loads, the hosted platform checked the
+way the phones reach it (the lab's BIND9 publishes its NAPTR, SRV and A records; OPTIONS over UDP, TCP and
+TLS; every pilot phone REGISTERs with digest authentication), the pilot's phones cut over and confirmed
+(sipsak, an independent client, registers the helpdesk user's phone too), then the helpdesk's status view
+(mail and phone in one) and the project manager's report. The demo ends
 with a summary and exits non-zero if a step did not end as expected. The workspace is left in
 ``demo-workspace/`` for a look around afterwards (the lab servers are stopped).
 """
@@ -30,7 +32,7 @@ from pathlib import Path
 from tests.lab import scenario
 from tests.lab.bind import MAX_TTL_WAIT, DnsLab, start_dns_lab
 from tests.lab.kamailio import DOMAIN as SIP_DOMAIN
-from tests.lab.kamailio import sipsak, start_kamailio
+from tests.lab.kamailio import KamailioServer, sipsak, start_kamailio
 from tests.lab.pbx import PbxFiles, add_pbx, write_pbx
 from tests.lab.scenario import Lab
 
@@ -49,7 +51,7 @@ class Step:
     before: Callable[[], str] | None = None
 
 
-def steps(lab: Lab | None = None, dns: DnsLab | None = None) -> list[Step]:
+def steps(lab: Lab | None = None, dns: DnsLab | None = None, registrar: KamailioServer | None = None) -> list[Step]:
     first_window = (dt.date.today() + dt.timedelta(days=7)).isoformat()
     later_window = (dt.date.today() + dt.timedelta(days=21)).isoformat()  # waves not yet started, re-dated
     health = lab.sources["health"].mailboxes if lab else []
@@ -92,22 +94,26 @@ def steps(lab: Lab | None = None, dns: DnsLab | None = None) -> list[Step]:
         return (f"(the demo writes each ministry's PBX files into {WORKSPACE.name}/pbx/, as their PBXs export them, "
                 f"lists them under each source's pbx: in migration.yaml, and sets phones.sip_domain: {SIP_DOMAIN})")
 
-    def register_on_kamailio() -> str:
-        number = next((n for n, e in pbx[scenario.MODERN].expected.items() if e.user == helpdesk_user), None)
-        if number is None:
-            return f"({helpdesk_user} has no desk phone in the lab's PBX files)"
+    def load_platform() -> str:
+        assert registrar is not None
         export = WORKSPACE / "exports" / "pilot" / "kamailio"
         if not (export / "subscriber").exists():
             return f"(no Kamailio export in {export.relative_to(ROOT)} to load: the export step above failed)"
-        registrar = start_kamailio()
-        try:
-            registrar.load(export)
-            run = sipsak(registrar, number, pbx[scenario.MODERN].expected[number].secret or "")
-            verdict = "200 OK: registered" if run.registered else f"not registered ({run.statuses})"
-        finally:
-            registrar.cleanup()
-        return (f"the lab's Kamailio ({SIP_DOMAIN}) loads {export.relative_to(ROOT)}; sipsak REGISTERs extension "
-                f"{number} with the password from the ministry's PBX files: {verdict}")
+        registrar.load(export)
+        scenario.set_sip(WORKSPACE, domain=SIP_DOMAIN, ca_file=scenario._copy_ca(WORKSPACE, registrar.ca_file))
+        return (f"(the lab's Kamailio, the hosted platform for {SIP_DOMAIN}, loads {export.relative_to(ROOT)}; the "
+                f"demo adds sip: domain: {SIP_DOMAIN} and the platform's CA to migration.yaml; the lab's BIND9 "
+                "publishes the domain's NAPTR, SRV and A records)")
+
+    def register_with_sipsak() -> str:
+        assert registrar is not None
+        number = next((n for n, e in pbx[scenario.MODERN].expected.items() if e.user == helpdesk_user), None)
+        if number is None:
+            return f"({helpdesk_user} has no desk phone in the lab's PBX files)"
+        run = sipsak(registrar, number, pbx[scenario.MODERN].expected[number].secret or "", expires=0)
+        verdict = "200 OK" if run.registered else f"not registered ({run.statuses})"
+        return (f"an independent client agrees: sipsak REGISTERs extension {number} at the lab's Kamailio with the "
+                f"password from the ministry's PBX files (and removes it again): {verdict}")
 
     def on_both_servers() -> str:
         assert dns is not None
@@ -155,9 +161,15 @@ def steps(lab: Lab | None = None, dns: DnsLab | None = None) -> list[Step]:
              ["voip", "export", "--wave", "pilot", "--format", "kamailio"]),
         Step("Phones: the same phones as a FreePBX Bulk Handler import", ["voip", "export", "--wave", "pilot",
                                                                           "--format", "freepbx"]),
+        Step("SIP: check the hosted platform for the pilot's phones (RFC 3263 NAPTR/SRV/A, OPTIONS over UDP, TCP "
+             "and TLS, the certificate, a REGISTER with digest per phone)", ["sip", "check", "--wave", "pilot"],
+             before=load_platform if registrar else None),
+        Step("Cut over the pilot's phones: the checks again, and each phone that registers is registered",
+             ["cutover", "pilot"]),
+        Step("The pilot's DIDs now route to the platform (ported outside govmigrate): confirm",
+             ["sip", "confirm", "--wave", "pilot"], before=register_with_sipsak if registrar else None),
         Step("The plan as it stands", ["plan", "show"]),
-        Step("Helpdesk: where is this user? (mail and phone in one view)", ["status", helpdesk_user],
-             before=register_on_kamailio if lab else None),
+        Step("Helpdesk: where is this user? (mail and phone in one view)", ["status", helpdesk_user]),
         Step("Helpdesk: a VIP, found by name", ["status", vip.split()[-1] if vip else "minister"]),
         Step("Programme report for the project manager", ["report"]),
         Step("The same report for a spreadsheet", ["report", "--csv"]),
@@ -181,8 +193,11 @@ def main() -> int:
     started = time.monotonic()
     lab = scenario.start_lab(users=4, messages=60)
     dns: DnsLab | None = None
+    registrar: KamailioServer | None = None
     try:
-        dns = start_dns_lab([source.domain for source in lab.sources.values()])
+        registrar = start_kamailio()
+        dns = start_dns_lab([source.domain for source in lab.sources.values()],
+                            records={"gov.bz": registrar.dns_records()})
         if WORKSPACE.exists():
             shutil.rmtree(WORKSPACE)
         for source in lab.sources.values():
@@ -191,12 +206,14 @@ def main() -> int:
         print(f"  {'central host':<24} {'central':<10} imaps://127.0.0.1:{lab.central.tls_port}")
         print(f"  {'DNS':<24} {'BIND9':<10} parent {dns.parent.address}, primary {dns.primary.address}, "
               f"secondary {dns.secondary.address}, resolver {dns.resolver.address} (port 53, TSIG-signed updates)")
+        print(f"  {'hosted VOIP platform':<24} {'Kamailio':<10} {SIP_DOMAIN}: sip:{registrar.address}:5060 (UDP, TCP), "
+              f"sips:{registrar.address}:5061 (TLS)")
         print("  every server over TLS with a certificate from the lab CA (the workspace's lab-ca.crt)")
         print(f"workspace: {WORKSPACE}")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         env.pop("GOVMIGRATE_WORKSPACE", None)
         results = []
-        for step in steps(lab, dns):
+        for step in steps(lab, dns, registrar):
             code, seconds = run_step(step, env)
             results.append((step, code, seconds))
         print("\n\033[1m== Summary\033[0m")
@@ -213,6 +230,8 @@ def main() -> int:
     finally:
         if dns is not None:
             dns.cleanup()
+        if registrar is not None:
+            registrar.cleanup()
         lab.stop()
 
 

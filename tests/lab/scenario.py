@@ -253,9 +253,51 @@ def set_phones(ws: Path, **settings) -> None:
     (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
+def set_sip(ws: Path, **settings) -> None:
+    """Set keys of the project file's ``sip:`` section (None removes one)."""
+    doc = yaml.safe_load((ws / "migration.yaml").read_text())
+    doc["sip"] = {**(doc.get("sip") or {}), **settings}
+    for key in [k for k, v in doc["sip"].items() if v is None]:
+        del doc["sip"][key]
+    (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
+
 def add_dns(ws: Path, dns_lab) -> None:
     """Point the workspace's project file at a DNS lab (tests/lab/bind.py): its `dns:` section, and the TSIG
     secret in ws/secrets."""
     doc = yaml.safe_load((ws / "migration.yaml").read_text())
     doc["dns"] = dns_lab.dns_section(ws)
     (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
+
+def provisioned_phones(ws: Path, extensions: list, sip: dict) -> tuple[Path, object]:
+    """A workspace with no mail at all, only these extensions (``migrate.voip.model.Extension`` with secrets)
+    provisioned, their secrets in ``ws/phones.csv`` as a ``voip export --new-secrets`` leaves them, and the
+    project file's ``sip:`` section. For the SIP checks' benchmark and limit tests; returns (project file,
+    open store)."""
+    from migrate.core.store import open_store
+    from migrate.voip.export import write_csv
+    from migrate.waves import lifecycle
+    from tests.lab.base import LOOPBACK, free_port
+
+    (ws / "users").mkdir(parents=True)
+    (ws / "users" / "health.csv").write_text("email,login,display_name\n")
+    unused = _secret_file(ws, "unused", "never-contacted-here")
+    login = {"method": "master_user", "user": "migrator", "password": unused}
+    doc = {"version": 1, "name": "phones only",
+           "central": {"imap": {"host": LOOPBACK, "port": free_port(), "tls": "implicit"}, "login": login},
+           "sources": [{"id": "health", "ministry": "Ministry of Health", "domains": ["health.gov.bz"],
+                        "server": {"type": "imap", "host": LOOPBACK, "port": free_port(), "tls": "implicit",
+                                   "login": login},
+                        "users": "users/health.csv"}],
+           "sip": sip}
+    (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    secrets_csv = ws / "phones.csv"
+    write_csv(extensions, secrets_csv)
+    store = open_store(ws / "state.db", create=True)
+    store.upsert_source("health", "Ministry of Health", "imap", ["health.gov.bz"])
+    for ext in extensions:
+        ext_id = store.upsert_extension(ext, seen_at="2026-11-30T00:00:00Z")
+        store.set_extension_state(ext_id, lifecycle.PROVISIONED, "provisioned by the lab")
+        store.set_extension_secret_file(ext_id, str(secrets_csv))
+    return ws / "migration.yaml", store
