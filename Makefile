@@ -8,8 +8,10 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Servers the test lab starts on 127.0.0.1: Dovecot (IMAP), BIND9 (DNS), Kamailio (SIP; its tls module is a
 # package of its own), and sipsak, the independent SIP client the tests register with. iproute2: the DNS
-# lab gives each named its own loopback address (ip addr add ... dev lo).
-DEB_PACKAGES := dovecot-imapd bind9 bind9-utils kamailio kamailio-tls-modules sipsak openssl iproute2
+# lab gives each named its own loopback address (ip addr add ... dev lo). chromium and chromium-driver: the HTML
+# report is opened in a real headless browser by the tests (selenium drives Debian's driver; nothing downloads one).
+DEB_PACKAGES := dovecot-imapd bind9 bind9-utils kamailio kamailio-tls-modules sipsak openssl iproute2 \
+                chromium chromium-driver
 BENCH_PACKAGES := isync
 
 .PHONY: setup system-packages bench-packages venv test lint demo bench clean

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import asdict
+from pathlib import Path
+
 import click
 
 from migrate.cli.app import App, pass_app
+from migrate.cli.html import render_programme, render_wave
 from migrate.cli.output import emit_csv, emit_json, emit_table, human_bytes, output_options
+from migrate.core.errors import UsageError
+from migrate.core.store import now
+from migrate.plans.catalog import Catalog
+from migrate.reports.history import burn_up, failure_groups
 from migrate.reports.programme import (
     CSV_COLUMNS,
     Completion,
@@ -15,12 +24,22 @@ from migrate.reports.programme import (
     build_report,
     csv_rows,
 )
+from migrate.reports.record import MILESTONES, WaveRecord, wave_record
+
+#: ``--html`` given without a file name.
+DEFAULT_FILE = "<default>"
 
 
 @click.command()
 @output_options
+@click.option("--html", "html", is_flag=False, flag_value=DEFAULT_FILE, default=None, metavar="[FILE]",
+              help="Write a self-contained HTML report (default: reports/programme-DATE.html, or "
+                   "reports/wave-WAVE-DATE.html with --wave) and print its path.")
+@click.option("--wave", "wave_id", metavar="WAVE", help="The wave's record for the change board instead of the "
+                                                        "programme: approval, gates, each pass per mailbox, DNS "
+                                                        "changes, SIP results, events.")
 @pass_app
-def command(app: App, fmt: str) -> None:
+def command(app: App, fmt: str, html: str | None, wave_id: str | None) -> None:
     """Programme summary: per ministry and per wave, mailboxes done of total, GB moved of total,
     failures, and the estimated completion.
 
@@ -28,15 +47,68 @@ def command(app: App, fmt: str) -> None:
     are those whose MX the DNS cut-over switched to the central host. Estimated
     completion comes from the waves' window dates and the copy still to do at the measured rate;
     a wave without a date has none. --json for everything, --csv for one row per programme,
-    ministry and wave (for spreadsheets). Reads the state store only.
+    ministry and wave (for spreadsheets). --html writes one file a project manager can open, forward
+    or print (A4 landscape): headline figures, compliance per ministry, burn-up charts, the wave
+    timeline and the failures grouped by reason with what to do next; it loads nothing from the
+    network. --wave WAVE gives that wave's record instead. Reads the state store only.
     """
+    if html is not None and fmt != "table":
+        raise UsageError("--html writes a file; it does not go with --json or --csv")
+    if wave_id is not None:
+        record = wave_record(app.store, wave_id)
+        if html is not None:
+            text = render_wave(record, workspace=app.workspace.root, generated_at=now())
+            _write(app, html, f"wave-{wave_id}", text)
+        elif fmt == "json":
+            emit_json(asdict(record))
+        else:
+            render_record(app, record)
+        return
     report = build_report(app.project, app.store)
-    if fmt == "json":
+    if html is not None:
+        mailboxes = Catalog(app.project, app.store).in_sources()
+        text = render_programme(report, burn_up(app.store, report, mailboxes), failure_groups(report.failures),
+                                workspace=app.workspace.root)
+        _write(app, html, "programme", text)
+    elif fmt == "json":
         emit_json(as_json(report))
     elif fmt == "csv":
         emit_csv(CSV_COLUMNS, csv_rows(report))
     else:
         render(app, report)
+
+
+def _write(app: App, html: str, stem: str, text: str) -> None:
+    """Write the report (atomically: a reader never sees half a file) and print where it is, on stdout."""
+    path = (app.workspace.root / "reports" / f"{stem}-{dt.date.today().isoformat()}.html" if html == DEFAULT_FILE
+            else Path(html))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    click.echo(str(path.resolve()))
+
+
+def render_record(app: App, record: WaveRecord) -> None:
+    approval = (f"approved by {record.approved_by} at {record.approved_at} (hash {record.plan_hash})"
+                if record.approved_by else "not approved")
+    app.out.print(f"wave {record.wave}: {record.title}; window {record.window}; {approval}", markup=False,
+                  highlight=False)
+    for gate in record.gates:
+        app.out.print(f"  {gate.at} {gate.action}: {gate.detail}", markup=False, highlight=False)
+    emit_table(app, "mailboxes, pass by pass",
+               [("email", "mailbox"), ("state", "now"), *[(name, name) for name, _ in MILESTONES],
+                ("failure", "last failure")],
+               [{"email": m.email, "state": m.state, **{k: v or "" for k, v in m.reached.items()},
+                 "failure": m.last_failure or ""} for m in record.mailboxes])
+    for domain in record.domains:
+        emit_table(app, f"{domain['domain']}: {domain['state']}",
+                   [("name", "name"), ("type", "type"), ("before", "before"), ("after", "after")], domain["changes"])
+    if record.sip_checks:
+        emit_table(app, "SIP checks", [("kind", "check"), ("subject", "what"), ("result", "result"),
+                                       ("detail", "detail")], record.sip_checks)
+    app.info(f"{len(record.events)} event(s): govmigrate log --object wave/{record.wave}; "
+             f"--html writes the whole record")
 
 
 def _cells(c: Counts, completion: Completion) -> dict[str, str]:

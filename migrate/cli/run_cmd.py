@@ -11,7 +11,7 @@ import click
 
 from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_json, emit_table, human_bytes
-from migrate.cli.progress import progress_for
+from migrate.cli.progress import print_summary, progress_for, summary_line
 from migrate.core.errors import Interrupted, PreflightFailed
 from migrate.mailbox.registry import register_users
 from migrate.plans.planfiles import load_plan
@@ -74,6 +74,7 @@ def command(ctx: click.Context, app: App, wave: str, pass_name: str | None, dry_
             result = wr.execute(result, progress=sink, stop=stop)
     if as_json:
         emit_json(as_dict(result))
+        print_summary(app, summary(result))
     else:
         render(app, result)
     if result.interrupted:
@@ -160,18 +161,6 @@ def render(app: App, result: WaveRunResult) -> None:
     if result.already:
         app.info(f"{len(result.already)} mailbox(es) already past this pass: "
                  + ", ".join(f"{e} ({w})" for e, w in result.already[:5]) + (" ..." if len(result.already) > 5 else ""))
-    done = sum(1 for o in result.outcomes if o.ok)
-    target = lifecycle.PASS_TARGET.get(result.pass_name or "", lifecycle.DONE)
-    if dry:
-        would = sum(o.would_copy for o in result.outcomes)
-        would_bytes = sum(o.would_copy_bytes for o in result.outcomes)
-        summary = (f"wave {result.wave}: {what} (dry run): {len(result.outcomes)} mailbox(es), "
-                   f"{would} messages ({human_bytes(would_bytes) or '0 B'}) to copy")
-    else:
-        summary = (f"wave {result.wave}: {what}: {done} of {len(result.outcomes)} mailbox(es) "
-                   f"{target}, {result.copied} messages ({human_bytes(result.copied_bytes) or '0 B'}) copied in "
-                   f"{result.seconds:.0f} s")
-    app.info(summary)
     if not dry and not result.interrupted and not result.failed and not result.blocked:
         following = NEXT_PASS.get(result.pass_name or "")
         if following:
@@ -180,3 +169,33 @@ def render(app: App, result: WaveRunResult) -> None:
             app.info("next: the DNS cut-over of the wave's domains")
     elif result.failed:
         app.info(f"failed mailboxes are retried by the next run: govmigrate run {result.wave} --pass {result.pass_name}")
+    print_summary(app, summary(result))
+
+
+def summary(result: WaveRunResult) -> str:
+    """The line a run ends with: ``wave wave-01: prestage pass: 4 mailboxes, 120 messages, 12.3 MB in 41 s; 1
+    failed, 3 now prestaged``. Mailboxes left out by a forced pre-flight count as failed; skipped, stopped and
+    locked ones are named when there are any."""
+    dry = result.dry_run
+    what = "cut-over" if result.pass_name == "cutover" else f"{result.pass_name} pass"
+    if dry:
+        messages = sum(o.would_copy for o in result.outcomes)
+        nbytes = sum(o.would_copy_bytes for o in result.outcomes)
+    else:
+        messages, nbytes = result.copied, result.copied_bytes
+    more = []
+    if not dry:
+        target = lifecycle.PASS_TARGET.get(result.pass_name or "", lifecycle.DONE)
+        more.append(f"{sum(1 for o in result.outcomes if o.ok)} now {target}")
+    stopped = sum(1 for o in result.outcomes if o.stopped)
+    locked = sum(1 for o in result.outcomes if o.locked)
+    if stopped:
+        more.append(f"{stopped} stopped (the next run resumes them)")
+    if locked:
+        more.append(f"{locked} held by another process")
+    if result.blocked:
+        more.append(f"{len(result.blocked)} skipped")
+    return summary_line(f"wave {result.wave}: {what}" + (" (dry run)" if dry else ""),
+                        mailboxes=len(result.outcomes) + len(result.forced_out), messages=messages, nbytes=nbytes,
+                        seconds=result.seconds, failed=len(result.failed) + len(result.forced_out), dry_run=dry,
+                        more=more)

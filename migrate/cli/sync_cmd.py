@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from migrate.cli.app import App, pass_app
 from migrate.cli.mailboxes import select_mailboxes
 from migrate.cli.output import emit_json, emit_table, human_bytes
-from migrate.cli.progress import progress_for
+from migrate.cli.progress import print_summary, progress_for, summary_line
 from migrate.core.errors import ExitCode
 from migrate.mailbox.sync import MailboxReport, SyncEngine, SyncOptions
 
@@ -34,13 +36,32 @@ def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str
     project, store, mailboxes = select_mailboxes(app, users, source_id, everything)
     options = SyncOptions.from_project(project, dry_run=dry_run, propagate_deletes=propagate_deletes,
                                        lock_dir=app.workspace.locks_dir)
+    started = time.monotonic()
     with progress_for(app, "dry run" if dry_run else "sync") as sink:
         reports = SyncEngine(project, store, options=options, progress=sink).run(mailboxes)
+    seconds = time.monotonic() - started
     render(app, reports, dry_run=dry_run, as_json=as_json)
+    print_summary(app, summary(reports, seconds, dry_run=dry_run))
     if any(r.locked for r in reports):
         ctx.exit(int(ExitCode.LOCKED))  # another sync or run holds some of these mailboxes (named above)
     ok = all(r.complete for r in reports)
     ctx.exit(int(ExitCode.OK if ok else ExitCode.PARTIAL))
+
+
+def summary(reports: list[MailboxReport], seconds: float, *, dry_run: bool) -> str:
+    """``sync: 12 mailboxes, 4,512 messages, 186.3 MB in 3 min 12 s; 1 failed``: what was copied (a dry run: what
+    would be), mailboxes that failed (locked by another process included), and those that finished with
+    messages or folders left behind."""
+    if dry_run:
+        messages = sum(f.to_copy for r in reports for f in r.folders)
+        nbytes = sum(f.to_copy_bytes for r in reports for f in r.folders)
+    else:
+        messages, nbytes = sum(r.copied for r in reports), sum(r.copied_bytes for r in reports)
+    incomplete = sum(1 for r in reports if r.ok and not r.complete)
+    more = [f"{incomplete} incomplete (messages refused or folders failed)"] if incomplete else []
+    return summary_line("sync (dry run)" if dry_run else "sync", mailboxes=len(reports), messages=messages,
+                        nbytes=nbytes, seconds=seconds, failed=sum(1 for r in reports if not r.ok),
+                        dry_run=dry_run, more=more)
 
 
 def report_rows(reports: list[MailboxReport], dry_run: bool) -> list[dict]:

@@ -188,6 +188,8 @@ class SyncEngine:
         self._limiters = {s.id: RateLimiter(s.bandwidth_bps) for s in cfg.sources if s.bandwidth_bps}
         # Only one huge message in flight at a time: memory stays bounded whatever the mailbox holds.
         self._large = threading.Semaphore(1)
+        #: Per mailbox, what it is expected to copy (see :meth:`expected`), announced as it starts.
+        self._expected: dict[str, tuple[int | None, int | None]] = {}
 
     # -- credentials and connections -------------------------------------------------------------------
 
@@ -219,13 +221,11 @@ class SyncEngine:
         flight finish and ends with Interrupted."""
         cfg = self.project.config
         self.check_central(mailboxes)
-        total_msgs = sum(m.src_messages or 0 for m in mailboxes)
-        total_bytes = sum(m.src_bytes or 0 for m in mailboxes)
-        inventory = {row["email"]: row for row in self.store.inventory()} if not total_bytes else {}
-        if inventory:
-            total_msgs = sum((inventory.get(m.email) or {}).get("messages") or 0 for m in mailboxes)
-            total_bytes = sum((inventory.get(m.email) or {}).get("bytes") or 0 for m in mailboxes)
-        self.progress(ProgressEvent("plan", total_messages=total_msgs or None, total_bytes=total_bytes or None))
+        self._expected = self.expected(mailboxes)
+        known = [e for e in self._expected.values() if e[1] is not None]
+        self.progress(ProgressEvent("plan", total_messages=sum(e[0] or 0 for e in known) if known else None,
+                                    total_bytes=sum(e[1] or 0 for e in known) if known else None,
+                                    total_subjects=len(mailboxes)))
         per_source = defaultdict(int)
         for m in mailboxes:
             per_source[m.source_id] += 1
@@ -245,6 +245,22 @@ class SyncEngine:
         finally:
             self.close()
 
+    def expected(self, mailboxes: list[MailboxRow]) -> dict[str, tuple[int | None, int | None]]:
+        """What each mailbox is expected to copy, (messages, bytes), for progress only: for a mailbox never
+        synced that the inventory measured, what it measured less what was copied (the catalog's remaining
+        size); otherwise (None, None): a later pass copies only what changed, which nobody knows before the
+        folders are read, and the engine reports it folder by folder (``grow`` events)."""
+        inventory = {row["email"].lower(): row for row in self.store.inventory()}
+        out: dict[str, tuple[int | None, int | None]] = {}
+        for m in mailboxes:
+            doc = inventory.get(m.email.lower()) or {}
+            if m.last_sync_at is None and doc.get("bytes") is not None:
+                out[m.email] = (max(0, (doc.get("messages") or 0) - m.copied_messages),
+                                max(0, doc["bytes"] - m.copied_bytes))
+            else:
+                out[m.email] = (None, None)
+        return out
+
     def sync_mailbox(self, mailbox: MailboxRow) -> MailboxReport:
         source = self.project.source(mailbox.source_id)
         report = MailboxReport(mailbox.email, source.id)
@@ -252,6 +268,9 @@ class SyncEngine:
         if self.stop.is_set():
             report.ok, report.error = False, "not started: the run was stopped"
             return report
+        expected_messages, expected_bytes = self._expected.get(mailbox.email, (None, None))
+        self.progress(ProgressEvent("start", mailbox.email, total_messages=expected_messages,
+                                    total_bytes=expected_bytes))
         lock = None
         if self.options.lock_dir is not None and not self.options.dry_run:
             lock = Lock(self.options.lock_dir, f"mailbox {mailbox.email}", "govmigrate sync")
@@ -262,8 +281,6 @@ class SyncEngine:
                 self.progress(ProgressEvent("failed", mailbox.email, detail=exc.message))
                 return report
         slots = self._source_slots[source.id]
-        self.progress(ProgressEvent("start", mailbox.email, total_messages=mailbox.src_messages,
-                                    total_bytes=mailbox.src_bytes))
         try:
             with slots, self._central_slots:
                 attempt_no = 0
@@ -271,6 +288,8 @@ class SyncEngine:
                                         maximum=30.0):
                     with attempt:
                         attempt_no += 1
+                        if attempt_no > 1:  # what the last attempt found and did not copy is found again
+                            self.progress(ProgressEvent("retry", mailbox.email, detail=f"attempt {attempt_no}"))
                         report = MailboxReport(mailbox.email, source.id, attempts=attempt_no)
                         if self.stop.is_set():
                             raise _Stopped()
@@ -363,6 +382,12 @@ class _MailboxPass:
 
     def progress(self, messages: int, nbytes: int) -> None:
         self.engine.progress(ProgressEvent("advance", self.mailbox.email, messages=messages, bytes=nbytes))
+
+    def found(self, items: list[_Item]) -> None:
+        """A folder (or a chunk of an Exchange folder) was read: this much is to be copied from it."""
+        if items:
+            self.engine.progress(ProgressEvent("grow", self.mailbox.email, messages=len(items),
+                                               bytes=sum(i.size for i in items)))
 
     def check_stop(self) -> None:
         if self.engine.stop.is_set():
@@ -488,6 +513,7 @@ class _MailboxPass:
             dest_available = self._unknown_on_dest(state, dest_name, dest_status, records)
         copy_items = [_Item(uid, m.size, flags[uid], m.internaldate, uid in encoded) for uid, m in sorted(meta.items())
                       if uid not in records or records[uid].state == "failed"]
+        self.found(copy_items)
         next_uid = self._copy(state, dest_name, dest_status, copy_items, fr, dest_available)
         self._carry_flags(state, dest_name, records, flags, fr, encoded)
         self._vanished(state, dest_name, records, set(meta), fr)
@@ -531,6 +557,7 @@ class _MailboxPass:
                     encoded.add(item.item_id)
                 if item.item_id not in records or records[item.item_id].state == "failed":
                     items.append(_Item(item.item_id, item.size, flags, item.received, was_encoded))
+            self.found(items)
             next_uid = max(next_uid, self._copy(state, dest_name, dest_status, items, fr, dest_available))
             if state is not None and not self.dry:
                 records = {_key(r): r for r in self.store.message_records(state.id)}

@@ -9,7 +9,6 @@ pre-flight failures, interruption. The three sync passes are steps here; the DNS
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
@@ -89,23 +88,12 @@ def sync_pass(run: WaveRun, result: WaveRunResult, work: list[MailboxRow], pass_
     from migrate.waves.runner import Outcome
 
     target = target or lifecycle.PASS_TARGET[pass_name]
-    catalog = Catalog(run.project, run.store)
     levels = {m.email: lifecycle.level(m) for m in work}
-    remaining = {}
-    for m in work:
-        info = catalog.get(m.email)
-        remaining[m.email] = info.remaining_bytes if info is not None else 0
 
     def sink(event: ProgressEvent) -> None:
-        # Show what is left to copy: for a prestage the mailboxes' remaining size; later passes copy only
-        # what changed, which nobody knows in advance.
-        if event.kind == "plan":
-            total = sum(remaining.values()) if pass_name == "prestage" else None
-            event = ProgressEvent("plan", total_bytes=total or None, total_messages=None)
-        elif event.kind == "start":
-            total = remaining.get(event.subject) if pass_name == "prestage" else None
-            event = replace(event, total_bytes=total or None, total_messages=None)
-        elif event.kind == "failed" and stop.is_set():
+        # The totals are the engine's (SyncEngine.expected): for a prestage, what the inventory measured of
+        # mailboxes never synced; later passes copy only what changed, learned folder by folder (grow).
+        if event.kind == "failed" and stop.is_set():
             # Stopped on request, not failed: it keeps its state and resumes on the next run.
             progress(ProgressEvent("done", event.subject))
             event = ProgressEvent("note", event.subject, detail=f"stopped: {event.subject} (resumes on the next run)")

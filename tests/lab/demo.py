@@ -10,7 +10,8 @@ pilot's phones exported as Kamailio tables that the lab's Kamailio loads, the ho
 way the phones reach it (the lab's BIND9 publishes its NAPTR, SRV and A records; OPTIONS over UDP, TCP and
 TLS; every pilot phone REGISTERs with digest authentication), the pilot's phones cut over and confirmed
 (sipsak, an independent client, registers the helpdesk user's phone too), then the helpdesk's status view
-(mail and phone in one) and the project manager's report. The demo ends
+(mail and phone in one) and the project manager's report (terminal, CSV, and a self-contained HTML file
+with charts, plus the pilot's record for the change board). The demo ends
 with a summary and exits non-zero if a step did not end as expected. The workspace is left in
 ``demo-workspace/`` for a look around afterwards (the lab servers are stopped).
 """
@@ -173,6 +174,10 @@ def steps(lab: Lab | None = None, dns: DnsLab | None = None, registrar: Kamailio
         Step("Helpdesk: a VIP, found by name", ["status", vip.split()[-1] if vip else "minister"]),
         Step("Programme report for the project manager", ["report"]),
         Step("The same report for a spreadsheet", ["report", "--csv"]),
+        Step("The same report as one HTML file to open, forward or print (no network needed; its path is printed)",
+             ["report", "--html"]),
+        Step("The pilot's record for the change board: approval, each pass per mailbox, SIP results, events",
+             ["report", "--wave", "pilot", "--html"]),
         Step("The event log of the pilot wave", ["log", "--object", "wave/pilot"]),
     ]
 
