@@ -106,3 +106,12 @@ def test_a_sync_state_that_does_not_advance_ends_the_folder_for_this_pass(govmig
     responder.stall_sync(box.email, ("INBOX",), times=0)
     again = sync(govmigrate, ws, box.email)
     assert again["copied"] == 1 and new.raw in inbox_subjects(lab, box.email)
+
+
+def test_a_find_count_limit_means_smaller_pages_not_a_failure(govmigrate, exchange):
+    _lab, ws, box, responder = exchange
+    sync(govmigrate, ws, box.email)
+    responder.find_count_limit = 7            # the service asks for 500 per page; the policy allows 7
+    results = json.loads(govmigrate("-w", ws, "verify", box.email, "--json").stdout)
+    assert results[0]["matches"], results
+    assert any(r.code == "ErrorExceededFindCountLimit" for r in responder.requests_for("FindItem", box.email))

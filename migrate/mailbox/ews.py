@@ -66,6 +66,8 @@ TNS = "http://schemas.microsoft.com/exchange/services/2006/types"
 #: Distinguished mail folders and the IMAP special-use attribute each becomes (the inbox has none).
 WELL_KNOWN = {"inbox": None, "sentitems": "\\Sent", "deleteditems": "\\Trash", "drafts": "\\Drafts",
               "junkemail": "\\Junk"}
+#: The smallest FindItem page asked for when the server's policy refuses bigger ones.
+MIN_PAGE_SIZE = 1
 #: SyncFolderItems refuses more than this many changes per call (EWS schema limit).
 MAX_SYNC_CHANGES = 512
 
@@ -648,12 +650,24 @@ class EwsMailbox:
         offset = 0
         page_size = self.source.page_size
         while True:
-            def page(offset: int = offset) -> list:
-                return list(_RawFindItem(account=self.account, page_size=page_size).call(
-                    folders=[FolderId(id=folder_id)], additional_fields=set(ITEM_FIELDS), restriction=None,
-                    order_fields=None, shape=ID_ONLY, query_string=None, depth="Shallow", calendar_view=None,
-                    max_items=page_size, offset=offset))
+            def page(offset: int = offset, size: int = page_size) -> list:
+                try:
+                    return list(_RawFindItem(account=self.account, page_size=size).call(
+                        folders=[FolderId(id=folder_id)], additional_fields=set(ITEM_FIELDS), restriction=None,
+                        order_fields=None, shape=ID_ONLY, query_string=None, depth="Shallow", calendar_view=None,
+                        max_items=size, offset=offset))
+                except ews_errors.ErrorExceededFindCountLimit as exc:  # raised, or answered per folder below
+                    return [exc]
             elems = self._call(f"list items at {offset}", page)
+            limited = next((e for e in elems if isinstance(e, ews_errors.ErrorExceededFindCountLimit)), None)
+            if limited is not None:
+                # The server's policy allows fewer items per FindItem than asked: smaller pages, never a failure.
+                if page_size <= MIN_PAGE_SIZE:
+                    raise self.source.describe(limited, mailbox=self.email)
+                page_size = max(MIN_PAGE_SIZE, page_size // 2)
+                log.info("%s: %s: the server allows fewer items per page; asking for %d", self.source.label,
+                         self.email, page_size)
+                continue
             for elem in elems:
                 if isinstance(elem, Exception):
                     raise self.source.describe(elem, mailbox=self.email)

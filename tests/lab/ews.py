@@ -652,6 +652,10 @@ class _Operations:
                 if restriction is not None:
                     found = [i for i in found if evaluate(restriction, lambda uri, i=i: item_value(i, uri))]
                 found = _sort(found, req.find(f"{{{M}}}SortOrder"), item_value)
+                limit = self.ctx.responder.find_count_limit
+                if limit is not None and view is not None and int(view.get("MaxEntriesReturned") or 0) > limit:
+                    raise EwsFailure("ErrorExceededFindCountLimit", "The find operation exceeded the allowed "
+                                     "maximum number of items for a page; use a smaller page.")
                 start, count = _paging(view, len(found), self.ctx.responder.page_limit)
             except EwsFailure as failure:
                 _message(messages, "FindItem", failure)
@@ -917,6 +921,9 @@ class EwsResponder:
         self.quota_bytes = quota_bytes
         self.port = free_port()
         self._faults: list[Fault] = []
+        #: FindItem pages asking for more items than this are refused with ErrorExceededFindCountLimit (a
+        #: throttling policy's limit), where ``page_limit`` silently shortens them.
+        self.find_count_limit: int | None = None
         #: item id → a key of BROKEN_ITEMS: what GetItem for its MIME answers.
         self.broken_items: dict[str, str] = {}
         #: After a broken item, the rest of its GetItem batch gets the Warning ErrorBatchProcessingStopped.
