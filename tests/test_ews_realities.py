@@ -70,6 +70,14 @@ def test_items_the_server_cannot_export_are_recorded_and_the_folder_goes_on(govm
     assert checked["matches"], "what the source cannot export is listed, not a difference"
     listed = [u for f in checked["folders"] for u in f["unexportable"]]
     assert len(listed) == 3 and any("received" in u and "bytes" in u for u in listed)
+    # The wave's record names them too.
+    govmigrate("-w", ws, "inventory", "mail")
+    plan = json.loads(govmigrate("-w", ws, "plan", "generate", "--json", expect=None).stdout)
+    wave = next(w["wave"] for w in plan["waves"] if box.email in
+                json.dumps(json.loads(govmigrate("-w", ws, "report", "--wave", w["wave"], "--json").stdout)))
+    record = json.loads(govmigrate("-w", ws, "report", "--wave", wave, "--json").stdout)
+    [mine] = [m for m in record["mailboxes"] if m["email"] == box.email]
+    assert len(mine["not_copied"]) == 3 and all("received" in n["why"] for n in mine["not_copied"][:2])
 
 
 def test_a_batch_the_server_stops_is_asked_for_again(govmigrate, exchange):
