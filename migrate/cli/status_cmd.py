@@ -66,7 +66,9 @@ def render(app: App, v: StatusView) -> None:
     total = f"{v.messages_total}" if v.messages_total is not None else "?"
     line("copied", f"{v.messages_copied} of {total} messages ({human_bytes(v.bytes_copied)} of "
                    f"{human_bytes(v.bytes_total) or '?'})"
-         + (f"; {v.messages_refused} refused by the central host" if v.messages_refused else ""))
+         + (f"; {v.messages_refused} not copied" if v.messages_refused else ""))
+    for m in v.messages_not_copied:
+        line("", f"  not copied ({m['folder']}): {m['why']}")
     line("last sync", f"{v.last_sync_at} ({v.last_sync_result})" if v.last_sync_at else "never")
     line("domain", _domain_text(v))
     for i, phone in enumerate(v.phones):

@@ -88,6 +88,7 @@ def report_rows(reports: list[MailboxReport], dry_run: bool) -> list[dict]:
             [{"folder": f.source, "message": m, "error": why} for f in r.folders for m, why in f.failed]
         row["renamed_folders"] = [{"source": f.source, "dest": f.dest, "why": f.note}
                                   for f in r.folders if f.note]
+        row["folder_warnings"] = [{"folder": f.source, "warning": w} for f in r.folders for w in f.warnings]
         rows.append(row)
     return rows
 
@@ -113,3 +114,5 @@ def render(app: App, reports: list[MailboxReport], *, dry_run: bool, as_json: bo
         for p in row["problems"]:
             what = f"{p['folder']}: {p['message']}: " if "message" in p else f"{p['folder']}: "
             app.out.print(f"  {row['mailbox']}: {what}{p['error']}", markup=False, highlight=False)
+        for w in row["folder_warnings"]:
+            app.warn(f"{row['mailbox']}: {w['folder']}: {w['warning']}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import re
 import socket
 import ssl
 import sys
@@ -65,6 +66,8 @@ TNS = "http://schemas.microsoft.com/exchange/services/2006/types"
 #: Distinguished mail folders and the IMAP special-use attribute each becomes (the inbox has none).
 WELL_KNOWN = {"inbox": None, "sentitems": "\\Sent", "deleteditems": "\\Trash", "drafts": "\\Drafts",
               "junkemail": "\\Junk"}
+#: The smallest FindItem page asked for when the server's policy refuses bigger ones.
+MIN_PAGE_SIZE = 1
 #: SyncFolderItems refuses more than this many changes per call (EWS schema limit).
 MAX_SYNC_CHANGES = 512
 
@@ -88,6 +91,25 @@ class EwsItem:
     size: int
     flags: tuple[str, ...]         # IMAP-style: \Seen, \Flagged, \Draft, then keywords from categories
     received: dt.datetime          # aware, UTC
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An item the server cannot give as MIME (a meeting request or S/MIME item Exchange cannot convert, a
+    corrupt item, an item with no MimeContent): recorded as failed with this reason, never copied, and the
+    folder goes on. ``described`` names it for people: subject, date received and size, where the server
+    still gives them."""
+
+    reason: str
+    described: str
+
+
+#: Per-item answers to a GetItem for MIME that mean "this item cannot be exported", not "try again".
+UNEXPORTABLE = (ews_errors.ErrorMimeContentConversionFailed, ews_errors.ErrorItemCorrupt,
+                ews_errors.ErrorCorruptData)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: How often items a batch left unprocessed (ErrorBatchProcessingStopped) are asked for again.
+BATCH_STOPPED_ROUNDS = 3
 
 
 @dataclass
@@ -140,6 +162,7 @@ ITEM_FIELDS = [FieldPath(field=Item.get_field_by_fieldname(n))
                for n in ("size", "datetime_received", "is_draft", "categories")] + \
               [FieldPath(field=Message.get_field_by_fieldname("is_read")), _ext(_FlagStatus)]
 MIME_FIELDS = [FieldPath(field=Item.get_field_by_fieldname("mime_content"))]
+DESCRIBE_FIELDS = [FieldPath(field=Item.get_field_by_fieldname(n)) for n in ("subject", "datetime_received", "size")]
 SIZE_FIELDS = [_ext(_MessageSizeExtended)]
 QUOTA_FIELDS = [_ext(_ProhibitSendQuota), _ext(_StorageQuotaLimit)]
 
@@ -627,12 +650,24 @@ class EwsMailbox:
         offset = 0
         page_size = self.source.page_size
         while True:
-            def page(offset: int = offset) -> list:
-                return list(_RawFindItem(account=self.account, page_size=page_size).call(
-                    folders=[FolderId(id=folder_id)], additional_fields=set(ITEM_FIELDS), restriction=None,
-                    order_fields=None, shape=ID_ONLY, query_string=None, depth="Shallow", calendar_view=None,
-                    max_items=page_size, offset=offset))
+            def page(offset: int = offset, size: int = page_size) -> list:
+                try:
+                    return list(_RawFindItem(account=self.account, page_size=size).call(
+                        folders=[FolderId(id=folder_id)], additional_fields=set(ITEM_FIELDS), restriction=None,
+                        order_fields=None, shape=ID_ONLY, query_string=None, depth="Shallow", calendar_view=None,
+                        max_items=size, offset=offset))
+                except ews_errors.ErrorExceededFindCountLimit as exc:  # raised, or answered per folder below
+                    return [exc]
             elems = self._call(f"list items at {offset}", page)
+            limited = next((e for e in elems if isinstance(e, ews_errors.ErrorExceededFindCountLimit)), None)
+            if limited is not None:
+                # The server's policy allows fewer items per FindItem than asked: smaller pages, never a failure.
+                if page_size <= MIN_PAGE_SIZE:
+                    raise self.source.describe(limited, mailbox=self.email)
+                page_size = max(MIN_PAGE_SIZE, page_size // 2)
+                log.info("%s: %s: the server allows fewer items per page; asking for %d", self.source.label,
+                         self.email, page_size)
+                continue
             for elem in elems:
                 if isinstance(elem, Exception):
                     raise self.source.describe(elem, mailbox=self.email)
@@ -690,26 +725,88 @@ class EwsMailbox:
         if isinstance(elem, Exception):
             raise self.source.describe(elem, mailbox=self.email)
 
-    def mime(self, item_ids: list[str]) -> Iterator[tuple[str, bytes]]:
-        """(item id, exact MIME bytes) in the order asked, in GetItem batches. Items deleted meanwhile are
-        left out (logged); callers compare the ids they get with the ids they asked for."""
+    def mime(self, item_ids: list[str]) -> Iterator[tuple[str, bytes | Unreadable]]:
+        """(item id, exact MIME bytes, or :class:`Unreadable` with the server's reason) for the ids asked, in
+        GetItem batches. Items deleted meanwhile are left out (logged); callers compare the ids they get with
+        the ids they asked for. Items a batch left unprocessed (the Warning ErrorBatchProcessingStopped, after
+        another item of the batch failed) are asked for again, up to :data:`BATCH_STOPPED_ROUNDS` times."""
         batch = self.source.mime_batch
         for start in range(0, len(item_ids), batch):
-            ids = item_ids[start:start + batch]
-            elems = self._call(f"read {len(ids)} messages", lambda ids=ids: list(_RawGetItem(
-                account=self.account, chunk_size=batch).call(items=[ItemId(id=i) for i in ids],
-                                                             additional_fields=set(MIME_FIELDS), shape=ID_ONLY)))
-            for item_id, elem in zip(ids, elems, strict=True):
-                if isinstance(elem, ews_errors.ErrorItemNotFound):
-                    log.info("%s: %s: item %s is gone (deleted since it was listed)", self.source.label,
-                             self.email, item_id)
-                    continue
-                self._raise_if_error(elem)
-                mime = elem.find(f"{{{TNS}}}MimeContent")
-                if mime is None or mime.text is None:
-                    raise RemoteError(f"{self.source.label}: {self.email}: the server returned no MIME content "
-                                      f"for item {item_id}")
-                yield item_id, base64.b64decode(mime.text)
+            pending = item_ids[start:start + batch]
+            for _round in range(BATCH_STOPPED_ROUNDS):
+                stopped: list[str] = []
+                unreadable: dict[str, str] = {}
+                for item_id, answer in self._mime_batch(pending):
+                    if isinstance(answer, ews_errors.ErrorBatchProcessingStopped):
+                        stopped.append(item_id)
+                    elif isinstance(answer, str):
+                        unreadable[item_id] = answer
+                    else:
+                        yield item_id, answer
+                if unreadable:
+                    described = self._describe_items(list(unreadable))
+                    for item_id, reason in unreadable.items():
+                        log.warning("%s: %s: %s cannot be exported: %s", self.source.label, self.email,
+                                    described.get(item_id, f"item {item_id[:16]}…"), reason)
+                        yield item_id, Unreadable(reason, described.get(item_id, f"item {item_id[:16]}…"))
+                if not stopped:
+                    break
+                pending = stopped
+            else:
+                raise TransientError(f"{self.source.label}: {self.email}: the server stopped processing a batch "
+                                     f"{BATCH_STOPPED_ROUNDS} times (ErrorBatchProcessingStopped)")
+
+    def _mime_batch(self, ids: list[str]) -> Iterator[tuple[str, Any]]:
+        """One GetItem for MIME: per id its bytes, the reason it cannot be exported (str), or the
+        ErrorBatchProcessingStopped warning. A success answer must carry the ItemId asked for in its place:
+        replies are never paired with requests by position alone (a server that re-sends items after a
+        throttled answer would otherwise pair an item with another message's bytes)."""
+        batch = self.source.mime_batch
+        elems = self._call(f"read {len(ids)} messages", lambda: list(_RawGetItem(
+            account=self.account, chunk_size=batch).call(items=[ItemId(id=i) for i in ids],
+                                                         additional_fields=set(MIME_FIELDS), shape=ID_ONLY)))
+        if len(elems) != len(ids):
+            raise TransientError(f"{self.source.label}: {self.email}: asked for {len(ids)} items, the server "
+                                 f"answered {len(elems)}")
+        for item_id, elem in zip(ids, elems, strict=True):
+            if isinstance(elem, ews_errors.ErrorItemNotFound):
+                log.info("%s: %s: item %s is gone (deleted since it was listed)", self.source.label, self.email,
+                         item_id)
+                continue
+            if isinstance(elem, ews_errors.ErrorBatchProcessingStopped):
+                yield item_id, elem
+                continue
+            if isinstance(elem, UNEXPORTABLE):
+                yield item_id, f"the server cannot export it ({type(elem).__name__}: {redact(str(elem))[:200]})"
+                continue
+            self._raise_if_error(elem)
+            answered = elem.find(f"{{{TNS}}}ItemId")
+            if answered is None or answered.get("Id") != item_id:
+                raise TransientError(f"{self.source.label}: {self.email}: the server answered a GetItem with "
+                                     "another item than the one asked for in its place; nothing of this batch "
+                                     "was used")
+            mime = elem.find(f"{{{TNS}}}MimeContent")
+            if mime is None or not mime.text:
+                yield item_id, "the server gave no MIME content for it"
+                continue
+            yield item_id, base64.b64decode(mime.text)
+
+    def _describe_items(self, item_ids: list[str]) -> dict[str, str]:
+        """Subject, date received and size of items, for people ('' fields where the server gives none)."""
+        try:
+            elems = self._call("describe items", lambda: list(_RawGetItem(account=self.account).call(
+                items=[ItemId(id=i) for i in item_ids], additional_fields=set(DESCRIBE_FIELDS), shape=ID_ONLY)))
+        except MigrateError:
+            return {}
+        out = {}
+        for item_id, elem in zip(item_ids, elems, strict=False):
+            if isinstance(elem, Exception):
+                continue
+            subject = _CONTROL.sub(" ", _text(elem, "Subject") or "")[:80]
+            received = (_text(elem, "DateTimeReceived") or "")[:16].replace("T", " ")
+            size = _text(elem, "Size") or "?"
+            out[item_id] = f"\"{subject}\" received {received or '?'} ({size} bytes)"
+        return out
 
     def quota(self) -> tuple[int, int] | None:
         """(used, limit) in bytes, when the server shows the mailbox quota on its root folder; else None."""

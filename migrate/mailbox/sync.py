@@ -41,6 +41,7 @@ from migrate.core.ratelimit import RateLimiter
 from migrate.core.retry import retrying
 from migrate.core.store import FolderState, MailboxRow, MessageRecord, Store
 from migrate.mailbox.central import Destination, LazyDestination, check_access
+from migrate.mailbox.ews import Unreadable
 from migrate.mailbox.fingerprint import PREFIX, fingerprint, of_message
 from migrate.mailbox.folders import CentralLayout, FolderMapping, SourceFolderInfo, map_folders
 from migrate.mailbox.imap import (
@@ -57,6 +58,9 @@ from migrate.mailbox.sources import Sources, folder_list
 log = logging.getLogger(__name__)
 
 Key = int | str  # IMAP source UID, or EWS item id
+#: SyncFolderItems answers in a row that promise more changes but carry none and keep the same state before
+#: the folder is left for the next pass (exchangelib guards the same way).
+MAX_SYNC_STALLS = 3
 
 @dataclass
 class SyncOptions:
@@ -99,6 +103,8 @@ class FolderReport:
     to_copy: int = 0          # dry-run: would copy
     to_copy_bytes: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (message, reason)
+    #: Something people should know that did not fail the folder (e.g. a server whose sync state stalled).
+    warnings: list[str] = field(default_factory=list)
     error: str | None = None
 
 
@@ -537,6 +543,7 @@ class _MailboxPass:
         present: dict[Key, tuple[str, ...]] = {}
         encoded: set[Key] = set()
         next_uid = dest_status.get("UIDNEXT") or 1
+        stalls = 0
         while True:
             self.check_stop()
             try:
@@ -566,6 +573,8 @@ class _MailboxPass:
             if changes.deletes:
                 gone = [d for d in changes.deletes if d in records]
                 self._delete(state, dest_name, records, gone, fr)
+            stalled = (changes.more and changes.state == sync_state and not changes.creates and not changes.updates
+                       and not changes.deletes)
             sync_state = changes.state
             if not self.dry and state is not None:
                 self.store.update_folder(state.id, sync_state=sync_state, last_synced_at=_now(),
@@ -573,6 +582,19 @@ class _MailboxPass:
             present.clear()
             if not changes.more:
                 break
+            if stalled:
+                # Exchange sometimes answers "more to come" with the same state and no change: asking again
+                # would loop for ever. What was copied is recorded; the next pass asks from this state again.
+                stalls += 1
+                if stalls >= MAX_SYNC_STALLS:
+                    log.warning("%s: %s: the server says more changes follow but its sync state has not moved "
+                                "in %d answers; the folder is left for the next pass", self.mailbox.email,
+                                src_info.name, stalls)
+                    fr.warnings.append(f"the server's sync state stopped advancing after {stalls} answers; the "
+                                       "next pass continues from there")
+                    break
+            else:
+                stalls = 0
         if src_info.size is not None:
             self.report.src_bytes += src_info.size
         elif state is not None:
@@ -695,6 +717,15 @@ class _MailboxPass:
                 next_uid = self._copy_streamed(state, dest_name, batch[0], next_uid, fr)
                 continue
             bodies = self._fetch(batch)
+            for item in batch:
+                answer = bodies.get(item.key)
+                if isinstance(answer, Unreadable):
+                    # The source cannot give this item at all (an EWS item Exchange cannot convert): recorded
+                    # as failed with its reason, and the folder goes on (its sync state then advances).
+                    del bodies[item.key]
+                    reason = f"{answer.described}: {answer.reason}"
+                    self.store.record_failed(state.id, *_cols(item.key), "", item.size, reason)
+                    fr.failed.append((answer.described, answer.reason))
             fetched = sum(len(b) for b in bodies.values())
             if self.limiter:
                 self.limiter.consume(fetched)
@@ -763,7 +794,7 @@ class _MailboxPass:
                 careful = True
         return landed
 
-    def _fetch(self, batch: list[_Item]) -> dict[Key, bytes]:
+    def _fetch(self, batch: list[_Item]) -> dict[Key, bytes | Unreadable]:
         if self.is_ews:
             return dict(self.src.mime([str(i.key) for i in batch]))
         return self.src.bodies([int(i.key) for i in batch])  # type: ignore[misc]

@@ -33,6 +33,9 @@ class MailboxRecord:
     #: The last failure's reason, if it failed at some point (and when).
     last_failure: str | None = None
     failed_at: str | None = None
+    #: Messages not copied, with why (refused by the central host, or not exportable by the source: an
+    #: Exchange item is named by subject, date and size).
+    not_copied: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -96,5 +99,7 @@ def _mailbox_record(store: Store, mailbox) -> MailboxRecord:
             reached[by_state[new]] = event.at
         if new == lifecycle.FAILED:
             last_failure, failed_at = match.group(3) or "failed", event.at
+    not_copied = [{"folder": m["folder"], "size": m["size"], "why": m["error"]}
+                  for m in store.failed_messages(mailbox.id)]
     return MailboxRecord(mailbox.email, mailbox.display_name, mailbox.state, reached, mailbox.copied_messages,
-                         mailbox.copied_bytes, last_failure, failed_at)
+                         mailbox.copied_bytes, last_failure, failed_at, not_copied)

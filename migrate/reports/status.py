@@ -64,6 +64,9 @@ def plain_reason(reason: str | None) -> str | None:
     return reason
 
 
+#: How many of a mailbox's messages not copied ``status`` lists (the count is always whole).
+MAX_NOT_COPIED = 10
+
 #: A phone's state in the helpdesk's words.
 PHONE_TEXT = {
     lifecycle.NEW: "not planned yet; the desk phone still rings on the ministry's PBX",
@@ -124,6 +127,8 @@ class StatusView:
     last_sync_result: str | None
     next_steps: list[str]
     events: list[dict[str, str]] = field(default_factory=list)
+    #: The messages not copied, with why (the central host refused them, or the source cannot export them).
+    messages_not_copied: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,7 +177,9 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         last_sync_result=mailbox.last_sync_result,
         next_steps=next_steps(mailbox, wave, cutover_wave, domain) + phone_steps(extensions, wave),
         events=[{"at": e.at, "action": e.action, "detail": e.detail, "actor": e.actor}
-                for e in store.events(obj=f"mailbox/{mailbox.email}", limit=events)])
+                for e in store.events(obj=f"mailbox/{mailbox.email}", limit=events)],
+        messages_not_copied=[{"folder": m["folder"], "size": m["size"], "why": m["error"]}
+                             for m in store.failed_messages(mailbox.id)[:MAX_NOT_COPIED]])
 
 
 def next_steps(mailbox: MailboxRow, wave: WaveInfo | None, cutover_wave: str | None, domain: str) -> list[str]:

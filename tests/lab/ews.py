@@ -96,12 +96,23 @@ class RequestRecord:
 
 
 class EwsFailure(Exception):
-    """An EWS error for one response message (``ResponseClass="Error"``)."""
+    """An EWS error for one response message (``ResponseClass="Error"``, or ``"Warning"``)."""
 
-    def __init__(self, code: str, text: str) -> None:
+    def __init__(self, code: str, text: str, *, response_class: str = "Error") -> None:
         super().__init__(text)
         self.code = code
         self.text = text
+        self.response_class = response_class
+
+
+#: How :meth:`EwsResponder.break_item` makes an item unexportable, as real Exchange servers do: a meeting
+#: request or S/MIME item whose MIME cannot be produced, a corrupt item, an item without MimeContent.
+BROKEN_ITEMS = {
+    "conversion-failed": ("ErrorMimeContentConversionFailed",
+                          "Mime conversion failed for this item: the content could not be converted."),
+    "corrupt": ("ErrorItemCorrupt", "The item is corrupt."),
+    "no-mime": (None, ""),
+}
 
 
 class SoapFault(Exception):
@@ -283,8 +294,9 @@ def item_value(item: LabItem, uri: str) -> str | list[str] | None:
     return None
 
 
-def render_item(parent: ET.Element, item: LabItem, shape: Shape, api: int) -> ET.Element:
-    """A ``t:Message`` with the properties the shape asks for, in schema order."""
+def render_item(parent: ET.Element, item: LabItem, shape: Shape, api: int, *, mime: bool = True) -> ET.Element:
+    """A ``t:Message`` with the properties the shape asks for, in schema order (``mime=False``: without
+    MimeContent even when asked, as Exchange answers for some items)."""
     msg = _el(parent, T, "Message")
     flags = item.flags
 
@@ -292,7 +304,7 @@ def render_item(parent: ET.Element, item: LabItem, shape: Shape, api: int) -> ET
         return shape.wants(uri, ITEM_DEFAULT, ITEM_ALL)
 
     head = _Headers.of(item.message)
-    if wants("item:MimeContent") or shape.include_mime:
+    if mime and (wants("item:MimeContent") or shape.include_mime):
         _el(msg, T, "MimeContent", base64.b64encode(item.message.raw).decode("ascii"), CharacterSet="UTF-8")
     _el(msg, T, "ItemId", Id=item.item_id, ChangeKey=item.change_key)
     if wants("item:ParentFolderId"):
@@ -508,7 +520,8 @@ class _Context:
 
 
 def _message(parent: ET.Element, operation: str, failure: EwsFailure | None = None) -> ET.Element:
-    msg = _el(parent, M, f"{operation}ResponseMessage", ResponseClass="Error" if failure else "Success")
+    msg = _el(parent, M, f"{operation}ResponseMessage",
+              ResponseClass=failure.response_class if failure else "Success")
     if failure is not None:
         _el(msg, M, "MessageText", failure.text)
         _el(msg, M, "ResponseCode", failure.code)
@@ -639,6 +652,10 @@ class _Operations:
                 if restriction is not None:
                     found = [i for i in found if evaluate(restriction, lambda uri, i=i: item_value(i, uri))]
                 found = _sort(found, req.find(f"{{{M}}}SortOrder"), item_value)
+                limit = self.ctx.responder.find_count_limit
+                if limit is not None and view is not None and int(view.get("MaxEntriesReturned") or 0) > limit:
+                    raise EwsFailure("ErrorExceededFindCountLimit", "The find operation exceeded the allowed "
+                                     "maximum number of items for a page; use a smaller page.")
                 start, count = _paging(view, len(found), self.ctx.responder.page_limit)
             except EwsFailure as failure:
                 _message(messages, "FindItem", failure)
@@ -656,13 +673,33 @@ class _Operations:
         shape = Shape.parse(req.find(f"{{{M}}}ItemShape"))
         response = _el(None, M, "GetItemResponse")
         messages = _el(response, M, "ResponseMessages")
+        responder = self.ctx.responder
+        wants_mime = shape.include_mime or shape.wants("item:MimeContent", ITEM_DEFAULT, ITEM_ALL)
+        stopped = False
+        answers = []
         for ref in _children(req, "ItemIds"):
             try:
+                if stopped:
+                    raise EwsFailure("ErrorBatchProcessingStopped", "Batch processing stopped: a previous item "
+                                     "of the batch failed.", response_class="Warning")
                 item = self.ctx.item(ref)
+                broken = responder.broken_items.get(item.item_id) if wants_mime else None
+                if broken and BROKEN_ITEMS[broken][0]:
+                    stopped = responder.stop_batches
+                    raise EwsFailure(*BROKEN_ITEMS[broken])
             except EwsFailure as failure:
+                answers.append((failure, None))
+                continue
+            answers.append((None, (item, broken)))
+        if wants_mime and responder.take_misorder():
+            answers.reverse()  # a server that re-sent items after a throttled answer: replies out of place
+        for failure, found in answers:
+            if failure is not None:
                 _el(_message(messages, "GetItem", failure), M, "Items")
                 continue
-            render_item(_el(_message(messages, "GetItem"), M, "Items"), item, shape, self.ctx.api)
+            item, broken = found
+            render_item(_el(_message(messages, "GetItem"), M, "Items"), item, shape, self.ctx.api,
+                        mime=broken != "no-mime")
         return response
 
     def SyncFolderItems(self, req: ET.Element) -> ET.Element:
@@ -689,6 +726,13 @@ class _Operations:
             except ValueError:
                 raise EwsFailure("ErrorInvalidSyncStateData", "Synchronization state data is corrupt or otherwise "
                                  "invalid.") from None
+            if token and self.ctx.responder.take_stall(folder.folder_id):
+                # Exchange, sometimes: "more to come", the same state, and no change.
+                msg = _message(messages, "SyncFolderItems")
+                _el(msg, M, "SyncState", token)
+                _el(msg, M, "IncludesLastItemInRange", "false")
+                _el(msg, M, "Changes")
+                return response
             changes, seq, last = store.changes_since(folder, since, max_changes)
         except EwsFailure as failure:
             msg = _message(messages, "SyncFolderItems", failure)
@@ -877,6 +921,15 @@ class EwsResponder:
         self.quota_bytes = quota_bytes
         self.port = free_port()
         self._faults: list[Fault] = []
+        #: FindItem pages asking for more items than this are refused with ErrorExceededFindCountLimit (a
+        #: throttling policy's limit), where ``page_limit`` silently shortens them.
+        self.find_count_limit: int | None = None
+        #: item id → a key of BROKEN_ITEMS: what GetItem for its MIME answers.
+        self.broken_items: dict[str, str] = {}
+        #: After a broken item, the rest of its GetItem batch gets the Warning ErrorBatchProcessingStopped.
+        self.stop_batches = False
+        self._stalls: dict[str, int] = {}
+        self._misorders = 0
         self._log: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._connections: set = set()
@@ -960,6 +1013,39 @@ class EwsResponder:
             raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULT_KINDS)}")
         with self._lock:
             self._faults.append(Fault(fault, count, operation, mailbox, back_off_ms, retry_after))
+
+    def break_item(self, item_id: str, how: str) -> None:
+        """Make GetItem for this item's MIME fail as Exchange does for some items (:data:`BROKEN_ITEMS`)."""
+        if how not in BROKEN_ITEMS:
+            raise ValueError(f"unknown way to break an item {how!r}; one of {', '.join(BROKEN_ITEMS)}")
+        self.broken_items[item_id] = how
+
+    def stall_sync(self, email: str, folder_path: tuple[str, ...], times: int) -> None:
+        """The next ``times`` SyncFolderItems of this folder that carry a state answer "more changes follow"
+        with the same state and no change (as Exchange sometimes does)."""
+        with self.store.lock:
+            folder_id = self.store.mailbox(email).folder(*folder_path).folder_id
+        with self._lock:
+            self._stalls[folder_id] = times
+
+    def take_stall(self, folder_id: str) -> bool:
+        with self._lock:
+            if self._stalls.get(folder_id, 0) > 0:
+                self._stalls[folder_id] -= 1
+                return True
+            return False
+
+    def misorder_get_items(self, times: int = 1) -> None:
+        """The next ``times`` GetItem for MIME answer their items in reverse order."""
+        with self._lock:
+            self._misorders = times
+
+    def take_misorder(self) -> bool:
+        with self._lock:
+            if self._misorders > 0:
+                self._misorders -= 1
+                return True
+            return False
 
     def clear_faults(self) -> None:
         with self._lock:

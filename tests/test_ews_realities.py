@@ -1,0 +1,125 @@
+"""Exchange as it really is (first part): items whose MIME the server cannot give, batches it stops, replies
+out of place, and a SyncFolderItems that promises more but does not move. Each is a behaviour of the lab's EWS
+responder (real SOAP over HTTPS) that a real Exchange server has, against the real sync engine and Dovecot."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from migrate.core.errors import ExitCode
+from tests.lab import corpus, scenario
+from tests.lab.inspect import read_mailbox
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def exchange(tmp_path):
+    boxes = corpus.ministry(seed="realities", domain="finance.gov.bz", users=1, messages=24, login_style="email")
+    ws = tmp_path / "ws"
+    lab = scenario.ews_lab(ws, boxes)
+    yield lab, ws, boxes[0], lab.extra[0]
+    lab.stop()
+
+
+def sync(govmigrate, ws, email, expect=0) -> dict:
+    return json.loads(govmigrate("-w", ws, "sync", email, "--json", expect=expect).stdout)[0]
+
+
+def inbox_subjects(lab, email) -> list[bytes]:
+    return [m.raw for m in read_mailbox(lab.central, email)["INBOX"].messages]
+
+
+def failed_rows(ws) -> list[tuple[str, str]]:
+    with sqlite3.connect(ws / "state.db") as db:
+        return db.execute("SELECT src_item, error FROM messages WHERE state = 'failed' ORDER BY src_item").fetchall()
+
+
+def test_items_the_server_cannot_export_are_recorded_and_the_folder_goes_on(govmigrate, exchange):
+    lab, ws, box, responder = exchange
+    ids = responder.item_ids(box.email, ("INBOX",))
+    assert len(ids) >= 5
+    broken = {ids[1]: "conversion-failed", ids[2]: "corrupt", ids[3]: "no-mime"}
+    for item_id, how in broken.items():
+        responder.break_item(item_id, how)
+    first = sync(govmigrate, ws, box.email, expect=int(ExitCode.PARTIAL))
+    inbox = box.folder("INBOX").messages
+    got = inbox_subjects(lab, box.email)
+    assert len(got) == len(inbox) - 3, "every other message of the folder is copied"
+    rows = dict(failed_rows(ws))
+    assert set(rows) == set(broken)
+    assert "ErrorMimeContentConversionFailed" in rows[ids[1]] and "ErrorItemCorrupt" in rows[ids[2]]
+    assert "no MIME content" in rows[ids[3]]
+    subject = next(m for m in inbox if m.raw in {inbox[1].raw}).raw.split(b"Subject: ", 1)[-1].split(b"\r\n")[0]
+    assert subject.decode(errors="replace")[:30] in rows[ids[1]], "named by subject, date and size"
+    assert first["refused"] == 3 and first["result"] == "incomplete"
+    assert {p["error"] for p in first["problems"]} >= {"the server gave no MIME content for it"}
+    # The sync state advanced: the next pass neither stops at the same items nor copies anything twice, and
+    # takes what arrived meanwhile.
+    new = corpus.CorpusMessage(b"Subject: after the broken items\r\n\r\nnew\r\n", ("\\Seen",), inbox[0].internaldate)
+    responder.add_message(box.email, ("INBOX",), new)
+    second = sync(govmigrate, ws, box.email)
+    assert second["copied"] == 1 and second["refused"] == 0 and second["result"] == "ok"
+    assert len(inbox_subjects(lab, box.email)) == len(inbox) - 2
+    status = govmigrate("-w", ws, "status", box.email, expect=None).stdout
+    assert "3 not copied" in status and "ErrorItemCorrupt" in status
+    checked = json.loads(govmigrate("-w", ws, "verify", box.email, "--json").stdout)[0]
+    assert checked["matches"], "what the source cannot export is listed, not a difference"
+    listed = [u for f in checked["folders"] for u in f["unexportable"]]
+    assert len(listed) == 3 and any("received" in u and "bytes" in u for u in listed)
+    # The wave's record names them too.
+    govmigrate("-w", ws, "inventory", "mail")
+    plan = json.loads(govmigrate("-w", ws, "plan", "generate", "--json", expect=None).stdout)
+    wave = next(w["wave"] for w in plan["waves"] if box.email in
+                json.dumps(json.loads(govmigrate("-w", ws, "report", "--wave", w["wave"], "--json").stdout)))
+    record = json.loads(govmigrate("-w", ws, "report", "--wave", wave, "--json").stdout)
+    [mine] = [m for m in record["mailboxes"] if m["email"] == box.email]
+    assert len(mine["not_copied"]) == 3 and all("received" in n["why"] for n in mine["not_copied"][:2])
+
+
+def test_a_batch_the_server_stops_is_asked_for_again(govmigrate, exchange):
+    lab, ws, box, responder = exchange
+    ids = responder.item_ids(box.email, ("INBOX",))
+    responder.stop_batches = True
+    responder.break_item(ids[0], "conversion-failed")   # the rest of its batch gets ErrorBatchProcessingStopped
+    sync(govmigrate, ws, box.email, expect=int(ExitCode.PARTIAL))
+    assert len(inbox_subjects(lab, box.email)) == len(box.folder("INBOX").messages) - 1
+    assert [item for item, _ in failed_rows(ws)] == [ids[0]]
+
+
+def test_replies_out_of_place_are_never_paired_with_the_wrong_message(govmigrate, exchange):
+    _lab, ws, box, responder = exchange
+    responder.misorder_get_items(1)
+    sync(govmigrate, ws, box.email)  # the misordered batch is retried (transient), then all is right
+    results = json.loads(govmigrate("-w", ws, "verify", box.email, "--deep", "--json").stdout)
+    assert results[0]["matches"], results
+
+
+def test_a_sync_state_that_does_not_advance_ends_the_folder_for_this_pass(govmigrate, exchange):
+    lab, ws, box, responder = exchange
+    sync(govmigrate, ws, box.email)
+    new = corpus.CorpusMessage(b"Subject: while the server stalls\r\n\r\nnew\r\n", (),
+                               box.folder("INBOX").messages[0].internaldate)
+    responder.add_message(box.email, ("INBOX",), new)
+    responder.stall_sync(box.email, ("INBOX",), times=50)
+    before = len(responder.requests_for("SyncFolderItems", box.email))
+    stalled = sync(govmigrate, ws, box.email)   # ends: no endless loop, nothing lost
+    assert any("stopped advancing" in w["warning"] for w in stalled["folder_warnings"]), stalled
+    calls = len(responder.requests_for("SyncFolderItems", box.email)) - before
+    folders = len(box.folders)
+    assert calls <= folders + 3, "the folder was left after a few answers, not asked 50 times"
+    responder.stall_sync(box.email, ("INBOX",), times=0)
+    again = sync(govmigrate, ws, box.email)
+    assert again["copied"] == 1 and new.raw in inbox_subjects(lab, box.email)
+
+
+def test_a_find_count_limit_means_smaller_pages_not_a_failure(govmigrate, exchange):
+    _lab, ws, box, responder = exchange
+    sync(govmigrate, ws, box.email)
+    responder.find_count_limit = 7            # the service asks for 500 per page; the policy allows 7
+    results = json.loads(govmigrate("-w", ws, "verify", box.email, "--json").stdout)
+    assert results[0]["matches"], results
+    assert any(r.code == "ErrorExceededFindCountLimit" for r in responder.requests_for("FindItem", box.email))
