@@ -59,6 +59,9 @@ def command(ctx: click.Context, app: App, wave: str, dry_run: bool, force: bool,
         if phones and not result.interrupted and not result.failed:
             with progress_for(app, f"{wave}: phones", unit="items") as sink:
                 phone_step = register_phones(wr, force=force, reason=reason, progress=sink, stop=threading.Event())
+        elif phones:
+            app.warn(f"wave {wave}: its phones were not checked, because the mail part of the cut-over did not "
+                     "finish; run the same command again")
     if as_json:
         emit_json({**as_dict(result), "domains": [d.as_dict() for d in result.domains],
                    "forced": [{"who": w, "what": m} for w, m in result.forced], "reason": result.force_reason,
