@@ -21,7 +21,7 @@ from markupsafe import Markup
 from migrate.cli.output import human_bytes
 from migrate.core.store import actor
 from migrate.reports.history import STAMP, WAVE_STATUSES, BurnUp, FailureGroup, wave_status
-from migrate.reports.programme import ProgrammeReport, WaveLine
+from migrate.reports.programme import ProgrammeReport, WaveLine, local_text
 from migrate.reports.record import MILESTONES, WaveRecord
 
 #: Colours of the timeline and the legend (also told in words: colour is never the only signal).
@@ -39,14 +39,11 @@ def _environment() -> jinja2.Environment:
 
 
 def _when(utc_text: str | None) -> str:
-    """A stored UTC timestamp as local time, to the minute; '' for none."""
-    if not utc_text:
-        return ""
+    """A stored UTC timestamp as local time, to the minute; '' for none, the text itself if it is no timestamp."""
     try:
-        when = dt.datetime.strptime(utc_text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        return local_text(utc_text) or ""
     except ValueError:
-        return utc_text
-    return when.astimezone().strftime("%Y-%m-%d %H:%M")
+        return utc_text or ""
 
 
 def _pct(part: int, whole: int) -> str:

@@ -15,16 +15,15 @@ Data only, from the store and :mod:`migrate.reports.programme`'s records; render
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 
 from migrate.core.store import Store
 from migrate.plans.catalog import MailboxInfo
-from migrate.reports.programme import FailureLine, ProgrammeReport, WaveLine
+from migrate.plans.model import PlanWindow
+from migrate.reports.programme import FailureLine, ProgrammeReport, WaveLine, local_datetime
 from migrate.reports.status import plain_reason
 from migrate.waves import lifecycle
 
-_STATE_CHANGE = re.compile(r"^(\S+) -> (\S+)")
 #: How points are timed (local time).
 STAMP = "%Y-%m-%d %H:%M:%S"
 
@@ -47,11 +46,6 @@ class BurnUp:
     total_bytes: int = 0
 
 
-def _local(utc_text: str) -> dt.datetime:
-    when = dt.datetime.strptime(utc_text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-    return when.astimezone().replace(tzinfo=None)
-
-
 def burn_up(store: Store, report: ProgrammeReport, mailboxes: list[MailboxInfo]) -> BurnUp:
     """The actual line from the event log, the planned line from the wave windows (module docstring)."""
     size = {m.email: m.size or 0 for m in mailboxes if m.row.state != lifecycle.SKIPPED}
@@ -63,7 +57,7 @@ def burn_up(store: Store, report: ProgrammeReport, mailboxes: list[MailboxInfo])
         if event.action != "state":
             continue
         first_seen = first_seen or event.at  # the line starts at 0 when the first mailbox was planned
-        match = _STATE_CHANGE.match(event.detail)
+        match = lifecycle.STATE_EVENT.match(event.detail)
         email = event.object.partition("/")[2]
         if match is None or email not in size:
             continue
@@ -76,9 +70,9 @@ def burn_up(store: Store, report: ProgrammeReport, mailboxes: list[MailboxInfo])
         else:
             done.discard(email)
             count, volume = count - 1, volume - size[email]
-        at = _local(event.at).strftime(STAMP)
+        at = local_datetime(event.at).strftime(STAMP)
         if not result.actual:
-            result.actual.append(Point(_local(first_seen).strftime(STAMP), 0, 0))
+            result.actual.append(Point(local_datetime(first_seen).strftime(STAMP), 0, 0))
         if len(result.actual) > 1 and result.actual[-1].at == at:  # the start point stays
             result.actual[-1] = Point(at, count, volume)
         else:
@@ -92,10 +86,9 @@ def burn_up(store: Store, report: ProgrammeReport, mailboxes: list[MailboxInfo])
 
 
 def _window_end(wave: WaveLine) -> dt.datetime:
-    assert wave.window_date is not None
-    hour, _, minute = wave.window_start.partition(":")
-    start = dt.datetime.combine(dt.date.fromisoformat(wave.window_date), dt.time(int(hour), int(minute or 0)))
-    return start + dt.timedelta(hours=wave.window_hours)
+    end = PlanWindow(date=wave.window_date, start=wave.window_start, hours=wave.window_hours).ends()
+    assert end is not None  # only waves with a window date are planned
+    return end
 
 
 #: The timeline's words, in the order a legend lists them.

@@ -157,12 +157,15 @@ def _window(doc: dict[str, Any] | None) -> PlanWindow:
     return PlanWindow(date=w.get("date"), start=w.get("start") or "22:00", hours=w.get("hours") or 6.0)
 
 
-def _local(utc_text: str | None) -> str | None:
-    """A store timestamp (UTC) in local time, as the windows are written."""
-    if not utc_text:
-        return None
+def local_datetime(utc_text: str) -> dt.datetime:
+    """A store timestamp (UTC, ``YYYY-MM-DDTHH:MM:SSZ``) as naive local time, as the windows are written."""
     when = dt.datetime.strptime(utc_text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-    return _fmt(when.astimezone().replace(tzinfo=None))
+    return when.astimezone().replace(tzinfo=None)
+
+
+def local_text(utc_text: str | None) -> str | None:
+    """A store timestamp in local time to the minute, as reports show it; None for none."""
+    return _fmt(local_datetime(utc_text)) if utc_text else None
 
 
 def _fmt(when: dt.datetime | None) -> str | None:
@@ -172,7 +175,7 @@ def _fmt(when: dt.datetime | None) -> str | None:
 def _wave_completion(window: PlanWindow, counts: Counts, remaining_hours: float, last_finish: str | None,
                      today: dt.datetime) -> Completion:
     if counts.to_migrate and counts.done == counts.to_migrate:
-        return Completion(_local(last_finish), "done")
+        return Completion(local_text(last_finish), "done")
     if not counts.to_migrate:
         return Completion(None, "nothing planned")
     start, end = window.starts(), window.ends()

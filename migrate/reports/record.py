@@ -4,7 +4,6 @@ pass did to each mailbox, the DNS changes applied and the SIP results, and its e
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +17,6 @@ GATE_ACTIONS = ("preflight-failed", "gate-forced", "phone step-refused", "sip co
 #: The columns of the per-mailbox table: the state each pass (and the cut-over) leads to.
 MILESTONES = (("prestage", lifecycle.PRESTAGED), ("delta", lifecycle.DELTA_SYNCED),
               ("final", lifecycle.FINAL_SYNCED), ("cut-over", lifecycle.CUT_OVER), ("done", lifecycle.DONE))
-_STATE_CHANGE = re.compile(r"^(\S+) -> (\S+)(?:: (.*))?$", re.DOTALL)
 
 
 @dataclass
@@ -91,7 +89,7 @@ def _mailbox_record(store: Store, mailbox) -> MailboxRecord:
     by_state = {state: name for name, state in MILESTONES}
     last_failure = failed_at = None
     for event in store.events(obj=f"mailbox/{mailbox.email}"):
-        match = _STATE_CHANGE.match(event.detail) if event.action == "state" else None
+        match = lifecycle.STATE_EVENT.match(event.detail) if event.action == "state" else None
         if match is None:
             continue
         new = match.group(2)

@@ -45,8 +45,6 @@ from migrate.waves import lifecycle
 RESULTS = ("pass", "note", "warn", "fail", "skip")
 #: OPTIONS answers that prove the server is there and speaks SIP, though not with a 200.
 NOTED_STATUSES = (401, 403, 404, 405, 407)
-#: Extension states whose extensions the platform has been given (a REGISTER can be expected to work).
-PROVISIONED_OR_LATER = (lifecycle.PROVISIONED, lifecycle.REGISTERED, lifecycle.CUT_OVER, lifecycle.DONE)
 STEP = "sip-check"
 
 
@@ -248,20 +246,19 @@ def client_for(sip: SipSection, project: Project, target: Target) -> SipClient:
 def _probe(project: Project, sip: SipSection, target: Target, recorder: _Recorder, budget: _Budget) -> bool:
     """OPTIONS to one target (and its TLS check); True when it can take registrations."""
     subject = target_subject(target)
+    failure: SipError | None = None
     with budget.slot(target), client_for(sip, project, target) as client:
         try:
             exchange = client.options()
-        except SipTlsFailed as exc:
-            recorder.add(_tls_check(sip, subject, exc.info, verified=sip.verify_certificate))
-            recorder.add(Check(subject, "options", "fail", f"not sent: {exc}"))
-            return False
         except SipError as exc:
-            if target.transport == "tls" and client.tls_info is not None:
-                recorder.add(_tls_check(sip, subject, client.tls_info, verified=sip.verify_certificate))
-            recorder.add(Check(subject, "options", "fail", str(exc)))
-            return False
-        if target.transport == "tls" and client.tls_info is not None:
-            recorder.add(_tls_check(sip, subject, client.tls_info, verified=sip.verify_certificate))
+            failure = exc
+        info = failure.info if isinstance(failure, SipTlsFailed) else client.tls_info
+    if target.transport == "tls" and info is not None:
+        recorder.add(_tls_check(sip, subject, info, verified=sip.verify_certificate))
+    if failure is not None:
+        not_sent = "not sent: " if isinstance(failure, SipTlsFailed) else ""
+        recorder.add(Check(subject, "options", "fail", f"{not_sent}{failure}"))
+        return False
     response = exchange.response
     data = {"status": response.status, "rtt_ms": round(exchange.rtt * 1000, 1),
             "retransmissions": exchange.retransmissions, "server": response.header("Server")}
@@ -312,8 +309,7 @@ def _tls_check(sip: SipSection, subject: str, info: TlsInfo, *, verified: bool) 
 
 def _register(project: Project, sip: SipSection, row: ExtensionRow, usable: list[Target], secrets: _Secrets,
               budget: _Budget) -> Check:
-    level = row.prior_state if row.state == lifecycle.FAILED and row.prior_state else row.state
-    if level not in PROVISIONED_OR_LATER:
+    if not lifecycle.extension_reached(row, lifecycle.PROVISIONED):
         return Check(row.key, "register", "skip", f"not provisioned yet ({row.state}): govmigrate voip export "
                                                   f"--wave {row.wave or 'WAVE'} first")
     if (row.tech or "").lower() == "virtual":

@@ -47,16 +47,6 @@ class PhoneStepResult:
                 "dry_run": self.dry_run, "checks": self.report.as_dict() if self.report else None}
 
 
-def _level(row: ExtensionRow) -> str:
-    return row.prior_state if row.state == lifecycle.FAILED and row.prior_state else row.state
-
-
-def _at_least(row: ExtensionRow, state: str) -> bool:
-    order = lifecycle.EXTENSION_ORDER
-    level = _level(row)
-    return level in order and order.index(level) >= order.index(state)
-
-
 def _virtual(row: ExtensionRow) -> bool:
     return (row.tech or "").lower() == "virtual"
 
@@ -98,7 +88,7 @@ def register_phones(run: WaveRun, *, force: bool = False, reason: str | None = N
                             + "; ".join(f"{w}: {y}" for w, y in result.blocking[:10]))
     for row in rows:
         check = registers.get(row.key)
-        if _at_least(row, lifecycle.REGISTERED):
+        if lifecycle.extension_reached(row, lifecycle.REGISTERED):
             result.already.append(row.key)
         elif check is not None and check.result in ("pass", "warn") and check.data.get("statuses"):
             result.moved.append(row.key)
@@ -119,9 +109,10 @@ def confirm_wave(run: WaveRun, *, force: bool = False, reason: str | None = None
     result = PhoneStepResult(run.wave_id, force_reason=reason if force else None, dry_run=run.dry_run)
     ready = []
     for row in rows:
-        if _at_least(row, lifecycle.CUT_OVER):
+        if lifecycle.extension_reached(row, lifecycle.CUT_OVER):
             result.already.append(row.key)
-        elif _at_least(row, lifecycle.REGISTERED) or (_virtual(row) and _at_least(row, lifecycle.PROVISIONED)):
+        elif lifecycle.extension_reached(row, lifecycle.REGISTERED) or (
+                _virtual(row) and lifecycle.extension_reached(row, lifecycle.PROVISIONED)):
             ready.append(row)
         else:
             result.blocking.append((row.key, f"not registered ({row.state}): govmigrate cutover {run.wave_id} "

@@ -189,9 +189,8 @@ def export_wave(project: Project, store: Store, plan: Plan, wave_id: str, *, fmt
             # Where sip check finds the secret the platform now has: the file holding it in clear, or the PBX's.
             store.set_extension_secret_file(
                 row.id, str(Path(clear or written.files[0]).resolve()) if row.key in written.new_secrets else None)
-            level = row.prior_state if row.state == lifecycle.FAILED and row.prior_state else row.state
             detail = f"exported ({fmt}) to {where}" + (", new secret" if row.key in written.new_secrets else "")
-            if _before_provisioned(level):
+            if not lifecycle.extension_reached(row, lifecycle.PROVISIONED):
                 store.set_extension_state(row.id, lifecycle.PROVISIONED, detail)
                 result.provisioned.append(row.key)
             else:
@@ -209,11 +208,6 @@ def export_wave(project: Project, store: Store, plan: Plan, wave_id: str, *, fmt
                          seconds=time.monotonic() - started, detail=detail)
         store.add_event(f"wave/{wave_id}", "voip-export", detail)
         return result
-
-
-def _before_provisioned(state: str) -> bool:
-    order = lifecycle.EXTENSION_ORDER
-    return state not in order or order.index(state) < order.index(lifecycle.PROVISIONED)
 
 
 def sip_domain(project: Project) -> str | None:

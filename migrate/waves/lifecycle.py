@@ -18,6 +18,7 @@ pass on mailboxes that already completed it. ``cut-over`` and ``done`` belong to
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from migrate.core.errors import UsageError
@@ -60,6 +61,22 @@ def level(mailbox: MailboxRow) -> str:
     if mailbox.state == FAILED:
         return mailbox.prior_state or PLANNED
     return mailbox.state
+
+
+def extension_level(ext) -> str:
+    """The forward state an extension (an ExtensionRow) has reached: its state, or for a failed one the state
+    before it failed."""
+    return ext.prior_state if ext.state == FAILED and ext.prior_state else ext.state
+
+
+def extension_reached(ext, state: str) -> bool:
+    """Whether an extension has reached ``state`` (or gone past it) in :data:`EXTENSION_ORDER`."""
+    level = extension_level(ext)
+    return level in EXTENSION_ORDER and EXTENSION_ORDER.index(level) >= EXTENSION_ORDER.index(state)
+
+
+#: A state change as the store's events record it: ``"<before> -> <after>"``, then ``": <reason>"`` if any.
+STATE_EVENT = re.compile(r"^(\S+) -> (\S+)(?:: (.*))?$", re.DOTALL)
 
 
 def rank(state: str) -> int:

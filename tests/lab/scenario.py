@@ -246,20 +246,21 @@ def lab_env() -> dict[str, str]:
     return env
 
 
+def _set_section(ws: Path, section: str, settings: dict) -> None:
+    """Set keys of one section of the workspace's project file (None removes a key)."""
+    doc = yaml.safe_load((ws / "migration.yaml").read_text())
+    doc[section] = {k: v for k, v in {**(doc.get(section) or {}), **settings}.items() if v is not None}
+    (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
+
 def set_phones(ws: Path, **settings) -> None:
     """Set keys of the project file's ``phones:`` section (e.g. ``sip_domain``)."""
-    doc = yaml.safe_load((ws / "migration.yaml").read_text())
-    doc["phones"] = {**(doc.get("phones") or {}), **settings}
-    (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    _set_section(ws, "phones", settings)
 
 
 def set_sip(ws: Path, **settings) -> None:
     """Set keys of the project file's ``sip:`` section (None removes one)."""
-    doc = yaml.safe_load((ws / "migration.yaml").read_text())
-    doc["sip"] = {**(doc.get("sip") or {}), **settings}
-    for key in [k for k, v in doc["sip"].items() if v is None]:
-        del doc["sip"][key]
-    (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    _set_section(ws, "sip", settings)
 
 
 def add_dns(ws: Path, dns_lab) -> None:
