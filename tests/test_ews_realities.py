@@ -10,6 +10,7 @@ import sqlite3
 import pytest
 
 from migrate.core.errors import ExitCode
+from migrate.core.store import open_store
 from tests.lab import corpus, scenario
 from tests.lab.inspect import read_mailbox
 
@@ -123,3 +124,25 @@ def test_a_find_count_limit_means_smaller_pages_not_a_failure(govmigrate, exchan
     results = json.loads(govmigrate("-w", ws, "verify", box.email, "--json").stdout)
     assert results[0]["matches"], results
     assert any(r.code == "ErrorExceededFindCountLimit" for r in responder.requests_for("FindItem", box.email))
+
+
+def test_copies_are_recognised_after_exchange_rebuilds_their_mime(govmigrate, exchange):
+    """Exchange writes Keywords (the categories) and Importance again on every read. A copy made before a
+    category or importance change must still be recognised when the state store is lost, and verify must
+    call it the same message, not "missing" plus "other mail"."""
+    lab, ws, box, responder = exchange
+    sync(govmigrate, ws, box.email)
+    ids = responder.item_ids(box.email, ("INBOX",))
+    before = {m.raw for m in read_mailbox(lab.central, box.email)["INBOX"].messages}
+    responder.set_flags(box.email, ids[0], ("\\Seen", "Budget review"))
+    responder.set_flags(box.email, ids[1], ("Ministerial", "Árbol"))
+    responder.set_importance(box.email, ids[2], "High")
+    for suffix in ("", "-wal", "-shm"):            # the state store is lost
+        (ws / f"state.db{suffix}").unlink(missing_ok=True)
+    open_store(ws / "state.db", create=True).close()
+    again = sync(govmigrate, ws, box.email)
+    assert again["copied"] == 0, "every message was recognised on the central host"
+    inbox = read_mailbox(lab.central, box.email)["INBOX"].messages
+    assert len(inbox) == len(box.folder("INBOX").messages) and {m.raw for m in inbox} == before
+    checked = json.loads(govmigrate("-w", ws, "verify", box.email, "--deep", "--json").stdout)[0]
+    assert checked["matches"], checked

@@ -25,7 +25,7 @@ from tests.lab import corpus
 from tests.lab.base import free_port
 from tests.lab.certs import LabCA
 from tests.lab.ews import EXCHANGE_2010_SP2, EwsResponder
-from tests.lab.ews_store import ews_folder_path
+from tests.lab.ews_store import corpus_mime, ews_folder_path
 from tests.lab.proxy import FlakyProxy
 
 pytestmark = pytest.mark.lab
@@ -117,7 +117,7 @@ def test_mime_returns_the_exact_bytes_in_the_order_asked(src, responder, boxes):
     ids, raws = [], []
     for cf in box.folders:
         ids += responder.item_ids(box.email, cf.path)
-        raws += [m.raw for m in cf.messages]
+        raws += [corpus_mime(m) for m in cf.messages]
     ids.reverse()
     raws.reverse()
     got = list(mailbox.mime(ids))

@@ -12,7 +12,7 @@ from migrate.core.errors import ExitCode
 from migrate.core.store import open_store
 from tests.lab import corpus, scenario
 from tests.lab.corpus import CorpusMessage
-from tests.lab.ews_store import ews_folder_path
+from tests.lab.ews_store import corpus_mime, ews_folder_path
 from tests.lab.inspect import read_mailbox
 
 EWS_FLAGS = {"\\Seen", "\\Flagged", "\\Draft"}
@@ -39,7 +39,7 @@ def _expected(box: corpus.CorpusMailbox) -> dict[str, list[tuple[bytes, frozense
     for folder in box.folders:
         path = ews_folder_path(box, folder.path)
         name = "/".join((CENTRAL_NAME.get(path[0], path[0]), *path[1:]))
-        out[name] = [(m.raw, ews_flags(m.flags), m.internaldate.timestamp()) for m in folder.messages]
+        out[name] = [(corpus_mime(m), ews_flags(m.flags), m.internaldate.timestamp()) for m in folder.messages]
     return out
 
 

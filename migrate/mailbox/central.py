@@ -21,7 +21,7 @@ from migrate.core.errors import (
     ServerUnreachable,
     TlsFailed,
 )
-from migrate.mailbox.fingerprint import PREFIX, fingerprint
+from migrate.mailbox.fingerprint import PREFIX, Fingerprinter, fingerprint
 from migrate.mailbox.folders import DEFAULT_CENTRAL_SPECIAL, CentralLayout
 from migrate.mailbox.imap import (
     Credentials,
@@ -191,8 +191,10 @@ class Destination:
     # -- reads for reconciliation and verification ----------------------------------------------------
 
     @guarded
-    def fingerprints(self, folder: str, since_uid: int = 1) -> dict[int, tuple[str, int, tuple[str, ...]]]:
-        """UID → (fingerprint, size, flags) for the folder's messages with UID ≥ ``since_uid``."""
+    def fingerprints(self, folder: str, since_uid: int = 1, fp: Fingerprinter = fingerprint
+                     ) -> dict[int, tuple[str, int, tuple[str, ...]]]:
+        """UID → (fingerprint, size, flags) for the folder's messages with UID ≥ ``since_uid`` (``fp``: the
+        plain fingerprint, or the one that survives Exchange's MIME regeneration for an EWS source's copies)."""
         self.select(folder)
         try:
             data = fetch(self.client, f"{since_uid}:*", ["RFC822.SIZE", "FLAGS", f"BODY.PEEK[]<0.{PREFIX}>"])
@@ -204,7 +206,7 @@ class Destination:
                 continue  # "N:*" always returns the last message, even below N
             size = values.get(b"RFC822.SIZE", 0)
             prefix = values.get(b"BODY[]<0>", b"") or b""
-            out[uid] = (fingerprint(size, prefix), size, clean_flags(values.get(b"FLAGS")))
+            out[uid] = (fp(size, prefix), size, clean_flags(values.get(b"FLAGS")))
         return out
 
 

@@ -42,7 +42,7 @@ from migrate.core.retry import retrying
 from migrate.core.store import FolderState, MailboxRow, MessageRecord, Store
 from migrate.mailbox.central import Destination, LazyDestination, check_access
 from migrate.mailbox.ews import Unreadable
-from migrate.mailbox.fingerprint import PREFIX, fingerprint, of_message
+from migrate.mailbox.fingerprint import PREFIX, fingerprint, stable
 from migrate.mailbox.folders import CentralLayout, FolderMapping, SourceFolderInfo, map_folders
 from migrate.mailbox.imap import (
     Credentials,
@@ -379,6 +379,9 @@ class _MailboxPass:
         self.dry = engine.options.dry_run
         self.limiter = engine._limiters.get(source.id)
         self.is_ews = not isinstance(src, ImapSourceMailbox)
+        #: Exchange builds an item's MIME again on every read: its copies are matched by the fingerprint that
+        #: leaves out the header fields it rebuilds (migrate.mailbox.fingerprint.stable).
+        self.fingerprint = stable if self.is_ews else fingerprint
         self.max_keyword = engine.project.config.central.max_keyword_length
         #: Keywords shortened to the central host's limit in this pass → the names they stand for.
         self.long_names: dict[str, str] = {}
@@ -604,7 +607,7 @@ class _MailboxPass:
 
     def _dest_multiset(self, dest_name: str, exclude: set[int], since: int = 1) -> dict[str, list[tuple[int, tuple]]]:
         available: dict[str, list[tuple[int, tuple[str, ...]]]] = defaultdict(list)
-        for uid, (fp, _size, flags) in sorted(self.dest.fingerprints(dest_name, since).items()):
+        for uid, (fp, _size, flags) in sorted(self.dest.fingerprints(dest_name, since, self.fingerprint).items()):
             if uid not in exclude:
                 available[fp].append((uid, flags))
         return available
@@ -735,7 +738,7 @@ class _MailboxPass:
                 raw = bodies.get(item.key)
                 if raw is None:
                     continue  # expunged at the source since the listing: nothing to copy
-                fp = of_message(raw)
+                fp = self.fingerprint(len(raw), raw[:PREFIX])
                 slot = dest_available.get(fp)
                 if slot:
                     uid, dest_flags = slot.pop(0)

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,7 @@ from migrate.core.fanout import fanout
 from migrate.core.store import MailboxRow, Store
 from migrate.mailbox.central import Destination
 from migrate.mailbox.ews import Unreadable
-from migrate.mailbox.fingerprint import PREFIX, fingerprint, of_message
+from migrate.mailbox.fingerprint import PREFIX, Fingerprinter, fingerprint, stable, stable_content
 from migrate.mailbox.folders import map_folders
 from migrate.mailbox.imap import (
     Endpoint,
@@ -99,12 +100,13 @@ class MailboxCheck:
         return out
 
 
-def _imap_messages(client, max_keyword: int | None) -> dict[int, Msg]:
+def _imap_messages(client, max_keyword: int | None, fp: Fingerprinter = fingerprint) -> dict[int, Msg]:
     """Every message of the selected folder. ``max_keyword``: a source's flags, compared as the central host
-    gets them (migrate.mailbox.keywords); None for the central host's own."""
+    gets them (migrate.mailbox.keywords); None for the central host's own. ``fp``: the plain fingerprint, or
+    for the copies of an Exchange mailbox the one that survives its MIME regeneration."""
     items = ["FLAGS", "INTERNALDATE", "RFC822.SIZE", f"BODY.PEEK[]<0.{PREFIX}>"]
     data = fetch(client, "1:*", items)
-    return {uid: Msg(f"UID {uid}", fingerprint(v.get(b"RFC822.SIZE", 0), v.get(b"BODY[]<0>") or b""),
+    return {uid: Msg(f"UID {uid}", fp(v.get(b"RFC822.SIZE", 0), v.get(b"BODY[]<0>") or b""),
                      v.get(b"RFC822.SIZE", 0), _flags(v.get(b"FLAGS"), max_keyword),
                      imap_date(v.get(b"INTERNALDATE")))
             for uid, v in data.items()}
@@ -115,12 +117,12 @@ def _flags(raw, max_keyword: int | None) -> frozenset[str]:
     return frozenset(flags if max_keyword is None else for_central(flags, max_keyword)[0])
 
 
-def _full_hashes(client, uids: list[int]) -> dict[int, str]:
+def _full_hashes(client, uids: list[int], content: Callable[[bytes], bytes] = bytes) -> dict[int, str]:
     out = {}
     for i in range(0, len(uids), 100):
         chunk = uids[i:i + 100]
         for uid, v in fetch(client, uid_set(chunk), ["BODY.PEEK[]"]).items():
-            out[uid] = hashlib.sha256(v.get(b"BODY[]") or b"").hexdigest()
+            out[uid] = hashlib.sha256(content(v.get(b"BODY[]") or b"")).hexdigest()
     return out
 
 
@@ -195,15 +197,15 @@ class Verifier:
                 if unexportable is not None:
                     unexportable.append(f"{raw.described}: {raw.reason}")
                 continue
-            out[item.item_id] = Msg(item.item_id, of_message(raw), len(raw), frozenset(for_central(item.flags, self.max_keyword)[0]),
-                                    item.received,
-                                    hashlib.sha256(raw).hexdigest() if self.deep else None)
+            out[item.item_id] = Msg(item.item_id, stable(len(raw), raw[:PREFIX]), len(raw),
+                                    frozenset(for_central(item.flags, self.max_keyword)[0]), item.received,
+                                    hashlib.sha256(stable_content(raw)).hexdigest() if self.deep else None)
         return out
 
     def _compare(self, src, dest: Destination, info, dest_name: str, state, fc: FolderCheck, *, ews: bool) -> None:
         src_msgs = self._source_messages(src, info, fc.unexportable)
         dest.select(dest_name)
-        dest_msgs = _imap_messages(dest.client, None)
+        dest_msgs = _imap_messages(dest.client, None, stable if ews else fingerprint)
         fc.source_messages, fc.dest_messages = len(src_msgs), len(dest_msgs)
         by_fp_src: dict[str, list[Any]] = defaultdict(list)
         by_fp_dest: dict[str, list[int]] = defaultdict(list)
@@ -260,7 +262,7 @@ class Verifier:
             if s.date and d.date and int(s.date.timestamp()) != int(d.date.timestamp()):
                 fc.date_mismatches.append(f"{s.ref}: source {s.date.isoformat()} central {d.date.isoformat()}")
         if self.deep and pairs:
-            dest_full = _full_hashes(dest.client, [u for _, u in pairs])
+            dest_full = _full_hashes(dest.client, [u for _, u in pairs], stable_content if ews else bytes)
             if isinstance(src, ImapSourceMailbox):
                 src.examine(info.name)
                 src_full = _full_hashes(src.client, [k for k, _ in pairs])

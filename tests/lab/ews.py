@@ -305,7 +305,7 @@ def render_item(parent: ET.Element, item: LabItem, shape: Shape, api: int, *, mi
 
     head = _Headers.of(item.message)
     if mime and (wants("item:MimeContent") or shape.include_mime):
-        _el(msg, T, "MimeContent", base64.b64encode(item.message.raw).decode("ascii"), CharacterSet="UTF-8")
+        _el(msg, T, "MimeContent", base64.b64encode(item.mime).decode("ascii"), CharacterSet="UTF-8")
     _el(msg, T, "ItemId", Id=item.item_id, ChangeKey=item.change_key)
     if wants("item:ParentFolderId"):
         _el(msg, T, "ParentFolderId", Id=item.folder.folder_id, ChangeKey=item.folder.change_key)
@@ -325,7 +325,7 @@ def render_item(parent: ET.Element, item: LabItem, shape: Shape, api: int, *, mi
         for c in categories:
             _el(cats, T, "String", c)
     if wants("item:Importance"):
-        _el(msg, T, "Importance", "Normal")
+        _el(msg, T, "Importance", item.importance)
     if wants("item:IsDraft"):
         _el(msg, T, "IsDraft", _bool("\\Draft" in flags))
     if wants("item:DateTimeSent") and head.date is not None:
@@ -994,6 +994,9 @@ class EwsResponder:
 
     def set_flags(self, email: str, item_id: str, flags: tuple[str, ...] | list[str]) -> None:
         self.store.set_flags(email, item_id, flags)
+
+    def set_importance(self, email: str, item_id: str, importance: str) -> None:
+        self.store.set_importance(email, item_id, importance)
 
     def delete_message(self, email: str, item_id: str) -> None:
         self.store.delete_message(email, item_id)

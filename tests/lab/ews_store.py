@@ -8,8 +8,10 @@ without any XML in the way. All access goes through :class:`LabStore`'s lock.
 from __future__ import annotations
 
 import base64
+import re
 import threading
 from dataclasses import dataclass, field
+from email.header import Header
 
 from tests.lab.corpus import CorpusFolder, CorpusMailbox, CorpusMessage
 
@@ -71,6 +73,34 @@ def imap_flags_ews(flags: tuple[str, ...]) -> dict:
     }
 
 
+#: Header fields Exchange builds again from MAPI properties on every read of an item's MIME (lower case).
+REBUILT_FIELDS = (b"keywords", b"importance")
+_FIELD_START = re.compile(rb"(?m)^(?=[^ \t\r\n])")
+
+
+def exchange_mime(raw: bytes, categories: list[str] | tuple[str, ...], importance: str = "Normal") -> bytes:
+    """The MIME Exchange gives for a stored message: the fields it keeps as properties (Keywords from the
+    categories, Importance) are dropped from the header and written again, after the others, as they are now.
+    A category change or a new importance therefore changes the bytes (and the length) of every later read."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return raw
+    head, rest = raw[:end + 2], raw[end + 2:]
+    kept = [f for f in _FIELD_START.split(head) if f.split(b":", 1)[0].strip().lower() not in REBUILT_FIELDS]
+    rebuilt = []
+    if categories:
+        rebuilt.append(b"Keywords: " + Header(", ".join(categories), "utf-8", header_name="Keywords")
+                       .encode(linesep="\r\n").encode("ascii") + b"\r\n")
+    if importance != "Normal":
+        rebuilt.append(b"Importance: " + importance.lower().encode("ascii") + b"\r\n")
+    return b"".join(kept) + b"".join(rebuilt) + rest
+
+
+def corpus_mime(message: CorpusMessage) -> bytes:
+    """What the responder serves for a corpus message as it was loaded (its keywords as categories)."""
+    return exchange_mime(message.raw, imap_flags_ews(message.flags)["categories"])
+
+
 @dataclass(eq=False)
 class LabItem:
     serial: int
@@ -83,10 +113,20 @@ class LabItem:
     content_seq: int        # last change other than the read flag (Update rather than ReadFlagChange)
     version: int = 1
     deleted_seq: int | None = None
+    importance: str = "Normal"      # Low | Normal | High
 
     @property
     def change_key(self) -> str:
         return _b64(f"CQAAABYA|{self.serial}|{self.version}")
+
+    @property
+    def categories(self) -> list[str]:
+        return imap_flags_ews(self.flags)["categories"]
+
+    @property
+    def mime(self) -> bytes:
+        """The MIME as Exchange builds it for this read (see :func:`exchange_mime`)."""
+        return exchange_mime(self.message.raw, self.categories, self.importance)
 
     @property
     def alive(self) -> bool:
@@ -289,6 +329,15 @@ class LabStore:
             item.changed_seq = seq
             if not read_only:
                 item.content_seq = seq
+            item.version += 1
+            item.folder.touch()
+
+    def set_importance(self, email: str, item_id: str, importance: str) -> None:
+        """A user changes an item's importance in Outlook: a content change (Update), a new MIME."""
+        with self.lock:
+            item = self._live_item(email, item_id)
+            item.importance = importance
+            item.changed_seq = item.content_seq = self.next_seq()
             item.version += 1
             item.folder.touch()
 
