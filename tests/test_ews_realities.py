@@ -146,3 +146,39 @@ def test_copies_are_recognised_after_exchange_rebuilds_their_mime(govmigrate, ex
     assert len(inbox) == len(box.folder("INBOX").messages) and {m.raw for m in inbox} == before
     checked = json.loads(govmigrate("-w", ws, "verify", box.email, "--deep", "--json").stdout)[0]
     assert checked["matches"], checked
+
+
+def test_items_that_are_not_mail_are_copied_or_listed_by_class_never_dropped(govmigrate, exchange):
+    """Inbox holds meeting requests, NDRs and read receipts (copied as MIME) and now and then a contact or a
+    note someone dragged there (an IMAP folder cannot hold it: listed as not migrated, with the reason)."""
+    lab, ws, box, responder = exchange
+    when = box.folder("INBOX").messages[0].internaldate
+
+    def item(subject: str, item_class: str) -> corpus.CorpusMessage:
+        message = corpus.CorpusMessage(f"Subject: {subject}\r\nFrom: a@finance.gov.bz\r\n\r\n{subject}\r\n"
+                                       .encode(), ("\\Seen",), when)
+        responder.add_message(box.email, ("INBOX",), message, item_class=item_class)
+        return message
+
+    copied = [item("Budget meeting", "IPM.Schedule.Meeting.Request"),
+              item("Undeliverable: Budget", "REPORT.IPM.Note.NDR"),
+              item("Read: Budget", "REPORT.IPM.Note.IPNRN"),
+              item("Accepted: Budget meeting", "IPM.Schedule.Meeting.Resp.Pos")]
+    item("Jose Perez [bold]contact[/bold]", "IPM.Contact")
+    item("=1+1 a sticky note", "IPM.StickyNote")
+    first = sync(govmigrate, ws, box.email)
+    assert first["result"] == "ok" and first["refused"] == 0, "a policy is not a failure"
+    assert first["copied"] == box.messages + 4
+    central = inbox_subjects(lab, box.email)
+    assert all(m.raw in central for m in copied)
+    listed = {n["item"]: n["why"] for n in first["not_migrated"]}
+    assert len(listed) == 2 and any("Jose Perez [bold]contact[/bold]" in k for k in listed), listed
+    assert all("not migrated by policy" in why for why in listed.values())
+    assert any("IPM.Contact" in why and "Contacts folder" in why for why in listed.values())
+    second = sync(govmigrate, ws, box.email)
+    assert second["copied"] == 0 and second["not_migrated"] == [], "recorded once, not listed again"
+    status = govmigrate("-w", ws, "status", box.email).stdout
+    assert status.count("not migrated (Inbox)") == 2 and "IPM.StickyNote" in status
+    checked = json.loads(govmigrate("-w", ws, "verify", box.email, "--json").stdout)[0]
+    assert checked["matches"], "what policy leaves out is listed, not a difference"
+    assert sum(len(f["not_migrated"]) for f in checked["folders"]) == 2

@@ -69,6 +69,8 @@ def render(app: App, v: StatusView) -> None:
          + (f"; {v.messages_refused} not copied" if v.messages_refused else ""))
     for m in v.messages_not_copied:
         line("", f"  not copied ({m['folder']}): {m['why']}")
+    for m in v.messages_not_migrated:
+        line("", f"  not migrated ({m['folder']}): {m['why']}")
     line("last sync", f"{v.last_sync_at} ({v.last_sync_result})" if v.last_sync_at else "never")
     line("domain", _domain_text(v))
     for i, phone in enumerate(v.phones):

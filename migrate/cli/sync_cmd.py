@@ -89,6 +89,8 @@ def report_rows(reports: list[MailboxReport], dry_run: bool) -> list[dict]:
         row["renamed_folders"] = [{"source": f.source, "dest": f.dest, "why": f.note}
                                   for f in r.folders if f.note]
         row["folder_warnings"] = [{"folder": f.source, "warning": w} for f in r.folders for w in f.warnings]
+        row["not_migrated"] = [{"folder": f.source, "item": m, "why": why} for f in r.folders
+                               for m, why in f.not_migrated]
         rows.append(row)
     return rows
 
@@ -116,3 +118,6 @@ def render(app: App, reports: list[MailboxReport], *, dry_run: bool, as_json: bo
             app.out.print(f"  {row['mailbox']}: {what}{p['error']}", markup=False, highlight=False)
         for w in row["folder_warnings"]:
             app.warn(f"{row['mailbox']}: {w['folder']}: {w['warning']}")
+        for n in row["not_migrated"]:
+            app.out.print(f"  {row['mailbox']}: {n['folder']}: {n['item']}: {n['why']}", markup=False,
+                          highlight=False)

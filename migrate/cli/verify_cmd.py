@@ -40,8 +40,9 @@ def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str
                                   "duplicates": f.duplicates, "flag_mismatches": f.flag_mismatches,
                                   "date_mismatches": f.date_mismatches, "content_mismatches": f.content_mismatches,
                                   "dest_folder_missing": f.dest_folder_missing, "not_subscribed": f.not_subscribed,
-                                  "unexportable": f.unexportable,
-                                  "error": f.error} for f in r.folders if not f.matches or f.unexportable]})
+                                  "unexportable": f.unexportable, "not_migrated": f.not_migrated,
+                                  "error": f.error} for f in r.folders
+                                 if not f.matches or f.unexportable or f.not_migrated]})
     if as_json:
         emit_json(rows)
     else:
@@ -61,6 +62,8 @@ def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str
                 for item in f["unexportable"][:10]:
                     app.out.print(f"  {row['mailbox']}: {f['source']}: the source server cannot export: {item}",
                                   markup=False, highlight=False)
+                for item in f["not_migrated"][:10]:
+                    app.out.print(f"  {row['mailbox']}: {f['source']}: {item}", markup=False, highlight=False)
                 if f["dest_folder_missing"]:
                     app.out.print(f"  {row['mailbox']}: {f['source']}: folder {f['dest']} missing on the central host",
                                   markup=False, highlight=False)

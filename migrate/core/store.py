@@ -112,7 +112,7 @@ MIGRATIONS: list[str] = [
         fingerprint TEXT NOT NULL,
         size        INTEGER NOT NULL,
         flags       TEXT NOT NULL DEFAULT '',  -- as last synced, space separated
-        state       TEXT NOT NULL,             -- pending | copied | failed
+        state       TEXT NOT NULL,             -- pending | copied | failed | skipped (not migrated by policy)
         dest_uidnext_before INTEGER,           -- for pending rows: where the APPEND would land
         error       TEXT
     );
@@ -733,6 +733,14 @@ class Store:
                 "INSERT OR REPLACE INTO messages(folder_id, src_uid, src_item, fingerprint, size, state, error) "
                 "VALUES (?,?,?,?,?, 'failed', ?)", (folder_id, src_uid, src_item, fingerprint, size, redact(error)))
 
+    def record_not_migrated(self, folder_id: int, rows: Iterable[tuple[str, int, str]]) -> None:
+        """(src_item, size, reason) per source item that is not migrated by policy (an Exchange contact or
+        note in a mail folder): recorded once, so later passes neither copy nor count it again."""
+        with self.tx() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO messages(folder_id, src_item, fingerprint, size, state, error) "
+                "VALUES (?,?, '', ?, 'skipped', ?)", [(folder_id, item, size, redact(why)) for item, size, why in rows])
+
     def update_message_flags(self, folder_id: int, rows: Iterable[tuple[str, int | None, str | None]]) -> None:
         """(flags, src_uid, src_item) per message whose flags were carried over."""
         with self.tx() as c:
@@ -776,11 +784,13 @@ class Store:
                           "ON f.id = m.folder_id WHERE f.mailbox_id = ? AND m.state = 'copied'", (mailbox_id,))[0]
         return row[0], row[1]
 
-    def failed_messages(self, mailbox_id: int) -> list[dict[str, Any]]:
+    def failed_messages(self, mailbox_id: int, state: str = "failed") -> list[dict[str, Any]]:
+        """Messages not copied, with why: ``failed`` (refused or unexportable) or ``skipped`` (not migrated by
+        policy)."""
         return [dict(folder=r[0], src_uid=r[1], src_item=r[2], size=r[3], error=r[4]) for r in self._query(
             "SELECT f.source_name, m.src_uid, m.src_item, m.size, m.error FROM messages m "
-            "JOIN folders f ON f.id = m.folder_id WHERE f.mailbox_id = ? AND m.state = 'failed' "
-            "ORDER BY f.source_name, m.src_uid", (mailbox_id,))]
+            "JOIN folders f ON f.id = m.folder_id WHERE f.mailbox_id = ? AND m.state = ? "
+            "ORDER BY f.source_name, m.src_uid, m.src_item", (mailbox_id, state))]
 
     def record_throughput(self, source_id: str, messages: int, bytes_: int, seconds: float) -> None:
         with self.tx() as c:

@@ -91,6 +91,38 @@ class EwsItem:
     size: int
     flags: tuple[str, ...]         # IMAP-style: \Seen, \Flagged, \Draft, then keywords from categories
     received: dt.datetime          # aware, UTC
+    item_class: str = "IPM.Note"   # IPM.Note, IPM.Schedule.Meeting.Request, REPORT.IPM.Note.NDR, IPM.Contact, ...
+
+    @property
+    def not_migrated(self) -> str | None:
+        """Why this item is not copied into an IMAP folder (None: it is copied as MIME); see
+        :data:`NOT_MIGRATED_CLASSES`."""
+        return not_migrated_reason(self.item_class)
+
+
+#: Item classes found in mail folders that are listed as not migrated rather than copied as MIME, with the
+#: reason people read. Everything else is copied as MIME: mail (IPM.Note and its S/MIME, voicemail, rights-
+#: protected subclasses), meeting requests, responses and cancellations (IPM.Schedule.Meeting.*, which keep
+#: their text/calendar part), non-delivery reports and read or delivery receipts (REPORT.*), posts, sharing
+#: invitations and task requests. An item Exchange then cannot convert is recorded as failed with its reason.
+NOT_MIGRATED_CLASSES = {
+    "ipm.appointment": "a calendar item kept in a mail folder; an IMAP folder cannot hold it (calendars are "
+                       "copied from the Calendar folder)",
+    "ipm.contact": "a contact kept in a mail folder; an IMAP folder cannot hold it (contacts are copied from the "
+                   "Contacts folder)",
+    "ipm.distlist": "a contact group kept in a mail folder; an IMAP folder cannot hold it",
+    "ipm.task": "a task kept in a mail folder; an IMAP folder cannot hold it",
+    "ipm.stickynote": "an Outlook note; IMAP has no notes",
+    "ipm.activity": "an Outlook journal entry; IMAP has no journal",
+}
+
+
+def not_migrated_reason(item_class: str | None) -> str | None:
+    cls = (item_class or "IPM.Note").strip().lower()
+    for prefix, reason in NOT_MIGRATED_CLASSES.items():
+        if cls == prefix or cls.startswith(prefix + "."):
+            return f"not migrated by policy ({_CONTROL.sub(' ', item_class or '')[:60]}): {reason}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -159,7 +191,7 @@ def _ext(prop: type[ExtendedProperty]) -> FieldPath:
 FOLDER_FIELDS = [FieldPath(field=Folder.get_field_by_fieldname(n))
                  for n in ("parent_folder_id", "name", "folder_class", "total_count")] + [_ext(_MessageSizeExtended)]
 ITEM_FIELDS = [FieldPath(field=Item.get_field_by_fieldname(n))
-               for n in ("size", "datetime_received", "is_draft", "categories")] + \
+               for n in ("size", "datetime_received", "is_draft", "categories", "item_class")] + \
               [FieldPath(field=Message.get_field_by_fieldname("is_read")), _ext(_FlagStatus)]
 MIME_FIELDS = [FieldPath(field=Item.get_field_by_fieldname("mime_content"))]
 DESCRIBE_FIELDS = [FieldPath(field=Item.get_field_by_fieldname(n)) for n in ("subject", "datetime_received", "size")]
@@ -258,7 +290,8 @@ def item_from_xml(elem: Any) -> EwsItem:
         flags.extend(s.text for s in categories.findall(f"{{{TNS}}}String") if s.text)
     return EwsItem(item_id=ident.get("Id"), change_key=ident.get("ChangeKey") or "",
                    size=int(_text(elem, "Size") or 0), flags=tuple(flags),
-                   received=_parse_time(_text(elem, "DateTimeReceived")))
+                   received=_parse_time(_text(elem, "DateTimeReceived")),
+                   item_class=_text(elem, "ItemClass") or "IPM.Note")
 
 
 # -- retries, TLS and failures ---------------------------------------------------------------------------
@@ -744,7 +777,7 @@ class EwsMailbox:
                     else:
                         yield item_id, answer
                 if unreadable:
-                    described = self._describe_items(list(unreadable))
+                    described = self.describe_items(list(unreadable))
                     for item_id, reason in unreadable.items():
                         log.warning("%s: %s: %s cannot be exported: %s", self.source.label, self.email,
                                     described.get(item_id, f"item {item_id[:16]}…"), reason)
@@ -791,7 +824,7 @@ class EwsMailbox:
                 continue
             yield item_id, base64.b64decode(mime.text)
 
-    def _describe_items(self, item_ids: list[str]) -> dict[str, str]:
+    def describe_items(self, item_ids: list[str]) -> dict[str, str]:
         """Subject, date received and size of items, for people ('' fields where the server gives none)."""
         try:
             elems = self._call("describe items", lambda: list(_RawGetItem(account=self.account).call(

@@ -103,6 +103,8 @@ class FolderReport:
     to_copy: int = 0          # dry-run: would copy
     to_copy_bytes: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (message, reason)
+    #: Items not migrated by policy (an Exchange contact or note kept in a mail folder): (item, reason).
+    not_migrated: list[tuple[str, str]] = field(default_factory=list)
     #: Something people should know that did not fail the folder (e.g. a server whose sync state stalled).
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
@@ -560,7 +562,8 @@ class _MailboxPass:
                 sync_state = None
                 continue
             items = []
-            for item in changes.creates + changes.updates:
+            kept = self._not_migrated(state, records, changes.creates + changes.updates, fr)
+            for item in kept:
                 flags, was_encoded = self.central_flags(item.flags)
                 present[item.item_id] = flags
                 if was_encoded:
@@ -700,6 +703,24 @@ class _MailboxPass:
             size += item.size
         if batch:
             yield batch
+
+    def _not_migrated(self, state: FolderState | None, records: dict[Key, MessageRecord], items: list,
+                      fr: FolderReport) -> list:
+        """The items of an Exchange folder to copy; those whose class is not migrated by policy (a contact or a
+        note kept in a mail folder) are recorded once with the reason, listed, and never copied."""
+        keep, skip = [], []
+        for item in items:
+            if item.not_migrated is None:
+                keep.append(item)
+            elif item.item_id not in records:
+                skip.append(item)
+        if skip:
+            described = self.src.describe_items([i.item_id for i in skip])
+            rows = [(i.item_id, i.size, f"{described.get(i.item_id, i.item_class)}: {i.not_migrated}") for i in skip]
+            fr.not_migrated.extend((described.get(i.item_id, i.item_class), i.not_migrated) for i in skip)
+            if not self.dry and state is not None:
+                self.store.record_not_migrated(state.id, rows)
+        return keep
 
     def _copy(self, state: FolderState | None, dest_name: str, dest_status: dict[str, int], items: list[_Item],
               fr: FolderReport, dest_available: dict[str, list[tuple[int, tuple]]]) -> int:

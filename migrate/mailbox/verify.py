@@ -67,6 +67,8 @@ class FolderCheck:
     #: Source items the source server cannot export at all (Exchange: no MIME for them), by subject, date and
     #: size with its reason: known and recorded by the sync, listed here, not counted as a difference.
     unexportable: list[str] = field(default_factory=list)
+    #: Exchange items not migrated by policy (a contact or note kept in a mail folder): listed, not counted.
+    not_migrated: list[str] = field(default_factory=list)
     deleted_at_source: int = 0
     other_mail: int = 0
     dest_folder_missing: bool = False
@@ -162,7 +164,7 @@ class Verifier:
                 try:
                     if mapping.dest not in dest_folders:
                         fc.dest_folder_missing = True
-                        src_msgs = self._source_messages(src, mapping.source, fc.unexportable)
+                        src_msgs = self._source_messages(src, mapping.source, fc)
                         fc.source_messages = len(src_msgs)
                         fc.missing = [m.ref for m in src_msgs.values()]
                         continue
@@ -183,19 +185,24 @@ class Verifier:
                         pass
         return check
 
-    def _source_messages(self, src, info, unexportable: list[str] | None = None) -> dict[Any, Msg]:
+    def _source_messages(self, src, info, fc: FolderCheck) -> dict[Any, Msg]:
         if isinstance(src, ImapSourceMailbox):
             src.examine(info.name)
             return _imap_messages(src.client, self.max_keyword)
-        items = list(src.items(info.folder_id))
+        items = []
+        for item in src.items(info.folder_id):
+            if item.not_migrated:
+                fc.not_migrated.append(f"item received {item.received:%Y-%m-%d %H:%M} ({item.size} bytes): "
+                                       f"{item.not_migrated}")
+            else:
+                items.append(item)
         out: dict[Any, Msg] = {}
         ids = [i.item_id for i in items]
         mime = dict(src.mime(ids)) if ids else {}
         for item in items:
             raw = mime.get(item.item_id, b"")
             if isinstance(raw, Unreadable):
-                if unexportable is not None:
-                    unexportable.append(f"{raw.described}: {raw.reason}")
+                fc.unexportable.append(f"{raw.described}: {raw.reason}")
                 continue
             out[item.item_id] = Msg(item.item_id, stable(len(raw), raw[:PREFIX]), len(raw),
                                     frozenset(for_central(item.flags, self.max_keyword)[0]), item.received,
@@ -203,7 +210,7 @@ class Verifier:
         return out
 
     def _compare(self, src, dest: Destination, info, dest_name: str, state, fc: FolderCheck, *, ews: bool) -> None:
-        src_msgs = self._source_messages(src, info, fc.unexportable)
+        src_msgs = self._source_messages(src, info, fc)
         dest.select(dest_name)
         dest_msgs = _imap_messages(dest.client, None, stable if ews else fingerprint)
         fc.source_messages, fc.dest_messages = len(src_msgs), len(dest_msgs)

@@ -129,6 +129,8 @@ class StatusView:
     events: list[dict[str, str]] = field(default_factory=list)
     #: The messages not copied, with why (the central host refused them, or the source cannot export them).
     messages_not_copied: list[dict[str, Any]] = field(default_factory=list)
+    #: Exchange items not migrated by policy (a contact or note kept in a mail folder), with why.
+    messages_not_migrated: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,8 +180,13 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         next_steps=next_steps(mailbox, wave, cutover_wave, domain) + phone_steps(extensions, wave),
         events=[{"at": e.at, "action": e.action, "detail": e.detail, "actor": e.actor}
                 for e in store.events(obj=f"mailbox/{mailbox.email}", limit=events)],
-        messages_not_copied=[{"folder": m["folder"], "size": m["size"], "why": m["error"]}
-                             for m in store.failed_messages(mailbox.id)[:MAX_NOT_COPIED]])
+        messages_not_copied=_not_copied(store, mailbox, "failed"),
+        messages_not_migrated=_not_copied(store, mailbox, "skipped"))
+
+
+def _not_copied(store: Store, mailbox: MailboxRow, state: str) -> list[dict[str, Any]]:
+    return [{"folder": m["folder"], "size": m["size"], "why": m["error"]}
+            for m in store.failed_messages(mailbox.id, state)[:MAX_NOT_COPIED]]
 
 
 def next_steps(mailbox: MailboxRow, wave: WaveInfo | None, cutover_wave: str | None, domain: str) -> list[str]:

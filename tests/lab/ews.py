@@ -284,7 +284,7 @@ def item_value(item: LabItem, uri: str) -> str | list[str] | None:
     if uri == "item:Categories":
         return [f for f in flags if not f.startswith("\\")]
     if uri == "item:ItemClass":
-        return "IPM.Note"
+        return item.item_class
     if uri == "item:Subject":
         return _Headers.of(item.message).subject
     if uri == "message:InternetMessageId":
@@ -294,10 +294,20 @@ def item_value(item: LabItem, uri: str) -> str | list[str] | None:
     return None
 
 
+#: The element Exchange answers an item of a class with (by class prefix, longest first); else t:Message.
+ITEM_ELEMENTS = (("IPM.Schedule.Meeting.Request", "MeetingRequest"), ("IPM.Schedule.Meeting.Resp", "MeetingResponse"),
+                 ("IPM.Schedule.Meeting.Canceled", "MeetingCancellation"), ("IPM.Appointment", "CalendarItem"),
+                 ("IPM.Contact", "Contact"), ("IPM.DistList", "DistributionList"), ("IPM.Task", "Task"))
+
+
+def element_for(item_class: str) -> str:
+    return next((tag for prefix, tag in ITEM_ELEMENTS if item_class.startswith(prefix)), "Message")
+
+
 def render_item(parent: ET.Element, item: LabItem, shape: Shape, api: int, *, mime: bool = True) -> ET.Element:
     """A ``t:Message`` with the properties the shape asks for, in schema order (``mime=False``: without
     MimeContent even when asked, as Exchange answers for some items)."""
-    msg = _el(parent, T, "Message")
+    msg = _el(parent, T, element_for(item.item_class))
     flags = item.flags
 
     def wants(uri: str) -> bool:
@@ -310,7 +320,7 @@ def render_item(parent: ET.Element, item: LabItem, shape: Shape, api: int, *, mi
     if wants("item:ParentFolderId"):
         _el(msg, T, "ParentFolderId", Id=item.folder.folder_id, ChangeKey=item.folder.change_key)
     if wants("item:ItemClass"):
-        _el(msg, T, "ItemClass", "IPM.Note")
+        _el(msg, T, "ItemClass", item.item_class)
     if wants("item:Subject"):
         _el(msg, T, "Subject", head.subject)
     if wants("item:Sensitivity"):
@@ -989,8 +999,9 @@ class EwsResponder:
         """Where a corpus folder appears on this server, e.g. ("Sent",) → ("Sent Items",)."""
         return ews_folder_path(self.store.mailbox(email).corpus, corpus_path)
 
-    def add_message(self, email: str, folder_path: tuple[str, ...], message: CorpusMessage) -> str:
-        return self.store.add_message(email, folder_path, message)
+    def add_message(self, email: str, folder_path: tuple[str, ...], message: CorpusMessage,
+                    item_class: str = "IPM.Note") -> str:
+        return self.store.add_message(email, folder_path, message, item_class)
 
     def set_flags(self, email: str, item_id: str, flags: tuple[str, ...] | list[str]) -> None:
         self.store.set_flags(email, item_id, flags)

@@ -114,6 +114,7 @@ class LabItem:
     version: int = 1
     deleted_seq: int | None = None
     importance: str = "Normal"      # Low | Normal | High
+    item_class: str = "IPM.Note"
 
     @property
     def change_key(self) -> str:
@@ -302,11 +303,13 @@ class LabStore:
         except KeyError:
             raise KeyError(f"no mailbox {email} on the EWS responder") from None
 
-    def _append(self, folder: LabFolder, message: CorpusMessage, flags: tuple[str, ...]) -> LabItem:
+    def _append(self, folder: LabFolder, message: CorpusMessage, flags: tuple[str, ...],
+                item_class: str = "IPM.Note") -> LabItem:
         self._item_serial += 1
         seq = self.next_seq()
         item_id = _b64(f"AAMkAG|{folder.mailbox.email}|item|{self._item_serial}")
-        item = LabItem(self._item_serial, item_id, folder, message, tuple(flags), seq, seq, seq)
+        item = LabItem(self._item_serial, item_id, folder, message, tuple(flags), seq, seq, seq,
+                       item_class=item_class)
         folder.items.append(item)
         folder.touch()
         self.items[item_id] = item
@@ -314,10 +317,12 @@ class LabStore:
 
     # -- mutations tests make between syncs -------------------------------------------------------------
 
-    def add_message(self, email: str, folder_path: tuple[str, ...], message: CorpusMessage) -> str:
+    def add_message(self, email: str, folder_path: tuple[str, ...], message: CorpusMessage,
+                    item_class: str = "IPM.Note") -> str:
+        """A new item (of ``item_class``: a meeting request, an NDR, a contact dragged into the Inbox...)."""
         with self.lock:
             folder = self.mailbox(email).folder(*folder_path)
-            return self._append(folder, message, message.flags).item_id
+            return self._append(folder, message, message.flags, item_class).item_id
 
     def set_flags(self, email: str, item_id: str, flags: tuple[str, ...] | list[str]) -> None:
         with self.lock:
