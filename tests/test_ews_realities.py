@@ -182,3 +182,36 @@ def test_items_that_are_not_mail_are_copied_or_listed_by_class_never_dropped(gov
     checked = json.loads(govmigrate("-w", ws, "verify", box.email, "--json").stdout)[0]
     assert checked["matches"], "what policy leaves out is listed, not a difference"
     assert sum(len(f["not_migrated"]) for f in checked["folders"]) == 2
+
+
+def test_calendars_contacts_tasks_and_system_folders_are_counted_not_moved_as_mail(govmigrate, exchange):
+    """Outbox, Sync Issues (and Conflicts), RSS Feeds and Recoverable Items are not migrated but counted;
+    calendars, contacts and tasks are counted per mailbox; the quota figure leaves Recoverable Items out."""
+    lab, ws, box, responder = exchange
+    when = box.folder("INBOX").messages[0].internaldate
+    placed = {("Calendar",): ("IPM.Appointment", 3), ("Contacts",): ("IPM.Contact", 2), ("Tasks",): ("IPM.Task", 1),
+              ("Outbox",): ("IPM.Note", 1), ("Sync Issues", "Conflicts"): ("IPM.Note", 1),
+              ("RSS Feeds",): ("IPM.Post.Rss", 1), ("Recoverable Items", "Deletions"): ("IPM.Note", 2)}
+    for path, (item_class, n) in placed.items():
+        for i in range(n):
+            body = f"Subject: {'/'.join(path)} {i}\r\n\r\n".encode() + b"x" * 50_000 + b"\r\n"
+            responder.add_message(box.email, path, corpus.CorpusMessage(body, (), when), item_class=item_class)
+    govmigrate("-w", ws, "inventory", "mail")
+    doc = json.loads(govmigrate("-w", ws, "inventory", "show", "--json").stdout)
+    [mine] = [m for s in doc["sources"] for m in s["mailboxes"] if m["email"] == box.email]
+    assert (mine["calendar_items"], mine["contacts"], mine["tasks"], mine["not_migrated_items"]) == (3, 2, 1, 5)
+    lab_box = responder.mailbox(box.email)
+    mail_folders = [f for f in lab_box.mail_folders() if f.path[0] not in ("Outbox", "Sync Issues")]
+    assert mine["messages"] == box.messages and mine["folders"] == len(mail_folders), "mail alone is planned"
+    kinds = {f["name"]: f["kind"] for f in mine["folder_list"]}
+    assert kinds["Calendar"] == "calendar" and kinds["Sync Issues/Conflicts"] == "system"
+    assert kinds["RSS Feeds"] == kinds["Outbox"] == kinds["Recoverable Items/Deletions"] == "system"
+    recoverable = sum(f.size for f in lab_box.folder("Recoverable Items").descendants())
+    assert recoverable >= 100_000 and mine["quota_used"] == lab_box.size - recoverable
+    shown = govmigrate("-w", ws, "inventory", "show").stdout
+    assert "3 calendar items, 2 contacts, 1 tasks; 5 items in folders that are not migrated" in shown
+    result = sync(govmigrate, ws, box.email)
+    assert result["copied"] == box.messages and result["result"] == "ok"
+    central = read_mailbox(lab.central, box.email)
+    assert not {"Outbox", "Sync Issues", "Sync Issues/Conflicts", "RSS Feeds", "Calendar", "Recoverable Items"} \
+        & set(central), sorted(central)

@@ -179,7 +179,8 @@ def _table(app: App, section: SourceSection, *, with_folders: bool) -> None:
     for line in probe_lines(section.probe):
         out.print(f"  {line}", markup=False, highlight=False)
     if with_folders:
-        rows = [{"email": m.email, "folder": f["name"], "special_use": f["special_use"] or "",
+        rows = [{"email": m.email, "folder": f["name"] + ("" if f["kind"] == "mail" else f" ({f['kind']}: not migrated as mail)"),
+                 "special_use": f["special_use"] or "",
                  "messages": f["messages"], "size": human_bytes(f["bytes"]), "error": f["error"] or ""}
                 for m in section.mailboxes for f in m.folder_list]
         emit_table(app, f"{section.ministry}: folders", FOLDER_COLUMNS, rows, no_wrap=NO_WRAP)
@@ -193,6 +194,10 @@ def _table(app: App, section: SourceSection, *, with_folders: bool) -> None:
               "quota": human_bytes(t.quota_used) if t.quota_used else ""}
     emit_table(app, f"{section.ministry}: mailboxes", MAILBOX_COLUMNS, [_mailbox_row(m) for m in section.mailboxes],
                footer=footer, no_wrap=NO_WRAP)
+    if t.calendar_items or t.contacts or t.tasks or t.not_migrated_items:
+        out.print(f"  besides mail: {t.calendar_items} calendar items, {t.contacts} contacts, {t.tasks} tasks; "
+                  f"{t.not_migrated_items} items in folders that are not migrated (Outbox, Sync Issues, RSS Feeds, "
+                  "Recoverable Items: see --folders)", markup=False, highlight=False)
     by_reason: dict[str, list[str]] = {}
     for m in section.mailboxes:
         if m.error:

@@ -257,6 +257,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX sip_checks_by_subject ON sip_checks(subject, kind, id);
     CREATE INDEX sip_checks_by_wave ON sip_checks(wave, id);
     """,
+    # 7: Exchange folders that are not migrated as mail are counted by the inventory, with their kind.
+    """
+    ALTER TABLE inventory_folders ADD COLUMN kind TEXT NOT NULL DEFAULT 'mail';  -- mail | calendar | contacts | tasks | system | other
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -625,10 +629,10 @@ class Store:
                  newest, quota_used, quota_limit, folder_errors, now()))
             c.execute("DELETE FROM inventory_folders WHERE mailbox_id = ?", (mailbox_id,))
             c.executemany(
-                "INSERT INTO inventory_folders(mailbox_id, name, special_use, messages, bytes, error) "
-                "VALUES (?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO inventory_folders(mailbox_id, name, special_use, messages, bytes, error, kind) "
+                "VALUES (?,?,?,?,?,?,?)",
                 [(mailbox_id, f["name"], f.get("special_use"), f.get("messages"), f.get("bytes"),
-                  redact(f["error"]) if f.get("error") else None) for f in folders])
+                  redact(f["error"]) if f.get("error") else None, f.get("kind") or "mail") for f in folders])
 
     def inventory(self, *, source_id: str | None = None) -> list[dict[str, Any]]:
         """Every mailbox with its latest measurement (None fields where not measured)."""
@@ -651,9 +655,9 @@ class Store:
         return out
 
     def inventory_folders(self, mailbox_id: int) -> list[dict[str, Any]]:
-        return [dict(name=r[0], special_use=r[1], messages=r[2], bytes=r[3], error=r[4])
-                for r in self._query("SELECT name, special_use, messages, bytes, error FROM inventory_folders "
-                                     "WHERE mailbox_id = ? ORDER BY name", (mailbox_id,))]
+        return [dict(name=r[0], special_use=r[1], messages=r[2], bytes=r[3], error=r[4], kind=r[5])
+                for r in self._query("SELECT name, special_use, messages, bytes, error, kind FROM inventory_folders "
+                                     "WHERE mailbox_id = ? ORDER BY kind != 'mail', name", (mailbox_id,))]
 
     # -- sync state -------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -66,6 +66,16 @@ TNS = "http://schemas.microsoft.com/exchange/services/2006/types"
 #: Distinguished mail folders and the IMAP special-use attribute each becomes (the inbox has none).
 WELL_KNOWN = {"inbox": None, "sentitems": "\\Sent", "deleteditems": "\\Trash", "drafts": "\\Drafts",
               "junkemail": "\\Junk"}
+#: Folders every Exchange mailbox has that hold no user mail, by distinguished id: not migrated, but counted by
+#: the inventory (their subfolders with them). RSS Feeds has no distinguished id and is known by its class.
+SYSTEM_FOLDERS = {"outbox": "mail waiting to be sent from Outlook; it is sent, or lost, before the cut-over",
+                  "syncissues": "Outlook's synchronisation logs and conflicts, not user mail",
+                  "conflicts": "Outlook's synchronisation conflicts, not user mail",
+                  "localfailures": "items Outlook could not synchronise, not user mail",
+                  "serverfailures": "items the server could not synchronise, not user mail"}
+RSS_CLASS = "ipf.note.outlookhomepage"
+#: Folder classes (and distinguished ids) the inventory counts as calendars, contacts and tasks.
+NON_MAIL_KINDS = {"ipf.appointment": "calendar", "ipf.contact": "contacts", "ipf.task": "tasks"}
 #: The smallest FindItem page asked for when the server's policy refuses bigger ones.
 MIN_PAGE_SIZE = 1
 #: SyncFolderItems refuses more than this many changes per call (EWS schema limit).
@@ -82,6 +92,8 @@ class EwsFolderInfo:
     special_use: str | None        # "\\Sent", "\\Trash", "\\Drafts", "\\Junk" (None for inbox and ordinary)
     total_count: int
     size: int | None               # bytes, if the server reports the folder size
+    #: mail (migrated) | calendar | contacts | tasks | system (not migrated as mail; counted by the inventory)
+    kind: str = "mail"
 
 
 @dataclass(frozen=True)
@@ -614,6 +626,7 @@ class EwsMailbox:
         self.email: str = account.primary_smtp_address
         self._well_known: dict[str, str] = {}      # folder id → distinguished name
         self._root_id: str | None = None
+        self._system: dict[str, str] | None = None  # folder id → distinguished name of a system folder
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         return self.source.call(f"{self.email}: {what}", fn, mailbox=self.email)
@@ -640,15 +653,52 @@ class EwsMailbox:
 
     def folders(self) -> list[EwsFolderInfo]:
         """Mail folders (IPF.Note, or no class as IMAP-created folders have) under the message folder root,
-        at any depth, in the server's order; calendars, contacts, tasks and notes are left out."""
+        at any depth, in the server's order: the folders that are migrated. Calendars, contacts, tasks and the
+        system folders (:data:`SYSTEM_FOLDERS`, RSS Feeds) are left out; :meth:`census` counts them."""
+        return [f for f in self._folder_tree("msgfolderroot") if f.kind == "mail"]
+
+    def census(self) -> list[EwsFolderInfo]:
+        """Every folder that is not migrated as mail, with its count and size: calendars, contacts and tasks
+        (kind calendar/contacts/tasks), the system folders and the Recoverable Items tree (kind system).
+        Recoverable Items is read only where the server has it (Exchange 2010 and later)."""
+        out = [f for f in self._folder_tree("msgfolderroot") if f.kind != "mail"]
+        try:
+            out += [replace(f, path=("Recoverable Items", *f.path), kind="system")
+                    for f in self._folder_tree("recoverableitemsroot")]
+        except FolderFailed as exc:
+            log.info("%s: %s: no Recoverable Items: %s", self.source.label, self.email, exc.message)
+        return out
+
+    def _system_ids(self) -> dict[str, str]:
+        """Folder id → distinguished id of the system folders, asked once; a server that does not know those
+        names (Exchange 2007) has none of them."""
+        if self._system is None:
+            names = list(SYSTEM_FOLDERS)
+            try:
+                results = self._call("find system folders", lambda: list(_RawGetFolder(account=self.account).call(
+                    folders=[_distinguished(n, self.email) for n in names], additional_fields=[], shape=ID_ONLY)))
+            except MigrateError as exc:
+                if exc.transient:
+                    raise
+                log.info("%s: %s: system folders not found: %s", self.source.label, self.email, exc.message)
+                results = []
+            self._system = {r.find(f"{{{TNS}}}FolderId").get("Id"): name
+                            for name, r in zip(names, results, strict=False) if not isinstance(r, Exception)}
+        return self._system
+
+    def _folder_tree(self, root: str) -> list[EwsFolderInfo]:
+        """Every folder below a distinguished root (Deep FindFolder), classified by :meth:`_kind`."""
         elems = self._call("list folders", lambda: list(_RawFindFolder(
             account=self.account, page_size=self.source.page_size).call(
-            folders=[_distinguished("msgfolderroot", self.email)], additional_fields=set(FOLDER_FIELDS),
+            folders=[_distinguished(root, self.email)], additional_fields=set(FOLDER_FIELDS),
             restriction=None, shape=ID_ONLY, depth="Deep", max_items=None, offset=0)))
         nodes: dict[str, tuple[str, str | None, str | None, int, int | None]] = {}
         order: list[str] = []
         for elem in elems:
             if isinstance(elem, Exception):
+                if root != "msgfolderroot" and isinstance(elem, (ews_errors.ErrorFolderNotFound,
+                                                                 ews_errors.ErrorInvalidRequest)):
+                    raise FolderFailed(f"{root}: {type(elem).__name__}")
                 raise self.source.describe(elem, mailbox=self.email)
             folder_id = elem.find(f"{{{TNS}}}FolderId").get("Id")
             parent = elem.find(f"{{{TNS}}}ParentFolderId")
@@ -658,25 +708,46 @@ class EwsMailbox:
                                 int(size) if size else None)
             order.append(folder_id)
 
-        def path(folder_id: str) -> tuple[str, ...]:
-            names: list[str] = []
+        def ancestry(folder_id: str) -> list[str]:
+            """The folder and its parents up to (not including) the root asked for."""
+            chain: list[str] = []
             current: str | None = folder_id
-            while current in nodes and len(names) <= len(nodes):
-                name, parent, *_ = nodes[current]
-                names.insert(0, name)
-                current = parent if parent != self._root_id else None
-            return tuple(names)
+            while current in nodes and len(chain) <= len(nodes):
+                chain.insert(0, current)
+                current = nodes[current][1]
+            return chain
 
+        system = self._system_ids() if root == "msgfolderroot" else {}
         out = []
         for folder_id in order:
-            _name, _parent, folder_class, total, size = nodes[folder_id]
-            if folder_class and folder_class != "IPF.Note" and not folder_class.startswith("IPF.Note."):
-                continue
+            chain = ancestry(folder_id)
+            _name, _parent, _class, total, size = nodes[folder_id]
             well_known = self._well_known.get(folder_id)
-            out.append(EwsFolderInfo(folder_id=folder_id, path=path(folder_id), well_known=well_known,
+            out.append(EwsFolderInfo(folder_id=folder_id, path=tuple(nodes[f][0] for f in chain),
+                                     well_known=well_known,
                                      special_use=WELL_KNOWN.get(well_known) if well_known else None,
-                                     total_count=total, size=size))
+                                     total_count=total, size=size,
+                                     kind=self._kind([nodes[f][2] for f in chain], [f in system for f in chain])))
         return out
+
+    @staticmethod
+    def _kind(classes: list[str | None], system: list[bool]) -> str:
+        """A folder's kind from its own class and its ancestors' (a folder inside Sync Issues is a system
+        folder; a class-less folder an IMAP client made inside the Inbox is mail)."""
+        if any(system):
+            return "system"
+        for folder_class in reversed(classes):
+            cls = (folder_class or "").lower()
+            if cls == RSS_CLASS or cls.startswith(RSS_CLASS + "."):
+                return "system"
+            for prefix, kind in NON_MAIL_KINDS.items():
+                if cls == prefix or cls.startswith(prefix + "."):
+                    return kind
+            if cls == "ipf.note" or cls.startswith("ipf.note."):
+                return "mail"
+            if cls:
+                return "other"
+        return "mail"
 
     def items(self, folder_id: str) -> Iterator[EwsItem]:
         """Every item of a folder, a page at a time; each page is retried on its own."""
@@ -858,5 +929,11 @@ class EwsMailbox:
         limit_kb = values.get(_ProhibitSendQuota.property_tag) or values.get(_StorageQuotaLimit.property_tag)
         if not limit_kb:
             return None
-        used = sum(int(_extended_values(e).get(_MessageSizeExtended.property_tag) or 0) for e in sizes)
+        # Recoverable Items has a quota of its own (Exchange: RecoverableItemsQuota): left out of this figure.
+        try:
+            recoverable = {f.folder_id for f in self._folder_tree("recoverableitemsroot")}
+        except FolderFailed:
+            recoverable = set()
+        used = sum(int(_extended_values(e).get(_MessageSizeExtended.property_tag) or 0) for e in sizes
+                   if e.find(f"{{{TNS}}}FolderId").get("Id") not in recoverable)
         return used, int(limit_kb) * 1024

@@ -48,10 +48,13 @@ class FolderMeasurement:
     messages: int | None = None
     bytes: int | None = None
     error: str | None = None
+    #: mail (migrated) | calendar | contacts | tasks | system | other: Exchange folders that are not moved as
+    #: mail are counted too (see migrate.mailbox.ews.SYSTEM_FOLDERS); IMAP folders are all mail.
+    kind: str = "mail"
 
     def as_record(self) -> dict[str, Any]:
         return {"name": self.name, "special_use": self.special_use, "messages": self.messages,
-                "bytes": self.bytes, "error": self.error}
+                "bytes": self.bytes, "error": self.error, "kind": self.kind}
 
 
 @dataclass
@@ -102,9 +105,9 @@ class MailboxMeasurement:
             error = (f"{len(broken)} folder{'s' if len(broken) != 1 else ''} could not be measured: "
                      + "; ".join(f"{f.name}: {f.error}" for f in broken[:3])
                      + (" ..." if len(broken) > 3 else ""))
+        mail = [f for f in folders if f.kind == "mail" and not f.error]
         return cls(email=email, ok=not broken, error=error,
-                   messages=sum(f.messages or 0 for f in folders if not f.error),
-                   bytes=sum(f.bytes or 0 for f in folders if not f.error),
+                   messages=sum(f.messages or 0 for f in mail), bytes=sum(f.bytes or 0 for f in mail),
                    largest=extremes.largest, oldest=extremes.oldest, newest=extremes.newest,
                    quota_used=quota[0] if quota else None, quota_limit=quota[1] if quota else None,
                    folders=folders)

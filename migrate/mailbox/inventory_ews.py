@@ -146,7 +146,8 @@ class EwsReader:
 
 
 def measure_mailbox(box: EwsMailbox, email: str) -> MailboxMeasurement:
-    """Every mail folder's count and size, the extremes over all items, and the quota."""
+    """Every mail folder's count and size, the extremes over all items, the folders not migrated as mail
+    (counted), and the quota."""
     extremes = Extremes()
     folders: list[FolderMeasurement] = []
     for info in box.folders():
@@ -168,6 +169,10 @@ def measure_mailbox(box: EwsMailbox, email: str) -> MailboxMeasurement:
             if exc.transient:
                 raise
             folders.append(FolderMeasurement(name, info.special_use, error=exc.message))
+    # Calendars, contacts, tasks, and the folders not migrated (Outbox, Sync Issues, RSS Feeds, Recoverable
+    # Items): counted from the folder list alone, without a FindItem.
+    folders += [FolderMeasurement("/".join(info.path), None, info.total_count, info.size or 0, kind=info.kind)
+                for info in box.census()]
     try:
         quota = box.quota()
     except RemoteError as exc:

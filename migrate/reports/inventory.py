@@ -15,8 +15,11 @@ from migrate.core.store import Store
 #: CSV columns, one row per mailbox (``--folders``: one row per folder, with FOLDER_CSV_COLUMNS).
 CSV_COLUMNS = ("source", "ministry", "email", "login", "display_name", "flags", "status", "error", "folders",
                "folder_errors", "messages", "bytes", "largest", "oldest", "newest", "quota_used",
-               "quota_limit", "measured_at")
-FOLDER_CSV_COLUMNS = ("source", "email", "folder", "special_use", "messages", "bytes", "error")
+               "quota_limit", "calendar_items", "contacts", "tasks", "not_migrated_items", "measured_at")
+FOLDER_CSV_COLUMNS = ("source", "email", "folder", "kind", "special_use", "messages", "bytes", "error")
+#: What the inventory counts per Exchange mailbox besides mail: folder kind → the figure it adds to.
+KIND_FIGURES = {"calendar": "calendar_items", "contacts": "contacts", "tasks": "tasks", "system": "not_migrated_items",
+                "other": "not_migrated_items"}
 #: The capabilities a sysadmin looks for first, in the words the issue uses.
 KEY_CAPABILITIES = ("IMAP4REV1", "IMAP4REV2", "UIDPLUS", "LITERAL+", "MULTIAPPEND", "SPECIAL-USE", "NAMESPACE",
                     "STATUS=SIZE", "QUOTA", "ID", "CONDSTORE", "QRESYNC", "COMPRESS=DEFLATE")
@@ -43,11 +46,18 @@ class MailboxLine:
     quota_limit: int | None
     measured_at: str | None
     folder_list: list[dict[str, Any]] = field(default_factory=list)
+    #: Exchange only: items in calendars, contacts and tasks folders, and in folders not migrated (Outbox,
+    #: Sync Issues, RSS Feeds, Recoverable Items); 0 for IMAP sources.
+    calendar_items: int = 0
+    contacts: int = 0
+    tasks: int = 0
+    not_migrated_items: int = 0
 
     def as_dict(self, *, with_folders: bool = True) -> dict[str, Any]:
         doc = {k: getattr(self, k) for k in ("email", "login", "display_name", "flags", "status", "error",
                                              "folders", "folder_errors", "messages", "bytes", "largest", "oldest",
-                                             "newest", "quota_used", "quota_limit", "measured_at")}
+                                             "newest", "quota_used", "quota_limit", "calendar_items", "contacts",
+                                             "tasks", "not_migrated_items", "measured_at")}
         if with_folders:
             doc["folder_list"] = self.folder_list
         return doc
@@ -65,6 +75,10 @@ class Totals:
     oldest: str | None = None
     newest: str | None = None
     quota_used: int = 0
+    calendar_items: int = 0
+    contacts: int = 0
+    tasks: int = 0
+    not_migrated_items: int = 0
 
     def add(self, line: MailboxLine) -> None:
         self.mailboxes += 1
@@ -76,6 +90,8 @@ class Totals:
         self.messages += line.messages or 0
         self.bytes += line.bytes or 0
         self.quota_used += line.quota_used or 0
+        for figure in set(KIND_FIGURES.values()):
+            setattr(self, figure, getattr(self, figure) + getattr(line, figure))
         if line.largest is not None and (self.largest is None or line.largest > self.largest):
             self.largest = line.largest
         # ISO 8601 UTC text sorts as time does.
@@ -125,13 +141,18 @@ def load_inventory(store: Store, source_ids: list[str] | None = None) -> list[So
         totals = Totals()
         for doc in store.inventory(source_id=src["id"]):
             folder_list = store.inventory_folders(doc["mailbox_id"]) if doc["ok"] is not None else []
+            mail = [f for f in folder_list if f["kind"] == "mail"]
             line = MailboxLine(
                 email=doc["email"], login=doc["login"], display_name=doc["display_name"], flags=doc["flags"],
                 status=_status(doc), error=doc["error"],
-                folders=len(folder_list) if doc["ok"] is not None and folder_list else None,
+                folders=len(mail) if doc["ok"] is not None and mail else None,
                 folder_errors=doc["folder_errors"] or 0, messages=doc["messages"], bytes=doc["bytes"],
                 largest=doc["largest"], oldest=doc["oldest"], newest=doc["newest"], quota_used=doc["quota_used"],
                 quota_limit=doc["quota_limit"], measured_at=doc["measured_at"], folder_list=folder_list)
+            for f in folder_list:
+                if f["kind"] in KIND_FIGURES and not f["error"]:
+                    figure = KIND_FIGURES[f["kind"]]
+                    setattr(line, figure, getattr(line, figure) + (f["messages"] or 0))
             lines.append(line)
             totals.add(line)
         sections.append(SourceSection(src["id"], src["ministry"], src["kind"], store.probe(src["id"]), lines,
@@ -168,7 +189,7 @@ def folder_csv_rows(sections: list[SourceSection]) -> list[dict[str, Any]]:
         for line in section.mailboxes:
             for folder in line.folder_list:
                 rows.append({"source": section.id, "email": line.email, "folder": folder["name"],
-                             "special_use": folder["special_use"], "messages": folder["messages"],
+                             "kind": folder["kind"], "special_use": folder["special_use"], "messages": folder["messages"],
                              "bytes": folder["bytes"], "error": folder["error"]})
     return rows
 

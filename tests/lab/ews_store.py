@@ -27,6 +27,16 @@ WELL_KNOWN_MAIL = {
 NON_MAIL = (("calendar", "Calendar", "IPF.Appointment"), ("contacts", "Contacts", "IPF.Contact"),
             ("tasks", "Tasks", "IPF.Task"))
 MAIL_CLASS = "IPF.Note"
+#: Folders every Exchange mailbox has that hold no user mail: (distinguished id or None, name, class, parent:
+#: "top" (Top of Information Store), "root" (the non-IPM subtree) or the distinguished id of its parent).
+SYSTEM_FOLDERS = (("outbox", "Outbox", MAIL_CLASS, "top"), ("syncissues", "Sync Issues", MAIL_CLASS, "top"),
+                  ("conflicts", "Conflicts", MAIL_CLASS, "syncissues"),
+                  ("localfailures", "Local Failures", MAIL_CLASS, "syncissues"),
+                  ("serverfailures", "Server Failures", MAIL_CLASS, "syncissues"),
+                  (None, "RSS Feeds", "IPF.Note.OutlookHomepage", "top"),
+                  ("recoverableitemsroot", "Recoverable Items", None, "root"),
+                  ("recoverableitemsdeletions", "Deletions", None, "recoverableitemsroot"),
+                  ("recoverableitemspurges", "Purges", None, "recoverableitemsroot"))
 
 # IMAP special-use attribute or well-known source folder name → distinguished folder id.
 _BY_SPECIAL_USE = {"\\Sent": "sentitems", "\\Trash": "deleteditems", "\\Drafts": "drafts", "\\Junk": "junkemail"}
@@ -214,6 +224,9 @@ class LabMailbox:
             self._new_folder(name, MAIL_CLASS, self.top, wk)
         for wk, name, cls in NON_MAIL:
             self._new_folder(name, cls, self.top, wk)
+        for wk, name, cls, parent in SYSTEM_FOLDERS:
+            self._new_folder(name, cls, {"top": self.top, "root": self.root}.get(parent)
+                             or self.distinguished[parent], wk)
         corpus_by_path = {cf.path: cf for cf in corpus.folders}
         by_corpus: dict[tuple[str, ...], LabFolder] = {}
         claimed: set[str] = set()
@@ -264,9 +277,9 @@ class LabMailbox:
         return [f for f in self.top.descendants() if f.is_mail]
 
     def folder(self, *path: str) -> LabFolder:
-        """A folder by its EWS display path (("Inbox",), ("Projects", "Budget 2025")) or by its corpus path
-        (("INBOX",), ("Sent",)), whichever matches."""
-        for f in self.top.descendants():
+        """A folder by its EWS display path (("Inbox",), ("Projects", "Budget 2025"), ("Recoverable Items",
+        "Deletions")) or by its corpus path (("INBOX",), ("Sent",)), whichever matches."""
+        for f in self.root.descendants():
             if f.path == tuple(path):
                 return f
         mapped = ews_folder_path(self.corpus, tuple(path))
