@@ -5,9 +5,11 @@ responder (real SOAP over HTTPS) that a real Exchange server has, against the re
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import pytest
+import yaml
 
 from migrate.core.errors import ExitCode
 from migrate.core.store import open_store
@@ -215,3 +217,56 @@ def test_calendars_contacts_tasks_and_system_folders_are_counted_not_moved_as_ma
     central = read_mailbox(lab.central, box.email)
     assert not {"Outbox", "Sync Issues", "Sync Issues/Conflicts", "RSS Feeds", "Calendar", "Recoverable Items"} \
         & set(central), sorted(central)
+
+
+def _archive(responder, box) -> list[corpus.CorpusMessage]:
+    when = box.folder("INBOX").messages[0].internaldate
+    placed = []
+    for path, n in ((("Inbox",), 3), (("2019", "Budget"), 2)):
+        for i in range(n):
+            message = corpus.CorpusMessage(f"Subject: archived {'/'.join(path)} {i}\r\n\r\nold mail\r\n".encode(),
+                                           ("\\Seen",), when)
+            responder.add_archive_message(box.email, path, message)
+            placed.append(message)
+    return placed
+
+
+def test_the_archive_mailbox_is_counted_and_moved_below_archive(govmigrate, exchange):
+    lab, ws, box, responder = exchange
+    archived = _archive(responder, box)
+    govmigrate("-w", ws, "inventory", "mail")
+    doc = json.loads(govmigrate("-w", ws, "inventory", "show", "--json").stdout)
+    [mine] = [m for s in doc["sources"] for m in s["mailboxes"] if m["email"] == box.email]
+    assert mine["archive_items"] == 5 and mine["messages"] == box.messages + 5
+    first = sync(govmigrate, ws, box.email)
+    assert first["copied"] == box.messages + 5 and first["result"] == "ok"
+    central = read_mailbox(lab.central, box.email)
+    assert [m.raw for m in central["Archive/Inbox"].messages] == [m.raw for m in archived[:3]]
+    assert [m.raw for m in central["Archive/2019/Budget"].messages] == [m.raw for m in archived[3:]]
+    assert sync(govmigrate, ws, box.email)["copied"] == 0
+    checked = json.loads(govmigrate("-w", ws, "verify", box.email, "--json").stdout)[0]
+    assert checked["matches"], checked
+
+
+def test_an_archive_left_out_by_the_project_file_is_counted_only(govmigrate, exchange):
+    lab, ws, box, responder = exchange
+    _archive(responder, box)
+    doc = yaml.safe_load((ws / "migration.yaml").read_text())
+    doc["sources"][0]["server"]["archive_folder"] = None
+    (ws / "migration.yaml").write_text(yaml.safe_dump(doc))
+    govmigrate("-w", ws, "inventory", "mail")
+    shown = json.loads(govmigrate("-w", ws, "inventory", "show", "--json").stdout)
+    [mine] = [m for s in shown["sources"] for m in s["mailboxes"] if m["email"] == box.email]
+    assert (mine["archive_items"], mine["not_migrated_items"], mine["messages"]) == (0, 5, box.messages)
+    assert sync(govmigrate, ws, box.email)["copied"] == box.messages
+    assert not [name for name in read_mailbox(lab.central, box.email) if name.startswith("Archive/")]
+
+
+def test_a_bad_archive_folder_names_the_file_line_and_field(govmigrate, exchange):
+    _lab, ws, _box, _responder = exchange
+    text = (ws / "migration.yaml").read_text()
+    doc = yaml.safe_load(text)
+    doc["sources"][0]["server"]["archive_folder"] = "Archive//\x07"
+    (ws / "migration.yaml").write_text(yaml.safe_dump(doc))
+    result = govmigrate("-w", ws, "inventory", "mail", expect=int(ExitCode.USAGE))
+    assert re.search(r"migration\.yaml:\d+: sources\[0\]\.server\.archive_folder", result.stderr), result.stderr

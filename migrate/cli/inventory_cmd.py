@@ -10,6 +10,7 @@ from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_csv, emit_json, emit_table, human_bytes, output_options
 from migrate.cli.progress import progress_for
 from migrate.core.errors import ExitCode
+from migrate.core.store import MIGRATED_KINDS
 from migrate.reports.inventory import (
     CSV_COLUMNS,
     FOLDER_CSV_COLUMNS,
@@ -179,7 +180,7 @@ def _table(app: App, section: SourceSection, *, with_folders: bool) -> None:
     for line in probe_lines(section.probe):
         out.print(f"  {line}", markup=False, highlight=False)
     if with_folders:
-        rows = [{"email": m.email, "folder": f["name"] + ("" if f["kind"] == "mail" else f" ({f['kind']}: not migrated as mail)"),
+        rows = [{"email": m.email, "folder": f["name"] + ("" if f["kind"] in MIGRATED_KINDS else f" ({f['kind']}: not migrated as mail)"),
                  "special_use": f["special_use"] or "",
                  "messages": f["messages"], "size": human_bytes(f["bytes"]), "error": f["error"] or ""}
                 for m in section.mailboxes for f in m.folder_list]
@@ -194,6 +195,9 @@ def _table(app: App, section: SourceSection, *, with_folders: bool) -> None:
               "quota": human_bytes(t.quota_used) if t.quota_used else ""}
     emit_table(app, f"{section.ministry}: mailboxes", MAILBOX_COLUMNS, [_mailbox_row(m) for m in section.mailboxes],
                footer=footer, no_wrap=NO_WRAP)
+    if t.archive_items:
+        out.print(f"  archive mailboxes: {t.archive_items} messages, moved with the mail", markup=False,
+                  highlight=False)
     if t.calendar_items or t.contacts or t.tasks or t.not_migrated_items:
         out.print(f"  besides mail: {t.calendar_items} calendar items, {t.contacts} contacts, {t.tasks} tasks; "
                   f"{t.not_migrated_items} items in folders that are not migrated (Outbox, Sync Issues, RSS Feeds, "

@@ -165,6 +165,21 @@ class EwsServer(Strict):
     #: An ``http://`` url sends the login (basic or NTLM) unprotected; refused unless this is true.
     allow_cleartext: bool = False
     timeout: float = Field(120.0, gt=0, le=3600)
+    #: Where a user's archive mailbox (Exchange In-Place/Online Archive) lands on the central host: its folders
+    #: go below this folder, e.g. Archive/Inbox. Null: the archive is counted by the inventory, not migrated.
+    archive_folder: str | None = "Archive"
+
+    @field_validator("archive_folder")
+    @classmethod
+    def _archive_folder(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        value = value.strip().strip("/")
+        if not value or any(not part.strip() or any(ch < " " or ch == "\x7f" for ch in part)
+                                for part in value.split("/")):
+            raise ValueError("give a folder name such as Archive (parts separated by /, no control characters), "
+                             "or null to leave archive mailboxes out")
+        return value
 
     @field_validator("url")
     @classmethod

@@ -264,6 +264,8 @@ MIGRATIONS: list[str] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+#: inventory_folders.kind values whose messages are moved (and so planned): mail, and the archive mailbox's mail.
+MIGRATED_KINDS = ("mail", "archive")
 #: How long a command waits for another process's write transaction before it gives up (exit 7).
 BUSY_TIMEOUT_S = 30
 

@@ -669,6 +669,15 @@ class EwsMailbox:
             log.info("%s: %s: no Recoverable Items: %s", self.source.label, self.email, exc.message)
         return out
 
+    def archive_folders(self) -> list[EwsFolderInfo]:
+        """The folders of the user's archive mailbox (In-Place/Online Archive, below archivemsgfolderroot), with
+        paths relative to its root; empty when the user has no archive."""
+        try:
+            return self._folder_tree("archivemsgfolderroot")
+        except FolderFailed as exc:
+            log.debug("%s: %s: no archive mailbox: %s", self.source.label, self.email, exc.message)
+            return []
+
     def _system_ids(self) -> dict[str, str]:
         """Folder id → distinguished id of the system folders, asked once; a server that does not know those
         names (Exchange 2007) has none of them."""

@@ -21,7 +21,7 @@ from migrate.core.fanout import fanout
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.retry import call_with_retry
 from migrate.core.secrets import redact
-from migrate.core.store import Store
+from migrate.core.store import MIGRATED_KINDS, Store
 from migrate.core.userlist import UserEntry
 from migrate.mailbox.registry import register_users
 from migrate.mailbox.sources import Sources
@@ -48,8 +48,9 @@ class FolderMeasurement:
     messages: int | None = None
     bytes: int | None = None
     error: str | None = None
-    #: mail (migrated) | calendar | contacts | tasks | system | other: Exchange folders that are not moved as
-    #: mail are counted too (see migrate.mailbox.ews.SYSTEM_FOLDERS); IMAP folders are all mail.
+    #: mail (migrated) | archive (the archive mailbox's mail, migrated) | calendar | contacts | tasks | system |
+    #: other: Exchange folders that are not moved as mail are counted too (see migrate.mailbox.ews.SYSTEM_FOLDERS);
+    #: IMAP folders are all mail.
     kind: str = "mail"
 
     def as_record(self) -> dict[str, Any]:
@@ -105,7 +106,7 @@ class MailboxMeasurement:
             error = (f"{len(broken)} folder{'s' if len(broken) != 1 else ''} could not be measured: "
                      + "; ".join(f"{f.name}: {f.error}" for f in broken[:3])
                      + (" ..." if len(broken) > 3 else ""))
-        mail = [f for f in folders if f.kind == "mail" and not f.error]
+        mail = [f for f in folders if f.kind in MIGRATED_KINDS and not f.error]
         return cls(email=email, ok=not broken, error=error,
                    messages=sum(f.messages or 0 for f in mail), bytes=sum(f.bytes or 0 for f in mail),
                    largest=extremes.largest, oldest=extremes.oldest, newest=extremes.newest,

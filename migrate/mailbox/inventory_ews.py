@@ -22,7 +22,7 @@ from migrate.mailbox.ews import EwsMailbox, EwsSource
 from migrate.mailbox.imap import Endpoint, tls_context, tls_details
 from migrate.mailbox.inventory import Extremes, FolderMeasurement, MailboxMeasurement, SourceProbe
 from migrate.mailbox.inventory_imap import name_matches
-from migrate.mailbox.sources import OTHER_ACCESS, Sources
+from migrate.mailbox.sources import ARCHIVE_NAME, OTHER_ACCESS, Sources
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,11 @@ def measure_mailbox(box: EwsMailbox, email: str) -> MailboxMeasurement:
     # Items): counted from the folder list alone, without a FindItem.
     folders += [FolderMeasurement("/".join(info.path), None, info.total_count, info.size or 0, kind=info.kind)
                 for info in box.census()]
+    # The archive mailbox: moved below the source's archive_folder (kind archive), or only counted (null).
+    migrated = bool(box.source.server.archive_folder)
+    folders += [FolderMeasurement(ARCHIVE_NAME + "/".join(info.path), None, info.total_count, info.size or 0,
+                                  kind=("archive" if migrated else "system") if info.kind == "mail" else info.kind)
+                for info in box.archive_folders()]
     try:
         quota = box.quota()
     except RemoteError as exc:

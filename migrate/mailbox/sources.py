@@ -119,11 +119,23 @@ def folder_list(mailbox: SourceMailbox) -> list[tuple[SourceFolderInfo, ListedFo
     return [(info, None) for info in ews_folder_infos(mailbox)]
 
 
+#: How the folders of a user's archive mailbox are named in the state store, logs and reports (their
+#: destination is below the source's ``archive_folder``).
+ARCHIVE_NAME = "Archive mailbox/"
+
+
 def ews_folder_infos(mailbox: EwsMailbox) -> list[SourceFolderInfo]:
-    """EWS folders are selected by id and named by their display path; the inbox becomes INBOX."""
+    """EWS folders are selected by id and named by their display path; the inbox becomes INBOX. The mail
+    folders of the user's archive mailbox follow, below the source's ``archive_folder`` (unless null)."""
     infos = []
     for f in mailbox.folders():
         path = ("INBOX", *f.path[1:]) if f.well_known == "inbox" else tuple(f.path)
         infos.append(SourceFolderInfo("/".join(f.path), path, f.special_use, True, folder_id=f.folder_id,
                                       messages=f.total_count, size=f.size))
+    prefix = mailbox.source.server.archive_folder
+    if prefix:
+        for f in mailbox.archive_folders():
+            if f.kind == "mail":
+                infos.append(SourceFolderInfo(ARCHIVE_NAME + "/".join(f.path), (*prefix.split("/"), *f.path), None,
+                                              True, folder_id=f.folder_id, messages=f.total_count, size=f.size))
     return infos

@@ -10,15 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.core.store import Store
+from migrate.core.store import MIGRATED_KINDS, Store
 
 #: CSV columns, one row per mailbox (``--folders``: one row per folder, with FOLDER_CSV_COLUMNS).
 CSV_COLUMNS = ("source", "ministry", "email", "login", "display_name", "flags", "status", "error", "folders",
                "folder_errors", "messages", "bytes", "largest", "oldest", "newest", "quota_used",
-               "quota_limit", "calendar_items", "contacts", "tasks", "not_migrated_items", "measured_at")
+               "quota_limit", "archive_items", "calendar_items", "contacts", "tasks", "not_migrated_items",
+               "measured_at")
 FOLDER_CSV_COLUMNS = ("source", "email", "folder", "kind", "special_use", "messages", "bytes", "error")
 #: What the inventory counts per Exchange mailbox besides mail: folder kind → the figure it adds to.
-KIND_FIGURES = {"calendar": "calendar_items", "contacts": "contacts", "tasks": "tasks", "system": "not_migrated_items",
+KIND_FIGURES = {"archive": "archive_items", "calendar": "calendar_items", "contacts": "contacts", "tasks": "tasks", "system": "not_migrated_items",
                 "other": "not_migrated_items"}
 #: The capabilities a sysadmin looks for first, in the words the issue uses.
 KEY_CAPABILITIES = ("IMAP4REV1", "IMAP4REV2", "UIDPLUS", "LITERAL+", "MULTIAPPEND", "SPECIAL-USE", "NAMESPACE",
@@ -48,6 +49,7 @@ class MailboxLine:
     folder_list: list[dict[str, Any]] = field(default_factory=list)
     #: Exchange only: items in calendars, contacts and tasks folders, and in folders not migrated (Outbox,
     #: Sync Issues, RSS Feeds, Recoverable Items); 0 for IMAP sources.
+    archive_items: int = 0          # in the archive mailbox; moved with the mail (counted in messages too)
     calendar_items: int = 0
     contacts: int = 0
     tasks: int = 0
@@ -56,7 +58,8 @@ class MailboxLine:
     def as_dict(self, *, with_folders: bool = True) -> dict[str, Any]:
         doc = {k: getattr(self, k) for k in ("email", "login", "display_name", "flags", "status", "error",
                                              "folders", "folder_errors", "messages", "bytes", "largest", "oldest",
-                                             "newest", "quota_used", "quota_limit", "calendar_items", "contacts",
+                                             "newest", "quota_used", "quota_limit", "archive_items",
+                                             "calendar_items", "contacts",
                                              "tasks", "not_migrated_items", "measured_at")}
         if with_folders:
             doc["folder_list"] = self.folder_list
@@ -75,6 +78,7 @@ class Totals:
     oldest: str | None = None
     newest: str | None = None
     quota_used: int = 0
+    archive_items: int = 0
     calendar_items: int = 0
     contacts: int = 0
     tasks: int = 0
@@ -141,7 +145,7 @@ def load_inventory(store: Store, source_ids: list[str] | None = None) -> list[So
         totals = Totals()
         for doc in store.inventory(source_id=src["id"]):
             folder_list = store.inventory_folders(doc["mailbox_id"]) if doc["ok"] is not None else []
-            mail = [f for f in folder_list if f["kind"] == "mail"]
+            mail = [f for f in folder_list if f["kind"] in MIGRATED_KINDS]
             line = MailboxLine(
                 email=doc["email"], login=doc["login"], display_name=doc["display_name"], flags=doc["flags"],
                 status=_status(doc), error=doc["error"],

@@ -1009,6 +1009,10 @@ class EwsResponder:
     def set_importance(self, email: str, item_id: str, importance: str) -> None:
         self.store.set_importance(email, item_id, importance)
 
+    def add_archive_message(self, email: str, folder_path: tuple[str, ...], message: CorpusMessage) -> str:
+        """A message in the user's archive mailbox (made on first use), e.g. ("Inbox",) or ("2019", "Budget")."""
+        return self.store.add_archive_message(email, folder_path, message)
+
     def delete_message(self, email: str, item_id: str) -> None:
         self.store.delete_message(email, item_id)
 

@@ -175,7 +175,8 @@ class LabFolder:
         """Display names below Top of Information Store (empty for the root and that folder itself)."""
         names: list[str] = []
         f: LabFolder | None = self
-        while f is not None and f.distinguished not in ("msgfolderroot", "root"):
+        while f is not None and f.distinguished not in ("msgfolderroot", "root", "archivemsgfolderroot",
+                                                           "archiveroot"):
             names.insert(0, f.name)
             f = f.parent
         return tuple(names)
@@ -248,6 +249,23 @@ class LabMailbox:
             folder = place(cf.path)
             for message in cf.messages:
                 store._append(folder, message, message.flags)
+
+    def enable_archive(self) -> LabFolder:
+        """Give the mailbox an archive mailbox (In-Place/Online Archive): its own root, message folder root,
+        Inbox and Deleted Items, under the archive* distinguished ids. Returns its message folder root."""
+        if "archivemsgfolderroot" not in self.distinguished:
+            root = self._new_folder("Archive Root", None, None, "archiveroot")
+            top = self._new_folder("Top of Information Store", None, root, "archivemsgfolderroot")
+            self._new_folder("Inbox", MAIL_CLASS, top, "archiveinbox")
+            self._new_folder("Deleted Items", MAIL_CLASS, top, "archivedeleteditems")
+        return self.distinguished["archivemsgfolderroot"]
+
+    def archive_folder(self, *path: str) -> LabFolder:
+        """A folder of the archive mailbox by its display path below its message folder root (made if new)."""
+        folder = self.enable_archive()
+        for name in path:
+            folder = self._child(folder, name)
+        return folder
 
     def _new_folder(self, name: str, folder_class: str | None, parent: LabFolder | None,
                     distinguished: str | None = None) -> LabFolder:
@@ -349,6 +367,11 @@ class LabStore:
                 item.content_seq = seq
             item.version += 1
             item.folder.touch()
+
+    def add_archive_message(self, email: str, folder_path: tuple[str, ...], message: CorpusMessage) -> str:
+        with self.lock:
+            folder = self.mailbox(email).archive_folder(*folder_path)
+            return self._append(folder, message, message.flags).item_id
 
     def set_importance(self, email: str, item_id: str, importance: str) -> None:
         """A user changes an item's importance in Outlook: a content change (Update), a new MIME."""
