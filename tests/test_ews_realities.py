@@ -270,3 +270,13 @@ def test_a_bad_archive_folder_names_the_file_line_and_field(govmigrate, exchange
     (ws / "migration.yaml").write_text(yaml.safe_dump(doc))
     result = govmigrate("-w", ws, "inventory", "mail", expect=int(ExitCode.USAGE))
     assert re.search(r"migration\.yaml:\d+: sources\[0\]\.server\.archive_folder", result.stderr), result.stderr
+
+
+def test_throttling_inside_an_http_200_answer_is_waited_out_and_the_copy_is_exact(govmigrate, exchange):
+    _lab, ws, box, responder = exchange
+    responder.busy_inside_get_items(3, back_off_ms=200)
+    result = sync(govmigrate, ws, box.email)
+    assert result["result"] == "ok" and result["copied"] == box.messages, result
+    assert [r.code for r in responder.requests_for("GetItem")].count("ErrorInternalServerError") == 3
+    checked = json.loads(govmigrate("-w", ws, "verify", box.email, "--deep", "--json").stdout)[0]
+    assert checked["matches"], checked

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 from pathlib import Path
 
 import pytest
+from exchangelib.errors import RateLimitError
 
 from migrate.core.config import EwsServer
 from migrate.core.errors import (
@@ -227,7 +229,8 @@ def test_server_busy_is_retried_after_the_servers_back_off_and_logged(src, respo
     assert len(items) == inbox.total_count
     assert len(exchangelib_sleeps) == 2 and all(0.1 < s <= 0.2 for s in exchangelib_sleeps), exchangelib_sleeps
     retries = [r for r in caplog.records if r.name == "migrate.mailbox.ews" and "server busy" in r.message]
-    assert [r.message.split("(")[-1] for r in retries] == ["retry 1 of 5)", "retry 2 of 5)"]
+    assert [r.message.split("(")[-1] for r in retries] == ["back-off 1 of 5 for this server)",
+                                                          "back-off 2 of 5 for this server)"]
     assert "waiting 0.20s" in retries[0].message
 
 
@@ -246,7 +249,7 @@ def test_throttling_that_outlasts_the_policy_is_throttled_and_not_retried_again(
     with source(responder.url, retries=2) as s:
         mailbox = s.mailbox(boxes[0].email)
         responder.inject("server_busy", count=10, operation="FindFolder", back_off_ms=40)
-        with pytest.raises(Throttled, match="kept throttling after 2 back-offs") as failure:
+        with pytest.raises(Throttled, match=r"kept throttling .* 2 times in a row") as failure:
             mailbox.folders()
         assert not failure.value.transient, "the caller must not retry it again in this run"
         assert len(responder.requests_for("FindFolder")) == 3, "two back-offs, then give up; no extra retries"
@@ -258,6 +261,62 @@ def test_throttling_that_outlasts_the_policy_is_throttled_and_not_retried_again(
         with pytest.raises(Throttled, match=r"120\.0s"):
             mailbox.folders()
         assert exchangelib_sleeps == [], "a back-off longer than max_wait is not waited for at all"
+        # ...and it holds for every thread that talks to this server: nothing more is sent until it ends.
+        before = len(responder.request_log)
+        other = threading.Thread(target=lambda: errors.append(_throttled(lambda: s.mailbox(boxes[1].email))))
+        errors: list[str] = []
+        other.start()
+        other.join()
+        assert errors and "back off for 1" in errors[0] and "left for the next pass" in errors[0], errors
+        assert len(responder.request_log) == before, "no request reached the server while it asked for quiet"
+
+
+def _throttled(fn) -> str:
+    try:
+        fn()
+    except Throttled as exc:
+        return exc.message
+    return "not throttled"
+
+
+def test_one_back_off_budget_per_server_across_threads_and_kinds_of_access(tmp_path):
+    """Two threads that each meet two busy answers spend one budget of three, not two budgets."""
+    from migrate.core.config import load_project
+    from migrate.mailbox.ews import _BoundedFaultTolerance
+    from migrate.mailbox.sources import Sources
+
+    budget = _BoundedFaultTolerance(max_wait=10, max_retries=3, label="source finance")
+    outcomes: list[str] = []
+
+    def busy_twice() -> None:
+        for _ in range(2):
+            try:
+                budget.back_off(0.001)
+                outcomes.append("waited")
+            except RateLimitError:
+                outcomes.append("throttled")
+
+    threads = [threading.Thread(target=busy_twice) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["throttled", "waited", "waited", "waited"]
+    assert budget.blocked_for() == 0 or budget.blocked_for() < 0.01
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "pw").write_text("lab-budget-secret")
+    (ws / "pw").chmod(0o600)
+    (ws / "users.csv").write_text("email\n")
+    (ws / "migration.yaml").write_text(
+        "version: 1\nname: budget\ncentral:\n  imap: {host: 127.0.0.1, port: 993}\n"
+        "  login: {method: master_user, user: admin, password: 'file:pw'}\n"
+        "sources:\n  - id: finance\n    ministry: Finance\n    domains: [finance.gov.bz]\n    server:\n"
+        "      type: ews\n      url: https://127.0.0.1:1/EWS/Exchange.asmx\n      user: svc\n"
+        "      password: 'file:pw'\n    users: users.csv\n")
+    sources = Sources(load_project(ws / "migration.yaml"))
+    assert sources.ews(sources.project.config.sources[0])._policy is \
+        sources.ews(sources.project.config.sources[0], access="delegate")._policy
 
 
 def test_a_lost_connection_is_not_retried_by_the_ews_client(responder, boxes, exchangelib_sleeps):
@@ -350,3 +409,19 @@ def test_quota_is_none_when_the_server_does_not_show_it(boxes):
     with EwsResponder(boxes, service_user=SERVICE, service_password=PASSWORD, quota_bytes=None) as r, \
             source(r.url) as s:
         assert s.mailbox(boxes[0].email).quota() is None
+
+
+def test_busy_inside_an_http_200_answer_is_waited_out_as_asked_and_never_pairs_the_wrong_bytes(
+        src, responder, boxes, exchangelib_sleeps):
+    """HTTP 200 whose third response message is ErrorInternalServerError around an inner ErrorServerBusy:
+    the client waits the BackOffMilliseconds the server named (not exchangelib's own 10 s), and exchangelib's
+    second reading of the request (after it already yielded two answers) gives each id its own bytes."""
+    box = boxes[0]
+    mailbox = src.mailbox(box.email)
+    ids = responder.item_ids(box.email, ("INBOX",))[:6]
+    responder.busy_inside_get_items(1, back_off_ms=400)
+    got = list(mailbox.mime(ids))
+    assert [i for i, _ in got] == ids
+    assert all(raw == responder.store.items[i].mime for i, raw in got)
+    assert len(exchangelib_sleeps) == 1 and 0.2 < exchangelib_sleeps[0] <= 0.4, exchangelib_sleeps
+    assert [r.code for r in responder.requests_for("GetItem")][-2:] == ["ErrorInternalServerError", "NoError"]

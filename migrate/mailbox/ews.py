@@ -16,6 +16,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,7 @@ from exchangelib.items import ID_ONLY, Item, Message
 from exchangelib.properties import DistinguishedFolderId, FolderId, ItemId, Mailbox
 from exchangelib.protocol import Protocol
 from exchangelib.services import FindFolder, FindItem, GetFolder, GetItem, SyncFolderItems
+from exchangelib.services.common import EWSService
 
 import migrate
 from migrate.core.config import EwsServer
@@ -232,6 +234,18 @@ class _ParseWhole:
     def _get_soap_parts(cls, response):
         return super()._get_soap_parts(response=_WholeBody(response.content))
 
+    @staticmethod
+    def _get_exception(code, text, msg_xml=None, rule_errors=None):
+        """exchangelib's mapping, keeping the server's BackOffMilliseconds where a busy answer arrives inside a
+        response message (HTTP 200: ErrorServerBusy, or ErrorInternalServerError around an inner ErrorServerBusy,
+        table 4 of "EWS throttling in Exchange"): exchangelib would otherwise wait its own 10 s, doubling."""
+        exc = EWSService._get_exception(code=code, text=text, msg_xml=msg_xml, rule_errors=rule_errors)
+        if isinstance(exc, ews_errors.ErrorServerBusy) and not exc.back_off and msg_xml is not None:
+            for value in msg_xml.findall(f"{{{TNS}}}Value"):
+                if value.get("Name") == "BackOffMilliseconds" and (value.text or "").strip().isdigit():
+                    exc.back_off = int(value.text.strip()) / 1000.0
+        return exc
+
 
 class _RawGetFolder(_ParseWhole, GetFolder):
     def _elems_to_objs(self, elems):
@@ -310,7 +324,14 @@ def item_from_xml(elem: Any) -> EwsItem:
 
 class _BoundedFaultTolerance(FaultTolerance):
     """exchangelib's fault tolerance (honours ErrorServerBusy BackOffMilliseconds and HTTP 503 Retry-After),
-    with every back-off logged, a bounded number of consecutive back-offs, and no retrying of HTTP 401.
+    with every back-off logged, one budget of consecutive back-offs per server, and no retrying of HTTP 401.
+
+    One instance serves every thread (and both kinds of access) that talks to one server: exchangelib makes
+    every request of those threads wait while a back-off the server asked for runs, and the count of busy
+    answers since the server last answered normally is shared, so ten threads do not get ten budgets. When the
+    server asks for a longer back-off than ``max_wait``, or the budget is spent, the server is *blocked* for
+    what it asked: every thread's next call is refused at once as Throttled (see :meth:`EwsSource.call`), and
+    the mailboxes are left for the next pass instead of pressing a server that asked for minutes of quiet.
 
     exchangelib treats 401 as possible throttling and retries it for up to ``max_wait``; for a migration a 401
     almost always means a wrong password, and repeating it can lock the service account out of the domain.
@@ -320,23 +341,30 @@ class _BoundedFaultTolerance(FaultTolerance):
         super().__init__(max_wait=max_wait)
         self.max_retries = max_retries
         self.label = label
-        self._local = threading.local()
+        self._busy_lock = threading.Lock()
+        self.busy = 0                              # busy answers since the server last answered normally
+        self.blocked_until = 0.0                   # time.monotonic() before which no request is sent
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        state.pop("_local", None)
+        state.pop("_busy_lock", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
-        self._local = threading.local()
+        self._busy_lock = threading.Lock()
 
     def raise_response_errors(self, response: Any) -> None:
         if response.status_code == 401:
             raise ews_errors.UnauthorizedError(f"HTTP 401 from {response.url}")
         if response.status_code == 200:
-            self._local.retries = 0           # a normal answer ends a run of back-offs
+            with self._busy_lock:
+                self.busy = 0                      # a normal answer ends a run of back-offs
         return super().raise_response_errors(response)
+
+    def blocked_for(self) -> float:
+        """Seconds this server still asked every client to keep quiet (0: none)."""
+        return max(0.0, self.blocked_until - time.monotonic())
 
     def back_off(self, seconds: float | None) -> None:
         # exchangelib also backs off after a lost connection (ErrorTimeoutExpired). Lost connections have one
@@ -346,13 +374,17 @@ class _BoundedFaultTolerance(FaultTolerance):
         if isinstance(current, ews_errors.ErrorTimeoutExpired):
             raise current
         seconds = self.DEFAULT_BACKOFF if seconds is None else float(seconds)
-        retries = getattr(self._local, "retries", 0) + 1
-        self._local.retries = retries
-        if retries > self.max_retries or seconds > self.max_wait:
-            self._local.retries = 0
-            raise ews_errors.RateLimitError("the server kept asking to back off", wait=seconds)
-        log.warning("%s: server busy; waiting %.2fs as it asked (retry %d of %d)", self.label, seconds, retries,
-                    self.max_retries)
+        with self._busy_lock:
+            self.busy += 1
+            busy = self.busy
+            if busy > self.max_retries or seconds > self.max_wait:
+                self.busy = 0
+                self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
+                log.warning("%s: the server asked to back off for %.1fs%s; no request goes to it until then",
+                            self.label, seconds, f" after {busy - 1} waits" if busy > self.max_retries else "")
+                raise ews_errors.RateLimitError("the server kept asking to back off", wait=seconds)
+        log.warning("%s: server busy; waiting %.2fs as it asked (back-off %d of %d for this server)", self.label,
+                    seconds, busy, self.max_retries)
         super().back_off(seconds)
 
 
@@ -383,7 +415,7 @@ class EwsSource:
 
     def __init__(self, server: EwsServer, password: Secret, *, base_dir: Path, label: str,
                  max_connections: int = 4, max_wait: float = 300.0, retries: int = 5, retry_wait: float = 10.0,
-                 page_size: int = 500, mime_batch: int = 10) -> None:
+                 page_size: int = 500, mime_batch: int = 10, budget: _BoundedFaultTolerance | None = None) -> None:
         self.server = server
         self.label = label
         self.max_connections = max_connections
@@ -409,7 +441,8 @@ class EwsSource:
                                       "authentication cannot carry (only Latin-1); use auth: ntlm or another "
                                       "password") from None
         self._credentials = Credentials(server.user, password.reveal())
-        self._policy = _BoundedFaultTolerance(max_wait=max_wait, max_retries=retries, label=label)
+        #: The server's back-off budget: shared with the other EwsSource of the same server (``budget``).
+        self._policy = budget or _BoundedFaultTolerance(max_wait=max_wait, max_retries=retries, label=label)
         self._lock = threading.Lock()
         self._protocol: Protocol | None = None
         self._config: Configuration | None = None
@@ -509,8 +542,9 @@ class EwsSource:
         if isinstance(exc, (ews_errors.ErrorFolderNotFound, ews_errors.ErrorItemNotFound)):
             return FolderFailed(f"{where}: {redact(str(exc)) or 'folder not found'} ({box})")
         if isinstance(exc, ews_errors.RateLimitError):
-            return Throttled(f"{where}: the server kept throttling after {self.retries} back-offs (it last asked "
-                             f"for {exc.wait:.1f}s); {box} is left for the next run")
+            return Throttled(f"{where}: the server kept throttling (it last asked for a back-off of {exc.wait:.1f}s, "
+                             f"this client waits up to {self.max_wait:.0f}s and {self.retries} times in a row); "
+                             f"{box} is left for the next pass")
         if isinstance(exc, ews_errors.ErrorServerBusy):
             return TransientError(f"{where}: server busy", retry_after=exc.back_off)
         for cause in _chain(exc):
@@ -546,6 +580,10 @@ class EwsSource:
         """Run one unit of EWS work and translate any failure. Nothing is retried here: the server's busy
         answers were already waited out by exchangelib under this source's bounded policy, and lost
         connections are retried by the caller (docs/architecture.md: "Retries")."""
+        blocked = self._policy.blocked_for()
+        if blocked:
+            raise Throttled(f"{self._where()}: the server asked every client to back off for {blocked:.0f}s more; "
+                            f"{f'mailbox {mailbox}' if mailbox else 'this'} is left for the next pass")
         try:
             return fn()
         except Exception as exc:
@@ -878,6 +916,11 @@ class EwsMailbox:
         elems = self._call(f"read {len(ids)} messages", lambda: list(_RawGetItem(
             account=self.account, chunk_size=batch).call(items=[ItemId(id=i) for i in ids],
                                                          additional_fields=set(MIME_FIELDS), shape=ID_ONLY)))
+        if len(elems) > len(ids):
+            # exchangelib waited out a busy answer that came inside the response (after some items) and asked
+            # again: it yields the first answers, then the whole second response. Only that one is used; the
+            # ItemId check below still refuses anything out of place.
+            elems = elems[-len(ids):]
         if len(elems) != len(ids):
             raise TransientError(f"{self.source.label}: {self.email}: asked for {len(ids)} items, the server "
                                  f"answered {len(elems)}")

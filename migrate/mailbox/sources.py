@@ -83,8 +83,11 @@ class Sources:
                         label=f"source {source.id} EWS service account password")
                 server = source.server if access == source.server.access else \
                     source.server.model_copy(update={"access": access})
+                # Both kinds of access talk to one server: they share its back-off budget.
+                sibling = self._ews.get((source.id, OTHER_ACCESS[access]))
                 self._ews[key] = EwsSource(server, self._ews_password[source.id], base_dir=self.project.base_dir,
-                                           label=f"source {source.id}", max_connections=source.connections)
+                                           label=f"source {source.id}", max_connections=source.connections,
+                                           budget=sibling._policy if sibling else None)
             return self._ews[key]
 
     # -- opening a mailbox ---------------------------------------------------------------------------------

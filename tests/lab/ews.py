@@ -98,11 +98,23 @@ class RequestRecord:
 class EwsFailure(Exception):
     """An EWS error for one response message (``ResponseClass="Error"``, or ``"Warning"``)."""
 
-    def __init__(self, code: str, text: str, *, response_class: str = "Error") -> None:
+    def __init__(self, code: str, text: str, *, response_class: str = "Error",
+                 message_xml: dict[str, str] | None = None) -> None:
         super().__init__(text)
         self.code = code
         self.text = text
         self.response_class = response_class
+        self.message_xml = message_xml or {}
+
+
+def busy_inside(back_off_ms: int) -> EwsFailure:
+    """Exchange's other throttling shape ("EWS throttling in Exchange", table 4): HTTP 200, and in one response
+    message an ErrorInternalServerError whose MessageXml names the inner ErrorServerBusy and its back-off."""
+    return EwsFailure("ErrorInternalServerError", "An internal server error occurred. The operation failed.",
+                      message_xml={"InnerErrorResponseCode": "ErrorServerBusy",
+                                   "InnerErrorMessageText": "The server cannot service this request right now. "
+                                                            "Try again later.",
+                                   "BackOffMilliseconds": str(back_off_ms)})
 
 
 #: How :meth:`EwsResponder.break_item` makes an item unexportable, as real Exchange servers do: a meeting
@@ -536,6 +548,10 @@ def _message(parent: ET.Element, operation: str, failure: EwsFailure | None = No
         _el(msg, M, "MessageText", failure.text)
         _el(msg, M, "ResponseCode", failure.code)
         _el(msg, M, "DescriptiveLinkKey", "0")
+        if failure.message_xml:
+            xml = _el(msg, M, "MessageXml")
+            for name, value in failure.message_xml.items():
+                _el(xml, T, "Value", value, Name=name)
     else:
         _el(msg, M, "ResponseCode", "NoError")
     return msg
@@ -703,6 +719,9 @@ class _Operations:
             answers.append((None, (item, broken)))
         if wants_mime and responder.take_misorder():
             answers.reverse()  # a server that re-sent items after a throttled answer: replies out of place
+        busy = responder.take_busy_inside() if len(answers) > 2 else None
+        if busy is not None:
+            answers[2] = (busy_inside(busy), None)  # HTTP 200; the first two items are answered, then "busy"
         for failure, found in answers:
             if failure is not None:
                 _el(_message(messages, "GetItem", failure), M, "Items")
@@ -942,6 +961,7 @@ class EwsResponder:
         self._misorders = 0
         self._log: list[RequestRecord] = []
         self._lock = threading.Lock()
+        self._busy_inside = (0, 0)
         self._connections: set = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -1065,9 +1085,24 @@ class EwsResponder:
                 return True
             return False
 
+    def busy_inside_get_items(self, times: int = 1, back_off_ms: int = 150) -> None:
+        """The next ``times`` GetItem requests of three or more items answer HTTP 200 with the third item's
+        message an ErrorInternalServerError around an inner ErrorServerBusy (:func:`busy_inside`)."""
+        with self._lock:
+            self._busy_inside = (times, back_off_ms)
+
+    def take_busy_inside(self) -> int | None:
+        with self._lock:
+            times, back_off_ms = self._busy_inside
+            if times <= 0:
+                return None
+            self._busy_inside = (times - 1, back_off_ms)
+            return back_off_ms
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._busy_inside = (0, 0)
 
     @property
     def request_log(self) -> list[RequestRecord]:
