@@ -129,6 +129,8 @@ class StatusView:
     events: list[dict[str, str]] = field(default_factory=list)
     #: The messages not copied, with why (the central host refused them, or the source cannot export them).
     messages_not_copied: list[dict[str, Any]] = field(default_factory=list)
+    #: Exchange calendars and contacts: per kind, where they went (DAV collection or export file) and counts.
+    groupware: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,7 +181,9 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         events=[{"at": e.at, "action": e.action, "detail": e.detail, "actor": e.actor}
                 for e in store.events(obj=f"mailbox/{mailbox.email}", limit=events)],
         messages_not_copied=[{"folder": m["folder"], "size": m["size"], "why": m["error"]}
-                             for m in store.failed_messages(mailbox.id)[:MAX_NOT_COPIED]])
+                             for m in store.failed_messages(mailbox.id)[:MAX_NOT_COPIED]],
+        groupware=[{k: g[k] for k in ("kind", "location", "source_items", "copied", "failed", "last_sync_at")}
+                   for g in store.groupware_summary(mailbox.id)])
 
 
 def next_steps(mailbox: MailboxRow, wave: WaveInfo | None, cutover_wave: str | None, domain: str) -> list[str]:

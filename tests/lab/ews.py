@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from tests.lab.base import LOOPBACK, free_port
 from tests.lab.certs import CertFiles
 from tests.lab.corpus import CorpusMailbox, CorpusMessage
+from tests.lab.ews_groupware import ITEM_ELEMENTS
 from tests.lab.ews_store import LabFolder, LabItem, LabMailbox, LabStore, ews_folder_path
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,8 @@ def item_value(item: LabItem, uri: str) -> str | list[str] | None:
 def render_item(parent: ET.Element, item: LabItem, shape: Shape, api: int, *, mime: bool = True) -> ET.Element:
     """A ``t:Message`` with the properties the shape asks for, in schema order (``mime=False``: without
     MimeContent even when asked, as Exchange answers for some items)."""
-    msg = _el(parent, T, "Message")
+    element, item_class = ITEM_ELEMENTS.get(item.folder.folder_class or "", ("Message", "IPM.Note"))
+    msg = _el(parent, T, element)
     flags = item.flags
 
     def wants(uri: str) -> bool:
@@ -310,7 +312,7 @@ def render_item(parent: ET.Element, item: LabItem, shape: Shape, api: int, *, mi
     if wants("item:ParentFolderId"):
         _el(msg, T, "ParentFolderId", Id=item.folder.folder_id, ChangeKey=item.folder.change_key)
     if wants("item:ItemClass"):
-        _el(msg, T, "ItemClass", "IPM.Note")
+        _el(msg, T, "ItemClass", item_class)
     if wants("item:Subject"):
         _el(msg, T, "Subject", head.subject)
     if wants("item:Sensitivity"):
@@ -348,6 +350,8 @@ def render_item(parent: ET.Element, item: LabItem, shape: Shape, api: int, *, mi
     if wants("item:Flag") and api >= API_VERSIONS.index("Exchange2013"):
         flag = _el(msg, T, "Flag")
         _el(flag, T, "FlagStatus", "Flagged" if "\\Flagged" in flags else "NotFlagged")
+    if element != "Message":
+        return msg                       # calendar items and contacts have no message: properties
     if wants("message:From") and head.from_addr:
         frm = _el(_el(msg, T, "From"), T, "Mailbox")
         _el(frm, T, "Name", head.from_name or head.from_addr)

@@ -1,0 +1,169 @@
+"""Exchange calendars and contacts: the sync copies them from the lab's EWS responder into a real Radicale
+(CalDAV/CardDAV) as the data centre's groupware, keyed by UID; without a DAV target they become per-user
+.ics/.vcf files in the workspace."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from migrate.core.errors import ExitCode
+from migrate.mailbox.groupware import export_path
+from tests.lab import corpus, ews_groupware, scenario
+from tests.lab.radicale import RadicaleServer
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def exchange(tmp_path):
+    """An Exchange ministry with calendars and contacts, the central IMAP host, and a workspace (no DAV yet)."""
+    boxes = corpus.ministry(seed="dav", domain="finance.gov.bz", users=2, messages=4, login_style="email")
+    ws = tmp_path / "ws"
+    lab = scenario.ews_lab(ws, boxes)
+    responder = lab.extra[0]
+    placed = ews_groupware.add_groupware(responder.store)
+    yield ws, boxes, responder, placed
+    lab.stop()
+
+
+@pytest.fixture
+def radicale():
+    server = RadicaleServer().start()
+    yield server
+    server.cleanup()
+
+
+def _dav_state(radicale: RadicaleServer, email: str) -> tuple[dict, dict]:
+    """What Radicale holds for a user, read with the caldav client: (UID → VCALENDAR, UID → vCard text)."""
+    import caldav
+    import vobject
+    from icalendar import Calendar
+
+    client = radicale.client()
+    home = f"{radicale.url}{email.lower()}/"
+    events = {}
+    for event in caldav.Calendar(client=client, url=home + "calendar/").events():
+        cal = Calendar.from_ical(event.data)
+        uid = str(cal.walk("VEVENT")[0].get("UID"))
+        assert uid not in events, f"{email}: UID {uid} is in the calendar twice"
+        events[uid] = cal
+    report = client.request(home + "contacts/", "REPORT",
+                            '<C:addressbook-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav">'
+                            "<D:prop><C:address-data/></D:prop></C:addressbook-query>", {"Depth": "1"})
+    cards = {}
+    for data in report.tree.iter("{urn:ietf:params:xml:ns:carddav}address-data"):
+        card = vobject.readOne(data.text)
+        assert card.uid.value not in cards, f"{email}: contact {card.uid.value} twice"
+        cards[card.uid.value] = data.text
+    return events, cards
+
+
+def _sync(govmigrate, ws, *args, code: int = 0) -> list[dict]:
+    result = govmigrate("-w", ws, "sync", "--all", "--json", *args, expect=code)
+    return json.loads(result.stdout)
+
+
+def test_calendars_and_contacts_arrive_in_dav_once_and_changes_update_in_place(govmigrate, exchange, radicale):
+    ws, boxes, responder, placed = exchange
+    scenario.add_dav(ws, radicale)
+    rows = _sync(govmigrate, ws)
+    for row in rows:
+        got = {g["kind"]: g for g in row["groupware"]}
+        assert got["calendar"]["copied"] == 3 and got["contacts"]["copied"] == 3, row
+    for box in boxes:
+        events, cards = _dav_state(radicale, box.email)
+        want = {o.uid for o in placed[box.email.lower()] if o.kind == "calendar"}
+        assert set(events) == want
+        series = events[ews_groupware.series(box.email.split("@")[0]).uid]
+        vevents = list(series.walk("VEVENT"))
+        master = next(v for v in vevents if not v.get("RECURRENCE-ID"))
+        moved = next(v for v in vevents if v.get("RECURRENCE-ID"))
+        assert str(master.get("RRULE").to_ical().decode()) == "FREQ=WEEKLY;COUNT=10;BYDAY=WE"
+        assert master["DTSTART"].params["TZID"] == "America/Belize"
+        assert [str(d.dt) for e in [master.get("EXDATE")] for d in e.dts] == ["2026-12-30 09:00:00-06:00"]
+        assert str(moved["SUMMARY"]) == "Cabinet briefing (moved)"
+        assert moved["DTSTART"].dt.hour == 14 and str(moved["DTSTART"].dt.tzinfo) in ("America/Belize", "CST")
+        assert [str(z["TZID"]) for z in series.walk("VTIMEZONE")] == ["America/Belize"]
+        assert len(cards) == 3
+        assert any("José Pérez" in text for text in cards.values())
+        assert any("O'Brien" in text for text in cards.values())
+
+    # A second pass copies nothing.
+    rows = _sync(govmigrate, ws)
+    for row in rows:
+        assert all(g["copied"] == 0 and g["updated"] == 0 for g in row["groupware"]), row
+
+    # An event changed at the source is updated under the same UID.
+    box = boxes[0]
+    local = box.email.split("@")[0]
+    uid = f"{local}-allday@lab.gov.bz"
+    new = ews_groupware.find(responder.store, box.email, "calendar", uid).message.raw.replace(
+        b"National Heroes and Benefactors Day", b"Heroes Day (office closed)")
+    ews_groupware.change(responder.store, box.email, "calendar", uid, new)
+    rows = _sync(govmigrate, ws)
+    got = {g["kind"]: g for g in rows[[r["mailbox"] for r in rows].index(box.email)]["groupware"]}
+    assert got["calendar"]["updated"] == 1 and got["calendar"]["copied"] == 0
+    events, _cards = _dav_state(radicale, box.email)
+    assert len(events) == 3
+    assert str(events[uid].walk("VEVENT")[0]["SUMMARY"]) == "Heroes Day (office closed)"
+
+    # verify compares counts and UIDs; status shows where they are.
+    results = json.loads(govmigrate("-w", ws, "verify", "--all", "--json").stdout)
+    for result in results:
+        assert result["matches"], result
+        assert {g["kind"]: g["dest"] for g in result["groupware"]} == {"calendar": 3, "contacts": 3}
+    status = govmigrate("-w", ws, "status", box.email).stdout
+    assert "calendar" in status and "contacts" in status and "3 of 3" in status
+
+
+def test_verify_finds_an_event_missing_from_dav(govmigrate, exchange, radicale):
+    ws, boxes, _responder, _placed = exchange
+    scenario.add_dav(ws, radicale)
+    _sync(govmigrate, ws)
+    box = boxes[0]
+    import caldav
+
+    calendar = caldav.Calendar(client=radicale.client(), url=f"{radicale.url}{box.email.lower()}/calendar/")
+    calendar.events()[0].delete()
+    result = govmigrate("-w", ws, "verify", box.email, "--json", expect=1)
+    row = json.loads(result.stdout)[0]
+    assert not row["matches"]
+    cal = next(g for g in row["groupware"] if g["kind"] == "calendar")
+    assert cal["source"] == 3 and cal["dest"] == 2 and len(cal["missing"]) == 1
+
+
+def test_without_dav_calendars_and_contacts_are_exported_to_private_files(govmigrate, exchange):
+    ws, boxes, _responder, _placed = exchange
+    rows = _sync(govmigrate, ws)
+    for box in boxes:
+        for kind, begin in (("calendar", b"BEGIN:VCALENDAR"), ("contacts", b"BEGIN:VCARD")):
+            path = export_path(ws, box.email, kind)
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            data = path.read_bytes()
+            assert data.startswith(begin)
+        from icalendar import Calendar
+
+        cal = Calendar.from_ical(export_path(ws, box.email, "calendar").read_bytes())
+        assert len({str(v["UID"]) for v in cal.walk("VEVENT")}) == 3
+        assert [str(z["TZID"]) for z in cal.walk("VTIMEZONE")] == ["America/Belize"]
+        assert export_path(ws, box.email, "contacts").read_bytes().count(b"BEGIN:VCARD") == 3
+    assert all(g["location"].endswith((".ics", ".vcf")) for r in rows for g in r["groupware"])
+    again = _sync(govmigrate, ws)
+    assert all(g["copied"] == 0 and g["updated"] == 0 for r in again for g in r["groupware"])
+    status = govmigrate("-w", ws, "status", boxes[0].email).stdout
+    assert str(export_path(ws, boxes[0].email, "calendar")) in status.replace("\n", "")
+
+
+def test_wrong_dav_password_fails_clearly_and_never_shows_the_password(govmigrate, exchange, radicale):
+    ws, _boxes, _responder, _placed = exchange
+    real = radicale.password
+    scenario.add_dav(ws, radicale)
+    radicale.set_password("another-password-entirely")
+    result = govmigrate("-w", ws, "sync", "--all", expect=int(ExitCode.AUTH))
+    output = result.stdout + result.stderr
+    assert "refused the password" in output and "central DAV server" in output
+    assert "Traceback" not in output
+    assert real not in output and "another-password-entirely" not in output
