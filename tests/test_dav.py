@@ -117,6 +117,9 @@ def test_calendars_and_contacts_arrive_in_dav_once_and_changes_update_in_place(g
         assert {g["kind"]: g["dest"] for g in result["groupware"]} == {"calendar": 3, "contacts": 3}
     status = govmigrate("-w", ws, "status", box.email).stdout
     assert "calendar" in status and "contacts" in status and "3 of 3" in status
+    report = json.loads(govmigrate("-w", ws, "report", "--json").stdout)
+    assert report["groupware"]["calendar_copied"] == 6 and report["groupware"]["contacts_copied"] == 6
+    assert report["groupware"]["exported_mailboxes"] == 0
 
 
 def test_verify_finds_an_event_missing_from_dav(govmigrate, exchange, radicale):
@@ -155,6 +158,10 @@ def test_without_dav_calendars_and_contacts_are_exported_to_private_files(govmig
     assert all(g["copied"] == 0 and g["updated"] == 0 for r in again for g in r["groupware"])
     status = govmigrate("-w", ws, "status", boxes[0].email).stdout
     assert str(export_path(ws, boxes[0].email, "calendar")) in status.replace("\n", "")
+    report = govmigrate("-w", ws, "report").stdout
+    assert "6 of 6 calendar items" in report and "2 mailbox(es) had no central DAV server" in report
+    results = json.loads(govmigrate("-w", ws, "verify", "--all", "--json").stdout)
+    assert all(r["matches"] and {g["dest"] for g in r["groupware"]} == {3} for r in results)
 
 
 def test_wrong_dav_password_fails_clearly_and_never_shows_the_password(govmigrate, exchange, radicale):
@@ -167,3 +174,52 @@ def test_wrong_dav_password_fails_clearly_and_never_shows_the_password(govmigrat
     assert "refused the password" in output and "central DAV server" in output
     assert "Traceback" not in output
     assert real not in output and "another-password-entirely" not in output
+
+
+# -- the project file's central.dav ---------------------------------------------------------------------------
+
+def _add_dav(project, **fields) -> int:
+    """Add a ``central.dav`` section after the central host's ``connections`` line; returns the url's line."""
+    text = project.read_text()
+    anchor = "  connections: 8 "
+    assert anchor in text
+    lines = "".join(f"    {k}: {v}\n" for k, v in fields.items())
+    head, tail = text.split(anchor, 1)
+    first, rest = tail.split("\n", 1)
+    project.write_text(head + anchor + first + "\n  dav:\n" + lines + rest)
+    return next(n for n, line in enumerate(project.read_text().splitlines(), 1) if line.startswith("    url:"))
+
+
+@pytest.mark.parametrize(("url", "field", "message"), [
+    ("http://dav.gov.bz/", "central.dav.url", "an http:// url sends the DAV login"),
+    ("https://migrator:hunter2@dav.gov.bz/", "central.dav.url", "must not hold a user name or password"),
+    ("ftp://dav.gov.bz/", "central.dav.url", "must be an http:// or https:// URL"),
+])
+def test_dav_url_problems_name_file_line_and_field(govmigrate, example_workspace, example_secrets, monkeypatch,
+                                                  url, field, message):
+    monkeypatch.setenv("GOVMIGRATE_DAV_PASSWORD", "example-dav-password")
+    project = example_workspace / "migration.yaml"
+    line = _add_dav(project, url=url, user="migrator", password="env:GOVMIGRATE_DAV_PASSWORD")
+    result = govmigrate("-w", example_workspace, "check", expect=int(ExitCode.USAGE))
+    assert f"migration.yaml:{line}: {field}: {message}" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_dav_over_http_is_accepted_on_loopback_or_when_allowed(govmigrate, example_workspace, example_secrets,
+                                                             monkeypatch):
+    monkeypatch.setenv("GOVMIGRATE_DAV_PASSWORD", "example-dav-password")
+    project = example_workspace / "migration.yaml"
+    original = project.read_text()
+    for fields in ({"url": "http://127.0.0.1:5232/"}, {"url": "http://dav.gov.bz/", "allow_cleartext": "true"}):
+        project.write_text(original)
+        _add_dav(project, **fields, user="migrator", password="env:GOVMIGRATE_DAV_PASSWORD")
+        result = govmigrate("-w", example_workspace, "check", expect=None)
+        assert "central.dav" not in result.stderr, result.stderr
+
+
+def test_dav_password_must_be_a_secret_reference(govmigrate, example_workspace, example_secrets):
+    project = example_workspace / "migration.yaml"
+    _add_dav(project, url="https://dav.gov.bz/", user="migrator", password="hunter2-plain")
+    result = govmigrate("-w", example_workspace, "check", expect=int(ExitCode.USAGE))
+    assert "central.dav.password" in result.stderr
+    assert "hunter2-plain" not in result.stdout + result.stderr
