@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
 
@@ -80,7 +81,9 @@ def test_calendars_and_contacts_arrive_in_dav_once_and_changes_update_in_place(g
         series = events[ews_groupware.series(box.email.split("@")[0]).uid]
         vevents = list(series.walk("VEVENT"))
         master = next(v for v in vevents if not v.get("RECURRENCE-ID"))
-        moved = next(v for v in vevents if v.get("RECURRENCE-ID"))
+        moved = [v for v in vevents if v.get("RECURRENCE-ID")]
+        assert len(moved) == 1, f"{box.email}: the series lost its modified occurrence"
+        moved = moved[0]
         assert str(master.get("RRULE").to_ical().decode()) == "FREQ=WEEKLY;COUNT=10;BYDAY=WE"
         assert master["DTSTART"].params["TZID"] == "America/Belize"
         assert [str(d.dt) for e in [master.get("EXDATE")] for d in e.dts] == ["2026-12-30 09:00:00-06:00"]
@@ -169,11 +172,12 @@ def test_wrong_dav_password_fails_clearly_and_never_shows_the_password(govmigrat
     real = radicale.password
     scenario.add_dav(ws, radicale)
     radicale.set_password("another-password-entirely")
-    result = govmigrate("-w", ws, "sync", "--all", expect=int(ExitCode.AUTH))
+    result = govmigrate("-w", ws, "-vv", "sync", "--all", expect=int(ExitCode.AUTH))
     output = result.stdout + result.stderr
     assert "refused the password" in output and "central DAV server" in output
     assert "Traceback" not in output
-    assert real not in output and "another-password-entirely" not in output
+    basic = base64.b64encode(f"{radicale.user}:{real}".encode()).decode()
+    assert real not in output and basic not in output and "another-password-entirely" not in output
 
 
 # -- the project file's central.dav ---------------------------------------------------------------------------
@@ -223,3 +227,14 @@ def test_dav_password_must_be_a_secret_reference(govmigrate, example_workspace, 
     result = govmigrate("-w", example_workspace, "check", expect=int(ExitCode.USAGE))
     assert "central.dav.password" in result.stderr
     assert "hunter2-plain" not in result.stdout + result.stderr
+
+
+def test_a_dav_server_that_is_down_stops_the_sync_before_any_mailbox_is_read(govmigrate, exchange, radicale):
+    ws, _boxes, responder, _placed = exchange
+    scenario.add_dav(ws, radicale)
+    radicale.stop()
+    responder.clear_log()
+    result = govmigrate("-w", ws, "sync", "--all", expect=int(ExitCode.UNREACHABLE))
+    assert "central DAV server" in result.stderr and "connection refused" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not responder.requests_for("FindItem"), "no mailbox was read"

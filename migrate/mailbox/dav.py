@@ -8,6 +8,7 @@ from their UID, so writing the same UID again replaces it: a second copy can nev
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import socket
@@ -27,7 +28,7 @@ from migrate.core.errors import (
     TlsFailed,
     TransientError,
 )
-from migrate.core.secrets import Secret, SecretRef, redact, resolve
+from migrate.core.secrets import Secret, SecretRef, redact, register, resolve
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,13 @@ class DavTarget:
         if urlsplit(config.url).scheme == "http":
             log.warning("central DAV server: %s is http://; the DAV login and the calendars are not encrypted",
                         config.url)
+        # The Basic header carries user:password in base64; registered so a debug log of it is masked too.
+        pair = f"{config.user}:{password.reveal()}"
+        for encoding in ("latin-1", "utf-8"):
+            try:
+                register(base64.b64encode(pair.encode(encoding)).decode())
+            except UnicodeEncodeError:
+                pass
         self._client = caldav.DAVClient(url=config.url, username=config.user, password=password.reveal(),
                                         ssl_verify_cert=verify, timeout=int(config.timeout))
         self._ready: set[str] = set()
