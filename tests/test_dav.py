@@ -90,6 +90,7 @@ def test_calendars_and_contacts_arrive_in_dav_once_and_changes_update_in_place(g
         assert str(moved["SUMMARY"]) == "Cabinet briefing (moved)"
         assert moved["DTSTART"].dt.hour == 14 and str(moved["DTSTART"].dt.tzinfo) in ("America/Belize", "CST")
         assert [str(z["TZID"]) for z in series.walk("VTIMEZONE")] == ["America/Belize"]
+        assert all("METHOD" not in cal for cal in events.values())   # RFC 4791 §4.1
         assert len(cards) == 3
         assert any("José Pérez" in text for text in cards.values())
         assert any("O'Brien" in text for text in cards.values())

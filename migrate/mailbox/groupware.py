@@ -73,8 +73,16 @@ def with_uid(raw: bytes, uid: str) -> bytes:
 
 def keyed(kind: str, item_id: str, raw: bytes) -> tuple[str, bytes]:
     """(UID, bytes to write) of a source item: a vCard without UID gets one made from its EWS item id (the
-    same on every pass); a calendar item without UID is refused (:class:`NotGroupware`)."""
+    same on every pass); a calendar item without UID is refused (:class:`NotGroupware`); Exchange's
+    ``METHOD:PUBLISH`` is taken out, as a calendar collection's objects must not hold METHOD (RFC 4791 §4.1)."""
     uid = uid_of(kind, raw)
+    if kind == "calendar":
+        from icalendar import Calendar
+
+        cal = Calendar.from_ical(raw)
+        if "METHOD" in cal:
+            del cal["METHOD"]
+            raw = cal.to_ical()
     if uid is None and kind == "contacts":
         uid = "govmigrate-" + hashlib.sha256(item_id.encode()).hexdigest()[:32]
         raw = with_uid(raw, uid)
