@@ -62,8 +62,8 @@ def _dav_state(radicale: RadicaleServer, email: str) -> tuple[dict, dict]:
     return events, cards
 
 
-def _sync(govmigrate, ws, *args, code: int = 0) -> list[dict]:
-    result = govmigrate("-w", ws, "sync", "--all", "--json", *args, expect=code)
+def _sync(govmigrate, ws, *users, code: int = 0) -> list[dict]:
+    result = govmigrate("-w", ws, "sync", *(users or ("--all",)), "--json", expect=code)
     return json.loads(result.stdout)
 
 
@@ -239,3 +239,28 @@ def test_a_dav_server_that_is_down_stops_the_sync_before_any_mailbox_is_read(gov
     assert "central DAV server" in result.stderr and "connection refused" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert not responder.requests_for("FindItem"), "no mailbox was read"
+
+
+def test_an_item_exchange_cannot_export_is_reported_and_copied_once_it_can(govmigrate, exchange, radicale):
+    ws, boxes, responder, _placed = exchange
+    scenario.add_dav(ws, radicale)
+    box = boxes[0]
+    local = box.email.split("@")[0]
+    broken = ews_groupware.find(responder.store, box.email, "calendar", f"{local}-allday@lab.gov.bz")
+    responder.break_item(broken.item_id, "conversion-failed")
+    rows = _sync(govmigrate, ws, box.email, code=int(ExitCode.PARTIAL))
+    calendar = next(g for g in rows[0]["groupware"] if g["kind"] == "calendar")
+    assert calendar["copied"] == 2 and len(calendar["failed"]) == 1
+    assert "ErrorMimeContentConversionFailed" in calendar["failed"][0]["error"]
+    assert "2 of 3 items copied, 1 not copied" in govmigrate("-w", ws, "status", box.email).stdout
+    events, _cards = _dav_state(radicale, box.email)
+    assert len(events) == 2
+
+    del responder.broken_items[broken.item_id]      # the item is repaired at the source
+    rows = _sync(govmigrate, ws, box.email)
+    calendar = next(g for g in rows[0]["groupware"] if g["kind"] == "calendar")
+    assert calendar["copied"] == 1 and not calendar["failed"]
+    status = json.loads(govmigrate("-w", ws, "status", box.email, "--json").stdout)
+    calendar = next(g for g in status["groupware"] if g["kind"] == "calendar")
+    assert (calendar["copied"], calendar["failed"], calendar["source_items"]) == (3, 0, 3)
+    assert len(_dav_state(radicale, box.email)[0]) == 3

@@ -270,7 +270,15 @@ class GroupwarePass:
             written.append((uid, answer, item_id))
         if self.target is not None:
             for uid, data, item_id in written:
-                done = self.target.put(self.mailbox.email, kind, uid, data)
+                try:
+                    done = self.target.put(self.mailbox.email, kind, uid, data)
+                except (LoginFailed, ConnectFailed, TlsFailed, TransientError):
+                    raise
+                except RemoteError as exc:      # the server refused this object: the others still go
+                    report.failed.append((f"UID {uid}", exc.message))
+                    self.store.record_groupware_items(self.mailbox.id, [GroupwareRecord(
+                        kind, uid, item_id, change_keys[item_id], None, None, "failed", exc.message)])
+                    continue
                 record = records.get(uid)
                 if record is not None and record.state == "copied":
                     report.updated += 1
