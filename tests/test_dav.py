@@ -140,6 +140,8 @@ def test_verify_finds_an_event_missing_from_dav(govmigrate, exchange, radicale):
     assert not row["matches"]
     cal = next(g for g in row["groupware"] if g["kind"] == "calendar")
     assert cal["source"] == 3 and cal["dest"] == 2 and len(cal["missing"]) == 1
+    table = govmigrate("-w", ws, "verify", box.email, expect=1).stdout
+    assert f"calendar: missing: UID {cal['missing'][0]}" in table
 
 
 def test_without_dav_calendars_and_contacts_are_exported_to_private_files(govmigrate, exchange):
@@ -160,6 +162,8 @@ def test_without_dav_calendars_and_contacts_are_exported_to_private_files(govmig
     assert all(g["location"].endswith((".ics", ".vcf")) for r in rows for g in r["groupware"])
     again = _sync(govmigrate, ws)
     assert all(g["copied"] == 0 and g["updated"] == 0 for r in again for g in r["groupware"])
+    table = govmigrate("-w", ws, "sync", "--all").stdout
+    assert f"{boxes[0].email}: contacts: 3 at the source, 0 new, 0 updated, 0 refused" in table
     status = govmigrate("-w", ws, "status", boxes[0].email).stdout
     assert str(export_path(ws, boxes[0].email, "calendar")) in status.replace("\n", "")
     report = govmigrate("-w", ws, "report").stdout
