@@ -10,8 +10,9 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # package of its own), and sipsak, the independent SIP client the tests register with. iproute2: the DNS
 # lab gives each named its own loopback address (ip addr add ... dev lo). chromium and chromium-driver: the HTML
 # report is opened in a real headless browser by the tests (selenium drives Debian's driver; nothing downloads one).
+# radicale: the data centre's CalDAV/CardDAV server, where Exchange calendars and contacts go (tests/lab/radicale.py).
 DEB_PACKAGES := dovecot-imapd bind9 bind9-utils kamailio kamailio-tls-modules sipsak openssl iproute2 \
-                chromium chromium-driver
+                chromium chromium-driver radicale
 BENCH_PACKAGES := isync
 
 .PHONY: setup system-packages bench-packages venv test lint demo bench clean

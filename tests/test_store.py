@@ -58,3 +58,32 @@ def test_mailbox_state_changes_are_events(tmp_path):
         assert [e.detail for e in events] == ["new -> prestaging", "prestaging -> failed: login refused"]
     finally:
         store.close()
+
+
+def test_a_schema_6_store_is_upgraded_in_place_with_its_mailboxes_kept(tmp_path):
+    """Migration 7 (calendars and contacts) adds its tables to a store written before it, keeping the rows."""
+    from migrate.core.store import MIGRATIONS, GroupwareRecord, _split_sql
+
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[:6], 1):
+        for statement in _split_sql(script):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    conn.close()
+    path.chmod(0o600)
+    store = open_store(path)
+    try:
+        assert store.schema_version == SCHEMA_VERSION >= 7
+        store.upsert_source("finance", "Ministry of Finance", "ews", ["finance.gov.bz"])
+        mailbox_id = store.upsert_mailbox("finance", "a@finance.gov.bz", "a@finance.gov.bz", "A", frozenset())
+        record = GroupwareRecord("calendar", "uid-1", "item-1", "ck-1", "https://dav/x.ics", '"e"', "copied", None)
+        store.record_groupware_items(mailbox_id, [record])
+        changed = GroupwareRecord("calendar", "uid-1", "item-1", "ck-2", "https://dav/x.ics", '"f"', "copied", None)
+        store.record_groupware_items(mailbox_id, [changed])           # the same UID changed: replaced, not added
+        assert store.groupware_records(mailbox_id, "calendar") == {"uid-1": changed}
+        store.record_groupware_pass(mailbox_id, "calendar", location="https://dav/", source_items=1)
+        (summary,) = store.groupware_summary(mailbox_id)
+        assert (summary["copied"], summary["failed"], summary["source_items"]) == (1, 0, 1)
+    finally:
+        store.close()

@@ -151,6 +151,20 @@ def render(app: App, r: ProgrammeReport) -> None:
                  "window": f"{w.window_date} {w.window_start}" if w.window_date else "not scheduled",
                  "approval": w.approval, **_cells(w.counts, w.completion),
                  "phones": f"{w.phones.moved}/{w.phones.total}"} for w in r.waves])
+    g = r.groupware
+    if g.any:
+        out.print(f"calendars and contacts (Exchange): {g.calendar_copied} of {g.calendar_items} calendar items and "
+                  f"{g.contacts_copied} of {g.contacts} contacts copied"
+                  + (f", {g.failed} not copied" if g.failed else ""), markup=False, highlight=False)
+        for m in r.ministries:
+            if m.groupware.any:
+                out.print(f"  {m.ministry}: {m.groupware.calendar_copied}/{m.groupware.calendar_items} calendar "
+                          f"items, {m.groupware.contacts_copied}/{m.groupware.contacts} contacts", markup=False,
+                          highlight=False)
+        if g.exported_mailboxes:
+            out.print(f"  {g.exported_mailboxes} mailbox(es) had no central DAV server to go to (central.dav is not "
+                      f"set): their calendars and contacts are files in {app.workspace.root / 'groupware'} "
+                      "(govmigrate status USER names each)", markup=False, highlight=False)
     if r.failures:
         out.print("failures:", markup=False, highlight=False)
         for f in r.failures:

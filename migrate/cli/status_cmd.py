@@ -72,6 +72,10 @@ def render(app: App, v: StatusView) -> None:
     for m in v.messages_not_migrated:
         line("", f"  not migrated ({m['folder']}): {m['why']}")
     line("last sync", f"{v.last_sync_at} ({v.last_sync_result})" if v.last_sync_at else "never")
+    for g in v.groupware:
+        where = "DAV" if g["location"].startswith(("https://", "http://")) else "file"
+        line(g["kind"], f"{g['copied']} of {g['source_items']} items copied"
+             + (f", {g['failed']} not copied" if g["failed"] else "") + f" ({where} {g['location']})")
     line("domain", _domain_text(v))
     for i, phone in enumerate(v.phones):
         dids = f", DIDs {' '.join(phone['dids'])}" if phone["dids"] else ""

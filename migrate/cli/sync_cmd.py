@@ -91,6 +91,10 @@ def report_rows(reports: list[MailboxReport], dry_run: bool) -> list[dict]:
         row["folder_warnings"] = [{"folder": f.source, "warning": w} for f in r.folders for w in f.warnings]
         row["not_migrated"] = [{"folder": f.source, "item": m, "why": why} for f in r.folders
                                for m, why in f.not_migrated]
+        row["groupware"] = [{"kind": g.kind, "location": g.location, "source_items": g.source_items,
+                             "copied": g.copied, "updated": g.updated, "unchanged": g.unchanged,
+                             "failed": [{"item": item, "error": why} for item, why in g.failed], "error": g.error}
+                            for g in r.groupware]
         rows.append(row)
     return rows
 
@@ -121,3 +125,12 @@ def render(app: App, reports: list[MailboxReport], *, dry_run: bool, as_json: bo
         for n in row["not_migrated"]:
             app.out.print(f"  {row['mailbox']}: {n['folder']}: {n['item']}: {n['why']}", markup=False,
                           highlight=False)
+        for g in row["groupware"]:
+            app.out.print(f"  {row['mailbox']}: {g['kind']}: {g['source_items']} at the source, {g['copied']} new, "
+                          f"{g['updated']} updated, {len(g['failed'])} refused -> {g['location']}",
+                          markup=False, highlight=False)
+            for f in g["failed"]:
+                app.out.print(f"  {row['mailbox']}: {g['kind']}: {f['item']}: {f['error']}", markup=False,
+                              highlight=False)
+            if g["error"]:
+                app.out.print(f"  {row['mailbox']}: {g['kind']}: {g['error']}", markup=False, highlight=False)

@@ -42,7 +42,10 @@ def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str
                                   "dest_folder_missing": f.dest_folder_missing, "not_subscribed": f.not_subscribed,
                                   "unexportable": f.unexportable, "not_migrated": f.not_migrated,
                                   "error": f.error} for f in r.folders
-                                 if not f.matches or f.unexportable or f.not_migrated]})
+                                 if not f.matches or f.unexportable or f.not_migrated],
+                     "groupware": [{"kind": g.kind, "location": g.location, "source": g.source, "dest": g.dest,
+                                    "missing": g.missing, "unexportable": g.unexportable, "error": g.error}
+                                   for g in r.groupware]})
     if as_json:
         emit_json(rows)
     else:
@@ -72,4 +75,16 @@ def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str
                                   markup=False, highlight=False)
                 if f["error"]:
                     app.out.print(f"  {row['mailbox']}: {f['source']}: {f['error']}", markup=False, highlight=False)
+            for g in row["groupware"]:
+                app.out.print(f"  {row['mailbox']}: {g['kind']}: {g['source']} at the source, {g['dest']} at "
+                              f"{g['location']}" + (f"; {len(g['missing'])} missing" if g["missing"] else ""),
+                              markup=False, highlight=False)
+                for uid in g["missing"][:10]:
+                    app.out.print(f"  {row['mailbox']}: {g['kind']}: missing: UID {uid}", markup=False,
+                                  highlight=False)
+                for item in g["unexportable"][:10]:
+                    app.out.print(f"  {row['mailbox']}: {g['kind']}: the source server cannot export: {item}",
+                                  markup=False, highlight=False)
+                if g["error"]:
+                    app.out.print(f"  {row['mailbox']}: {g['kind']}: {g['error']}", markup=False, highlight=False)
     ctx.exit(int(ExitCode.OK if all(r.matches for r in results) else ExitCode.PARTIAL))

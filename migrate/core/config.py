@@ -300,8 +300,55 @@ class CentralImap(TlsEndpoint):
     pass
 
 
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+class CentralDav(Strict):
+    """The data centre's groupware (CalDAV/CardDAV): where Exchange calendars and contacts go."""
+
+    #: Base URL of the DAV server, e.g. https://dav.gov.bz/ (each user's collections are below ``home``).
+    url: str
+    #: Where a user's calendar and address book live below ``url``; ``{email}`` is the user's address.
+    home: str = "{email}/"
+    #: The migration account that may write every user's collections (its password as a secret reference).
+    user: str = Field(min_length=1)
+    password: SecretRefStr
+    ca_file: str | None = None
+    verify_certificate: bool = True
+    #: An ``http://`` url to a host other than loopback sends the login unprotected; refused unless true.
+    allow_cleartext: bool = False
+    timeout: float = Field(60.0, gt=0, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        _no_userinfo(value)
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError("must be an http:// or https:// URL of the CalDAV/CardDAV server")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("home")
+    @classmethod
+    def _home(cls, value: str) -> str:
+        if "{email}" not in value or value.startswith("/") or ".." in value:
+            raise ValueError("must be a relative path holding {email}, e.g. '{email}/' or 'users/{email}/'")
+        try:
+            value.format(email="x")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("may hold only the placeholder {email}")
+        return value if value.endswith("/") else value + "/"
+
+    @property
+    def cleartext(self) -> bool:
+        """http:// to a host other than loopback: the login and the calendars cross the network unprotected."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        return parts.scheme.lower() == "http" and (parts.hostname or "").lower() not in _LOOPBACK_HOSTS
+
+
 class CentralHost(Strict):
-    """The central IMAP host every mailbox moves to."""
+    """The central IMAP host every mailbox moves to (and, with ``dav``, its groupware server)."""
 
     imap: CentralImap
     login: CentralLogin
@@ -312,6 +359,8 @@ class CentralHost(Strict):
     max_keyword_length: int = Field(50, ge=20, le=1000)
     #: Folder rules applied to every source, after the source's own rules.
     folders: FolderPolicy = FolderPolicy()
+    #: CalDAV/CardDAV server for Exchange calendars and contacts; without it they are exported to files.
+    dav: CentralDav | None = None
 
 
 class PilotPolicy(Strict):
@@ -554,6 +603,8 @@ class Project:
 
 CLEARTEXT_IMAP = ("tls: none sends the login password and every message in clear text; use implicit or "
                   "starttls, or set allow_cleartext: true on this server to accept that")
+CLEARTEXT_DAV = ("an http:// url sends the DAV login and every calendar and contact unprotected; use https://, "
+                 "or set allow_cleartext: true on central.dav to accept that")
 CLEARTEXT_EWS = ("an http:// url sends the {auth} login and every message unprotected; use https://, or set "
                  "allow_cleartext: true on this server to accept that")
 
@@ -601,6 +652,15 @@ def _semantic_checks(config: ProjectConfig, located: Located, filename: str, bas
             at(("central", "imap", "ca_file"), f"CA file {ca} does not exist")
     if central.tls == "none" and not central.allow_cleartext:
         at(("central", "imap", "tls"), CLEARTEXT_IMAP)
+    dav = config.central.dav
+    if dav is not None:
+        if dav.ca_file:
+            ca = Path(dav.ca_file).expanduser()
+            ca = ca if ca.is_absolute() else base_dir / ca
+            if not ca.is_file():
+                at(("central", "dav", "ca_file"), f"CA file {ca} does not exist")
+        if dav.cleartext and not dav.allow_cleartext:
+            at(("central", "dav", "url"), CLEARTEXT_DAV)
     if config.sip is not None and config.sip.ca_file:
         ca = Path(config.sip.ca_file).expanduser()
         ca = ca if ca.is_absolute() else base_dir / ca
@@ -621,6 +681,8 @@ def _semantic_checks(config: ProjectConfig, located: Located, filename: str, bas
 def secret_refs(config: ProjectConfig) -> list[tuple[tuple, str]]:
     """Every secret reference in the project file with its path, for checks and resolution."""
     refs: list[tuple[tuple, str]] = [(("central", "login", "password"), config.central.login.password)]
+    if config.central.dav is not None:
+        refs.append((("central", "dav", "password"), config.central.dav.password))
     for i, source in enumerate(config.sources):
         server = source.server
         if isinstance(server, ImapServer):

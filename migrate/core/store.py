@@ -257,7 +257,32 @@ MIGRATIONS: list[str] = [
     CREATE INDEX sip_checks_by_subject ON sip_checks(subject, kind, id);
     CREATE INDEX sip_checks_by_wave ON sip_checks(wave, id);
     """,
-    # 7: Exchange folders that are not migrated as mail are counted by the inventory, with their kind.
+    # 7: Exchange calendars and contacts, copied to the central DAV server or exported to files.
+    """
+    CREATE TABLE groupware (
+        mailbox_id    INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        kind          TEXT NOT NULL,          -- calendar | contacts
+        location      TEXT NOT NULL,          -- the DAV collection URL, or the export file's path
+        source_items  INTEGER NOT NULL,       -- items the source folder held at the last pass
+        last_sync_at  TEXT NOT NULL,
+        PRIMARY KEY (mailbox_id, kind)
+    );
+    CREATE TABLE groupware_items (
+        mailbox_id  INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        kind        TEXT NOT NULL,            -- calendar | contacts
+        uid         TEXT NOT NULL,            -- iCalendar/vCard UID (the key: one object per UID)
+        src_item    TEXT NOT NULL,            -- EWS item id
+        change_key  TEXT NOT NULL,            -- EWS change key when copied: unchanged means nothing to do
+        href        TEXT,                     -- the DAV object's URL (NULL when exported to a file)
+        etag        TEXT,
+        state       TEXT NOT NULL,            -- copied | failed
+        error       TEXT,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (mailbox_id, kind, uid)
+    );
+    CREATE INDEX groupware_items_by_src ON groupware_items(mailbox_id, kind, src_item);
+    """,
+    # 8: Exchange folders that are not migrated as mail are counted by the inventory, with their kind.
     """
     ALTER TABLE inventory_folders ADD COLUMN kind TEXT NOT NULL DEFAULT 'mail';  -- mail | calendar | contacts | tasks | system | other
     """,
@@ -346,6 +371,20 @@ class FolderState:
     last_synced_at: str | None
     #: The destination folder's UIDNEXT as of the last pass: messages at or above it are news to the store.
     dest_uidnext: int | None = None
+
+
+@dataclass(frozen=True)
+class GroupwareRecord:
+    """One calendar item or contact as last copied (or refused), keyed by its UID."""
+
+    kind: str
+    uid: str
+    src_item: str
+    change_key: str
+    href: str | None
+    etag: str | None
+    state: str
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -797,6 +836,54 @@ class Store:
             "SELECT f.source_name, m.src_uid, m.src_item, m.size, m.error FROM messages m "
             "JOIN folders f ON f.id = m.folder_id WHERE f.mailbox_id = ? AND m.state = ? "
             "ORDER BY f.source_name, m.src_uid, m.src_item", (mailbox_id, state))]
+
+    # -- calendars and contacts ------------------------------------------------------------------------
+
+    def groupware_records(self, mailbox_id: int, kind: str) -> dict[str, GroupwareRecord]:
+        """UID → what was last copied of the mailbox's calendar items or contacts."""
+        rows = self._query("SELECT kind, uid, src_item, change_key, href, etag, state, error FROM groupware_items "
+                           "WHERE mailbox_id = ? AND kind = ?", (mailbox_id, kind))
+        return {r[1]: GroupwareRecord(*r) for r in rows}
+
+    def record_groupware_items(self, mailbox_id: int, rows: Iterable[GroupwareRecord]) -> None:
+        """Store copied (or refused) items, replacing what was kept for the same UID."""
+        stamp = now()
+        rows = list(rows)
+        with self.tx() as c:
+            # An item refused before (kept under "ews:<item id>") and copied now is no longer a failure.
+            c.executemany("DELETE FROM groupware_items WHERE mailbox_id = ? AND kind = ? AND uid = ?",
+                          [(mailbox_id, r.kind, f"ews:{r.src_item}") for r in rows if r.state == "copied"])
+            c.executemany(
+                "INSERT INTO groupware_items(mailbox_id, kind, uid, src_item, change_key, href, etag, state, error, "
+                "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(mailbox_id, kind, uid) DO UPDATE SET "
+                "src_item = excluded.src_item, change_key = excluded.change_key, href = excluded.href, "
+                "etag = excluded.etag, state = excluded.state, error = excluded.error, "
+                "updated_at = excluded.updated_at",
+                [(mailbox_id, r.kind, r.uid, r.src_item, r.change_key, r.href, r.etag, r.state,
+                  redact(r.error) if r.error else None, stamp) for r in rows])
+
+    def record_groupware_pass(self, mailbox_id: int, kind: str, *, location: str, source_items: int) -> None:
+        with self.tx() as c:
+            c.execute("INSERT INTO groupware(mailbox_id, kind, location, source_items, last_sync_at) "
+                      "VALUES (?,?,?,?,?) ON CONFLICT(mailbox_id, kind) DO UPDATE SET location = excluded.location, "
+                      "source_items = excluded.source_items, last_sync_at = excluded.last_sync_at",
+                      (mailbox_id, kind, location, source_items, now()))
+
+    def groupware_summary(self, mailbox_id: int | None = None) -> list[dict[str, Any]]:
+        """Per mailbox and kind: where its items went, how many the source held, copied and failed."""
+        sql = ("SELECT g.mailbox_id, m.email, g.kind, g.location, g.source_items, g.last_sync_at, "
+               "(SELECT COUNT(*) FROM groupware_items i WHERE i.mailbox_id = g.mailbox_id AND i.kind = g.kind "
+               " AND i.state = 'copied'), "
+               "(SELECT COUNT(*) FROM groupware_items i WHERE i.mailbox_id = g.mailbox_id AND i.kind = g.kind "
+               " AND i.state = 'failed') "
+               "FROM groupware g JOIN mailboxes m ON m.id = g.mailbox_id")
+        params: tuple = ()
+        if mailbox_id is not None:
+            sql += " WHERE g.mailbox_id = ?"
+            params = (mailbox_id,)
+        return [{"mailbox_id": r[0], "email": r[1], "kind": r[2], "location": r[3], "source_items": r[4],
+                 "last_sync_at": r[5], "copied": r[6], "failed": r[7]}
+                for r in self._query(sql + " ORDER BY m.email, g.kind", params)]
 
     def record_throughput(self, source_id: str, messages: int, bytes_: int, seconds: float) -> None:
         with self.tx() as c:

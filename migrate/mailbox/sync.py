@@ -123,6 +123,8 @@ class MailboxReport:
     attempts: int = 1
     #: Not synced: another process holds this mailbox's lock (``error`` names it).
     locked: bool = False
+    #: Exchange calendars and contacts (migrate.mailbox.groupware.GroupwareReport), one per kind.
+    groupware: list = field(default_factory=list)
 
     @property
     def copied(self) -> int:
@@ -147,7 +149,8 @@ class MailboxReport:
     @property
     def complete(self) -> bool:
         """Everything at the source is at the destination (as far as this pass knows)."""
-        return self.ok and not self.failed_messages and not self.folder_errors
+        return self.ok and not self.failed_messages and not self.folder_errors and \
+            not any(g.failed or g.error for g in self.groupware)
 
 
 def _cols(key: Key) -> tuple[int | None, str | None]:
@@ -189,6 +192,7 @@ class SyncEngine:
         cfg = project.config
         self.central_endpoint = Endpoint.from_config(cfg.central.imap, base_dir=project.base_dir, label="central host")
         self._central_creds: Credentials | None = None
+        self._dav_password: Any = None
         self.sources = Sources(project)
         self._lock = threading.Lock()
         self._source_slots = {s.id: threading.BoundedSemaphore(s.connections) for s in cfg.sources}
@@ -222,6 +226,33 @@ class SyncEngine:
         else:
             check_access(self.central_endpoint, creds, [m.email for m in mailboxes])
 
+    def check_dav(self, mailboxes: list[MailboxRow]) -> None:
+        """With ``central.dav`` and an Exchange mailbox to sync: the DAV server must answer (exit 4) and accept
+        the migration account (exit 5) before anything is read, as the central host must."""
+        if self.options.dry_run or self.project.config.central.dav is None:
+            return
+        if not any(self.project.source(m.source_id).server.type == "ews" for m in mailboxes):
+            return
+        target = self._dav_target()
+        try:
+            target.check_access()
+        finally:
+            target.close()
+
+    def _dav_target(self) -> Any:
+        """A new client of the central DAV server (None without ``central.dav``); its password is resolved once."""
+        from migrate.core.secrets import SecretRef, resolve
+        from migrate.mailbox.dav import DavTarget
+
+        cfg = self.project.config.central.dav
+        if cfg is None:
+            return None
+        with self._lock:
+            if self._dav_password is None:
+                self._dav_password = resolve(SecretRef(cfg.password), base_dir=self.project.base_dir,
+                                             label="central DAV password")
+        return DavTarget(cfg, self._dav_password, base_dir=self.project.base_dir)
+
     def run(self, mailboxes: list[MailboxRow], *, on_start: Callable[[MailboxRow], None] | None = None,
             on_report: Callable[[MailboxRow, MailboxReport], None] | None = None) -> list[MailboxReport]:
         """Sync ``mailboxes`` in parallel. ``on_start``/``on_report`` are called as each mailbox starts and
@@ -229,6 +260,7 @@ class SyncEngine:
         flight finish and ends with Interrupted."""
         cfg = self.project.config
         self.check_central(mailboxes)
+        self.check_dav(mailboxes)
         self._expected = self.expected(mailboxes)
         known = [e for e in self._expected.values() if e[1] is not None]
         self.progress(ProgressEvent("plan", total_messages=sum(e[0] or 0 for e in known) if known else None,
@@ -351,6 +383,8 @@ class SyncEngine:
             dest = LazyDestination(self.central_endpoint, self.central_credentials(), mailbox.email)
             runner = _MailboxPass(self, mailbox, source, src, dest, report)
             runner.run(folders)
+            if source.server.type == "ews" and not self.options.dry_run:
+                self._groupware(mailbox, src, report)
         except (imaplib.IMAP4.abort, ConnectionError, TimeoutError, EOFError, ssl.SSLError) as exc:
             # A connection failure that slipped past the per-call translation (e.g. inside a generator):
             # still a lost connection, still worth a reconnect and a resume.
@@ -363,6 +397,18 @@ class SyncEngine:
                         close()
                     except Exception:
                         pass
+
+
+    def _groupware(self, mailbox: MailboxRow, src: Any, report: MailboxReport) -> None:
+        """Calendars and contacts of an Exchange mailbox (migrate.mailbox.groupware), after its mail."""
+        from migrate.mailbox.groupware import GroupwarePass
+
+        target = self._dav_target()   # one client per mailbox: HTTP sessions are not shared between threads
+        try:
+            report.groupware = GroupwarePass(self.store, mailbox, src, target, self.project.base_dir).run()
+        finally:
+            if target is not None:
+                target.close()
 
 
 class _MailboxPass:

@@ -86,10 +86,12 @@ class MailboxCheck:
     email: str
     error: str | None = None
     folders: list[FolderCheck] = field(default_factory=list)
+    #: Exchange calendars and contacts (migrate.mailbox.groupware.GroupwareCheck), one per kind.
+    groupware: list = field(default_factory=list)
 
     @property
     def matches(self) -> bool:
-        return self.error is None and all(f.matches for f in self.folders)
+        return self.error is None and all(f.matches for f in self.folders) and all(g.matches for g in self.groupware)
 
     def totals(self) -> dict[str, int]:
         keys = ("missing", "duplicates", "flag_mismatches", "date_mismatches", "content_mismatches")
@@ -174,6 +176,8 @@ class Verifier:
                     self._compare(src, dest, mapping.source, mapping.dest, state, fc, ews=source.server.type == "ews")
                 except MigrateError as exc:
                     fc.error = exc.message
+            if source.server.type == "ews":
+                check.groupware = self._groupware(src, mailbox)
         except MigrateError as exc:
             check.error = exc.message
         finally:
@@ -184,6 +188,17 @@ class Verifier:
                     except Exception:
                         pass
         return check
+
+    def _groupware(self, src, mailbox: MailboxRow) -> list:
+        from migrate.mailbox.dav import DavTarget
+        from migrate.mailbox.groupware import verify_groupware
+
+        target = DavTarget.from_project(self.project)
+        try:
+            return verify_groupware(src, mailbox.email, target, self.project.base_dir)
+        finally:
+            if target is not None:
+                target.close()
 
     def _source_messages(self, src, info, fc: FolderCheck) -> dict[Any, Msg]:
         if isinstance(src, ImapSourceMailbox):

@@ -117,6 +117,34 @@ class WaveLine:
 
 
 @dataclass
+class GroupwareCounts:
+    """Exchange calendar items and contacts: at the source (last pass), copied, refused, and how many mailboxes'
+    went to export files in the workspace rather than the central DAV server."""
+
+    calendar_items: int = 0
+    calendar_copied: int = 0
+    contacts: int = 0
+    contacts_copied: int = 0
+    failed: int = 0
+    exported_mailboxes: int = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        if row["kind"] == "calendar":
+            self.calendar_items += row["source_items"]
+            self.calendar_copied += row["copied"]
+            if not row["location"].startswith(("https://", "http://")):
+                self.exported_mailboxes += 1
+        else:
+            self.contacts += row["source_items"]
+            self.contacts_copied += row["copied"]
+        self.failed += row["failed"]
+
+    @property
+    def any(self) -> bool:
+        return bool(self.calendar_items or self.contacts or self.failed)
+
+
+@dataclass
 class MinistryLine:
     source_id: str
     ministry: str
@@ -128,6 +156,7 @@ class MinistryLine:
     #: the plan's "compliance by all Ministries".
     domains_cut_over: list[str] = field(default_factory=list)
     phones: PhoneCounts = field(default_factory=lambda: PhoneCounts())
+    groupware: GroupwareCounts = field(default_factory=lambda: GroupwareCounts())
 
 
 @dataclass
@@ -150,6 +179,7 @@ class ProgrammeReport:
     completion: Completion
     rate_note: str = ""
     notes: list[str] = field(default_factory=list)
+    groupware: GroupwareCounts = field(default_factory=lambda: GroupwareCounts())
 
 
 def _window(doc: dict[str, Any] | None) -> PlanWindow:
@@ -251,6 +281,13 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
         if ext.wave in by_wave:
             by_wave[ext.wave].phones.add(ext.state)
     dns_state = {row.domain: row.state for row in store.dns_domains()}
+    source_of = {m.row.id: m.source_id for m in mailboxes}
+    groupware_of: dict[str, GroupwareCounts] = {}
+    groupware = GroupwareCounts()
+    for g in store.groupware_summary():
+        if g["mailbox_id"] in source_of:
+            groupware_of.setdefault(source_of[g["mailbox_id"]], GroupwareCounts()).add(g)
+            groupware.add(g)
     ministries: list[MinistryLine] = []
     for source in project.config.sources:
         members = [m for m in mailboxes if m.source_id == source.id]
@@ -262,7 +299,8 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
         switched = [d for d in source.domains if (dns_state.get(d.lower()) or "") in SWITCHED_STATES]
         ministries.append(MinistryLine(source.id, source.ministry, list(source.domains), wave_ids, counts,
                                        _combine(parts, counts.unplanned), switched,
-                                       phones_of.get(f"source/{source.id}", PhoneCounts())))
+                                       phones_of.get(f"source/{source.id}", PhoneCounts()),
+                                       groupware_of.get(source.id, GroupwareCounts())))
     totals = Counts()
     for m in mailboxes:
         totals.add(m)
@@ -273,7 +311,7 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
             else f"the default rate of {project.config.waves.default_rate_mb_s:g} MB/s (no run measured yet)")
     return ProgrammeReport(project.config.name, now(), totals, ministries, waves, failures,
                            _combine([(w.id, w.completion) for w in waves], totals.unplanned),
-                           rate_note=f"estimates use {rate}")
+                           rate_note=f"estimates use {rate}", groupware=groupware)
 
 
 def _ministry_share(wave: WaveLine, members: list[MailboxInfo]) -> Completion:

@@ -131,6 +131,8 @@ class StatusView:
     messages_not_copied: list[dict[str, Any]] = field(default_factory=list)
     #: Exchange items not migrated by policy (a contact or note kept in a mail folder), with why.
     messages_not_migrated: list[dict[str, Any]] = field(default_factory=list)
+    #: Exchange calendars and contacts: per kind, where they went (DAV collection or export file) and counts.
+    groupware: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,7 +183,9 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         events=[{"at": e.at, "action": e.action, "detail": e.detail, "actor": e.actor}
                 for e in store.events(obj=f"mailbox/{mailbox.email}", limit=events)],
         messages_not_copied=_not_copied(store, mailbox, "failed"),
-        messages_not_migrated=_not_copied(store, mailbox, "skipped"))
+        messages_not_migrated=_not_copied(store, mailbox, "skipped"),
+        groupware=[{k: g[k] for k in ("kind", "location", "source_items", "copied", "failed", "last_sync_at")}
+                   for g in store.groupware_summary(mailbox.id)])
 
 
 def _not_copied(store: Store, mailbox: MailboxRow, state: str) -> list[dict[str, Any]]:

@@ -319,7 +319,8 @@ def element_for(item_class: str) -> str:
 def render_item(parent: ET.Element, item: LabItem, shape: Shape, api: int, *, mime: bool = True) -> ET.Element:
     """A ``t:Message`` with the properties the shape asks for, in schema order (``mime=False``: without
     MimeContent even when asked, as Exchange answers for some items)."""
-    msg = _el(parent, T, element_for(item.item_class))
+    element = element_for(item.item_class)
+    msg = _el(parent, T, element)
     flags = item.flags
 
     def wants(uri: str) -> bool:
@@ -370,6 +371,8 @@ def render_item(parent: ET.Element, item: LabItem, shape: Shape, api: int, *, mi
     if wants("item:Flag") and api >= API_VERSIONS.index("Exchange2013"):
         flag = _el(msg, T, "Flag")
         _el(flag, T, "FlagStatus", "Flagged" if "\\Flagged" in flags else "NotFlagged")
+    if element in ("CalendarItem", "Contact", "DistributionList", "Task"):
+        return msg                       # calendar items, contacts and tasks have no message: properties
     if wants("message:From") and head.from_addr:
         frm = _el(_el(msg, T, "From"), T, "Mailbox")
         _el(frm, T, "Name", head.from_name or head.from_addr)

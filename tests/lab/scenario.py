@@ -302,3 +302,16 @@ def provisioned_phones(ws: Path, extensions: list, sip: dict) -> tuple[Path, obj
         store.set_extension_state(ext_id, lifecycle.PROVISIONED, "provisioned by the lab")
         store.set_extension_secret_file(ext_id, str(secrets_csv))
     return ws / "migration.yaml", store
+
+
+def add_dav(ws: Path, radicale, **overrides) -> None:
+    """Point the workspace's ``central.dav`` at a Radicale lab server (tests/lab/radicale.py): its url, the
+    migration account, its password as a file: reference, and the lab CA."""
+    doc = yaml.safe_load((ws / "migration.yaml").read_text())
+    dav = {"url": radicale.url, "user": radicale.user,
+           "password": _secret_file(ws, "central-dav", radicale.password)}
+    if radicale.tls:
+        dav["ca_file"] = _copy_ca(ws, radicale.ca_file)
+    dav.update(overrides)
+    doc["central"]["dav"] = {k: v for k, v in dav.items() if v is not None}
+    (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
