@@ -122,9 +122,10 @@ def small_lab(ws: Path, *, seed: str, users: int = 1, messages: int = 30, domain
 
 def ews_lab(ws: Path, boxes: list[corpus.CorpusMailbox], *, source_id: str = "finance",
             ministry: str = "Ministry of Finance", domain: str = "finance.gov.bz", waves: dict | None = None,
-            **responder_kw) -> Lab:
+            project_auth: str | None = None, **responder_kw) -> Lab:
     """An Exchange ministry (the EWS responder serving ``boxes``) and a central host with their accounts,
-    with a workspace at ``ws`` whose only source is that Exchange server (Basic auth, impersonation)."""
+    with a workspace at ``ws`` whose only source is that Exchange server (impersonation; NTLM when the
+    responder offers it, else Basic, unless ``project_auth`` says which the project file names)."""
     from tests.lab.ews import EwsResponder
 
     ca = lab_ca()
@@ -141,7 +142,8 @@ def ews_lab(ws: Path, boxes: list[corpus.CorpusMailbox], *, source_id: str = "fi
     write_workspace(ws, lab, sources=[])
     (ws / "users" / f"{source_id}.csv").write_text(corpus.user_list_csv(boxes))
     doc = yaml.safe_load((ws / "migration.yaml").read_text())
-    server = {"type": "ews", "url": responder.url, "auth": "basic", "access": "impersonation",
+    auth = project_auth or ("ntlm" if "ntlm" in responder.auth.offered else "basic")
+    server = {"type": "ews", "url": responder.url, "auth": auth, "access": "impersonation",
               "user": responder.service_user,
               "password": _secret_file(ws, f"{source_id}-ews", responder.service_password), "timeout": 30}
     if responder.tls:

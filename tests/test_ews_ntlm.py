@@ -1,0 +1,118 @@
+"""NTLM, as on-premises Exchange authenticates: the lab's responder does a real NTLM handshake, govmigrate's
+inventory and sync go through it, a wrong password is a refused login, and a server that does not offer the
+method the project file names says so instead of blaming the password."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import ssl
+
+import pytest
+import spnego
+import yaml
+from exchangelib.protocol import close_connections
+
+from tests.lab import corpus, scenario
+from tests.lab.certs import lab_ca
+from tests.lab.ews import EWS_PATH, EwsResponder
+from tests.lab.inspect import read_mailbox
+from tests.test_inventory import stored, stored_probe
+from tests.test_inventory_ews import DOMAIN, SERVICE, assert_ews_matches_corpus
+
+pytestmark = pytest.mark.lab
+
+PASSWORD = "lab-ews-Ntlm-7q"
+
+
+@pytest.fixture(scope="module")
+def boxes() -> list[corpus.CorpusMailbox]:
+    return corpus.ministry(seed="ews-ntlm", domain=DOMAIN, users=2, messages=12, login_style="email")
+
+
+@pytest.fixture(autouse=True)
+def _no_pooled_connections():
+    yield
+    close_connections()  # exchangelib keeps sessions per endpoint; responders come and go between tests
+
+
+@pytest.fixture
+def lab_of(tmp_path, boxes):
+    """``lab_of(auth=..., project_auth=...)``: an Exchange ministry offering ``auth``, its workspace."""
+    labs = []
+
+    def make(**kw):
+        ws = tmp_path / f"ws{len(labs)}"
+        labs.append(scenario.ews_lab(ws, boxes, service_user=SERVICE, service_password=PASSWORD, **kw))
+        return labs[-1], ws
+
+    yield make
+    for lab in labs:
+        lab.stop()
+
+
+def _post(conn: http.client.HTTPSConnection, authorization: str | None) -> http.client.HTTPResponse:
+    headers = {"Content-Type": "text/xml"}
+    if authorization:
+        headers["Authorization"] = authorization
+    conn.request("GET", EWS_PATH, headers=headers)
+    response = conn.getresponse()
+    response.read()
+    return response
+
+
+def _ntlm_token(header: str) -> bytes:
+    scheme, _, token = header.partition(" ")
+    assert scheme == "NTLM" and token, header
+    return base64.b64decode(token)
+
+
+@pytest.mark.parametrize("user", [SERVICE, "FINANCE\\svc-migrate"])
+def test_ntlm_handshake_authenticates_its_connection_and_no_other(boxes, user):
+    with EwsResponder(boxes[:1], service_user=SERVICE, service_password=PASSWORD, auth=("ntlm",),
+                      tls=lab_ca().issue("ews-ntlm")) as responder:
+        context = ssl.create_default_context(cafile=str(lab_ca().ca_file))
+        port = responder.port
+
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context)
+        first = _post(conn, None)
+        assert first.status == 401 and first.getheader("WWW-Authenticate") == "NTLM"
+        client = spnego.client(user, PASSWORD, protocol="ntlm", options=spnego.NegotiateOptions.use_ntlm)
+        challenge = _post(conn, "NTLM " + base64.b64encode(client.step()).decode())
+        assert challenge.status == 401
+        answer = client.step(_ntlm_token(challenge.getheader("WWW-Authenticate")))
+        assert _post(conn, "NTLM " + base64.b64encode(answer).decode()).status == 200
+        assert _post(conn, None).status == 200, "the connection stays authenticated"
+
+        other = http.client.HTTPSConnection("127.0.0.1", port, context=context)
+        assert _post(other, None).status == 401, "another connection is not"
+        basic = base64.b64encode(f"{SERVICE}:{PASSWORD}".encode()).decode()
+        assert _post(other, f"Basic {basic}").status == 401, "Basic is not offered"
+
+        wrong = spnego.client(user, "not-it", protocol="ntlm", options=spnego.NegotiateOptions.use_ntlm)
+        challenge = _post(other, "NTLM " + base64.b64encode(wrong.step()).decode())
+        answer = wrong.step(_ntlm_token(challenge.getheader("WWW-Authenticate")))
+        refused = _post(other, "NTLM " + base64.b64encode(answer).decode())
+        assert refused.status == 401 and refused.getheader("WWW-Authenticate") == "NTLM"
+        conn.close()
+        other.close()
+
+
+def test_inventory_and_sync_through_ntlm(govmigrate, lab_of, boxes):
+    lab, ws = lab_of(auth=("ntlm",))
+    responder = lab.extra[0]
+    assert yaml.safe_load((ws / "migration.yaml").read_text())["sources"][0]["server"]["auth"] == "ntlm"
+    govmigrate("-w", ws, "inventory", "mail")
+    assert stored_probe(ws, "finance")["ok"] is True
+    measured = stored(ws)
+    for box in boxes:
+        assert_ews_matches_corpus(measured[box.email], box, responder)
+    govmigrate("-w", ws, "sync", "--all")
+    for box in boxes:
+        got = read_mailbox(lab.central, box.email)
+        assert sum(len(f.messages) for f in got.values()) == sum(len(f.messages) for f in box.folders)
+    results = json.loads(govmigrate("-w", ws, "verify", "--all", "--json").stdout)
+    assert all(r["matches"] for r in results)
+    refused = [r for r in responder.request_log if r.status == 401]
+    assert refused and all(r.operation == "(unauthenticated)" for r in refused), "every request was NTLM's"
