@@ -19,7 +19,7 @@ from tests.lab.certs import lab_ca
 from tests.lab.ews import EWS_PATH, EwsResponder
 from tests.lab.inspect import read_mailbox
 from tests.test_inventory import stored, stored_probe
-from tests.test_inventory_ews import DOMAIN, SERVICE, assert_ews_matches_corpus
+from tests.test_inventory_ews import DOMAIN, PARTIAL, SERVICE, assert_ews_matches_corpus
 
 pytestmark = pytest.mark.lab
 
@@ -116,3 +116,46 @@ def test_inventory_and_sync_through_ntlm(govmigrate, lab_of, boxes):
     assert all(r["matches"] for r in results)
     refused = [r for r in responder.request_log if r.status == 401]
     assert refused and all(r.operation == "(unauthenticated)" for r in refused), "every request was NTLM's"
+
+
+def _secrets_absent(ws, result, *secrets: str) -> None:
+    state = b"".join(p.read_bytes() for p in ws.glob("state.db*"))
+    for secret in secrets:
+        assert secret not in result.stdout + result.stderr and secret.encode() not in state
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("offered", [("ntlm",), ("negotiate", "ntlm")])
+def test_wrong_ntlm_password_fails_the_source_as_a_refused_login(govmigrate, lab_of, boxes, offered):
+    lab, ws = lab_of(auth=offered)
+    wrong = "not-the-Ntlm-password-3"
+    (ws / "secrets" / "finance-ews").write_text(wrong + "\n")
+    result = govmigrate("-w", ws, "-vvv", "inventory", "mail", expect=PARTIAL)
+    probe = stored_probe(ws, "finance")
+    assert probe["ok"] is False and "refused the password of service account" in probe["error"]
+    _secrets_absent(ws, result, wrong, PASSWORD)
+
+    result = govmigrate("-w", ws, "-vvv", "sync", "--all", "--json", expect=PARTIAL)
+    rows = {r["mailbox"]: r for r in json.loads(result.stdout)}
+    assert set(rows) == {b.email for b in boxes}
+    assert all("refused the password of service account" in r["result"] for r in rows.values()), rows
+    _secrets_absent(ws, result, wrong, PASSWORD)
+    assert not any(f.messages for b in boxes for f in read_mailbox(lab.central, b.email).values())
+
+
+@pytest.mark.parametrize(("offered", "project", "said"), [
+    (("basic",), "ntlm", "the server does not accept NTLM here; it offers Basic: set auth: basic"),
+    (("negotiate", "ntlm"), "basic", "the server does not accept Basic here; it offers Negotiate, NTLM: "
+                                     "set auth: ntlm"),
+    (("negotiate",), "ntlm", "the server does not accept NTLM here; it offers Negotiate (Kerberos), which "
+                             "govmigrate does not speak"),
+])
+def test_an_auth_method_the_server_does_not_offer_is_named_not_blamed_on_the_password(
+        govmigrate, lab_of, offered, project, said):
+    _lab, ws = lab_of(auth=offered, project_auth=project)
+    result = govmigrate("-w", ws, "inventory", "mail", expect=PARTIAL)
+    probe = stored_probe(ws, "finance")
+    assert probe["ok"] is False and said in probe["error"], probe["error"]
+    assert "password" not in probe["error"]
+    assert "exchangelib" not in result.stderr and "Request XML" not in result.stderr, result.stderr
+    _secrets_absent(ws, result, PASSWORD)
