@@ -8,12 +8,16 @@ import base64
 import http.client
 import json
 import ssl
+from pathlib import Path
 
 import pytest
 import spnego
 import yaml
 from exchangelib.protocol import close_connections
 
+from migrate.core.config import EwsServer
+from migrate.core.secrets import Secret
+from migrate.mailbox.ews import AuthRefused, EwsSource, offered_schemes
 from tests.lab import corpus, scenario
 from tests.lab.certs import lab_ca
 from tests.lab.ews import EWS_PATH, EwsResponder
@@ -159,3 +163,31 @@ def test_an_auth_method_the_server_does_not_offer_is_named_not_blamed_on_the_pas
     assert "password" not in probe["error"]
     assert "exchangelib" not in result.stderr and "Request XML" not in result.stderr, result.stderr
     _secrets_absent(ws, result, PASSWORD)
+
+
+# -- what a 401 means, from its WWW-Authenticate alone (no server needed) --------------------------------------
+
+def _described(auth: str, offered: tuple[str, ...]) -> str:
+    server = EwsServer(type="ews", url="https://127.0.0.1:9/EWS/Exchange.asmx", auth=auth, user=SERVICE,
+                       password="env:EWS_PASSWORD")
+    with EwsSource(server, Secret(PASSWORD), base_dir=Path("."), label="source finance") as s:
+        return s.describe(AuthRefused("HTTP 401", offered)).message
+
+
+@pytest.mark.parametrize(("auth", "offered", "said"), [
+    ("ntlm", ("Negotiate",), "refused the password"),     # requests_ntlm speaks NTLM inside Negotiate
+    ("ntlm", ("Negotiate", "NTLM"), "refused the password"),
+    ("ntlm", (), "refused the password"),                 # a 401 that names nothing blames nothing else
+    ("basic", ("Basic",), "refused the password"),
+    ("basic", ("Negotiate",), "does not accept Basic here; it offers Negotiate, which govmigrate does not speak"),
+    ("ntlm", ("Bearer", "Basic"), "does not accept NTLM here; it offers Bearer, Basic: set auth: basic"),
+])
+def test_a_401_blames_the_password_only_when_the_method_is_offered(auth, offered, said):
+    assert said in _described(auth, offered)
+
+
+def test_only_auth_scheme_tokens_of_a_www_authenticate_header_are_repeated():
+    header = ('Basic realm="[bold]x", NTLM TlRMTVNTUAAC==, [link=http://evil]Click, negotiate, [red]Kerberos, '
+              '\x1b[2J, <b>Bold</b>, Digest qop="auth"')
+    assert offered_schemes({"WWW-Authenticate": header}) == ("Basic", "NTLM", "negotiate", "Digest")
+    assert offered_schemes({}) == ()
