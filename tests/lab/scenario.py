@@ -124,13 +124,15 @@ def ews_lab(ws: Path, boxes: list[corpus.CorpusMailbox], *, source_id: str = "fi
             ministry: str = "Ministry of Finance", domain: str = "finance.gov.bz", waves: dict | None = None,
             project_auth: str | None = None, **responder_kw) -> Lab:
     """An Exchange ministry (the EWS responder serving ``boxes``) and a central host with their accounts,
-    with a workspace at ``ws`` whose only source is that Exchange server (impersonation; NTLM when the
-    responder offers it, else Basic, unless ``project_auth`` says which the project file names)."""
+    with a workspace at ``ws`` whose only source is that Exchange server (impersonation; NTLM, as on-premises
+    Exchange is set up by default, unless ``auth`` says what the responder offers and ``project_auth`` what
+    the project file names)."""
     from tests.lab.ews import EwsResponder
 
     ca = lab_ca()
     responder_kw.setdefault("tls", ca.issue(f"ews-{source_id}-{token_hex(4)}"))
     responder_kw.setdefault("service_password", f"lab-ews-{source_id}-{token_hex(4)}")
+    responder_kw.setdefault("auth", ("negotiate", "ntlm"))       # IIS's Windows authentication, as installed
     responder = EwsResponder(boxes, **responder_kw).start()
     try:
         lab = Lab({}, start_central(), extra=[responder])
