@@ -20,7 +20,8 @@ from tests.lab.base import free_port
 from tests.lab.proxy import RecordingProxy
 
 PARTIAL, AUTH = int(ExitCode.PARTIAL), int(ExitCode.AUTH)
-NON_ASCII = "Пароль-Жук-Ñandú-2026"        # Cyrillic and Latin-1: LOGIN cannot carry it, PLAIN can
+NON_ASCII = "Пароль-Жук-Ñandú-2026"
+NTLM_AUTHENTICATE_B64 = base64.b64encode(b"NTLMSSP\x00\x03\x00\x00\x00").decode()[:12]   # "TlRMTVNTUAAD"        # Cyrillic and Latin-1: LOGIN cannot carry it, PLAIN can
 
 
 def _forms(user: str | None, secret: str) -> list[bytes]:
@@ -120,6 +121,8 @@ def test_ews_failure_paths_leak_no_secret_not_even_as_a_basic_header(govmigrate,
             outputs += _outputs(result)
             outputs += _outputs(govmigrate("-w", ws, *flags, "inventory", "mail", expect=PARTIAL))
         assert_nowhere(ws, outputs, [(user, password), (user, wrong), (None, lab.central.config.master_password)])
+        # NTLM's authenticate message answers the challenge with a hash of the password (crackable offline)
+        assert not any(NTLM_AUTHENTICATE_B64 in o for o in outputs), "an NTLM authenticate message was logged"
     finally:
         lab.stop()
 

@@ -547,8 +547,8 @@ class EwsSource:
         if isinstance(exc, AuthRefused):
             offered = exc.offered
             # requests_ntlm also speaks NTLM inside Negotiate; a 401 after that handshake is a refused password.
-            takes_ours = {ours.lower(), "negotiate"} if ours == "NTLM" else {"basic"}
-            if not offered or takes_ours & {o.lower() for o in offered}:
+            accepting = {"ntlm", "negotiate"} if ours == "NTLM" else {"basic"}
+            if not offered or accepting & {o.lower() for o in offered}:
                 return None
         elif ours == "NTLM" and any(isinstance(c, PermissionError) and _NO_NTLM_CHALLENGE in str(c)
                                     for c in _chain(exc)):
