@@ -138,6 +138,10 @@ def test_wrong_ntlm_password_fails_the_source_as_a_refused_login(govmigrate, lab
     probe = stored_probe(ws, "finance")
     assert probe["ok"] is False and "refused the password of service account" in probe["error"]
     _secrets_absent(ws, result, wrong, PASSWORD)
+    responder = lab.extra[0]
+    assert [r for r in responder.request_log if r.status != 401] == [], "nothing got past the handshake"
+    handshakes = len(responder.request_log) // 3                 # 401, 401 with a challenge, 401 refused
+    assert handshakes <= 2, f"{handshakes} refused NTLM logins: a domain would lock the account out"
 
     result = govmigrate("-w", ws, "-vvv", "sync", "--all", "--json", expect=PARTIAL)
     rows = {r["mailbox"]: r for r in json.loads(result.stdout)}

@@ -8,9 +8,11 @@ token sent under it is refused, as a server with NTLM turned off refuses NTLM.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import binascii
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -34,6 +36,7 @@ def _ntlm_user_file() -> Path:
     global _NTLM_FILE
     if _NTLM_FILE is None:
         directory = Path(tempfile.mkdtemp(prefix="govlab-ntlm-"))
+        atexit.register(shutil.rmtree, directory, True)
         _NTLM_FILE = directory / "users"
         _NTLM_FILE.touch(mode=0o600)
         os.environ["NTLM_USER_FILE"] = str(_NTLM_FILE)
