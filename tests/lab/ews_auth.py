@@ -92,7 +92,7 @@ class LabAuth:
 
     def ntlm_step(self, context: spnego.ContextProxy | None, token: bytes) -> tuple[spnego.ContextProxy, bytes]:
         """One step of an NTLM handshake as the acceptor: (the context, the token to answer with). A
-        negotiate message starts a new context; raises SpnegoError when the client's answer is wrong."""
+        handshake starts with no context; raises SpnegoError when the client's answer is wrong."""
         with _NTLM_LOCK:
             _ntlm_user_file().write_text(self._ntlm_lines)
             if context is None:
