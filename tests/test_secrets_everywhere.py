@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from spnego._ntlm_raw.crypto import ntowfv1
 
 from migrate.core.errors import ExitCode
 from tests.lab import corpus, scenario
@@ -19,12 +20,14 @@ from tests.lab.base import free_port
 from tests.lab.proxy import RecordingProxy
 
 PARTIAL, AUTH = int(ExitCode.PARTIAL), int(ExitCode.AUTH)
-NON_ASCII = "Пароль-Жук-Ñandú-2026"        # Cyrillic and Latin-1: LOGIN cannot carry it, PLAIN can
+NON_ASCII = "Пароль-Жук-Ñandú-2026"
+NTLM_AUTHENTICATE_B64 = base64.b64encode(b"NTLMSSP\x00\x03\x00\x00\x00").decode()[:12]   # "TlRMTVNTUAAD"        # Cyrillic and Latin-1: LOGIN cannot carry it, PLAIN can
 
 
 def _forms(user: str | None, secret: str) -> list[bytes]:
-    """The secret as it could leak: itself, and the Basic-auth header's base64 in the encodings clients use."""
-    out = [secret.encode()]
+    """The secret as it could leak: itself, the Basic-auth header's base64 in the encodings clients use, and
+    the NT hash NTLM derives from it (hex)."""
+    out = [secret.encode(), ntowfv1(secret).hex().encode(), ntowfv1(secret).hex().upper().encode()]
     if user:
         for encoding in ("latin-1", "utf-8"):
             try:
@@ -94,14 +97,17 @@ def test_imap_failure_paths_leak_no_secret(govmigrate, tmp_path):
         lab.stop()
 
 
-def test_ews_failure_paths_leak_no_secret_not_even_as_a_basic_header(govmigrate, tmp_path):
+@pytest.mark.parametrize(("auth", "password", "wrong"), [
+    (("basic",), "Contraseña-Ñandú-2026", "Wrong-Contraseña-2026"),            # Latin-1, not ASCII
+    (("negotiate", "ntlm"), "Пароль-Ω-ntlm-2026", "Wrong-Ω-ntlm-2026"),       # not Latin-1: NTLM only
+])
+def test_ews_failure_paths_leak_no_secret_not_even_as_a_basic_header(govmigrate, tmp_path, auth, password, wrong):
     boxes = corpus.ministry(seed="ews-leaks", domain="finance.gov.bz", users=1, messages=8, login_style="email",
                             edge_cases=False)
     ws = tmp_path / "ws"
-    lab = scenario.ews_lab(ws, boxes, service_password="Contraseña-Ñandú-2026")   # Latin-1, not ASCII
+    lab = scenario.ews_lab(ws, boxes, service_password=password, auth=auth)
     responder = lab.extra[0]
     user = responder.service_user
-    wrong = "Wrong-Contraseña-2026"
     outputs: list[str] = []
     try:
         for flags in (("-vvv",), ("-vvv", "--log-json")):
@@ -114,8 +120,9 @@ def test_ews_failure_paths_leak_no_secret_not_even_as_a_basic_header(govmigrate,
             assert "HTTP 401" in json.loads(result.stdout)[0]["result"]
             outputs += _outputs(result)
             outputs += _outputs(govmigrate("-w", ws, *flags, "inventory", "mail", expect=PARTIAL))
-        assert_nowhere(ws, outputs, [(user, "Contraseña-Ñandú-2026"), (user, wrong),
-                                     (None, lab.central.config.master_password)])
+        assert_nowhere(ws, outputs, [(user, password), (user, wrong), (None, lab.central.config.master_password)])
+        # NTLM's authenticate message answers the challenge with a hash of the password (crackable offline)
+        assert not any(NTLM_AUTHENTICATE_B64 in o for o in outputs), "an NTLM authenticate message was logged"
     finally:
         lab.stop()
 

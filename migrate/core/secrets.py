@@ -161,12 +161,19 @@ def register(value: str) -> None:
         _pattern = re.compile("|".join(re.escape(v) for v in sorted(_known, key=len, reverse=True)))
 
 
+#: An NTLM authenticate message in base64 ("NTLMSSP\0" and type 3), as HTTP headers and pyspnego's debug log
+#: carry it: its answer to the server's challenge is a hash of the password, crackable offline.
+_NTLM_AUTHENTICATE = re.compile(r"TlRMTVNTUAAD[A-Za-z0-9+/]*=*")
+
+
 def redact(text: str) -> str:
-    """Replace every registered secret value in ``text`` with the mask."""
+    """Replace every registered secret value in ``text``, and any NTLM authenticate message, with the mask."""
     pattern = _pattern
-    if pattern is None or not text:
+    if not text:
         return text
-    return pattern.sub(MASK, text)
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    return _NTLM_AUTHENTICATE.sub(MASK, text)
 
 
 class RedactingWriter:

@@ -356,7 +356,7 @@ class _BoundedFaultTolerance(FaultTolerance):
 
     def raise_response_errors(self, response: Any) -> None:
         if response.status_code == 401:
-            raise ews_errors.UnauthorizedError(f"HTTP 401 from {response.url}")
+            raise AuthRefused(f"HTTP 401 from {response.url}", offered_schemes(response.headers))
         if response.status_code == 200:
             with self._busy_lock:
                 self.busy = 0                      # a normal answer ends a run of back-offs
@@ -386,6 +386,46 @@ class _BoundedFaultTolerance(FaultTolerance):
         log.warning("%s: server busy; waiting %.2fs as it asked (back-off %d of %d for this server)", self.label,
                     seconds, busy, self.max_retries)
         super().back_off(seconds)
+
+
+class AuthRefused(ews_errors.UnauthorizedError):
+    """HTTP 401, with the authentication methods the server offered in its answer (WWW-Authenticate)."""
+
+    def __init__(self, message: str, offered: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.offered = offered
+
+
+def offered_schemes(headers: Any) -> tuple[str, ...]:
+    """The schemes of a 401's WWW-Authenticate headers (requests joins several with commas), as sent:
+    ``('Negotiate', 'NTLM')``. A challenge's parameters (``realm="x"``) and tokens are left out."""
+    schemes: list[str] = []
+    for part in (headers.get("WWW-Authenticate") or "").split(","):
+        word = part.strip().split(" ", 1)[0]
+        if _TOKEN.fullmatch(word) and word.lower() not in {s.lower() for s in schemes}:
+            schemes.append(word)
+    return tuple(schemes)
+
+
+#: An auth scheme is an HTTP token (RFC 9110 5.6.2); anything else from the server is not repeated to people.
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,40}")
+#: How requests_ntlm reports a server that answers an NTLM token under Negotiate without an NTLM challenge:
+#: Negotiate there means Kerberos only.
+_NO_NTLM_CHALLENGE = "did not respond with NTLM challenge"
+
+
+class _NoNtlmChallengeIsNotAnError(logging.Filter):
+    """exchangelib logs any exception from requests at ERROR with the whole request; for a Negotiate that gave
+    no NTLM challenge, :meth:`EwsSource.describe` reports the reason, so exchangelib's record becomes DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.levelno == logging.ERROR and len(args) > 1 and _NO_NTLM_CHALLENGE in str(args[1]):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+logging.getLogger("exchangelib.util").addFilter(_NoNtlmChallengeIsNotAnError())
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -524,6 +564,9 @@ class EwsSource:
         where = self._where()
         who = f"service account {self.server.user}"
         box = f"mailbox {mailbox}" if mailbox else "the mailbox"
+        method_off = self._auth_method_off(exc)
+        if method_off is not None:
+            return LoginFailed(f"{where}: {method_off}")
         if isinstance(exc, ews_errors.UnauthorizedError):
             return LoginFailed(f"{where}: the server refused the password of {who} (HTTP 401)")
         if isinstance(exc, ews_errors.ErrorImpersonateUserDenied):
@@ -575,6 +618,27 @@ class EwsSource:
         if isinstance(exc, UnicodeError):  # its text quotes the character and its position: maybe a password's
             return RemoteError(f"{where}: a text could not be encoded for the server ({type(exc).__name__})")
         return RemoteError(f"{where}: {type(exc).__name__}: {redact(str(exc))}")
+
+    def _auth_method_off(self, exc: BaseException) -> str | None:
+        """Why the server refused, when it is the method (``auth`` in the project file), not the password: the
+        401 offers only other methods, or a Negotiate that gave no NTLM challenge (Kerberos only)."""
+        ours = "NTLM" if self.server.auth == "ntlm" else "Basic"
+        if isinstance(exc, AuthRefused):
+            offered = exc.offered
+            # requests_ntlm also speaks NTLM inside Negotiate; a 401 after that handshake is a refused password.
+            accepting = {"ntlm", "negotiate"} if ours == "NTLM" else {"basic"}
+            if not offered or accepting & {o.lower() for o in offered}:
+                return None
+        elif ours == "NTLM" and any(isinstance(c, PermissionError) and _NO_NTLM_CHALLENGE in str(c)
+                                    for c in _chain(exc)):
+            offered = ("Negotiate (Kerberos)",)
+        else:
+            return None
+        usable = [o.lower() for o in offered if o.lower() in ("ntlm", "basic")]
+        if usable:
+            return f"the server does not accept {ours} here; it offers {', '.join(offered)}: set auth: {usable[0]}"
+        return (f"the server does not accept {ours} here; it offers {', '.join(offered)}, which govmigrate does "
+                "not speak: turn on NTLM or Basic authentication for EWS on the server, and set auth to match")
 
     def call(self, what: str, fn: Callable[[], T], *, mailbox: str | None = None) -> T:
         """Run one unit of EWS work and translate any failure. Nothing is retried here: the server's busy

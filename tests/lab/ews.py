@@ -3,7 +3,7 @@
 No open-source Exchange exists, so this speaks the subset of Microsoft's EWS schema (messages.xsd, types.xsd)
 that a mailbox migration uses, closely enough that unmodified exchangelib talks to it: GetFolder, FindFolder,
 FindItem, GetItem (MimeContent), SyncFolderItems, ResolveNames and ConvertId (exchangelib's version probe),
-with Basic auth, impersonation and delegate access, paging, and injectable throttling faults. It serves the
+with Basic and NTLM authentication (:mod:`tests.lab.ews_auth`), impersonation and delegate access, paging, and injectable throttling faults. It serves the
 same :mod:`tests.lab.corpus` mailboxes the Dovecot sources serve, so inventories can be compared.
 
 What IMAP flags look like here: ``\\Seen`` is IsRead, ``\\Flagged`` is Flag/FlagStatus (and the MAPI
@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from tests.lab.base import LOOPBACK, free_port
 from tests.lab.certs import CertFiles
 from tests.lab.corpus import CorpusMailbox, CorpusMessage
+from tests.lab.ews_auth import ConnectionAuth, LabAuth
 from tests.lab.ews_store import LabFolder, LabItem, LabMailbox, LabStore, ews_folder_path
 
 log = logging.getLogger(__name__)
@@ -860,6 +861,7 @@ class _Handler(BaseHTTPRequestHandler):
         # stalls every keep-alive response by ~40 ms.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.responder._connections.add(self.connection)
+        self._auth = ConnectionAuth(self.responder.auth)     # per connection, as IIS keeps NTLM's
 
     def finish(self) -> None:
         try:
@@ -901,24 +903,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _authorised(self) -> bool:
-        header = self.headers.get("Authorization", "")
-        if not header.lower().startswith("basic "):
-            return False
-        try:
-            raw = base64.b64decode(header[6:].strip())
-        except binascii.Error:
-            return False
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:  # as IIS does: the server's code page (Latin-1 here) when it is not UTF-8
-            text = raw.decode("latin-1")
-        user, _, password = text.partition(":")
-        r = self.responder
-        return user.lower() == r.service_user.lower() and password == r.service_password
+        return self._auth.check(self.headers.get("Authorization", ""))
 
     def _unauthorised(self) -> None:
         self.send_response(401, "Unauthorized")
-        self.send_header("WWW-Authenticate", f'Basic realm="{LOOPBACK}"')
+        for value in self._auth.reply:
+            self.send_header("WWW-Authenticate", value)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -936,15 +926,19 @@ class EwsResponder:
     ``impersonation_allowed``: True (the ApplicationImpersonation role for every mailbox), False, or a set of
     addresses it may impersonate. ``delegates``: mailboxes the service account has full access to without
     impersonation. ``page_limit`` caps every FindItem/FindFolder page, as Exchange's throttling policy does.
+    ``auth``: the HTTP authentication methods offered, some of ``basic``, ``ntlm`` and ``negotiate``
+    (:mod:`tests.lab.ews_auth`).
     """
 
     def __init__(self, mailboxes: list[CorpusMailbox], *, service_user: str = "svc-migrate@finance.gov.bz",
                  service_password: str = "lab-ews-secret", impersonation_allowed: bool | set[str] = True,
                  delegates: set[str] | None = None, page_limit: int = 1000, tls: CertFiles | None = None,
-                 version: ServerVersion = EXCHANGE_2016, quota_bytes: int | None = 10 * 1024**3) -> None:
+                 version: ServerVersion = EXCHANGE_2016, quota_bytes: int | None = 10 * 1024**3,
+                 auth: tuple[str, ...] = ("basic",)) -> None:
         self.store = LabStore(mailboxes)
         self.service_user = service_user
         self.service_password = service_password
+        self.auth = LabAuth(auth, service_user, service_password)
         self.impersonation_allowed = impersonation_allowed
         self.delegates = {d.lower() for d in (delegates or set())}
         self.page_limit = page_limit

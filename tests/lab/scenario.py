@@ -122,14 +122,17 @@ def small_lab(ws: Path, *, seed: str, users: int = 1, messages: int = 30, domain
 
 def ews_lab(ws: Path, boxes: list[corpus.CorpusMailbox], *, source_id: str = "finance",
             ministry: str = "Ministry of Finance", domain: str = "finance.gov.bz", waves: dict | None = None,
-            **responder_kw) -> Lab:
+            project_auth: str | None = None, **responder_kw) -> Lab:
     """An Exchange ministry (the EWS responder serving ``boxes``) and a central host with their accounts,
-    with a workspace at ``ws`` whose only source is that Exchange server (Basic auth, impersonation)."""
+    with a workspace at ``ws`` whose only source is that Exchange server (impersonation; NTLM, as on-premises
+    Exchange is set up by default, unless ``auth`` says what the responder offers and ``project_auth`` what
+    the project file names)."""
     from tests.lab.ews import EwsResponder
 
     ca = lab_ca()
     responder_kw.setdefault("tls", ca.issue(f"ews-{source_id}-{token_hex(4)}"))
     responder_kw.setdefault("service_password", f"lab-ews-{source_id}-{token_hex(4)}")
+    responder_kw.setdefault("auth", ("negotiate", "ntlm"))       # IIS's Windows authentication, as installed
     responder = EwsResponder(boxes, **responder_kw).start()
     try:
         lab = Lab({}, start_central(), extra=[responder])
@@ -141,7 +144,8 @@ def ews_lab(ws: Path, boxes: list[corpus.CorpusMailbox], *, source_id: str = "fi
     write_workspace(ws, lab, sources=[])
     (ws / "users" / f"{source_id}.csv").write_text(corpus.user_list_csv(boxes))
     doc = yaml.safe_load((ws / "migration.yaml").read_text())
-    server = {"type": "ews", "url": responder.url, "auth": "basic", "access": "impersonation",
+    auth = project_auth or ("ntlm" if "ntlm" in responder.auth.offered else "basic")
+    server = {"type": "ews", "url": responder.url, "auth": auth, "access": "impersonation",
               "user": responder.service_user,
               "password": _secret_file(ws, f"{source_id}-ews", responder.service_password), "timeout": 30}
     if responder.tls:
