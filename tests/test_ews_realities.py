@@ -197,6 +197,12 @@ def test_calendars_contacts_tasks_and_system_folders_are_counted_not_moved_as_ma
     for path, (item_class, n) in placed.items():
         for i in range(n):
             body = f"Subject: {'/'.join(path)} {i}\r\n\r\n".encode() + b"x" * 50_000 + b"\r\n"
+            if path == ("Calendar",):
+                body = (f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:lab\r\nBEGIN:VEVENT\r\nUID:census-{i}\r\n"
+                        f"DTSTAMP:20261101T120000Z\r\nDTSTART:2026110{i + 1}T150000Z\r\nSUMMARY:Budget {i}\r\n"
+                        "END:VEVENT\r\nEND:VCALENDAR\r\n").encode()
+            elif path == ("Contacts",):
+                body = f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:card-{i}\r\nFN:Person {i}\r\nN:{i};Person;;;\r\nEND:VCARD\r\n".encode()
             responder.add_message(box.email, path, corpus.CorpusMessage(body, (), when), item_class=item_class)
     govmigrate("-w", ws, "inventory", "mail")
     doc = json.loads(govmigrate("-w", ws, "inventory", "show", "--json").stdout)
@@ -213,7 +219,8 @@ def test_calendars_contacts_tasks_and_system_folders_are_counted_not_moved_as_ma
     shown = govmigrate("-w", ws, "inventory", "show").stdout
     assert "3 calendar items, 2 contacts, 1 tasks; 5 items in folders that are not migrated" in shown
     result = sync(govmigrate, ws, box.email)
-    assert result["copied"] == box.messages and result["result"] == "ok"
+    assert result["copied"] == box.messages and result["result"] == "ok", result
+    assert {g["kind"]: g["copied"] for g in result["groupware"]} == {"calendar": 3, "contacts": 2}
     central = read_mailbox(lab.central, box.email)
     assert not {"Outbox", "Sync Issues", "Sync Issues/Conflicts", "RSS Feeds", "Calendar", "Recoverable Items"} \
         & set(central), sorted(central)
