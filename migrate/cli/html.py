@@ -107,8 +107,10 @@ def render_programme(report: ProgrammeReport, burn: BurnUp, failures: list[Failu
     t = report.totals
     show_domains = any(m.domains_cut_over for m in report.ministries) or any(w.cutover_domains for w in report.waves)
     show_phones = any(m.phones.total for m in report.ministries)
+    show_groupware = report.groupware.any
     return _environment().get_template("programme.html.j2").render(
         r=report, t=t, burn=burn, failures=failures, show_domains=show_domains, show_phones=show_phones,
+        show_groupware=show_groupware,
         mailboxes_chart=burn_up_svg(burn), bytes_chart=burn_up_svg(burn, by_bytes=True),
         timeline=timeline(report.waves, today), colours=STATUS_COLOURS, wave_status=wave_status, pct=_pct,
         generated=_when(report.generated_at), workspace=str(workspace.resolve()), who=actor())

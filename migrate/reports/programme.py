@@ -343,8 +343,8 @@ SWITCHED_STATES = ("switched", "propagated", "cut-over", "done")
 
 CSV_COLUMNS = ("level", "id", "name", "mailboxes", "done", "in_progress", "planned", "unplanned", "failed",
                "skipped", "messages_moved", "messages_total", "gb_moved", "gb_total", "bytes_moved", "bytes_total",
-               "domains", "domains_cut_over", "phones", "phones_moved", "window", "approval", "estimated_completion",
-               "completion_status", "note")
+               "domains", "domains_cut_over", "phones", "phones_moved", "calendar_items", "calendar_copied",
+               "contacts", "contacts_copied", "window", "approval", "estimated_completion", "completion_status", "note")
 
 
 def csv_rows(report: ProgrammeReport) -> list[dict[str, Any]]:
@@ -355,9 +355,14 @@ def csv_rows(report: ProgrammeReport) -> list[dict[str, Any]]:
                 "gb_total": gb(counts.bytes_total), "estimated_completion": completion.at or "",
                 "completion_status": completion.status, "note": completion.note, **extra}
 
-    rows = [row("programme", "", report.programme, report.totals, report.completion)]
+    def groupware(g: GroupwareCounts) -> dict[str, int]:
+        return {"calendar_items": g.calendar_items, "calendar_copied": g.calendar_copied, "contacts": g.contacts,
+                "contacts_copied": g.contacts_copied}
+
+    rows = [row("programme", "", report.programme, report.totals, report.completion, **groupware(report.groupware))]
     rows += [row("ministry", m.source_id, m.ministry, m.counts, m.completion, domains=len(m.domains),
-                 domains_cut_over=len(m.domains_cut_over), phones=m.phones.total, phones_moved=m.phones.moved)
+                 domains_cut_over=len(m.domains_cut_over), phones=m.phones.total, phones_moved=m.phones.moved,
+                 **groupware(m.groupware))
              for m in report.ministries]
     rows += [row("wave", w.id, w.title, w.counts, w.completion, approval=w.approval, phones=w.phones.total,
                  phones_moved=w.phones.moved,
