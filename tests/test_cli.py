@@ -60,3 +60,15 @@ def test_command_outside_a_workspace_says_so(govmigrate, tmp_path):
 def test_workspace_from_environment(govmigrate, example_workspace):
     result = govmigrate("log", env={"GOVMIGRATE_WORKSPACE": str(example_workspace)})
     assert "init" in result.stdout
+
+
+def test_the_command_line_starts_without_importing_exchangelib():
+    """exchangelib takes half a second to import: only commands that talk to an Exchange server pay for it."""
+    import subprocess
+    import sys
+
+    probe = "import sys, migrate.cli.main, migrate.mailbox.sync, migrate.mailbox.verify; " \
+            "print('exchangelib' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

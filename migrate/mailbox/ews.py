@@ -60,6 +60,7 @@ from migrate.core.errors import (
     TransientError,
 )
 from migrate.core.secrets import Secret, redact, register
+from migrate.mailbox.unexportable import Unreadable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -137,17 +138,6 @@ def not_migrated_reason(item_class: str | None) -> str | None:
         if cls == prefix or cls.startswith(prefix + "."):
             return f"not migrated by policy ({_CONTROL.sub(' ', item_class or '')[:60]}): {reason}"
     return None
-
-
-@dataclass(frozen=True)
-class Unreadable:
-    """An item the server cannot give as MIME (a meeting request or S/MIME item Exchange cannot convert, a
-    corrupt item, an item with no MimeContent): recorded as failed with this reason, never copied, and the
-    folder goes on. ``described`` names it for people: subject, date received and size, where the server
-    still gives them."""
-
-    reason: str
-    described: str
 
 
 #: Per-item answers to a GetItem for MIME that mean "this item cannot be exported", not "try again".

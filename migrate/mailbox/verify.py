@@ -24,7 +24,6 @@ from migrate.core.errors import MigrateError, RemoteError
 from migrate.core.fanout import fanout
 from migrate.core.store import MailboxRow, Store
 from migrate.mailbox.central import Destination
-from migrate.mailbox.ews import Unreadable
 from migrate.mailbox.fingerprint import PREFIX, Fingerprinter, fingerprint, stable, stable_content
 from migrate.mailbox.folders import map_folders
 from migrate.mailbox.imap import (
@@ -36,6 +35,7 @@ from migrate.mailbox.keywords import for_central
 from migrate.mailbox.protocol import clean_flags, fetch, uid_set
 from migrate.mailbox.source_imap import ImapSourceMailbox
 from migrate.mailbox.sources import Sources, folder_list
+from migrate.mailbox.unexportable import Unreadable
 
 log = logging.getLogger(__name__)
 
