@@ -362,3 +362,54 @@ def test_an_unreachable_central_host_stops_the_sync_with_exit_4(govmigrate, own_
     result = _sync(govmigrate, ws, box.email, expect=int(ExitCode.UNREACHABLE))
     assert "connection refused" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _change_source(lab: Lab, source_id: str, login: str, folder: str) -> None:
+    """Flag two messages, unread a third, expunge a fourth and deliver one new message."""
+    src = lab.sources[source_id].server.connect(login)
+    src.select(folder)
+    src.uid("STORE", "1", "+FLAGS", "(\\Flagged $Important)")
+    src.uid("STORE", "2", "-FLAGS", "(\\Seen)")
+    src.uid("STORE", "3", "+FLAGS", "(\\Deleted)")
+    src.expunge()
+    src.append(folder, "(\\Seen)", '"01-Jan-2026 10:00:00 +0000"', b"Subject: new\r\n\r\nfresh mail\r\n")
+    src.logout()
+
+
+def test_a_delta_pass_reads_only_what_changed_where_the_source_has_condstore(govmigrate, own_lab):
+    """RFC 7162: one FETCH (FLAGS) (CHANGEDSINCE) names the changed and the new messages; only the new are read
+    in full; a UID SEARCH is needed only when something vanished. The result is what a full read gives."""
+    lab, ws, box = own_lab
+    _sync(govmigrate, ws, box.email)
+    _change_source(lab, "health", box.login, "INBOX")
+    result = govmigrate("-vv", "-w", ws, "sync", box.email, "--propagate-deletes", "--json")
+    row = json.loads(result.stdout)[0]
+    assert (row["copied"], row["flag_updates"], row["deleted"]) == (1, 2, 1), row
+    assert "INBOX: CONDSTORE delta: 2 changed, 1 new, UIDs listed" in result.stderr
+    assert all(r["matches"] for r in _verify(govmigrate, ws, box.email))
+    src = lab.sources["health"].server.connect(box.login)
+    src.select("INBOX")
+    src.uid("STORE", "4", "+FLAGS", "(\\Answered)")
+    src.logout()
+    result = govmigrate("-vv", "-w", ws, "sync", box.email, "--json")
+    assert json.loads(result.stdout)[0]["flag_updates"] == 1
+    assert "INBOX: CONDSTORE delta: 1 changed, 0 new\n" in result.stderr, "nothing vanished: no UID SEARCH"
+    inbox = read_mailbox(lab.central, box.email)["INBOX"].messages
+    assert "\\Answered" in inbox[2].flags and {"\\Flagged", "$Important"} <= inbox[0].flags
+    assert all(r["matches"] for r in _verify(govmigrate, ws, box.email))
+
+
+def test_a_source_without_condstore_is_compared_in_full(govmigrate, tmp_path):
+    ws = tmp_path / "ws"
+    lab, boxes = scenario.small_lab(ws, seed="legacy-delta", layout="legacy", domain=scenario.LEGACY_DOMAIN)
+    try:
+        box = boxes[0]
+        _sync(govmigrate, ws, box.email)
+        _change_source(lab, scenario.LEGACY, box.login, "INBOX")
+        result = govmigrate("-vv", "-w", ws, "sync", box.email, "--propagate-deletes", "--json")
+        row = json.loads(result.stdout)[0]
+        assert (row["copied"], row["flag_updates"], row["deleted"]) == (1, 2, 1), row
+        assert "CONDSTORE delta" not in result.stderr
+        assert all(r["matches"] for r in _verify(govmigrate, ws, box.email))
+    finally:
+        lab.stop()

@@ -59,17 +59,42 @@ class ImapSourceMailbox:
         return info
 
     @guarded
-    def metadata(self) -> dict[int, MessageMeta]:
-        """Every message of the selected folder: UID, size, flags, internal date (no bodies)."""
+    def metadata(self, first_uid: int = 1) -> dict[int, MessageMeta]:
+        """Every message of the selected folder from ``first_uid`` on: UID, size, flags, internal date (no
+        bodies)."""
         try:
-            data = fetch(self.client, "1:*", ["FLAGS", "RFC822.SIZE", "INTERNALDATE"])
+            data = fetch(self.client, f"{first_uid}:*", ["FLAGS", "RFC822.SIZE", "INTERNALDATE"])
         except CommandFailed as exc:
             if "no messages" in exc.text.lower() or "invalid messageset" in exc.text.lower():
                 return {}
             raise FolderFailed(f"reading {self._selected!r}: {exc.text}")
+        # "N:*" always names the last message, even one below N.
         return {uid: MessageMeta(uid, v.get(b"RFC822.SIZE", 0), clean_flags(v.get(b"FLAGS")),
                                  imap_date(v.get(b"INTERNALDATE")))
-                for uid, v in data.items()}
+                for uid, v in data.items() if uid >= first_uid}
+
+    @guarded
+    def flags_changed_since(self, modseq: int) -> dict[int, tuple[str, ...]]:
+        """CONDSTORE (RFC 7162): UID → flags of every message of the selected folder whose mod-sequence is
+        above ``modseq``: the messages whose flags changed since, and the messages that arrived since."""
+        try:
+            data = fetch(self.client, "1:*", ["FLAGS"], modifiers=f"CHANGEDSINCE {int(modseq)}")
+        except CommandFailed as exc:
+            if "no messages" in exc.text.lower() or "invalid messageset" in exc.text.lower():
+                return {}
+            raise FolderFailed(f"reading {self._selected!r}: {exc.text}")
+        return {uid: clean_flags(v.get(b"FLAGS")) for uid, v in data.items()}
+
+    @guarded
+    def uids(self) -> set[int]:
+        """The UIDs of every message of the selected folder (UID SEARCH ALL)."""
+        try:
+            return set(self.client.search(["ALL"]))
+        except Exception as exc:
+            error = describe_failure(exc, self.session.endpoint)
+            if error.transient:
+                raise error
+            raise FolderFailed(f"searching {self._selected!r}: {error.message}")
 
     @guarded
     def bodies(self, uids: list[int]) -> dict[int, bytes]:

@@ -41,7 +41,6 @@ from migrate.core.ratelimit import RateLimiter
 from migrate.core.retry import retrying
 from migrate.core.store import FolderState, MailboxRow, MessageRecord, Store
 from migrate.mailbox.central import Destination, LazyDestination, check_access
-from migrate.mailbox.ews import Unreadable
 from migrate.mailbox.fingerprint import PREFIX, fingerprint, stable
 from migrate.mailbox.folders import CentralLayout, FolderMapping, SourceFolderInfo, map_folders
 from migrate.mailbox.imap import (
@@ -54,6 +53,7 @@ from migrate.mailbox.keywords import for_central
 from migrate.mailbox.protocol import Appendable, CommandFailed, ListedFolder
 from migrate.mailbox.source_imap import ImapSourceMailbox, MessageMeta
 from migrate.mailbox.sources import Sources, folder_list
+from migrate.mailbox.unexportable import Unreadable
 
 log = logging.getLogger(__name__)
 
@@ -550,15 +550,18 @@ class _MailboxPass:
             if not self.dry:
                 self.store.forget_folder_messages(state.id)
             records = {}
-        meta = src.metadata()
+        delta = self._imap_delta(src, state, records, info, status)
+        if delta is not None:
+            meta, flags, encoded = delta
+        else:
+            meta = src.metadata()
+            flags, encoded = {}, set()
+            for uid, m in meta.items():
+                flags[uid], was_encoded = self.central_flags(m.flags)
+                if was_encoded:
+                    encoded.add(uid)
         self.report.src_messages += len(meta)
         self.report.src_bytes += sum(m.size for m in meta.values())
-        flags: dict[Key, tuple[str, ...]] = {}
-        encoded: set[Key] = set()
-        for uid, m in meta.items():
-            flags[uid], was_encoded = self.central_flags(m.flags)
-            if was_encoded:
-                encoded.add(uid)
         records = self._reconcile_pending(state, dest_name, records)
         dest_available: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
         if not records and pre_existing and dest_status.get("MESSAGES"):
@@ -579,6 +582,55 @@ class _MailboxPass:
                                      source_modseq=status.get("HIGHESTMODSEQ"), source_messages=len(meta),
                                      source_bytes=sum(m.size for m in meta.values()), last_synced_at=_now(),
                                      dest_uidnext=next_uid)
+
+    def _imap_delta(self, src: ImapSourceMailbox, state: FolderState | None, records: dict[Key, MessageRecord],
+                    info: dict, status: dict[str, int]
+                    ) -> tuple[dict[int, MessageMeta], dict[Key, tuple[str, ...]], set[Key]] | None:
+        """A folder read before, on a server with CONDSTORE (RFC 7162): only what changed since the last pass.
+
+        One ``UID FETCH 1:* (FLAGS) (CHANGEDSINCE <modseq of the last pass>)`` names the messages whose flags
+        changed and those that arrived; only the new ones are read in full. UIDs below the last UIDNEXT never
+        appear again, so a folder whose EXISTS is what the records and the new messages add up to lost
+        nothing; otherwise one UID SEARCH ALL says what vanished. The messages that did not change keep the
+        flags recorded when they were last carried. Returns (metadata, central flags, encoded) as the full read
+        would, sizes of unchanged messages from the records; None when the full read is needed: no usable
+        mod-sequence, a different UIDVALIDITY, or a record pending or refused (their metadata is read again).
+        """
+        if (state is None or not records or not state.source_modseq or not state.source_uidnext
+                or "HIGHESTMODSEQ" not in status or not src.session.has("CONDSTORE")
+                or state.source_uidvalidity != info.get(b"UIDVALIDITY")
+                or any(r.state != "copied" or r.src_uid is None for r in records.values())):
+            return None
+        uidnext = state.source_uidnext
+        changed = src.flags_changed_since(state.source_modseq)
+        if any(uid < uidnext and uid not in records for uid in changed):
+            return None                              # a message the records do not know: read everything
+        new = src.metadata(uidnext) if any(uid >= uidnext for uid in changed) else {}
+        below = [uid for uid in records if uid < uidnext]
+        present: set[int] | None = None
+        if info.get(b"EXISTS") != len(below) + len(new):
+            present = src.uids()
+            if any(uid < uidnext and uid not in records for uid in present):
+                return None
+        meta: dict[int, MessageMeta] = dict(new)
+        flags: dict[Key, tuple[str, ...]] = {}
+        encoded: set[Key] = set()
+        for uid in below:
+            if present is not None and uid not in present:
+                continue                             # vanished at the source
+            rec = records[uid]
+            meta[uid] = MessageMeta(uid, rec.size, (), None)
+            if uid not in changed:
+                flags[uid] = tuple(rec.flags.split())
+        for uid in meta:
+            if uid not in flags:
+                source_flags = changed[uid] if uid in changed else meta[uid].flags
+                flags[uid], was_encoded = self.central_flags(source_flags)
+                if was_encoded:
+                    encoded.add(uid)
+        log.debug("%s: %s: CONDSTORE delta: %d changed, %d new%s", self.mailbox.email, state.source_name,
+                  len(changed) - len(new), len(new), "" if present is None else ", UIDs listed")
+        return meta, flags, encoded
 
     def _ews_folder(self, src_info: SourceFolderInfo, state: FolderState | None, dest_name: str, pre_existing: bool,
                     fr: FolderReport) -> None:
