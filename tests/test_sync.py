@@ -413,3 +413,24 @@ def test_a_source_without_condstore_is_compared_in_full(govmigrate, tmp_path):
         assert all(r["matches"] for r in _verify(govmigrate, ws, box.email))
     finally:
         lab.stop()
+
+
+def test_a_pass_over_many_mailboxes_lists_only_those_where_something_happened(govmigrate, tmp_path):
+    ws = tmp_path / "ws"
+    boxes = corpus.ministry(seed="many", domain=scenario.MODERN_DOMAIN, users=55, messages=2, edge_cases=False,
+                            pilot=0, vip=0)
+    lab, boxes = scenario.small_lab(ws, seed="many", boxes=boxes)
+    try:
+        first = _sync(govmigrate, ws, "--all").stdout
+        assert all(b.email in first for b in boxes), "a first pass copies every mailbox: every one is listed"
+        src = lab.sources["health"].server.connect(boxes[7].login)
+        src.append("INBOX", "()", None, b"Subject: one new message\r\n\r\nhello\r\n")
+        src.logout()
+        second = _sync(govmigrate, ws, "--all").stdout
+        assert boxes[7].email in second
+        assert sum(b.email in second for b in boxes) == 1
+        assert "54 more mailboxes: up to date, nothing to do (--json lists every mailbox)" in second
+        rows = json.loads(_sync(govmigrate, ws, "--all", "--json").stdout)
+        assert len(rows) == 55
+    finally:
+        lab.stop()

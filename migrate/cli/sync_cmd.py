@@ -48,6 +48,20 @@ def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str
     ctx.exit(int(ExitCode.OK if ok else ExitCode.PARTIAL))
 
 
+#: Above this many mailboxes the sync table leaves out those where nothing happened.
+QUIET_ROWS_LIMIT = 50
+
+
+def _nothing_happened(row: dict, dry_run: bool) -> bool:
+    if row["result"] != "ok" or row["problems"] or row["folder_warnings"] or row.get("not_migrated") \
+            or any(g["failed"] or g["error"] or g["copied"] or g["updated"] for g in row.get("groupware", [])):
+        return False
+    if dry_run:
+        return not row["would_copy"] and not row["flag_updates"] and not row["created_folders"]
+    return not (row["copied"] or row["flag_updates"] or row["deleted"] or row["refused"] or row["reconciled"]
+                or row["created_folders"])
+
+
 def summary(reports: list[MailboxReport], seconds: float, *, dry_run: bool) -> str:
     """``sync: 12 mailboxes, 4,512 messages, 186.3 MB in 3 min 12 s; 1 failed``: what was copied (a dry run: what
     would be), mailboxes that failed (locked by another process included), and those that finished with
@@ -115,7 +129,15 @@ def render(app: App, reports: list[MailboxReport], *, dry_run: bool, as_json: bo
     else:
         columns += [("copied", "copied>"), ("moved", "moved>"), ("flag_updates", "flags>"),
                     ("refused", "refused>"), ("seconds", "seconds>")]
-    emit_table(app, "dry run: nothing was changed" if dry_run else "sync", columns, rows)
+    shown = rows
+    if len(rows) > QUIET_ROWS_LIMIT:
+        # A nightly pass over thousands of mailboxes: the table lists those where something happened (rendering
+        # thousands of "nothing to do" rows took longer than the pass); --json lists every one.
+        shown = [r for r in rows if not _nothing_happened(r, dry_run)]
+    emit_table(app, "dry run: nothing was changed" if dry_run else "sync", columns, shown)
+    if len(shown) < len(rows):
+        app.out.print(f"{len(rows) - len(shown):,} more mailboxes: up to date, nothing to do (--json lists every "
+                      "mailbox)", markup=False, highlight=False)
     for row in rows:
         for p in row["problems"]:
             what = f"{p['folder']}: {p['message']}: " if "message" in p else f"{p['folder']}: "

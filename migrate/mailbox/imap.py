@@ -7,8 +7,10 @@ verification. imapclient does the protocol; this module decides how to connect a
 
 from __future__ import annotations
 
+import functools
 import imaplib
 import logging
+import os
 import re
 import socket
 import ssl
@@ -103,9 +105,21 @@ class Session:
 
 
 def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
-    """Verified by default; unverified only when the project file says so for this host."""
-    if endpoint.verify:
-        ctx = ssl.create_default_context(cafile=str(endpoint.ca_file) if endpoint.ca_file else None)
+    """Verified by default; unverified only when the project file says so for this host. One context per
+    CA file (as it is now) and setting, shared by every connection: loading the CAs cost more than the rest of
+    a no-change pass's client work for a mailbox."""
+    ca = str(endpoint.ca_file) if endpoint.ca_file else None
+    try:
+        stamp = os.stat(ca).st_mtime_ns if ca else 0
+    except OSError:
+        stamp = -1          # let the context creation report the missing file
+    return _tls_context(endpoint.verify, ca, stamp)
+
+
+@functools.lru_cache(maxsize=32)
+def _tls_context(verify: bool, ca_file: str | None, _stamp: int) -> ssl.SSLContext:
+    if verify:
+        ctx = ssl.create_default_context(cafile=ca_file)
     else:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False

@@ -303,7 +303,48 @@ def _replies(data) -> list[list]:
     return replies
 
 
+# LIST and STATUS replies are parsed once per folder of every mailbox on every pass: the common shapes are read
+# with one regular expression each (a no-change pass over thousands of mailboxes spent most of its client time
+# in the general lexer); a literal, or anything unusual, goes to imapclient's parser.
+_NAME = rb'(?:"((?:[^"\\\r\n]|\\["\\])*)"|([^\s"(){}%*\\\x00-\x1f]+))'
+_STATUS_LINE = re.compile(rb"^" + _NAME + rb" \(((?:[A-Za-z0-9-]+ \d+)(?: [A-Za-z0-9-]+ \d+)*)?\)$")
+_LIST_LINE = re.compile(rb"^\(((?:\\?[A-Za-z0-9$-]+(?: \\?[A-Za-z0-9$-]+)*)?)\) (?:NIL|\"(\\[\"\\]|[^\"\\])\") "
+                        + _NAME + rb"(?: \(.*\))?$")
+_UNQUOTE = re.compile(rb'\\(["\\])')
+
+
+def _name_of(match: re.Match, quoted: int) -> str:
+    raw = match.group(quoted)
+    raw = _UNQUOTE.sub(rb"\1", raw) if raw is not None else match.group(quoted + 1)
+    return utf7_decode(raw)
+
+
+def _fast_status(reply: list) -> tuple[str, dict[str, int]] | None:
+    if len(reply) != 1 or not isinstance(reply[0], bytes):
+        return None
+    m = _STATUS_LINE.match(reply[0])
+    if m is None:
+        return None
+    words = (m.group(3) or b"").split()
+    return _name_of(m, 1), {words[i].decode().upper(): int(words[i + 1]) for i in range(0, len(words), 2)}
+
+
+def _fast_list(reply: list) -> tuple[str, tuple[str, ...], str | None] | None:
+    if len(reply) != 1 or not isinstance(reply[0], bytes):
+        return None
+    m = _LIST_LINE.match(reply[0])
+    if m is None:
+        return None
+    delim = m.group(2)
+    if delim is not None and delim.startswith(b"\\"):
+        delim = delim[1:]
+    return _name_of(m, 3), tuple(m.group(1).decode().split()), delim.decode() if delim is not None else None
+
+
 def _parse_status(reply: list) -> tuple[str, dict[str, int]] | None:
+    fast = _fast_status(reply)
+    if fast is not None:
+        return fast
     try:
         parsed = parse_response(reply)
         name, items = parsed[0], parsed[1]
@@ -321,6 +362,10 @@ def _parse_list(data) -> list[tuple[str, tuple[str, ...], str | None]]:
     """LIST/LSUB replies, one reply at a time (LIST-EXTENDED may append extended data to each)."""
     out = []
     for reply in _replies(data):
+        fast = _fast_list(reply)
+        if fast is not None:
+            out.append(fast)
+            continue
         try:
             parsed = parse_response(reply)
         except Exception:
