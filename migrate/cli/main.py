@@ -25,10 +25,19 @@ COMMAND_MODULES = ["init", "check", "inventory", "plan", "run", "sync", "verify"
 
 
 class GovmigrateGroup(click.Group):
-    """Keeps commands in workflow order and is the single place errors turn into exit codes."""
+    """Keeps commands in workflow order, imports a command's module only when that command runs (a nightly
+    `sync` need not load the SIP, DNS and HTML report code), and is the single place errors turn into exit
+    codes."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name in COMMAND_MODULES if name in self.commands]
+        return list(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            import importlib
+
+            self.add_command(importlib.import_module(f"migrate.cli.{cmd_name}_cmd").command, cmd_name)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -133,17 +142,6 @@ def cli(ctx: click.Context, workspace: Path | None, quiet: bool, verbose: int, l
             signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
         except ValueError:  # not the main thread (e.g. under a test runner thread)
             pass
-
-
-def _register() -> None:
-    import importlib
-
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"migrate.cli.{name}_cmd")
-        cli.add_command(module.command, name)
-
-
-_register()
 
 
 def main() -> None:
