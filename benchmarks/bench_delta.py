@@ -23,11 +23,10 @@ from pathlib import Path
 
 from imapclient import IMAPClient
 
-from benchmarks.bench_sync import build_source, govmigrate_run, mbsync_config
-from tests.lab import corpus, scenario
+from benchmarks.bench_sync import bench_workspace, build_source, govmigrate_run, mbsync_config
+from tests.lab import corpus
 from tests.lab.base import LOOPBACK
 from tests.lab.dovecot import DovecotServer, central
-from tests.lab.scenario import Lab, LabSource
 
 #: mbsync processes, each taking its share of the mailboxes (the sync benchmark's best parallelism).
 MBSYNC_PROCESSES = 8
@@ -101,11 +100,7 @@ def run() -> dict:
     mbsync = MbsyncRun(source, boxes)
     tmp = Path(tempfile.mkdtemp(prefix="govmigrate-delta-"))
     try:
-        lab = Lab({"health": LabSource("health", "Ministry of Health", "health.gov.bz", source, boxes)}, center)
-        ws = tmp / "ws"
-        scenario.write_workspace(ws, lab)
-        text = (ws / "migration.yaml").read_text().replace("connections: 4", "connections: 16")
-        (ws / "migration.yaml").write_text(text)
+        ws = bench_workspace(tmp / "ws", source, boxes, center)
         initial, _, _, _ = govmigrate_run(ws, "sync", "--all")
         mbsync_initial = mbsync.run()
         print(f"initial copy: govmigrate {initial:.2f}s, mbsync ({MBSYNC_PROCESSES} processes) {mbsync_initial:.2f}s",

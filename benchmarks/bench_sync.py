@@ -79,6 +79,16 @@ def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, int, floa
     return wall, peak // 1024, usage.ru_utime + usage.ru_stime, out
 
 
+def bench_workspace(ws: Path, source: DovecotServer, boxes: list[corpus.CorpusMailbox], center: DovecotServer,
+                    connections: int = 16) -> Path:
+    """A workspace for the reference corpus's one ministry, ``connections`` to its server."""
+    scenario.write_workspace(ws, Lab({"health": LabSource("health", "Ministry of Health", "health.gov.bz", source,
+                                                          boxes)}, center))
+    text = (ws / "migration.yaml").read_text().replace("connections: 4", f"connections: {connections}")
+    (ws / "migration.yaml").write_text(text)
+    return ws
+
+
 def govmigrate_run(ws: Path, *args: str) -> tuple[float, int, float, str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("GOVMIGRATE_WORKSPACE", None)
@@ -162,11 +172,7 @@ def run() -> dict:
     center = DovecotServer(central()).start()
     tmp = Path(tempfile.mkdtemp(prefix="govmigrate-bench-"))
     try:
-        lab = Lab({"health": LabSource("health", "Ministry of Health", "health.gov.bz", source, boxes)}, center)
-        ws = tmp / "ws"
-        scenario.write_workspace(ws, lab)
-        text = (ws / "migration.yaml").read_text().replace("connections: 4", "connections: 16")
-        (ws / "migration.yaml").write_text(text)
+        ws = bench_workspace(tmp / "ws", source, boxes, center)
         wall, rss, cpu, _ = govmigrate_run(ws, "sync", "--all")
         print(f"govmigrate initial sync: {wall:.2f}s, {messages / wall:.0f} msg/s, {mb / wall:.1f} MB/s, "
               f"peak RSS {rss} MB, {cpu:.1f} CPU-s", flush=True)

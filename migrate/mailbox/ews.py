@@ -746,20 +746,23 @@ class EwsMailbox:
     def folders(self) -> list[EwsFolderInfo]:
         """Mail folders (IPF.Note, or no class as IMAP-created folders have) under the message folder root,
         at any depth, in the server's order: the folders that are migrated. Calendars, contacts, tasks and the
-        system folders (:data:`SYSTEM_FOLDERS`, RSS Feeds) are left out; :meth:`census` counts them."""
-        return [f for f in self._folder_tree("msgfolderroot") if f.kind == "mail"]
+        system folders (:data:`SYSTEM_FOLDERS`, RSS Feeds) are left out; :meth:`folder_tree` has them too."""
+        return [f for f in self.folder_tree() if f.kind == "mail"]
 
-    def census(self) -> list[EwsFolderInfo]:
-        """Every folder that is not migrated as mail, with its count and size: calendars, contacts and tasks
-        (kind calendar/contacts/tasks), the system folders and the Recoverable Items tree (kind system).
-        Recoverable Items is read only where the server has it (Exchange 2010 and later)."""
-        out = [f for f in self._folder_tree("msgfolderroot") if f.kind != "mail"]
+    def folder_tree(self) -> list[EwsFolderInfo]:
+        """Every folder under the message folder root with its kind: mail, calendar, contacts, tasks, system
+        (not migrated as mail, counted by the inventory) or other."""
+        return self._folder_tree("msgfolderroot")
+
+    def recoverable_folders(self) -> list[EwsFolderInfo]:
+        """The Recoverable Items tree (kind system, paths from "Recoverable Items"): not migrated, counted, and
+        left out of the quota figure. Empty where the server has none (before Exchange 2010)."""
         try:
-            out += [replace(f, path=("Recoverable Items", *f.path), kind="system")
+            return [replace(f, path=("Recoverable Items", *f.path), kind="system")
                     for f in self._folder_tree("recoverableitemsroot")]
         except FolderFailed as exc:
             log.info("%s: %s: no Recoverable Items: %s", self.source.label, self.email, exc.message)
-        return out
+            return []
 
     def archive_folders(self) -> list[EwsFolderInfo]:
         """The folders of the user's archive mailbox (In-Place/Online Archive, below archivemsgfolderroot), with
@@ -1018,8 +1021,9 @@ class EwsMailbox:
             out[item_id] = f"\"{subject}\" received {received or '?'} ({size} bytes)"
         return out
 
-    def quota(self) -> tuple[int, int] | None:
-        """(used, limit) in bytes, when the server shows the mailbox quota on its root folder; else None."""
+    def quota(self, recoverable: list[EwsFolderInfo] | None = None) -> tuple[int, int] | None:
+        """(used, limit) in bytes, when the server shows the mailbox quota on its root folder; else None.
+        ``recoverable``: :meth:`recoverable_folders`, when the caller already read them."""
         def call() -> tuple[list, list]:
             root = list(_RawGetFolder(account=self.account).call(
                 folders=[_distinguished("root", self.email)], additional_fields=QUOTA_FIELDS, shape=ID_ONLY))
@@ -1036,10 +1040,7 @@ class EwsMailbox:
         if not limit_kb:
             return None
         # Recoverable Items has a quota of its own (Exchange: RecoverableItemsQuota): left out of this figure.
-        try:
-            recoverable = {f.folder_id for f in self._folder_tree("recoverableitemsroot")}
-        except FolderFailed:
-            recoverable = set()
+        left_out = {f.folder_id for f in (self.recoverable_folders() if recoverable is None else recoverable)}
         used = sum(int(_extended_values(e).get(_MessageSizeExtended.property_tag) or 0) for e in sizes
-                   if e.find(f"{{{TNS}}}FolderId").get("Id") not in recoverable)
+                   if e.find(f"{{{TNS}}}FolderId").get("Id") not in left_out)
         return used, int(limit_kb) * 1024

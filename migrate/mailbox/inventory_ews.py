@@ -150,7 +150,9 @@ def measure_mailbox(box: EwsMailbox, email: str) -> MailboxMeasurement:
     (counted), and the quota."""
     extremes = Extremes()
     folders: list[FolderMeasurement] = []
-    for info in box.folders():
+    tree = box.folder_tree()            # one listing serves the mail folders and the others
+    recoverable = box.recoverable_folders()
+    for info in (f for f in tree if f.kind == "mail"):
         name = "/".join(info.path)
         if info.total_count == 0:  # nothing to list: spare the server a FindItem
             folders.append(FolderMeasurement(name, info.special_use, 0, info.size or 0))
@@ -172,14 +174,14 @@ def measure_mailbox(box: EwsMailbox, email: str) -> MailboxMeasurement:
     # Calendars, contacts, tasks, and the folders not migrated (Outbox, Sync Issues, RSS Feeds, Recoverable
     # Items): counted from the folder list alone, without a FindItem.
     folders += [FolderMeasurement("/".join(info.path), None, info.total_count, info.size or 0, kind=info.kind)
-                for info in box.census()]
+                for info in [*(f for f in tree if f.kind != "mail"), *recoverable]]
     # The archive mailbox: moved below the source's archive_folder (kind archive), or only counted (null).
     migrated = bool(box.source.server.archive_folder)
     folders += [FolderMeasurement(ARCHIVE_NAME + "/".join(info.path), None, info.total_count, info.size or 0,
                                   kind=("archive" if migrated else "system") if info.kind == "mail" else info.kind)
                 for info in box.archive_folders()]
     try:
-        quota = box.quota()
+        quota = box.quota(recoverable)
     except RemoteError as exc:
         if exc.transient:
             raise
