@@ -11,8 +11,10 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # lab gives each named its own loopback address (ip addr add ... dev lo). chromium and chromium-driver: the HTML
 # report is opened in a real headless browser by the tests (selenium drives Debian's driver; nothing downloads one).
 # radicale: the data centre's CalDAV/CardDAV server, where Exchange calendars and contacts go (tests/lab/radicale.py).
+# postgresql: the shared state store when several migration hosts work one plan; the lab runs its own initdb'd
+# server on 127.0.0.1 (tests/lab/postgres.py), not the package's system service.
 DEB_PACKAGES := dovecot-imapd bind9 bind9-utils kamailio kamailio-tls-modules sipsak openssl iproute2 \
-                chromium chromium-driver radicale
+                chromium chromium-driver radicale postgresql
 BENCH_PACKAGES := isync
 
 .PHONY: setup system-packages bench-packages venv test lint demo bench clean

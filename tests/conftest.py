@@ -100,3 +100,32 @@ def exchangelib_sleeps(monkeypatch) -> list[float]:
 
     monkeypatch.setattr(exchangelib.util.time, "sleep", sleep)
     return asked
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL (tests.lab.postgres) for the whole session, on 127.0.0.1 and a free port; stopped
+    and its directory removed afterwards. Log in as ``postgres_server.user`` with ``postgres_server.password``
+    (the password is in no URL); ``postgres_server.url`` is its own ``govmigrate`` database's URL."""
+    from tests.lab.postgres import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.cleanup()
+
+
+_postgres_databases = [0]  # how many postgres_url databases this session has made (part of their names)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL (``postgresql://govmigrate@127.0.0.1:PORT/NAME``, no password) of a fresh, empty database of the
+    session's PostgreSQL for this test only, owned by the application role and dropped afterwards. The
+    password is in ``postgres_server.password``."""
+    import uuid
+
+    _postgres_databases[0] += 1
+    name = f"test_{_postgres_databases[0]}_{uuid.uuid4().hex[:8]}"
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)

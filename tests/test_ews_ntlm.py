@@ -108,7 +108,7 @@ def test_inventory_and_sync_through_ntlm(govmigrate, lab_of, boxes):
     responder = lab.extra[0]
     assert yaml.safe_load((ws / "migration.yaml").read_text())["sources"][0]["server"]["auth"] == "ntlm"
     govmigrate("-w", ws, "inventory", "mail")
-    assert stored_probe(ws, "finance")["ok"] is True
+    assert stored_probe(ws, "finance").ok is True
     measured = stored(ws)
     for box in boxes:
         assert_ews_matches_corpus(measured[box.email], box, responder)
@@ -136,7 +136,7 @@ def test_wrong_ntlm_password_fails_the_source_as_a_refused_login(govmigrate, lab
     (ws / "secrets" / "finance-ews").write_text(wrong + "\n")
     result = govmigrate("-w", ws, "-vvv", "inventory", "mail", expect=PARTIAL)
     probe = stored_probe(ws, "finance")
-    assert probe["ok"] is False and "refused the password of service account" in probe["error"]
+    assert probe.ok is False and "refused the password of service account" in probe.error
     _secrets_absent(ws, result, wrong, PASSWORD)
     responder = lab.extra[0]
     assert [r for r in responder.request_log if r.status != 401] == [], "nothing got past the handshake"
@@ -163,8 +163,8 @@ def test_an_auth_method_the_server_does_not_offer_is_named_not_blamed_on_the_pas
     _lab, ws = lab_of(auth=offered, project_auth=project)
     result = govmigrate("-w", ws, "inventory", "mail", expect=PARTIAL)
     probe = stored_probe(ws, "finance")
-    assert probe["ok"] is False and said in probe["error"], probe["error"]
-    assert "password" not in probe["error"]
+    assert probe.ok is False and said in probe.error, probe.error
+    assert "password" not in probe.error
     assert "exchangelib" not in result.stderr and "Request XML" not in result.stderr, result.stderr
     _secrets_absent(ws, result, PASSWORD)
 

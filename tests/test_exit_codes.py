@@ -132,7 +132,7 @@ def test_commands_that_contact_no_server_do_not_warn_about_unset_password_variab
 def test_a_state_store_held_by_another_process_exits_7_not_internal_error(govmigrate, own_lab, monkeypatch):
     import sqlite3
 
-    import migrate.core.store as store_module
+    import migrate.core.store.base as store_module
 
     _lab, ws, boxes = own_lab
     monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 1)

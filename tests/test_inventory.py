@@ -6,6 +6,7 @@ import json
 import socket
 import sqlite3
 import threading
+from dataclasses import asdict
 from datetime import UTC
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import yaml
 from migrate.core.config import load_project
 from migrate.core.errors import ExitCode
 from migrate.core.progress import Tally
-from migrate.core.store import open_store
+from migrate.core.store import ProbeRow, open_store
 from migrate.mailbox.inventory import run_inventory
 from tests.lab import corpus
 from tests.lab.base import LOOPBACK, free_port
@@ -83,19 +84,20 @@ def lab_workspace(ws: Path, sources: list[LabSource], **per_source: dict) -> Pat
 
 
 def stored(ws: Path) -> dict[str, dict]:
-    """The stored inventory by email, each with its folders by name."""
+    """The stored inventory by email (as dicts), each with its folders by name."""
     store = open_store(ws / "state.db")
     try:
         out = {}
-        for doc in store.inventory():
-            doc["folders"] = {f["name"]: f for f in store.inventory_folders(doc["mailbox_id"])}
-            out[doc["email"]] = doc
+        for row in store.inventory():
+            doc = asdict(row)
+            doc["folders"] = {f.name: asdict(f) for f in store.inventory_folders(row.mailbox_id)}
+            out[row.email] = doc
         return out
     finally:
         store.close()
 
 
-def stored_probe(ws: Path, source_id: str) -> dict:
+def stored_probe(ws: Path, source_id: str) -> ProbeRow:
     store = open_store(ws / "state.db")
     try:
         probe = store.probe(source_id)
@@ -179,8 +181,8 @@ def test_quota_is_recorded_where_the_server_offers_it(inventoried, lab_sources):
 def test_probe_reports_capabilities_namespace_software_and_login_method(inventoried):
     ws, _ = inventoried
     modern = stored_probe(ws, "health")
-    assert modern["ok"] is True and modern["error"] is None
-    d = modern["detail"]
+    assert modern.ok is True and modern.error is None
+    d = modern.detail
     assert d["reachable"] is True
     assert d["tls"]["tls"] is True and d["tls"]["verified"] is True
     assert d["tls"]["issuer"] == "CN=govmigrate lab CA"
@@ -193,7 +195,7 @@ def test_probe_reports_capabilities_namespace_software_and_login_method(inventor
     assert (d["separator"], d["prefix"]) == ("/", "")
     assert d["login"]["method"] == "master_user" and d["login"]["ok"] is True
 
-    legacy = stored_probe(ws, "education")["detail"]
+    legacy = stored_probe(ws, "education").detail
     assert legacy["migration_capabilities"]["STATUS=SIZE"] is False
     assert legacy["migration_capabilities"]["SPECIAL-USE"] is False
     assert (legacy["separator"], legacy["prefix"]) == (".", "INBOX.")
@@ -327,7 +329,7 @@ def test_per_user_passwords_log_in_and_never_appear_in_output_or_state(lab_sourc
         assert docs[box.email]["ok"] is True
         assert docs[box.email]["messages"] == box.messages
     probe = stored_probe(ws, source.id)
-    assert probe["detail"]["login"] == {"method": "user_password", "admin_user": None, "ok": True,
+    assert probe.detail["login"] == {"method": "user_password", "admin_user": None, "ok": True,
                                         "user": source.mailboxes[0].login}
     state = (ws / "state.db").read_bytes() + b"".join(p.read_bytes() for p in ws.glob("state.db-*"))
     for password in env.values():
@@ -468,5 +470,5 @@ def test_sasl_plain_with_an_authorization_identity_logs_into_each_mailbox(lab_so
     docs = stored(ws)
     for box in source.mailboxes:
         assert_matches_corpus(docs[box.email], box, source.server)
-    assert stored_probe(ws, source.id)["detail"]["login"]["method"] == "sasl_plain"
+    assert stored_probe(ws, source.id).detail["login"]["method"] == "sasl_plain"
     assert "login: sasl_plain as migrator: works" in result.stdout

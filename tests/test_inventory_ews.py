@@ -113,8 +113,8 @@ def test_ews_folders_carry_their_special_use(mixed_run, boxes):
 def test_ews_probe_reports_endpoint_version_and_impersonation(mixed_run):
     ws, result, responder = mixed_run
     probe = stored_probe(ws, "finance")
-    assert probe["ok"] is True
-    d = probe["detail"]
+    assert probe.ok is True
+    d = probe.detail
     assert d["kind"] == "ews" and d["endpoint"] == responder.url and d["reachable"] is True
     assert d["version"] == "Exchange2016" and "Exchange" in d["software"]
     assert d["login"] == {"method": "impersonation", "admin_user": SERVICE, "ok": True, "user": corpus_first(ws)}
@@ -169,8 +169,8 @@ def test_wrong_service_account_password_is_recorded_without_trying_every_mailbox
         result = govmigrate("-w", ws, "inventory", "mail", expect=PARTIAL)
         mailbox_requests = [r for r in responder.request_log if r.mailbox]
     probe = stored_probe(ws, "finance")
-    assert probe["ok"] is False and "refused the password of service account" in probe["error"]
-    assert probe["detail"]["login"]["ok"] is False
+    assert probe.ok is False and "refused the password of service account" in probe.error
+    assert probe.detail["login"]["ok"] is False
     docs = stored(ws)
     for box in boxes:
         assert docs[box.email]["ok"] is False and docs[box.email]["error"].startswith("not measured:")
@@ -190,8 +190,8 @@ def test_ews_endpoint_with_an_expired_certificate_is_refused(boxes, govmigrate, 
                       {"finance": corpus.user_list_csv(boxes[:1])})
         result = govmigrate("-w", ws, "inventory", "mail", expect=PARTIAL)
     probe = stored_probe(ws, "finance")
-    assert probe["ok"] is False and "certificate has expired" in probe["error"]
-    assert probe["detail"]["tls"]["days_left"] < 0 and probe["detail"]["tls"]["issuer"] == "CN=govmigrate lab CA"
+    assert probe.ok is False and "certificate has expired" in probe.error
+    assert probe.detail["tls"]["days_left"] < 0 and probe.detail["tls"]["issuer"] == "CN=govmigrate lab CA"
     assert stored(ws)[boxes[0].email]["error"].startswith("not measured:")
     # The responder's HTTP thread prints its own traceback for the handshake govmigrate broke off; none of
     # the tracebacks in the captured stderr may be govmigrate's.

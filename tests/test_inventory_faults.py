@@ -58,10 +58,10 @@ def test_wrong_admin_password_is_recorded_and_the_other_sources_go_on(fast, lab_
     result = govmigrate("-w", ws, "inventory", "mail", expect=PARTIAL)
 
     probe = stored_probe(ws, "fast")
-    assert probe["ok"] is False
-    assert "admin login (master_user as migrator) was refused for the first 2 users" in probe["error"]
-    assert probe["detail"]["login"]["alternative"] == {
-        "method": "sasl_plain", "ok": False, "error": probe["detail"]["login"]["alternative"]["error"]}
+    assert probe.ok is False
+    assert "admin login (master_user as migrator) was refused for the first 2 users" in probe.error
+    assert probe.detail["login"]["alternative"] == {
+        "method": "sasl_plain", "ok": False, "error": probe.detail["login"]["alternative"]["error"]}
     docs = stored(ws)
     for box in fast.mailboxes:
         assert docs[box.email]["ok"] is False
@@ -90,8 +90,8 @@ def test_a_user_whose_login_fails_is_recorded_and_the_others_are_measured(fast, 
     for box in fast.mailboxes:
         assert_matches_corpus(docs[box.email], box, fast.server)
     probe = stored_probe(ws, "fast")
-    assert probe["ok"] is True
-    assert probe["detail"]["login"]["user"] == fast.mailboxes[0].login
+    assert probe.ok is True
+    assert probe.detail["login"]["user"] == fast.mailboxes[0].login
     assert f"{ghost}: source fast" in result.stderr and "login refused" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -125,8 +125,8 @@ def test_an_unreachable_server_is_recorded_and_the_other_sources_go_on(lab_sourc
     result = govmigrate("-w", ws, "inventory", "mail", expect=PARTIAL)
 
     probe = stored_probe(ws, "gone")
-    assert probe["ok"] is False and probe["detail"]["reachable"] is False
-    assert f"{closed}): connection refused" in probe["error"]
+    assert probe.ok is False and probe.detail["reachable"] is False
+    assert f"{closed}): connection refused" in probe.error
     docs = stored(ws)
     assert docs["ann.lee@gone.gov.bz"]["ok"] is False
     assert "not measured" in docs["ann.lee@gone.gov.bz"]["error"]
@@ -148,7 +148,7 @@ def test_an_admin_password_that_cannot_be_resolved_fails_only_that_source(lab_so
     result = govmigrate("-w", ws, "inventory", "mail", expect=PARTIAL, env=env)
 
     probe = stored_probe(ws, "education")
-    assert "environment variable GOVMIGRATE_TEST_UNSET_PASSWORD is not set" in probe["error"]
+    assert "environment variable GOVMIGRATE_TEST_UNSET_PASSWORD is not set" in probe.error
     docs = stored(ws)
     assert all(docs[b.email]["ok"] is False for b in education.mailboxes)
     assert all(docs[b.email]["ok"] is True for b in health.mailboxes)
@@ -235,8 +235,8 @@ def tls_run(tmp_path_factory, fast):
 def test_a_trusted_certificate_is_reported_with_version_issuer_expiry_and_name_match(tls_run):
     ws, result = tls_run
     probe = stored_probe(ws, "trusted")
-    assert probe["ok"] is True
-    tls = probe["detail"]["tls"]
+    assert probe.ok is True
+    tls = probe.detail["tls"]
     assert tls["version"] in ("TLSv1.2", "TLSv1.3")
     assert tls["issuer"] == "CN=govmigrate lab CA"
     assert tls["name_match"] is True and tls["verified"] is True and tls["self_signed"] is False
@@ -248,8 +248,8 @@ def test_a_trusted_certificate_is_reported_with_version_issuer_expiry_and_name_m
 def test_an_expired_certificate_is_refused_and_its_dates_are_shown(tls_run):
     ws, result = tls_run
     probe = stored_probe(ws, "expired")
-    assert probe["ok"] is False and "certificate has expired" in probe["error"]
-    assert probe["detail"]["tls"]["days_left"] < 0, "the refused certificate is still described"
+    assert probe.ok is False and "certificate has expired" in probe.error
+    assert probe.detail["tls"]["days_left"] < 0, "the refused certificate is still described"
     assert stored(ws)["postmaster@expired.gov.bz"]["error"].startswith("not measured:")
     assert "expired 35 days ago" in result.stdout or "days ago" in result.stdout
 
@@ -257,24 +257,24 @@ def test_an_expired_certificate_is_refused_and_its_dates_are_shown(tls_run):
 def test_a_self_signed_certificate_is_refused(tls_run):
     ws, _ = tls_run
     probe = stored_probe(ws, "selfsigned")
-    assert probe["ok"] is False and "self" in probe["error"] and "signed certificate" in probe["error"]
-    assert probe["detail"]["tls"]["self_signed"] is True
+    assert probe.ok is False and "self" in probe.error and "signed certificate" in probe.error
+    assert probe.detail["tls"]["self_signed"] is True
     assert stored(ws)["postmaster@selfsigned.gov.bz"]["ok"] is False
 
 
 def test_a_certificate_for_another_name_is_refused(tls_run):
     ws, _ = tls_run
     probe = stored_probe(ws, "mismatch")
-    assert probe["ok"] is False and "mismatch" in probe["error"].lower()
-    assert probe["detail"]["tls"]["name_match"] is False
-    assert probe["detail"]["tls"]["names"] == ["mail.other.gov.bz"]
+    assert probe.ok is False and "mismatch" in probe.error.lower()
+    assert probe.detail["tls"]["name_match"] is False
+    assert probe.detail["tls"]["names"] == ["mail.other.gov.bz"]
 
 
 def test_verify_certificate_false_lets_that_host_through_and_still_reports_the_fault(tls_run):
     ws, result = tls_run
     probe = stored_probe(ws, "lenient")
-    assert probe["ok"] is True
-    tls = probe["detail"]["tls"]
+    assert probe.ok is True
+    tls = probe.detail["tls"]
     assert tls["verified"] is False and "certificate has expired" in tls["verify_error"]
     doc = stored(ws)["postmaster@lenient.gov.bz"]
     assert doc["ok"] is True and doc["messages"] == 0 and "INBOX" in doc["folders"]
@@ -284,5 +284,5 @@ def test_verify_certificate_false_lets_that_host_through_and_still_reports_the_f
 def test_a_server_that_does_not_speak_tls_is_refused(tls_run):
     ws, result = tls_run
     probe = stored_probe(ws, "plaintext")
-    assert probe["ok"] is False and "TLS failed" in probe["error"]
+    assert probe.ok is False and "TLS failed" in probe.error
     assert "Traceback" not in result.stderr

@@ -488,11 +488,11 @@ def test_generate_without_an_inventory_says_to_run_one(govmigrate, tmp_path):
 def test_a_store_of_schema_1_is_upgraded_in_place_keeping_its_data(tmp_path):
     import sqlite3
 
-    from migrate.core.store import MIGRATIONS, SCHEMA_VERSION, _split_sql
+    from migrate.core.store import MIGRATIONS, SCHEMA_VERSION
 
     path = tmp_path / "state.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    for statement in _split_sql(MIGRATIONS[0]):
+    for statement in MIGRATIONS[0].statements("sqlite"):
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
     conn.execute("INSERT INTO sources VALUES ('health', 'Ministry of Health', 'imap', '[]', 'x')")

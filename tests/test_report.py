@@ -31,9 +31,9 @@ def progress(ws, email: str, state: str, copied_bytes: int = 0, reason: str | No
     store = open_store(ws / "state.db")
     try:
         m = store.mailbox(email)
-        inventory = {d["email"]: d for d in store.inventory()}[email]
-        store.record_mailbox_sync(m.id, result="ok", src_messages=inventory["messages"], src_bytes=inventory["bytes"],
-                                  copied_messages=inventory["messages"] if copied_bytes else 0,
+        inventory = {row.email: row for row in store.inventory()}[email]
+        store.record_mailbox_sync(m.id, result="ok", src_messages=inventory.messages, src_bytes=inventory.bytes,
+                                  copied_messages=inventory.messages if copied_bytes else 0,
                                   copied_bytes=copied_bytes, failed_messages=0)
         store.set_mailbox_state(m.id, state, reason, prior_state="prestaged" if state == "failed" else None)
     finally:

@@ -416,7 +416,7 @@ def test_a_wave_stopped_raced_and_killed_finishes_exactly_once(tmp_path):
                 assert central_totals(lab, box.email) == (box.messages, box.size)
         store = open_store(ws / "state.db")
         try:
-            results = [r["result"] for r in store.runs("wave-01")]
+            results = [r.result for r in store.runs("wave-01")]
             events = [e.action for e in store.events(obj="wave/wave-01")]
         finally:
             store.close()

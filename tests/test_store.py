@@ -62,12 +62,12 @@ def test_mailbox_state_changes_are_events(tmp_path):
 
 def test_a_schema_6_store_is_upgraded_in_place_with_its_mailboxes_kept(tmp_path):
     """Migration 7 (calendars and contacts) adds its tables to a store written before it, keeping the rows."""
-    from migrate.core.store import MIGRATIONS, GroupwareRecord, _split_sql
+    from migrate.core.store import MIGRATIONS, GroupwareRecord
 
     path = tmp_path / "state.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    for number, script in enumerate(MIGRATIONS[:6], 1):
-        for statement in _split_sql(script):
+    for number, migration in enumerate(MIGRATIONS[:6], 1):
+        for statement in migration.statements("sqlite"):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {number}")
     conn.close()
@@ -84,6 +84,6 @@ def test_a_schema_6_store_is_upgraded_in_place_with_its_mailboxes_kept(tmp_path)
         assert store.groupware_records(mailbox_id, "calendar") == {"uid-1": changed}
         store.record_groupware_pass(mailbox_id, "calendar", location="https://dav/", source_items=1)
         (summary,) = store.groupware_summary(mailbox_id)
-        assert (summary["copied"], summary["failed"], summary["source_items"]) == (1, 0, 1)
+        assert (summary.copied, summary.failed, summary.source_items) == (1, 0, 1)
     finally:
         store.close()

@@ -129,3 +129,26 @@ def test_event_log_is_append_only(example_workspace: Path):
         assert "append-only" in str(exc)
     finally:
         conn.close()
+
+
+def test_a_bad_shared_state_section_names_the_file_line_and_field(govmigrate, example_workspace: Path):
+    project = example_workspace / "migration.yaml"
+    base = project.read_text()
+    cases = [
+        ("state:\n  url: postgresql://govmigrate:Hunter2-Secret@db.gov.bz/govmigrate\n  user: govmigrate\n",
+         "state.url: must not hold a user name or password"),
+        ("state:\n  url: mysql://db.gov.bz/govmigrate\n  user: govmigrate\n",
+         "state.url: must be a postgresql://HOST[:PORT]/DATABASE URL"),
+        ("state:\n  url: postgresql://db.gov.bz/govmigrate\n", "state.user: required field is missing"),
+        ("state:\n  url: postgresql://db.gov.bz/govmigrate\n  user: govmigrate\n  ca_file: /nonexistent/ca.pem\n",
+         "state.ca_file: CA file /nonexistent/ca.pem does not exist"),
+    ]
+    for section, message in cases:
+        project.write_text(base + "\n" + section)
+        field = message.split(":")[0].split(".")[-1]
+        lines = section.splitlines()
+        at = next((i for i, text in enumerate(lines) if text.startswith(f"  {field}:")), 0)  # else the section
+        line = len((base + "\n").splitlines()) + 1 + at
+        result = govmigrate("-w", example_workspace, "check", expect=int(ExitCode.USAGE))
+        assert f"migration.yaml:{line}: {message}" in result.stderr, result.stderr
+        assert "Hunter2-Secret" not in result.stderr and "Traceback" not in result.stderr

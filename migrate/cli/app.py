@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
+from migrate.core.errors import MigrateError
 from migrate.core.secrets import RedactingWriter
 from migrate.core.workspace import Workspace, open_workspace
 
@@ -69,7 +70,15 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = self.workspace.open_store()
+            # The project file says where the store is when several hosts share one; a command that needs
+            # no project (status, log, report) still works on a broken project file that names no shared store.
+            try:
+                project = self.project
+            except MigrateError:
+                if self.workspace.names_shared_state():
+                    raise
+                project = None
+            self._store = self.workspace.open_store(project)
         return self._store
 
     @property

@@ -262,7 +262,7 @@ def rollback(app: App, wave: str, as_json: bool) -> None:
     back to final-synced, with events; copying goes on with `govmigrate run WAVE --pass final --again`
     until the cut-over is repeated. Takes the wave's lock (exit 7 while a cut-over of it runs).
     """
-    from migrate.core.locks import Lock
+    from migrate.core.leases import wave_lock
     from migrate.waves.cutover import rollback_domain
 
     section = dns_section(app)
@@ -272,7 +272,7 @@ def rollback(app: App, wave: str, as_json: bool) -> None:
         return
     client = DnsClient(section, app.project.base_dir)
     client.tsig()
-    with Lock(app.workspace.locks_dir, f"wave {wave}", f"govmigrate dns rollback --wave {wave}"):
+    with wave_lock(app.store, app.workspace.locks_dir, wave, f"govmigrate dns rollback --wave {wave}"):
         outcomes = [rollback_domain(app.project, app.store, client, domain) for domain in chosen]
     doc["domains"] = [o.as_dict() for o in outcomes]
     if as_json:

@@ -180,9 +180,9 @@ def _table(app: App, section: SourceSection, *, with_folders: bool) -> None:
     for line in probe_lines(section.probe):
         out.print(f"  {line}", markup=False, highlight=False)
     if with_folders:
-        rows = [{"email": m.email, "folder": f["name"] + ("" if f["kind"] in MIGRATED_KINDS else f" ({f['kind']}: not migrated as mail)"),
-                 "special_use": f["special_use"] or "",
-                 "messages": f["messages"], "size": human_bytes(f["bytes"]), "error": f["error"] or ""}
+        rows = [{"email": m.email, "folder": f.name + ("" if f.kind in MIGRATED_KINDS else f" ({f.kind}: not migrated as mail)"),
+                 "special_use": f.special_use or "",
+                 "messages": f.messages, "size": human_bytes(f.bytes), "error": f.error or ""}
                 for m in section.mailboxes for f in m.folder_list]
         emit_table(app, f"{section.ministry}: folders", FOLDER_COLUMNS, rows, no_wrap=NO_WRAP)
         out.print("")

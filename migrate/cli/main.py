@@ -20,8 +20,8 @@ from migrate.core.workspace import default_workspace_dir
 log = logging.getLogger(__name__)
 
 # Command modules, in the order `govmigrate --help` lists them.
-COMMAND_MODULES = ["init", "check", "inventory", "plan", "run", "sync", "verify", "cutover", "dns", "voip", "sip",
-                   "status", "report", "log"]
+COMMAND_MODULES = ["init", "check", "inventory", "plan", "run", "worker", "sync", "verify", "cutover", "dns", "voip",
+                   "sip", "status", "report", "log"]
 
 
 class GovmigrateGroup(click.Group):

@@ -24,7 +24,7 @@ from migrate.reports.programme import (
     build_report,
     csv_rows,
 )
-from migrate.reports.record import MILESTONES, WaveRecord, wave_record
+from migrate.reports.record import MILESTONES, WaveRecord, record_json, wave_record
 
 #: ``--html`` given without a file name.
 DEFAULT_FILE = "<default>"
@@ -60,7 +60,7 @@ def command(app: App, fmt: str, html: str | None, wave_id: str | None) -> None:
             text = render_wave(record, workspace=app.workspace.root, generated_at=now())
             _write(app, html, f"wave-{wave_id}", text)
         elif fmt == "json":
-            emit_json(asdict(record))
+            emit_json(record_json(record))
         else:
             render_record(app, record)
         return
@@ -96,17 +96,18 @@ def render_record(app: App, record: WaveRecord) -> None:
                   highlight=False)
     for gate in record.gates:
         app.out.print(f"  {gate.at} {gate.action}: {gate.detail}", markup=False, highlight=False)
+    hosts = [("host", "copied by")] if record.show_hosts else []
     emit_table(app, "mailboxes, pass by pass",
-               [("email", "mailbox"), ("state", "now"), *[(name, name) for name, _ in MILESTONES],
+               [("email", "mailbox"), ("state", "now"), *[(name, name) for name, _ in MILESTONES], *hosts,
                 ("failure", "last failure")],
                [{"email": m.email, "state": m.state, **{k: v or "" for k, v in m.reached.items()},
-                 "failure": m.last_failure or ""} for m in record.mailboxes])
+                 "host": m.host or "", "failure": m.last_failure or ""} for m in record.mailboxes])
     for domain in record.domains:
         emit_table(app, f"{domain['domain']}: {domain['state']}",
                    [("name", "name"), ("type", "type"), ("before", "before"), ("after", "after")], domain["changes"])
     if record.sip_checks:
         emit_table(app, "SIP checks", [("kind", "check"), ("subject", "what"), ("result", "result"),
-                                       ("detail", "detail")], record.sip_checks)
+                                       ("detail", "detail")], [asdict(c) for c in record.sip_checks])
     app.info(f"{len(record.events)} event(s): govmigrate log --object wave/{record.wave}; "
              f"--html writes the whole record")
 

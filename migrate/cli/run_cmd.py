@@ -12,7 +12,7 @@ import click
 from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_json, emit_table, human_bytes
 from migrate.cli.progress import print_summary, progress_for, summary_line
-from migrate.core.errors import Interrupted, PreflightFailed
+from migrate.core.errors import Interrupted, PreflightFailed, UsageError
 from migrate.mailbox.registry import register_users
 from migrate.plans.planfiles import load_plan
 from migrate.waves import lifecycle
@@ -31,11 +31,14 @@ NEXT_PASS = {"prestage": "delta", "delta": "final", "final": None}
 @click.option("--force", is_flag=True, help="Go on without the mailboxes that fail pre-flight (marked failed).")
 @click.option("--again", is_flag=True,
               help="Repeat a delta or final pass also on mailboxes that completed it (e.g. before a late cut-over).")
+@click.option("--workers", "queued", is_flag=True,
+              help="Queue the pass's mailboxes for `govmigrate worker` processes (on this or other hosts sharing "
+                   "the project's PostgreSQL state store) and follow their progress, instead of copying here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @pass_app
 @click.pass_context
 def command(ctx: click.Context, app: App, wave: str, pass_name: str | None, dry_run: bool, force: bool,
-            again: bool, as_json: bool) -> None:
+            again: bool, queued: bool, as_json: bool) -> None:
     """Run WAVE of the approved plan: pre-flight, then one pass of the sync engine over its mailboxes.
 
     The wave must be approved as its file stands (exit 6 otherwise). Pre-flight checks that every
@@ -46,8 +49,13 @@ def command(ctx: click.Context, app: App, wave: str, pass_name: str | None, dry_
     at the same time is refused (exit 7). Each mailbox's state moves planned → prestaging →
     prestaged → delta-synced → final-synced, or to failed with the reason (retried by the next run);
     every change is in `govmigrate log`. Exits 1 if any mailbox failed or was skipped.
+
+    With --workers the pass is queued in the state store and `govmigrate worker` processes copy it, on
+    any number of hosts; this command shows their progress and ends when every mailbox is done or failed.
     """
-    with wave_run(app, wave, dry_run=dry_run) as wr:
+    if queued and dry_run:
+        raise UsageError("--workers queues a real pass; a dry run is shown by this host alone (drop --workers)")
+    with wave_run(app, wave, dry_run=dry_run, queued=queued) as wr:
         chosen = wr.choose_pass(pass_name)
         if chosen is None:
             app.info(f"wave {wave}: nothing left to do: every mailbox has completed the final pass "
@@ -84,14 +92,15 @@ def command(ctx: click.Context, app: App, wave: str, pass_name: str | None, dry_
 
 
 @contextmanager
-def wave_run(app: App, wave: str, *, dry_run: bool) -> Iterator[WaveRun]:
+def wave_run(app: App, wave: str, *, dry_run: bool, queued: bool = False) -> Iterator[WaveRun]:
     """A run of ``wave`` with the user lists registered and the plan checked (valid, approved as it stands:
     exit 2 or 6 otherwise); the wave's lock is released when the block ends. Shared by run and cutover."""
     project, store = app.project, app.store
     for problem in register_users(project, store).problems:
         app.warn(str(problem))
     plan = load_plan(app.workspace.plans_dir, project, store)
-    with WaveRun(project, store, plan, wave, locks_dir=app.workspace.locks_dir, dry_run=dry_run) as wr:
+    with WaveRun(project, store, plan, wave, locks_dir=app.workspace.locks_dir, dry_run=dry_run,
+                 queued=queued) as wr:
         wr.check_plan()
         for warning in wr.warnings:
             app.warn(warning)
@@ -145,6 +154,7 @@ def render(app: App, result: WaveRunResult) -> None:
                "copied": o.copied, "moved": human_bytes(o.copied_bytes), "seconds": f"{o.seconds:.1f}"}
         if dry:
             row["would"] = f"{o.would_copy} ({human_bytes(o.would_copy_bytes)})"
+        row["host"] = o.host or ""
         rows.append(row)
     for email, why in result.forced_out:
         rows.append({"mailbox": email, "state": "failed", "result": f"left out: pre-flight: {why}"})
@@ -154,6 +164,8 @@ def render(app: App, result: WaveRunResult) -> None:
                ("size", "size>")]
     columns += [("would", "would copy>")] if dry else [("copied", "copied>"), ("moved", "moved>"),
                                                         ("seconds", "seconds>")]
+    if any(o.host for o in result.outcomes):
+        columns.append(("host", "copied by"))
     what = "cut-over" if result.pass_name == "cutover" else f"{result.pass_name} pass"
     title = f"wave {result.wave}: {what}" + (" — dry run: nothing was changed" if dry else "")
     if rows:

@@ -71,7 +71,8 @@ def render(app: App, v: StatusView) -> None:
         line("", f"  not copied ({m['folder']}): {m['why']}")
     for m in v.messages_not_migrated:
         line("", f"  not migrated ({m['folder']}): {m['why']}")
-    line("last sync", f"{v.last_sync_at} ({v.last_sync_result})" if v.last_sync_at else "never")
+    line("last sync", f"{v.last_sync_at} ({v.last_sync_result})" + (f" on {v.last_sync_host}" if v.last_sync_host
+                                                                       else "") if v.last_sync_at else "never")
     for g in v.groupware:
         where = "DAV" if g["location"].startswith(("https://", "http://")) else "file"
         line(g["kind"], f"{g['copied']} of {g['source_items']} items copied"

@@ -363,6 +363,40 @@ class CentralHost(Strict):
     dav: CentralDav | None = None
 
 
+class StateStore(Strict):
+    """The shared state store when several migration hosts work one plan: a PostgreSQL database.
+
+    Without ``state:`` the workspace's own ``state.db`` (SQLite) is used, as on one host."""
+
+    #: postgresql://HOST[:PORT]/DATABASE (the database must exist; govmigrate creates its tables).
+    url: str
+    user: str = Field(min_length=1)
+    #: The login's password as a secret reference (env:NAME or file:PATH); none for certificate or peer login.
+    password: SecretRefStr | None = None
+    #: CA bundle to verify the database server's certificate with (default: the system's).
+    ca_file: str | None = None
+    #: TLS to a database server that is not on this machine is verified unless this is explicitly false.
+    verify_certificate: bool = True
+    #: How long a dropped connection is tried again (a database restart, a failover) before a command gives up
+    #: (exit 4); a worker's claims lapse meanwhile and other workers take them over.
+    reconnect_seconds: float = Field(90.0, ge=1, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        _no_userinfo(value)
+        if not re.match(r"^postgres(ql)?://[^/\s]*/[^/?\s]+(\?\S*)?$", value):
+            raise ValueError("must be a postgresql://HOST[:PORT]/DATABASE URL")
+        return value
+
+    def dsn(self) -> str:
+        """The URL with the user (never the password) in it, for the driver and for messages."""
+        _scheme, rest = self.url.split("://", 1)
+        from urllib.parse import quote
+
+        return f"postgresql://{quote(self.user, safe='')}@{rest}"
+
+
 class PilotPolicy(Strict):
     #: Users with this flag in the user lists form the pilot wave.
     flag: str = "pilot"
@@ -411,6 +445,9 @@ class SyncTuning(Strict):
     stream_threshold: ByteSize = 8_000_000
     #: Mailboxes copied in parallel (default: as the connection limits allow).
     workers: int | None = Field(None, ge=1, le=256)
+    #: With a shared store (several hosts): how long a lock, claim or connection slot of a host lasts without
+    #: renewal; a host that dies releases its mailboxes and slots within this time.
+    lease_seconds: float = Field(30.0, ge=2, le=600)
 
 
 class NameServer(Strict):
@@ -568,6 +605,8 @@ class ProjectConfig(Strict):
     dns: DnsSection | None = None
     sip: SipSection | None = None
     phones: PhonesPolicy = PhonesPolicy()
+    #: Where the state lives when several hosts share it (default: the workspace's state.db).
+    state: StateStore | None = None
 
     def dial_plan(self, source: Source) -> str:
         """The dial plan a source's extensions are numbered in."""
@@ -645,11 +684,13 @@ def _semantic_checks(config: ProjectConfig, located: Located, filename: str, bas
         if isinstance(server, EwsServer) and server.cleartext and not server.allow_cleartext:
             at(("sources", i, "server", "url"), CLEARTEXT_EWS.format(auth=server.auth))
     central = config.central.imap
-    if central.ca_file:
-        ca = Path(central.ca_file).expanduser()
-        ca = ca if ca.is_absolute() else base_dir / ca
-        if not ca.is_file():
-            at(("central", "imap", "ca_file"), f"CA file {ca} does not exist")
+    for path, ca_file in ((("central", "imap", "ca_file"), central.ca_file),
+                          (("state", "ca_file"), config.state.ca_file if config.state else None)):
+        if ca_file:
+            ca = Path(ca_file).expanduser()
+            ca = ca if ca.is_absolute() else base_dir / ca
+            if not ca.is_file():
+                at(path, f"CA file {ca} does not exist")
     if central.tls == "none" and not central.allow_cleartext:
         at(("central", "imap", "tls"), CLEARTEXT_IMAP)
     dav = config.central.dav
@@ -692,6 +733,8 @@ def secret_refs(config: ProjectConfig) -> list[tuple[tuple, str]]:
             refs.append((("sources", i, "server", "password"), server.password))
     if config.dns and config.dns.tsig:
         refs.append((("dns", "tsig", "secret"), config.dns.tsig.secret))
+    if config.state and config.state.password:
+        refs.append((("state", "password"), config.state.password))
     return refs
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -55,8 +56,29 @@ class Workspace:
     def load_project(self) -> Project:
         return load_project(self.project_file)
 
-    def open_store(self) -> Store:
-        return open_store(self.state_file)
+    def open_store(self, project: Project | None = None) -> Store:
+        """The workspace's state store: ``state.db``, or the shared PostgreSQL database the project's ``state:``
+        names (its password resolved from its secret reference only now, and never kept)."""
+        state = project.config.state if project is not None else None
+        if state is None:
+            return open_store(self.state_file)
+        from migrate.core.secrets import SecretRef, resolve
+        from migrate.core.store import open_postgres
+
+        password = None
+        if state.password:
+            password = resolve(SecretRef(state.password), base_dir=project.base_dir, label="state.password").reveal()
+        ca_file = str(project.resolve_path(state.ca_file)) if state.ca_file else None
+        return open_postgres(state.dsn(), password=password, ca_file=ca_file, verify=state.verify_certificate,
+                             reconnect_s=state.reconnect_seconds)
+
+    def names_shared_state(self) -> bool:
+        """Whether the project file has a top-level ``state:`` (read without validating the file)."""
+        try:
+            text = self.project_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+        return re.search(r"^state\s*:", text, re.MULTILINE) is not None
 
 
 def example_project_text() -> str:

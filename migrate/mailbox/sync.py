@@ -35,11 +35,11 @@ from migrate.core.errors import (
     TransientError,
 )
 from migrate.core.fanout import fanout
-from migrate.core.locks import Lock
+from migrate.core.leases import Heartbeat, Slots, mailbox_lock
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.ratelimit import RateLimiter
 from migrate.core.retry import retrying
-from migrate.core.store import FolderState, MailboxRow, MessageRecord, Store
+from migrate.core.store import FolderState, MailboxRow, MessageRecord, Store, StoreUnavailable
 from migrate.mailbox.central import Destination, LazyDestination, check_access
 from migrate.mailbox.fingerprint import PREFIX, fingerprint, stable
 from migrate.mailbox.folders import CentralLayout, FolderMapping, SourceFolderInfo, map_folders
@@ -183,7 +183,13 @@ class _Stopped(Exception):
 
 class SyncEngine:
     def __init__(self, project: Project, store: Store, *, options: SyncOptions | None = None,
-                 progress: ProgressSink = no_progress, stop: threading.Event | None = None) -> None:
+                 progress: ProgressSink = no_progress, stop: threading.Event | None = None,
+                 heartbeat: Heartbeat | None = None) -> None:
+        """``heartbeat``: this process works a queue shared by several hosts (``govmigrate worker``). With it,
+        or with a store several hosts share (PostgreSQL), the connection limits hold across every process
+        (slot leases in the store, renewed by the heartbeat) and mailbox locks are leases; with a workspace's
+        own SQLite store and no heartbeat they are this process's semaphores and ``flock`` files, as on one
+        host they need be."""
         self.project = project
         self.store = store
         self.options = options or SyncOptions()
@@ -195,8 +201,17 @@ class SyncEngine:
         self._dav_password: Any = None
         self.sources = Sources(project)
         self._lock = threading.Lock()
-        self._source_slots = {s.id: threading.BoundedSemaphore(s.connections) for s in cfg.sources}
-        self._central_slots = threading.BoundedSemaphore(cfg.central.connections)
+        self._own_heartbeat = heartbeat is None and store.engine.name != "sqlite"
+        if self._own_heartbeat:
+            heartbeat = Heartbeat(store, cfg.sync.lease_seconds)
+        self.heartbeat = heartbeat
+        self._source_slots: dict[str, Any]
+        if heartbeat is not None:
+            self._source_slots = {s.id: Slots(store, f"source/{s.id}", s.connections, heartbeat) for s in cfg.sources}
+            self._central_slots: Any = Slots(store, "central", cfg.central.connections, heartbeat)
+        else:
+            self._source_slots = {s.id: threading.BoundedSemaphore(s.connections) for s in cfg.sources}
+            self._central_slots = threading.BoundedSemaphore(cfg.central.connections)
         self._limiters = {s.id: RateLimiter(s.bandwidth_bps) for s in cfg.sources if s.bandwidth_bps}
         # Only one huge message in flight at a time: memory stays bounded whatever the mailbox holds.
         self._large = threading.Semaphore(1)
@@ -213,6 +228,8 @@ class SyncEngine:
 
     def close(self) -> None:
         self.sources.close()
+        if self._own_heartbeat and self.heartbeat is not None:
+            self.heartbeat.stop()
 
     # -- the run ----------------------------------------------------------------------------------------
 
@@ -261,6 +278,8 @@ class SyncEngine:
         cfg = self.project.config
         self.check_central(mailboxes)
         self.check_dav(mailboxes)
+        if self.heartbeat is not None:
+            self.heartbeat.start()
         self._expected = self.expected(mailboxes)
         known = [e for e in self._expected.values() if e[1] is not None]
         self.progress(ProgressEvent("plan", total_messages=sum(e[0] or 0 for e in known) if known else None,
@@ -290,7 +309,7 @@ class SyncEngine:
         synced that the inventory measured, what it measured less what was copied (the catalog's remaining
         size); otherwise (None, None): a later pass copies only what changed, which nobody knows before the
         folders are read, and the engine reports it folder by folder (``grow`` events)."""
-        inventory = {row["email"].lower(): row for row in self.store.inventory()}
+        inventory = {r.email.lower(): {"messages": r.messages, "bytes": r.bytes} for r in self.store.inventory()}
         out: dict[str, tuple[int | None, int | None]] = {}
         for m in mailboxes:
             doc = inventory.get(m.email.lower()) or {}
@@ -313,7 +332,10 @@ class SyncEngine:
                                     total_bytes=expected_bytes))
         lock = None
         if self.options.lock_dir is not None and not self.options.dry_run:
-            lock = Lock(self.options.lock_dir, f"mailbox {mailbox.email}", "govmigrate sync")
+            lock = mailbox_lock(self.store, self.options.lock_dir, mailbox.email,
+                                "govmigrate worker" if not self._own_heartbeat and self.heartbeat else
+                                "govmigrate sync",
+                                ttl=self.project.config.sync.lease_seconds, heartbeat=self.heartbeat)
             try:
                 lock.acquire()
             except LockHeld as exc:
@@ -336,6 +358,8 @@ class SyncEngine:
                         self._sync_once(mailbox, source, report)
         except _Stopped:
             report.ok, report.error = False, "stopped before finishing; run again to resume"
+        except StoreUnavailable:
+            raise  # the shared store is away: no mailbox failed, the whole process waits or stops
         except MigrateError as exc:
             report.ok, report.error = False, exc.message
         except Exception as exc:  # a server doing something unexpected must not take the wave down
@@ -354,8 +378,17 @@ class SyncEngine:
         return report
 
     def _record(self, mailbox: MailboxRow, report: MailboxReport) -> None:
-        copied = self.store.copied_totals(mailbox.id)
-        failed = len(self.store.failed_messages(mailbox.id))
+        # One transaction for the mailbox's summary and its event (one commit, not two, per mailbox of a
+        # nightly pass); a pass that found every folder unchanged changed no record, so the totals stand.
+        with self.store.tx():
+            self._record_in_tx(mailbox, report)
+
+    def _record_in_tx(self, mailbox: MailboxRow, report: MailboxReport) -> None:
+        if report.ok and report.folders and all(f.unchanged for f in report.folders) and not report.failed_messages:
+            copied, failed = (mailbox.copied_messages, mailbox.copied_bytes), mailbox.failed_messages
+        else:
+            copied = self.store.copied_totals(mailbox.id)
+            failed = len(self.store.failed_messages(mailbox.id))
         result = ("ok" if report.complete else "partial") if report.ok else f"failed: {report.error}"
         self.store.record_mailbox_sync(
             mailbox.id, result=result,

@@ -60,15 +60,15 @@ class Catalog:
     def __init__(self, project: Project, store: Store) -> None:
         ministries = {s.id: s.ministry for s in project.config.sources}
         for src in store.sources():
-            ministries.setdefault(src["id"], src["ministry"])
-        inventory = {doc["email"].lower(): doc for doc in store.inventory()}
+            ministries.setdefault(src.id, src.ministry)
+        inventory = {inv.email.lower(): inv for inv in store.inventory()}
         self.by_email: dict[str, MailboxInfo] = {}
         for row in store.mailboxes():
-            doc = inventory.get(row.email.lower()) or {}
+            inv = inventory.get(row.email.lower())
             self.by_email[row.email.lower()] = MailboxInfo(
-                row=row, ministry=ministries.get(row.source_id, row.source_id), measured=doc.get("ok"),
-                inventory_error=doc.get("error"), inventory_messages=doc.get("messages"),
-                inventory_bytes=doc.get("bytes"))
+                row=row, ministry=ministries.get(row.source_id, row.source_id), measured=inv.ok if inv else None,
+                inventory_error=inv.error if inv else None, inventory_messages=inv.messages if inv else None,
+                inventory_bytes=inv.bytes if inv else None)
         self.source_order = [s.id for s in project.config.sources]
         #: PBX extensions by "<dial plan>:<number>" (from the last `inventory phones`).
         self.extensions = {e.key: e for e in store.extensions()}

@@ -7,10 +7,10 @@ gives it rows, totals, probe summary lines, and the JSON and CSV shapes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from migrate.core.store import MIGRATED_KINDS, Store
+from migrate.core.store import MIGRATED_KINDS, InventoryFolderRow, InventoryRow, ProbeRow, Store
 
 #: CSV columns, one row per mailbox (``--folders``: one row per folder, with FOLDER_CSV_COLUMNS).
 CSV_COLUMNS = ("source", "ministry", "email", "login", "display_name", "flags", "status", "error", "folders",
@@ -46,7 +46,7 @@ class MailboxLine:
     quota_used: int | None
     quota_limit: int | None
     measured_at: str | None
-    folder_list: list[dict[str, Any]] = field(default_factory=list)
+    folder_list: list[InventoryFolderRow] = field(default_factory=list)
     #: Exchange only: items in calendars, contacts and tasks folders, and in folders not migrated (Outbox,
     #: Sync Issues, RSS Feeds, Recoverable Items); 0 for IMAP sources.
     archive_items: int = 0          # in the archive mailbox; moved with the mail (counted in messages too)
@@ -62,7 +62,7 @@ class MailboxLine:
                                              "calendar_items", "contacts",
                                              "tasks", "not_migrated_items", "measured_at")}
         if with_folders:
-            doc["folder_list"] = self.folder_list
+            doc["folder_list"] = [asdict(f) for f in self.folder_list]
         return doc
 
 
@@ -115,22 +115,23 @@ class SourceSection:
     id: str
     ministry: str
     kind: str
-    probe: dict[str, Any] | None
+    probe: ProbeRow | None
     mailboxes: list[MailboxLine]
     totals: Totals
 
     def as_dict(self, *, with_folders: bool = True) -> dict[str, Any]:
-        return {"id": self.id, "ministry": self.ministry, "kind": self.kind, "probe": self.probe,
+        return {"id": self.id, "ministry": self.ministry, "kind": self.kind,
+                "probe": asdict(self.probe) if self.probe is not None else None,
                 "mailboxes": [m.as_dict(with_folders=with_folders) for m in self.mailboxes],
                 "totals": self.totals.as_dict()}
 
 
-def _status(doc: dict[str, Any]) -> str:
-    if doc["ok"] is None:
+def _status(row: InventoryRow) -> str:
+    if row.ok is None:
         return "not measured"
-    if doc["ok"]:
+    if row.ok:
         return "ok"
-    if doc["messages"] is not None:
+    if row.messages is not None:
         return "incomplete"  # measured, but some folders failed
     return "failed"
 
@@ -139,28 +140,27 @@ def load_inventory(store: Store, source_ids: list[str] | None = None) -> list[So
     """Every source the store knows (or those named), with the latest probe and measurements."""
     sections = []
     for src in store.sources():
-        if source_ids and src["id"] not in source_ids:
+        if source_ids and src.id not in source_ids:
             continue
         lines = []
         totals = Totals()
-        for doc in store.inventory(source_id=src["id"]):
-            folder_list = store.inventory_folders(doc["mailbox_id"]) if doc["ok"] is not None else []
-            mail = [f for f in folder_list if f["kind"] in MIGRATED_KINDS]
+        for row in store.inventory(source_id=src.id):
+            folder_list = store.inventory_folders(row.mailbox_id) if row.ok is not None else []
+            mail = [f for f in folder_list if f.kind in MIGRATED_KINDS]
             line = MailboxLine(
-                email=doc["email"], login=doc["login"], display_name=doc["display_name"], flags=doc["flags"],
-                status=_status(doc), error=doc["error"],
-                folders=len(mail) if doc["ok"] is not None and mail else None,
-                folder_errors=doc["folder_errors"] or 0, messages=doc["messages"], bytes=doc["bytes"],
-                largest=doc["largest"], oldest=doc["oldest"], newest=doc["newest"], quota_used=doc["quota_used"],
-                quota_limit=doc["quota_limit"], measured_at=doc["measured_at"], folder_list=folder_list)
+                email=row.email, login=row.login, display_name=row.display_name, flags=row.flags,
+                status=_status(row), error=row.error,
+                folders=len(mail) if row.ok is not None and mail else None,
+                folder_errors=row.folder_errors or 0, messages=row.messages, bytes=row.bytes,
+                largest=row.largest, oldest=row.oldest, newest=row.newest, quota_used=row.quota_used,
+                quota_limit=row.quota_limit, measured_at=row.measured_at, folder_list=folder_list)
             for f in folder_list:
-                if f["kind"] in KIND_FIGURES and not f["error"]:
-                    figure = KIND_FIGURES[f["kind"]]
-                    setattr(line, figure, getattr(line, figure) + (f["messages"] or 0))
+                if f.kind in KIND_FIGURES and not f.error:
+                    figure = KIND_FIGURES[f.kind]
+                    setattr(line, figure, getattr(line, figure) + (f.messages or 0))
             lines.append(line)
             totals.add(line)
-        sections.append(SourceSection(src["id"], src["ministry"], src["kind"], store.probe(src["id"]), lines,
-                                      totals))
+        sections.append(SourceSection(src.id, src.ministry, src.kind, store.probe(src.id), lines, totals))
     return sections
 
 
@@ -192,17 +192,17 @@ def folder_csv_rows(sections: list[SourceSection]) -> list[dict[str, Any]]:
     for section in sections:
         for line in section.mailboxes:
             for folder in line.folder_list:
-                rows.append({"source": section.id, "email": line.email, "folder": folder["name"],
-                             "kind": folder["kind"], "special_use": folder["special_use"], "messages": folder["messages"],
-                             "bytes": folder["bytes"], "error": folder["error"]})
+                rows.append({"source": section.id, "email": line.email, "folder": folder.name,
+                             "kind": folder.kind, "special_use": folder.special_use, "messages": folder.messages,
+                             "bytes": folder.bytes, "error": folder.error})
     return rows
 
 
-def probe_lines(probe: dict[str, Any] | None) -> list[str]:
+def probe_lines(probe: ProbeRow | None) -> list[str]:
     """The probe's findings as short lines for a person: server, TLS, software, capabilities, login."""
     if probe is None:
         return ["not probed yet: run govmigrate inventory mail"]
-    d = probe.get("detail") or {}
+    d = probe.detail or {}
     lines = []
     where = d.get("endpoint") or "?"
     if d.get("kind") == "imap":
@@ -211,7 +211,7 @@ def probe_lines(probe: dict[str, Any] | None) -> list[str]:
         where += " (EWS)"
     reach = d.get("reachable")
     lines.append(f"server: {where}: " + ("reachable" if reach else "unreachable" if reach is False else "?")
-                 + (f", probed {probe['probed_at']}" if probe.get("probed_at") else ""))
+                 + (f", probed {probe.probed_at}" if probe.probed_at else ""))
     tls = d.get("tls")
     if isinstance(tls, dict):
         lines.append(_tls_line(tls, d))
@@ -234,8 +234,8 @@ def probe_lines(probe: dict[str, Any] | None) -> list[str]:
     login = d.get("login")
     if isinstance(login, dict):
         lines.append(_login_line(login))
-    if not probe.get("ok") and probe.get("error"):
-        lines.append(f"problem: {probe['error']}")
+    if not probe.ok and probe.error:
+        lines.append(f"problem: {probe.error}")
     return lines
 
 

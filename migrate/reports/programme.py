@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from migrate.core.config import Project
-from migrate.core.store import Store, WaveRow, now
+from migrate.core.store import GroupwareSummaryRow, RunRow, Store, WaveRow, now
 from migrate.plans.catalog import Catalog, MailboxInfo
 from migrate.plans.estimate import Rates, estimate
 from migrate.plans.model import PlanWindow
@@ -128,16 +128,16 @@ class GroupwareCounts:
     failed: int = 0
     exported_mailboxes: int = 0
 
-    def add(self, row: dict[str, Any]) -> None:
-        if row["kind"] == "calendar":
-            self.calendar_items += row["source_items"]
-            self.calendar_copied += row["copied"]
-            if not row["location"].startswith(("https://", "http://")):
+    def add(self, row: GroupwareSummaryRow) -> None:
+        if row.kind == "calendar":
+            self.calendar_items += row.source_items
+            self.calendar_copied += row.copied
+            if not row.location.startswith(("https://", "http://")):
                 self.exported_mailboxes += 1
         else:
-            self.contacts += row["source_items"]
-            self.contacts_copied += row["copied"]
-        self.failed += row["failed"]
+            self.contacts += row.source_items
+            self.contacts_copied += row.copied
+        self.failed += row.failed
 
     @property
     def any(self) -> bool:
@@ -246,9 +246,9 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
     rates = Rates(project, store)
     mailboxes = catalog.in_sources()
     ministry_of = {s.id: s.ministry for s in project.config.sources}
-    runs_by_wave: dict[str, list[dict[str, Any]]] = {}
+    runs_by_wave: dict[str | None, list[RunRow]] = {}
     for run in store.runs():
-        runs_by_wave.setdefault(run["wave"], []).append(run)
+        runs_by_wave.setdefault(run.wave, []).append(run)
     waves: list[WaveLine] = []
     for row in store.waves():
         members = [m for m in mailboxes if m.row.wave == row.id]
@@ -264,7 +264,7 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
         window = _window(row.doc)
         runs = runs_by_wave.get(row.id, [])
         last = runs[-1] if runs else None
-        last_finish = max((r["finished_at"] for r in runs if r["finished_at"] and r["result"] == "ok"), default=None)
+        last_finish = max((r.finished_at for r in runs if r.finished_at and r.result == "ok"), default=None)
         doc = row.doc or {}
         waves.append(WaveLine(
             id=row.id, title=doc.get("title", ""), kind=doc.get("kind", "ministry"),
@@ -273,7 +273,8 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
             window_hours=window.hours, cutover_domains=list(doc.get("cutover_domains", [])),
             ministries=sorted({ministry_of.get(m.source_id, m.source_id) for m in members}), counts=counts,
             remaining_hours=round(hours, 2), completion=_wave_completion(window, counts, hours, last_finish, today),
-            last_run={k: last[k] for k in ("pass", "started_at", "finished_at", "result")} if last else None))
+            last_run={"pass": last.pass_name, "started_at": last.started_at, "finished_at": last.finished_at,
+                      "result": last.result} if last else None))
     by_wave = {w.id: w for w in waves}
     phones_of: dict[str, PhoneCounts] = {}
     for ext in store.extensions():
@@ -285,8 +286,8 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
     groupware_of: dict[str, GroupwareCounts] = {}
     groupware = GroupwareCounts()
     for g in store.groupware_summary():
-        if g["mailbox_id"] in source_of:
-            groupware_of.setdefault(source_of[g["mailbox_id"]], GroupwareCounts()).add(g)
+        if g.mailbox_id in source_of:
+            groupware_of.setdefault(source_of[g.mailbox_id], GroupwareCounts()).add(g)
             groupware.add(g)
     ministries: list[MinistryLine] = []
     for source in project.config.sources:

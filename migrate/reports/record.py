@@ -4,11 +4,11 @@ pass did to each mailbox, the DNS changes applied and the SIP results, and its e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from migrate.core.errors import UsageError
-from migrate.core.store import Event, Store
+from migrate.core.store import Event, RunRow, SipCheckRow, Store
 from migrate.dns.changes import ChangeSet
 from migrate.waves import lifecycle
 
@@ -34,6 +34,8 @@ class MailboxRecord:
     #: Messages not copied, with why (refused by the central host, or not exportable by the source: an
     #: Exchange item is named by subject, date and size).
     not_copied: list[dict[str, Any]] = field(default_factory=list)
+    #: The migration host whose sync of it last ended.
+    host: str | None = None
 
 
 @dataclass
@@ -46,11 +48,13 @@ class WaveRecord:
     plan_hash: str | None
     gates: list[Event] = field(default_factory=list)
     mailboxes: list[MailboxRecord] = field(default_factory=list)
-    runs: list[dict[str, Any]] = field(default_factory=list)
+    #: Show which host copied each mailbox (several hosts worked the wave).
+    show_hosts: bool = False
+    runs: list[RunRow] = field(default_factory=list)
     #: Per cut-over domain: its state and the changes applied (before and after), from the baseline.
     domains: list[dict[str, Any]] = field(default_factory=list)
     #: The newest SIP check of each subject, for this wave.
-    sip_checks: list[dict[str, Any]] = field(default_factory=list)
+    sip_checks: list[SipCheckRow] = field(default_factory=list)
     extensions: list[dict[str, Any]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
@@ -71,6 +75,9 @@ def wave_record(store: Store, wave_id: str) -> WaveRecord:
     record.runs = store.runs(wave_id)
     for mailbox in store.mailboxes(wave=wave_id):
         record.mailboxes.append(_mailbox_record(store, mailbox))
+    # Which host copied each mailbox matters once several did: hosts differ, or the wave's passes were queued.
+    record.show_hosts = (len({m.host for m in record.mailboxes if m.host}) > 1
+                         or bool(store.work_items(wave=wave_id)))
     for domain in doc.get("cutover_domains", []):
         dns = store.dns_domain(domain)
         changes = ChangeSet.from_dict(dns.changes).rows() if dns and dns.changes else []
@@ -82,6 +89,13 @@ def wave_record(store: Store, wave_id: str) -> WaveRecord:
     record.extensions = [{"key": e.key, "name": e.name, "state": e.state, "reason": e.state_reason or ""}
                          for e in store.extensions(wave=wave_id)]
     return record
+
+
+def record_json(record: WaveRecord) -> dict[str, Any]:
+    """The record as ``report --wave W --json`` prints it: each run under its columns' names."""
+    doc = asdict(record)
+    doc["runs"] = [run.as_dict() for run in record.runs]
+    return doc
 
 
 def _mailbox_record(store: Store, mailbox) -> MailboxRecord:
@@ -97,7 +111,7 @@ def _mailbox_record(store: Store, mailbox) -> MailboxRecord:
             reached[by_state[new]] = event.at
         if new == lifecycle.FAILED:
             last_failure, failed_at = match.group(3) or "failed", event.at
-    not_copied = [{"folder": m["folder"], "size": m["size"], "why": m["error"]}
+    not_copied = [{"folder": m.folder, "size": m.size, "why": m.error}
                   for m in store.failed_messages(mailbox.id)]
     return MailboxRecord(mailbox.email, mailbox.display_name, mailbox.state, reached, mailbox.copied_messages,
-                         mailbox.copied_bytes, last_failure, failed_at, not_copied)
+                         mailbox.copied_bytes, last_failure, failed_at, not_copied, mailbox.last_sync_host)

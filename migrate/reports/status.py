@@ -126,6 +126,8 @@ class StatusView:
     last_sync_at: str | None
     last_sync_result: str | None
     next_steps: list[str]
+    #: The migration host whose sync of it last ended (several hosts can share the work).
+    last_sync_host: str | None = None
     events: list[dict[str, str]] = field(default_factory=list)
     #: The messages not copied, with why (the central host refused them, or the source cannot export them).
     messages_not_copied: list[dict[str, Any]] = field(default_factory=list)
@@ -178,18 +180,18 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         messages_copied=mailbox.copied_messages, messages_total=info.messages if info else mailbox.src_messages,
         bytes_copied=mailbox.copied_bytes, bytes_total=info.size if info else mailbox.src_bytes,
         messages_refused=mailbox.failed_messages, last_sync_at=mailbox.last_sync_at,
-        last_sync_result=mailbox.last_sync_result,
+        last_sync_result=mailbox.last_sync_result, last_sync_host=mailbox.last_sync_host,
         next_steps=next_steps(mailbox, wave, cutover_wave, domain) + phone_steps(extensions, wave),
         events=[{"at": e.at, "action": e.action, "detail": e.detail, "actor": e.actor}
                 for e in store.events(obj=f"mailbox/{mailbox.email}", limit=events)],
         messages_not_copied=_not_copied(store, mailbox, "failed"),
         messages_not_migrated=_not_copied(store, mailbox, "skipped"),
-        groupware=[{k: g[k] for k in ("kind", "location", "source_items", "copied", "failed", "last_sync_at")}
-                   for g in store.groupware_summary(mailbox.id)])
+        groupware=[{"kind": g.kind, "location": g.location, "source_items": g.source_items, "copied": g.copied,
+                    "failed": g.failed, "last_sync_at": g.last_sync_at} for g in store.groupware_summary(mailbox.id)])
 
 
 def _not_copied(store: Store, mailbox: MailboxRow, state: str) -> list[dict[str, Any]]:
-    return [{"folder": m["folder"], "size": m["size"], "why": m["error"]}
+    return [{"folder": m.folder, "size": m.size, "why": m.error}
             for m in store.failed_messages(mailbox.id, state)[:MAX_NOT_COPIED]]
 
 
@@ -228,7 +230,7 @@ def next_steps(mailbox: MailboxRow, wave: WaveInfo | None, cutover_wave: str | N
 
 def _last_register_check(store: Store, key: str) -> dict[str, Any] | None:
     """The newest SIP registration check of an extension, in the helpdesk's words (None: never checked)."""
-    checks = [c for c in store.sip_checks(subject=key) if c["kind"] == "register"]
+    checks = [c for c in store.sip_checks(subject=key) if c.kind == "register"]
     if not checks:
         return None
     last = checks[-1]
@@ -236,8 +238,8 @@ def _last_register_check(store: Store, key: str) -> dict[str, Any] | None:
              "warn": "its account registered on the hosted platform (with a warning for the migration team)",
              "fail": "its account could not register on the hosted platform; the migration team is on it",
              "skip": "not checked yet (not set up on the platform yet)"}
-    return {"result": last["result"], "checked_at": last["checked_at"], "text": words.get(last["result"], ""),
-            "detail": last["detail"]}
+    return {"result": last.result, "checked_at": last.checked_at, "text": words.get(last.result, ""),
+            "detail": last.detail}
 
 
 def phone_steps(extensions, wave: WaveInfo | None) -> list[str]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from migrate.core.config import Project
 from migrate.core.errors import ExitCode, Interrupted, NotApproved, PreflightFailed, UsageError
-from migrate.core.locks import Lock
+from migrate.core.leases import wave_lock
 from migrate.core.progress import ProgressSink, no_progress
 from migrate.core.store import MailboxRow, Store
 from migrate.mailbox.registry import register_users
@@ -61,6 +61,8 @@ class Outcome:
     src_messages: int = 0
     src_bytes: int = 0
     seconds: float = 0.0
+    #: The migration host that copied it (a pass queued for workers on several hosts).
+    host: str | None = None
 
 
 @dataclass
@@ -117,7 +119,9 @@ class WaveRun:
     """One run of one wave. Use as a context manager (the wave lock is released on exit)."""
 
     def __init__(self, project: Project, store: Store, plan: Plan, wave_id: str, *, locks_dir: Path,
-                 dry_run: bool = False) -> None:
+                 dry_run: bool = False, queued: bool = False) -> None:
+        """``queued``: a sync pass's mailboxes go to the shared queue for ``govmigrate worker`` processes on any
+        host (:mod:`migrate.waves.workers`) instead of being copied by this process."""
         self.project = project
         self.store = store
         self.plan = plan
@@ -125,7 +129,8 @@ class WaveRun:
         self.wave_id = wave_id
         self.locks_dir = locks_dir
         self.dry_run = dry_run
-        self.lock: Lock | None = None
+        self.queued = queued
+        self.lock: Any = None
         self.warnings: list[str] = []
         self.preflight_result: PreflightResult | None = None
         #: Earlier runs of this wave found unfinished (killed) when the lock was taken.
@@ -188,8 +193,9 @@ class WaveRun:
         """Take the wave's lock; ``command`` is what a refused second run is told holds it."""
         if self.dry_run or self.lock is not None:
             return
-        self.lock = Lock(self.locks_dir, f"wave {self.wave_id}",
-                         command or f"govmigrate run {self.wave_id} --pass {pass_name}").acquire()
+        self.lock = wave_lock(self.store, self.locks_dir, self.wave_id,
+                              command or f"govmigrate run {self.wave_id} --pass {pass_name}",
+                              ttl=self.project.config.sync.lease_seconds).acquire()
         self.killed_runs = self.store.abandon_runs(self.wave_id)
         for run_id in self.killed_runs:
             self.store.add_event(f"wave/{self.wave_id}", "run-killed",
@@ -262,7 +268,12 @@ class WaveRun:
             self.store.add_event(f"wave/{self.wave_id}", "run-start", step.describe(len(work), result.again))
         outcome_text = "finished"
         try:
-            step.execute(self, result, work, progress, stop or threading.Event())
+            if self.queued:
+                from migrate.waves.workers import queue_pass
+
+                queue_pass(self, result, work, progress, stop or threading.Event())
+            else:
+                step.execute(self, result, work, progress, stop or threading.Event())
         except Interrupted:
             result.interrupted = True
             outcome_text = "interrupted"

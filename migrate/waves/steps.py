@@ -12,14 +12,14 @@ import threading
 from typing import TYPE_CHECKING
 
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
-from migrate.core.store import MailboxRow
+from migrate.core.store import MailboxRow, Store
 from migrate.mailbox.sync import MailboxReport, SyncEngine, SyncOptions
 from migrate.plans.catalog import Catalog
 from migrate.waves import lifecycle
 from migrate.waves.preflight import PreflightResult, preflight
 
 if TYPE_CHECKING:
-    from migrate.waves.runner import WaveRun, WaveRunResult
+    from migrate.waves.runner import Outcome, WaveRun, WaveRunResult
 
 
 class Step:
@@ -85,10 +85,6 @@ def sync_pass(run: WaveRun, result: WaveRunResult, work: list[MailboxRow], pass_
     """One sync pass over ``work``, each mailbox moved to ``target`` (the pass's own by default) the moment its
     sync completes, or to failed with the reason (remembering ``failed_prior``, by default where a retry of
     the pass resumes). The DNS cut-over's last delta uses it too."""
-    from migrate.waves.runner import Outcome
-
-    target = target or lifecycle.PASS_TARGET[pass_name]
-    levels = {m.email: lifecycle.level(m) for m in work}
 
     def sink(event: ProgressEvent) -> None:
         # The totals are the engine's (SyncEngine.expected): for a prestage, what the inventory measured of
@@ -99,11 +95,35 @@ def sync_pass(run: WaveRun, result: WaveRunResult, work: list[MailboxRow], pass_
             event = ProgressEvent("note", event.subject, detail=f"stopped: {event.subject} (resumes on the next run)")
         progress(event)
 
-    def on_start(mailbox: MailboxRow) -> None:
-        if not run.dry_run and pass_name == "prestage" and mailbox.state != lifecycle.PRESTAGING:
-            run.store.set_mailbox_state(mailbox.id, lifecycle.PRESTAGING)
+    lifecycle_of = PassLifecycle(run.store, pass_name, work, dry_run=run.dry_run, stop=stop, target=target,
+                                 failed_prior=failed_prior)
+    options = SyncOptions.from_project(run.project, dry_run=run.dry_run, lock_dir=run.locks_dir)
+    SyncEngine(run.project, run.store, options=options, progress=sink, stop=stop).run(
+        work, on_start=lifecycle_of.start,
+        on_report=lambda mailbox, report: run.record(result, lifecycle_of.end(mailbox, report)))
 
-    def on_report(mailbox: MailboxRow, report: MailboxReport) -> None:
+
+class PassLifecycle:
+    """What a sync pass does to a mailbox's lifecycle state as its sync starts and ends; a wave run on this
+    host and a worker of a queued pass (:mod:`migrate.waves.workers`) record it the same way."""
+
+    def __init__(self, store: Store, pass_name: str, work: list[MailboxRow], *, dry_run: bool,
+                 stop: threading.Event, target: str | None = None, failed_prior: str | None = None) -> None:
+        self.store = store
+        self.pass_name = pass_name
+        self.dry_run = dry_run
+        self.stop = stop
+        self.target = target or lifecycle.PASS_TARGET[pass_name]
+        self.failed_prior = failed_prior
+        self.levels = {m.email: lifecycle.level(m) for m in work}
+
+    def start(self, mailbox: MailboxRow) -> None:
+        if not self.dry_run and self.pass_name == "prestage" and mailbox.state != lifecycle.PRESTAGING:
+            self.store.set_mailbox_state(mailbox.id, lifecycle.PRESTAGING)
+
+    def end(self, mailbox: MailboxRow, report: MailboxReport) -> Outcome:
+        from migrate.waves.runner import Outcome
+
         outcome = Outcome(mailbox.email, mailbox.state, mailbox.state, report.ok and report.complete,
                           copied=report.copied, copied_bytes=report.copied_bytes,
                           would_copy=sum(f.to_copy for f in report.folders),
@@ -111,27 +131,25 @@ def sync_pass(run: WaveRun, result: WaveRunResult, work: list[MailboxRow], pass_
                           src_messages=report.src_messages, src_bytes=report.src_bytes, seconds=report.seconds)
         if report.locked:
             outcome.locked, outcome.error = True, report.error
-        elif not report.ok and stop.is_set():
+        elif not report.ok and self.stop.is_set():
             outcome.stopped, outcome.error = True, report.error
         elif not outcome.ok:
             outcome.error = report.error or _incomplete(report)
-        if not run.dry_run and not outcome.stopped and not outcome.locked:
+        if not self.dry_run and not outcome.stopped and not outcome.locked:
             if outcome.ok:
-                run.store.set_mailbox_state(mailbox.id, target)
-                outcome.after = target
+                self.store.set_mailbox_state(mailbox.id, self.target)
+                outcome.after = self.target
             else:
-                prior = failed_prior or lifecycle.retry_state(pass_name, levels[mailbox.email])
-                run.store.set_mailbox_state(mailbox.id, lifecycle.FAILED, f"{pass_name} pass: {outcome.error}",
-                                            prior_state=prior)
+                prior = self.failed_prior or lifecycle.retry_state(self.pass_name,
+                                                                   self.levels.get(mailbox.email,
+                                                                                   lifecycle.level(mailbox)))
+                self.store.set_mailbox_state(mailbox.id, lifecycle.FAILED, f"{self.pass_name} pass: {outcome.error}",
+                                             prior_state=prior)
                 outcome.after = lifecycle.FAILED
-        elif not run.dry_run and outcome.stopped:
-            row = run.store.mailbox(mailbox.email)
+        elif not self.dry_run and outcome.stopped:
+            row = self.store.mailbox(mailbox.email)
             outcome.after = row.state if row else mailbox.state
-        run.record(result, outcome)
-
-    options = SyncOptions.from_project(run.project, dry_run=run.dry_run, lock_dir=run.locks_dir)
-    SyncEngine(run.project, run.store, options=options, progress=sink, stop=stop).run(
-        work, on_start=on_start, on_report=on_report)
+        return outcome
 
 
 def _incomplete(report: MailboxReport) -> str:

@@ -10,7 +10,9 @@ pilot's phones exported as Kamailio tables that the lab's Kamailio loads, the ho
 way the phones reach it (the lab's BIND9 publishes its NAPTR, SRV and A records; OPTIONS over UDP, TCP and
 TLS; every pilot phone REGISTERs with digest authentication), the pilot's phones cut over and confirmed
 (sipsak, an independent client, registers the helpdesk user's phone too), then the helpdesk's status view
-(mail and phone in one) and the project manager's report (terminal, CSV, and a self-contained HTML file
+(mail and phone in one), several migration hosts (a second workspace whose state is in the lab's
+PostgreSQL: two `govmigrate worker` processes copy a wave that `run --workers` queues), and the project
+manager's report (terminal, CSV, and a self-contained HTML file
 with charts, plus the pilot's record for the change board). The demo ends
 with a summary and exits non-zero if a step did not end as expected. The workspace is left in
 ``demo-workspace/`` for a look around afterwards (the lab servers are stopped).
@@ -35,10 +37,13 @@ from tests.lab.bind import MAX_TTL_WAIT, DnsLab, start_dns_lab
 from tests.lab.kamailio import DOMAIN as SIP_DOMAIN
 from tests.lab.kamailio import KamailioServer, sipsak, start_kamailio
 from tests.lab.pbx import PbxFiles, add_pbx, write_pbx
+from tests.lab.postgres import PostgresServer, start_postgres
 from tests.lab.scenario import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE = ROOT / "demo-workspace"
+#: The second workspace: the Ministry of Education's mail moved by two worker hosts sharing a PostgreSQL store.
+SHARED_WORKSPACE = ROOT / "demo-workspace-shared"
 
 
 @dataclass
@@ -50,9 +55,14 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
     #: Runs before the command (e.g. to point the new workspace at the lab); returns a line to show.
     before: Callable[[], str] | None = None
+    #: Runs after the command; returns a line to show.
+    after: Callable[[], str] | None = None
+    #: The workspace the command works on (default: the demo's).
+    workspace: Path | None = None
 
 
-def steps(lab: Lab | None = None, dns: DnsLab | None = None, registrar: KamailioServer | None = None) -> list[Step]:
+def steps(lab: Lab | None = None, dns: DnsLab | None = None, registrar: KamailioServer | None = None,
+          postgres: PostgresServer | None = None) -> list[Step]:
     first_window = (dt.date.today() + dt.timedelta(days=7)).isoformat()
     later_window = (dt.date.today() + dt.timedelta(days=21)).isoformat()  # waves not yet started, re-dated
     health = lab.sources["health"].mailboxes if lab else []
@@ -122,6 +132,55 @@ def steps(lab: Lab | None = None, dns: DnsLab | None = None, registrar: Kamailio
                  f"serial {dns.serial(server, domain)}" for server in (dns.primary, dns.secondary)]
         return "the lab's own view of both authoritative servers of " + domain + ":\n" + "\n".join(lines)
 
+    workers: list[subprocess.Popen] = []
+    education = lab.sources[scenario.LEGACY].mailboxes if lab else []
+    education_user = next((b.email for b in education if not b.user_flags), "")
+
+    def share_state() -> str:
+        assert lab is not None and postgres is not None
+        scenario.write_workspace(SHARED_WORKSPACE, lab, sources=[scenario.LEGACY])
+        project = SHARED_WORKSPACE / "migration.yaml"
+        address = postgres.url.split("@", 1)[1]
+        project.write_text(project.read_text() + f"state:\n  url: postgresql://{address}\n  user: {postgres.user}\n"
+                           "  password: env:GOVLAB_STATE_PASSWORD\n")
+        return (f"(the demo points {SHARED_WORKSPACE.name}/migration.yaml at the Ministry of Education's server and "
+                f"adds state: {{url: postgresql://{address}, user: {postgres.user}, password: "
+                "env:GOVLAB_STATE_PASSWORD}: every host with this project file shares that store)")
+
+    def start_workers() -> str:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), GOVLAB_STATE_PASSWORD=postgres.password if postgres else "")
+        env.pop("GOVMIGRATE_WORKSPACE", None)
+        for name in ("mig-01", "mig-02"):
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "migrate", "-w", str(SHARED_WORKSPACE), "-q", "worker", "--max-mailboxes", "2"],
+                env={**env, "GOVMIGRATE_HOST": name}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return ("two workers started, standing in for migration hosts mig-01 and mig-02:\n"
+                "  mig-01$ govmigrate worker --max-mailboxes 2\n  mig-02$ govmigrate worker --max-mailboxes 2")
+
+    def stop_workers() -> str:
+        codes = []
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+            codes.append(worker.wait(timeout=120))
+        return f"(both workers stopped with SIGTERM, as a service manager stops them: exit {codes[0]}, {codes[1]})"
+
+    shared = [
+        Step("Several hosts: a workspace for the Ministry of Education whose state is in PostgreSQL",
+             ["init", str(SHARED_WORKSPACE)], workspace=SHARED_WORKSPACE),
+        Step("Several hosts: check it (the store is the shared database now)", ["check"],
+             workspace=SHARED_WORKSPACE, before=share_state if postgres else None),
+        Step("Several hosts: inventory into the shared store", ["inventory", "mail"], workspace=SHARED_WORKSPACE),
+        Step("Several hosts: generate the plan", ["plan", "generate"], workspace=SHARED_WORKSPACE),
+        Step("Several hosts: approve its first wave", ["plan", "approve", "wave-01"], workspace=SHARED_WORKSPACE),
+        Step("Several hosts: queue wave-01's prestage for the workers and follow them (the 'copied by' column)",
+             ["run", "wave-01", "--workers"], workspace=SHARED_WORKSPACE,
+             before=start_workers if postgres else None, after=stop_workers if postgres else None),
+        Step("Several hosts: verify what the two hosts copied", ["verify", "--source", scenario.LEGACY],
+             workspace=SHARED_WORKSPACE),
+        Step("Several hosts: the helpdesk sees which host copied a mailbox", ["status", education_user or "x"],
+             workspace=SHARED_WORKSPACE),
+    ]
+
     return [
         Step("Create a migration workspace", ["init", str(WORKSPACE)]),
         Step("Validate the project file and user lists (offline)", ["check"], before=point_at_lab if lab else None),
@@ -169,6 +228,7 @@ def steps(lab: Lab | None = None, dns: DnsLab | None = None, registrar: Kamailio
              ["cutover", "pilot"]),
         Step("The pilot's DIDs now route to the platform (ported outside govmigrate): confirm",
              ["sip", "confirm", "--wave", "pilot"], before=register_with_sipsak if registrar else None),
+        *shared,
         Step("The plan as it stands", ["plan", "show"]),
         Step("Helpdesk: where is this user? (mail and phone in one view)", ["status", helpdesk_user]),
         Step("Helpdesk: a VIP, found by name", ["status", vip.split()[-1] if vip else "minister"]),
@@ -183,14 +243,17 @@ def steps(lab: Lab | None = None, dns: DnsLab | None = None, registrar: Kamailio
 
 
 def run_step(step: Step, env: dict[str, str]) -> tuple[int, float]:
-    argv = [sys.executable, "-m", "migrate", "-w", str(WORKSPACE), *step.args]
+    argv = [sys.executable, "-m", "migrate", "-w", str(step.workspace or WORKSPACE), *step.args]
     print(f"\n\033[1m== {step.title}\033[0m", flush=True)
     if step.before is not None:
         print(step.before(), flush=True)
     print(f"$ govmigrate {shlex.join(step.args)}", flush=True)
     started = time.monotonic()
     result = subprocess.run(argv, env={**env, **step.env}, cwd=ROOT)
-    return result.returncode, time.monotonic() - started
+    seconds = time.monotonic() - started
+    if step.after is not None:
+        print(step.after(), flush=True)
+    return result.returncode, seconds
 
 
 def main() -> int:
@@ -199,12 +262,15 @@ def main() -> int:
     lab = scenario.start_lab(users=4, messages=60)
     dns: DnsLab | None = None
     registrar: KamailioServer | None = None
+    postgres: PostgresServer | None = None
     try:
         registrar = start_kamailio()
+        postgres = start_postgres()
         dns = start_dns_lab([source.domain for source in lab.sources.values()],
                             records={"gov.bz": registrar.dns_records()})
-        if WORKSPACE.exists():
-            shutil.rmtree(WORKSPACE)
+        for old_workspace in (WORKSPACE, SHARED_WORKSPACE):
+            if old_workspace.exists():
+                shutil.rmtree(old_workspace)
         for source in lab.sources.values():
             print(f"  {source.ministry:<24} {source.server.config.name:<10} imaps://127.0.0.1:{source.server.tls_port}  "
                   f"{len(source.mailboxes)} mailboxes, {sum(b.messages for b in source.mailboxes)} messages")
@@ -213,12 +279,13 @@ def main() -> int:
               f"secondary {dns.secondary.address}, resolver {dns.resolver.address} (port 53, TSIG-signed updates)")
         print(f"  {'hosted VOIP platform':<24} {'Kamailio':<10} {SIP_DOMAIN}: sip:{registrar.address}:5060 (UDP, TCP), "
               f"sips:{registrar.address}:5061 (TLS)")
+        print(f"  {'shared state store':<24} {'PostgreSQL':<10} {postgres.url} (scram-sha-256; for several hosts)")
         print("  every server over TLS with a certificate from the lab CA (the workspace's lab-ca.crt)")
         print(f"workspace: {WORKSPACE}")
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), GOVLAB_STATE_PASSWORD=postgres.password)
         env.pop("GOVMIGRATE_WORKSPACE", None)
         results = []
-        for step in steps(lab, dns, registrar):
+        for step in steps(lab, dns, registrar, postgres):
             code, seconds = run_step(step, env)
             results.append((step, code, seconds))
         print("\n\033[1m== Summary\033[0m")
@@ -233,6 +300,8 @@ def main() -> int:
               f"workspace left in {WORKSPACE}")
         return 1 if failed else 0
     finally:
+        if postgres is not None:
+            postgres.cleanup()
         if dns is not None:
             dns.cleanup()
         if registrar is not None:

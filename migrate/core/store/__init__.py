@@ -1,0 +1,102 @@
+"""The state store, and the only package that speaks SQL.
+
+One SQLite file per workspace by default (WAL, 0600); or, when several migration hosts work one plan, a
+PostgreSQL database they share (``state:`` in the project file). The same numbered migrations build both
+(:mod:`.schema`); :mod:`.base` holds what the engines do differently. All writes of one step happen in one
+transaction (:meth:`Store.tx`), so a crash leaves the store at a step boundary. Secrets never reach it: no
+column holds a password or a secret reference's value. One module per area:
+
+- :mod:`.events` the append-only event log;
+- :mod:`.mailboxes` sources, mailboxes, inventory;
+- :mod:`.sync` folders and message records, calendars and contacts, throughput;
+- :mod:`.waves` waves, approvals, runs;
+- :mod:`.work` leases (the wave lock, connection slots) and the work queue several hosts claim from;
+- :mod:`.dns` and :mod:`.phones` the DNS and phone cut-overs.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from migrate.core.errors import StoreError
+from migrate.core.store.base import BUSY_TIMEOUT_S, Engine, Postgres, Sqlite, StoreUnavailable
+from migrate.core.store.dns import DnsStore
+from migrate.core.store.events import EventStore
+from migrate.core.store.mailboxes import MailboxStore
+from migrate.core.store.phones import PhoneStore
+from migrate.core.store.rows import (
+    DnsDomainRow,
+    Event,
+    ExtensionRow,
+    FolderState,
+    GroupwareRecord,
+    GroupwareSummaryRow,
+    InventoryFolderRow,
+    InventoryRow,
+    MailboxRow,
+    MessageRecord,
+    NotCopiedRow,
+    ProbeRow,
+    RunRow,
+    SipCheckRow,
+    SourceRow,
+    WaveRow,
+    actor,
+    host,
+    now,
+    worker_id,
+)
+from migrate.core.store.schema import MIGRATED_KINDS, MIGRATIONS, SCHEMA_VERSION, split_sql
+from migrate.core.store.sync import SyncStore
+from migrate.core.store.waves import WaveStore
+from migrate.core.store.work import Claim, Lease, WorkItem, WorkStore
+
+STATE_FILE = "state.db"
+
+__all__ = [
+    "BUSY_TIMEOUT_S", "MIGRATED_KINDS", "MIGRATIONS", "SCHEMA_VERSION", "STATE_FILE", "Claim", "DnsDomainRow",
+    "Event", "ExtensionRow", "FolderState", "GroupwareRecord", "GroupwareSummaryRow", "InventoryFolderRow",
+    "InventoryRow", "Lease", "MailboxRow", "MessageRecord", "NotCopiedRow", "ProbeRow", "RunRow", "SipCheckRow",
+    "SourceRow", "Store", "StoreUnavailable", "WaveRow", "WorkItem", "actor", "host", "now", "open_postgres",
+    "open_store", "split_sql", "worker_id",
+]
+
+
+class Store(EventStore, MailboxStore, SyncStore, WaveStore, WorkStore, DnsStore, PhoneStore):
+    """Open with :func:`open_store` (a workspace's SQLite file) or :func:`open_postgres`."""
+
+    def __enter__(self) -> Store:
+        return self
+
+
+def open_store(path: Path, *, create: bool = False) -> Store:
+    """Open (or with ``create``, create) a workspace's SQLite store and bring its schema up to date."""
+    if not path.exists():
+        if not create:
+            raise StoreError(f"no state store at {path}; is this a govmigrate workspace? (govmigrate init DIR)")
+        # Create the file 0600 before SQLite touches it, so it is never readable by others.
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+    return _opened(Sqlite(path))
+
+
+def open_postgres(url: str, *, password: str | None, ca_file: str | None = None, verify: bool = True,
+                  reconnect_s: float | None = None) -> Store:
+    """Open a shared PostgreSQL store (the database must exist; its tables are created on first use)."""
+    return _opened(Postgres(url, password=password, ca_file=ca_file, verify=verify,
+                            **({"reconnect_s": reconnect_s} if reconnect_s is not None else {})))
+
+
+def _opened(engine: Engine) -> Store:
+    try:
+        engine.migrate()
+    except sqlite3.DatabaseError as exc:
+        engine.close()
+        raise StoreError(f"cannot use state store {engine.where}: {exc}") from None
+    except BaseException:
+        engine.close()
+        raise
+    return Store(engine)
+

@@ -1,0 +1,303 @@
+"""Typed rows: what the store hands out (frozen dataclasses; never a secret, only whether one exists)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def actor() -> str:
+    try:
+        return os.environ.get("GOVMIGRATE_ACTOR") or getpass.getuser()
+    except Exception:
+        return f"uid{os.getuid()}"
+
+
+def host() -> str:
+    """This migration host's name, as status and reports show who copied what (GOVMIGRATE_HOST overrides)."""
+    return os.environ.get("GOVMIGRATE_HOST") or socket.gethostname()
+
+
+def worker_id() -> str:
+    """This process, as a lease or claim names its holder: host:pid."""
+    return f"{host()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    at: str
+    actor: str
+    object: str
+    action: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """A source (one ministry's mail server) as the user lists registered it."""
+
+    id: str
+    ministry: str
+    kind: str
+    domains: list[str]
+
+
+@dataclass(frozen=True)
+class ProbeRow:
+    """A source server's last probe: ``detail`` says what was found (reachability, TLS, capabilities, login)."""
+
+    ok: bool
+    error: str | None
+    detail: dict[str, Any]
+    probed_at: str
+
+
+@dataclass(frozen=True)
+class InventoryRow:
+    """A mailbox with its latest inventory measurement (None fields where not measured)."""
+
+    mailbox_id: int
+    source_id: str
+    email: str
+    login: str
+    display_name: str
+    flags: list[str]
+    #: True measured completely, False failed or incomplete, None not measured.
+    ok: bool | None
+    error: str | None
+    messages: int | None
+    bytes: int | None
+    largest: int | None
+    oldest: str | None
+    newest: str | None
+    quota_used: int | None
+    quota_limit: int | None
+    folder_errors: int | None
+    measured_at: str | None
+
+
+@dataclass(frozen=True)
+class InventoryFolderRow:
+    """One folder of a measured mailbox; ``kind`` is mail, or what an Exchange folder holds instead."""
+
+    name: str
+    special_use: str | None
+    messages: int | None
+    bytes: int | None
+    error: str | None
+    kind: str
+
+
+@dataclass(frozen=True)
+class MailboxRow:
+    id: int
+    source_id: str
+    email: str
+    login: str
+    display_name: str
+    flags: frozenset[str]
+    state: str
+    state_reason: str | None
+    wave: str | None
+    last_sync_at: str | None
+    last_sync_result: str | None
+    src_messages: int | None
+    src_bytes: int | None
+    copied_messages: int
+    copied_bytes: int
+    failed_messages: int
+    #: When ``state`` is failed: the lifecycle state reached before, from which a retry resumes.
+    prior_state: str | None = None
+    #: The migration host whose sync of it last ended (several hosts can work one plan).
+    last_sync_host: str | None = None
+
+
+@dataclass(frozen=True)
+class WaveRow:
+    """A wave as the store knows it: as last generated or approved (``doc``), and who approved which hash."""
+
+    id: str
+    position: int
+    plan_file: str
+    plan_hash: str | None
+    approved_by: str | None
+    approved_at: str | None
+    state: str
+    doc: dict[str, Any] | None
+    recorded_at: str | None
+
+
+@dataclass(frozen=True)
+class FolderState:
+    id: int
+    mailbox_id: int
+    source_name: str
+    dest_name: str
+    source_uidvalidity: int | None
+    dest_uidvalidity: int | None
+    source_uidnext: int | None
+    source_modseq: int | None
+    source_messages: int | None
+    source_bytes: int | None
+    sync_state: str | None
+    subscribed: bool
+    note: str | None
+    last_synced_at: str | None
+    #: The destination folder's UIDNEXT as of the last pass: messages at or above it are news to the store.
+    dest_uidnext: int | None = None
+
+
+@dataclass(frozen=True)
+class GroupwareRecord:
+    """One calendar item or contact as last copied (or refused), keyed by its UID."""
+
+    kind: str
+    uid: str
+    src_item: str
+    change_key: str
+    href: str | None
+    etag: str | None
+    state: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    src_uid: int | None
+    src_item: str | None
+    dest_uid: int | None
+    fingerprint: str
+    size: int
+    flags: str
+    state: str
+    dest_uidnext_before: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class NotCopiedRow:
+    """A message not copied, with why (``error``): refused or unexportable, or not migrated by policy."""
+
+    folder: str
+    src_uid: int | None
+    src_item: str | None
+    size: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class GroupwareSummaryRow:
+    """A mailbox's calendar items or contacts (``kind``): where they went, how many the source held, copied
+    and failed."""
+
+    mailbox_id: int
+    email: str
+    kind: str
+    location: str
+    source_items: int
+    last_sync_at: str | None
+    copied: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run of a wave's step; ``pass_name`` is the ``pass`` column (a Python keyword)."""
+
+    id: int
+    wave: str | None
+    pass_name: str | None
+    started_at: str
+    finished_at: str | None
+    #: None while it runs.
+    result: str | None
+    mailboxes: int
+    messages: int
+    bytes: int
+    seconds: float | None
+    actor: str | None
+    pid: int | None
+    detail: str
+    #: The migration host it ran on (None for runs recorded before hosts were).
+    host: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The run under its columns' names (``pass``, not ``pass_name``), for JSON."""
+        return {("pass" if key == "pass_name" else key): value for key, value in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class DnsDomainRow:
+    """A ministry domain's DNS cut-over as far as it went (see migrate.waves.cutover)."""
+
+    domain: str
+    wave: str | None
+    state: str
+    old_ttl: int | None
+    prepared_at: str | None
+    safe_after: str | None
+    baseline: list[dict[str, Any]] | None
+    baseline_file: str | None
+    changes: list[dict[str, Any]] | None
+    switched_at: str | None
+    propagated_at: str | None
+    forced_reason: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class ExtensionRow:
+    """A PBX extension as the store knows it (never its secrets: only whether it has them)."""
+
+    id: int
+    source_id: str
+    dial_plan: str
+    number: str
+    name: str
+    tech: str | None
+    transport: str | None
+    callerid: str | None
+    outbound_cid: str | None
+    voicemail_box: str | None
+    voicemail_email: str | None
+    pin_present: bool
+    secret_present: bool
+    dids: list[str]
+    device: str | None
+    origins: list[str]
+    extra: dict[str, str]
+    mailbox_id: int | None
+    link: str | None
+    wave: str | None
+    state: str
+    state_reason: str | None
+    prior_state: str | None
+    seen_at: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.dial_plan}:{self.number}"
+
+
+@dataclass(frozen=True)
+class SipCheckRow:
+    """One stored SIP check of the hosted platform (``data``: what it measured, for later steps)."""
+
+    id: int
+    run_id: int | None
+    wave: str | None
+    subject: str
+    kind: str
+    result: str
+    detail: str
+    data: dict[str, Any]
+    checked_at: str

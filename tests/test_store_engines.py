@@ -1,0 +1,270 @@
+"""The store's behaviour on both engines: SQLite (a workspace's state.db) and PostgreSQL (the lab's real server).
+
+Every test here runs twice, once per engine, through the same Store API; what differs between the engines
+(placeholders, upserts, case-insensitive addresses, 64-bit sizes, the clock, row locks) must not show.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from migrate.core.errors import LockHeld, StoreError
+from migrate.core.leases import Heartbeat, Slots, StoreLock
+from migrate.core.store import (
+    SCHEMA_VERSION,
+    GroupwareRecord,
+    InventoryFolderRow,
+    RunRow,
+    open_postgres,
+    open_store,
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    """A function that opens a new connection to one empty store of the engine (call it again for a second
+    process's view of the same store)."""
+    if request.param == "sqlite":
+        path = tmp_path / "state.db"
+        open_store(path, create=True).close()
+        opened = []
+
+        def connect():
+            opened.append(open_store(path))
+            return opened[-1]
+    else:
+        server = request.getfixturevalue("postgres_server")
+        url = request.getfixturevalue("postgres_url")
+        opened = []
+
+        def connect():
+            opened.append(open_postgres(url, password=server.password))
+            return opened[-1]
+    yield connect
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(engine):
+    return engine()
+
+
+def _mailbox(store, email="a@health.gov.bz"):
+    store.upsert_source("health", "Ministry of Health", "imap", ["health.gov.bz"])
+    return store.upsert_mailbox("health", email, "a", "Ana Núñez", ["pilot"])
+
+
+def test_the_schema_is_current_and_migrating_again_changes_nothing(engine):
+    first = engine()
+    assert first.schema_version == SCHEMA_VERSION
+    _mailbox(first)
+    again = engine()    # a second process opening it: nothing to migrate, nothing lost
+    assert again.schema_version == SCHEMA_VERSION and len(again.mailboxes()) == 1
+
+
+def test_addresses_are_one_mailbox_whatever_their_case_and_lookups_ignore_case(store):
+    first = _mailbox(store)
+    second = store.upsert_mailbox("health", "A@Health.gov.bz", "a2", "Ana Núñez", [])
+    assert first == second and len(store.mailboxes()) == 1
+    assert store.mailbox("A@HEALTH.GOV.BZ").login == "a2"
+    assert [m.email for m in store.find_mailboxes("ana")] == ["a@health.gov.bz"]   # part of the display name
+    assert store.find_mailboxes("nobody") == []
+
+
+def test_the_event_log_is_append_only_and_state_changes_are_events(store):
+    mid = _mailbox(store)
+    store.set_mailbox_state(mid, "prestaging")
+    store.set_mailbox_state(mid, "failed", "login refused")
+    events = store.events(obj="mailbox/a@health.gov.bz")
+    assert [e.detail for e in events][-2:] == ["new -> prestaging", "prestaging -> failed: login refused"]
+    with pytest.raises(Exception, match="append-only"), store.tx() as c:
+        c.execute("UPDATE events SET detail = 'rewritten'")
+    with pytest.raises(Exception, match="append-only"), store.tx() as c:
+        c.execute("DELETE FROM events")
+    assert len(store.events()) == len(events)
+
+
+def test_sizes_past_2_gib_and_inventory_folders_are_kept(store):
+    mid = _mailbox(store)
+    huge = 7 * 1024 ** 3
+    store.record_inventory(mid, ok=True, messages=120_000, bytes_=huge, largest=3 * 1024 ** 3,
+                           folders=[{"name": "INBOX", "messages": 10, "bytes": huge},
+                                    {"name": "Calendar", "messages": 3, "bytes": 10, "kind": "calendar"}])
+    store.record_inventory(mid, ok=True, messages=120_001, bytes_=huge + 1,
+                           folders=[{"name": "INBOX", "messages": 11, "bytes": huge + 1}])
+    (row,) = store.inventory()
+    assert (row.messages, row.bytes, row.ok) == (120_001, huge + 1, True)
+    assert store.inventory_folders(mid) == [InventoryFolderRow(name="INBOX", special_use=None, messages=11,
+                                                               bytes=huge + 1, error=None, kind="mail")]
+    store.record_mailbox_sync(mid, result="ok", src_messages=1, src_bytes=huge, copied_messages=1,
+                              copied_bytes=huge, failed_messages=0)
+    assert store.mailbox_by_id(mid).copied_bytes == huge
+
+
+def test_message_records_replace_by_source_uid_or_item_and_never_duplicate(store):
+    mid = _mailbox(store)
+    folder = store.ensure_folder(mid, "INBOX", "INBOX", subscribed=True)
+    store.update_folder(folder.id, source_uidvalidity=2 ** 32 - 1, source_modseq=2 ** 62)
+    store.record_pending(folder.id, [(1, None, "fp1", 10, "\\Seen"), (2, None, "fp2", 20, "")], 100)
+    store.record_copied(folder.id, [(1, None, 100, "fp1", 10, "\\Seen")])
+    store.record_failed(folder.id, 2, None, "fp2", 20, "too big")
+    store.record_not_migrated(folder.id, [("item-9", 5, "a contact")])
+    store.record_copied(folder.id, [(None, "item-8", 101, "fp8", 8, "")])
+    store.record_copied(folder.id, [(None, "item-8", 102, "fp8", 8, "\\Flagged")])
+    records = {(r.src_uid, r.src_item): r for r in store.message_records(folder.id)}
+    assert len(records) == 4
+    assert (records[(1, None)].state, records[(1, None)].dest_uid, records[(1, None)].dest_uidnext_before) == \
+        ("copied", 100, None)
+    assert (records[(2, None)].state, records[(2, None)].error) == ("failed", "too big")
+    assert records[(None, "item-8")].dest_uid == 102 and records[(None, "item-9")].state == "skipped"
+    assert store.folders(mid)[0].source_modseq == 2 ** 62
+    assert store.copied_totals(mid) == (2, 18)
+    assert store.folders_needing_attention(mid) == {folder.id}
+    store.update_message_flags(folder.id, [("\\Seen \\Answered", 1, None)])
+    store.delete_message_records(folder.id, src_uids=[2], src_items=["item-9"])
+    assert {r.src_uid or r.src_item for r in store.message_records(folder.id)} == {1, "item-8"}
+    store.record_keyword_names({"$k1": "Budget 2027"})
+    store.record_keyword_names({"$k1": "changed", "$k2": "Other"})
+    assert store.keyword_names() == {"$k1": "Budget 2027", "$k2": "Other"}
+
+
+def test_groupware_waves_runs_and_dns_domains(store):
+    mid = _mailbox(store)
+    record = GroupwareRecord("calendar", "uid-1", "item-1", "ck-1", "https://dav/x.ics", '"e"', "copied", None)
+    store.record_groupware_items(mid, [record])
+    store.record_groupware_items(mid, [record])
+    assert store.groupware_records(mid, "calendar") == {"uid-1": record}
+    store.record_wave("pilot", position=0, plan_file="plans/pilot.yaml", doc={"mailboxes": ["a@health.gov.bz"]})
+    store.approve_wave("pilot", position=0, plan_file="plans/pilot.yaml", plan_hash="ab" * 32,
+                       doc={"mailboxes": ["a@health.gov.bz"]}, who="tester")
+    assert store.wave("pilot").approved_by == "tester"
+    first, second = store.start_run("pilot", "prestage"), store.start_run("pilot", "delta")
+    assert second > first
+    store.finish_run(first, result="ok", mailboxes=1, messages=3, bytes_=4, seconds=1.5)
+    assert store.abandon_runs("pilot") == [second]
+    runs = store.runs("pilot")
+    assert all(isinstance(r, RunRow) for r in runs)
+    assert [(r.pass_name, r.result) for r in runs] == [("prestage", "ok"), ("delta", "killed")]
+    assert runs[0].host and (runs[0].mailboxes, runs[0].messages, runs[0].bytes, runs[0].seconds) == (1, 3, 4, 1.5)
+    assert list(runs[0].as_dict())[:4] == ["id", "wave", "pass", "started_at"]  # JSON keeps the column's name
+    store.update_dns_domain("Health.gov.bz", state="prepared", old_ttl=3600, baseline=[{"type": "MX"}])
+    assert store.dns_domain("HEALTH.gov.bz").baseline == [{"type": "MX"}]
+    assert [d.domain for d in store.dns_domains()] == ["health.gov.bz"]
+
+
+def test_a_lease_is_one_holders_until_it_lapses(engine):
+    one, two = engine(), engine()
+    assert one.take_lease("wave/pilot", holder="host-a:1", purpose="run", ttl=30)
+    assert not two.take_lease("wave/pilot", holder="host-b:2", purpose="run", ttl=30)
+    assert not one.take_lease("wave/pilot", holder="host-a:1", purpose="run", ttl=30), "not re-entrant"
+    held = two.lease("wave/pilot")
+    assert (held.holder, held.purpose) == ("host-a:1", "run") and 25 < held.remaining <= 30
+    assert one.renew("host-a:1", -1.0) == 1
+    assert two.take_lease("wave/pilot", holder="host-b:2", purpose="run", ttl=30), "a lapsed lease is free"
+    assert one.lease("wave/pilot").holder == "host-b:2"
+    one.release_lease("wave/pilot", "host-a:1")        # not its holder any more: nothing happens
+    assert one.lease("wave/pilot").holder == "host-b:2"
+    two.release_lease("wave/pilot", "host-b:2")
+    assert one.lease("wave/pilot") is None
+
+
+def test_a_lock_held_by_a_dead_process_on_this_host_is_taken_over_and_a_live_one_is_refused(engine,
+                                                                                           monkeypatch):
+    monkeypatch.setenv("GOVMIGRATE_HOST", "this-host")
+    store = engine()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    assert store.take_lease("wave/pilot", holder=f"this-host:{dead}", purpose="govmigrate run pilot", ttl=300)
+    with StoreLock(store, "wave/pilot", "govmigrate run pilot --pass delta") as lock:
+        assert store.lease("wave/pilot").holder == lock.holder == f"this-host:{os.getpid()}"
+        with pytest.raises(LockHeld, match=r"wave/pilot is locked by govmigrate run pilot --pass delta "
+                                           rf"\(this-host:{os.getpid()}"):
+            StoreLock(engine(), "wave/pilot", "another run").acquire()
+    assert store.lease("wave/pilot") is None
+    assert store.take_lease("wave/other", holder="elsewhere:1", purpose="run", ttl=300)
+    with pytest.raises(LockHeld, match="elsewhere:1"):   # another host: only its lease's lapse frees it
+        StoreLock(store, "wave/other", "run").acquire()
+
+
+def test_workers_claim_each_queued_mailbox_once_and_a_lapsed_claim_again(engine):
+    store = engine()
+    store.upsert_source("health", "Ministry of Health", "imap", ["health.gov.bz"])
+    store.upsert_source("finance", "Ministry of Finance", "ews", ["finance.gov.bz"])
+    ids = [store.upsert_mailbox("health" if i % 2 else "finance", f"u{i}@x.gov.bz", f"u{i}", "", [])
+           for i in range(40)]
+    run_id = store.start_run("pilot", "prestage")
+    assert store.enqueue(run_id, "pilot", "prestage", [(i, store.mailbox_by_id(i).source_id) for i in ids]) == 40
+    claimed: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def claimer(name: str) -> None:
+        mine = engine()
+        while (claim := mine.claim(name, ttl=60)) is not None:
+            with lock:
+                claimed.append((name, claim.mailbox_id))
+
+    threads = [threading.Thread(target=claimer, args=(f"host-{n}:1",)) for n in "abcd"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(m for _, m in claimed) == sorted(ids), "each mailbox claimed exactly once"
+    assert store.work_counts(run_id) == {"claimed": 40}
+    assert store.claim("host-e:1", ttl=60) is None
+
+    dead = claimed[0][0]
+    store.renew(dead, -1.0)      # that worker stopped renewing: all its claims lapse
+    again = store.claim("host-e:1", ttl=60)
+    assert again is not None and again.lapsed_from == dead and again.attempts == 2
+    assert not store.finish_claim(again.id, dead, "done", {}), "the old worker's late result is not taken"
+    assert store.finish_claim(again.id, "host-e:1", "done", {"copied": 3})
+    item = next(w for w in store.work_items(run_id=run_id) if w.id == again.id)
+    assert (item.state, item.worker, item.outcome["copied"]) == ("done", "host-e:1", 3)
+    other = next(w for w in store.work_items(run_id=run_id) if w.state == "claimed")
+    store.return_claim(other.id, other.worker)
+    assert store.work_counts(run_id).get("queued") == 1
+    assert store.claim("host-f:1", ttl=60, sources=["nowhere"]) is None
+    assert store.withdraw_work(run_id) == 1
+
+
+def test_connection_slots_hold_across_processes(engine):
+    stores = [engine() for _ in range(3)]
+    beats = [Heartbeat(s, 30, holder=f"host-{n}:1") for s, n in zip(stores, "abc", strict=True)]
+    slots = [Slots(s, "source/health", 2, b, poll=0.01) for s, b in zip(stores, beats, strict=True)]
+    inside, peak = [0], [0]
+    lock = threading.Lock()
+
+    def use(slot: Slots) -> None:
+        for _ in range(5):
+            with slot:
+                with lock:
+                    inside[0] += 1
+                    peak[0] = max(peak[0], inside[0])
+                threading.Event().wait(0.02)
+                with lock:
+                    inside[0] -= 1
+
+    threads = [threading.Thread(target=use, args=(s,)) for s in slots for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 2
+    assert stores[0].leases("slot/") == []
+
+
+def test_a_newer_schema_is_refused(engine):
+    store = engine()
+    with store.tx() as c:
+        if store.engine.name == "sqlite":
+            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        else:
+            c.execute("INSERT INTO govmigrate_schema(version) VALUES (?)", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="newer than this govmigrate"):
+        engine()

@@ -1,0 +1,340 @@
+"""Several migration hosts: the state store on PostgreSQL, a pass queued for workers, one worker killed.
+
+Three `govmigrate worker` processes stand in for three hosts (GOVMIGRATE_HOST names them); the store is the
+lab's real PostgreSQL, the sources and the central host the lab's Dovecot servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from migrate.core.errors import ExitCode
+from tests.lab import scenario
+from tests.lab.inspect import read_mailbox
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def env_for(ws: Path, password: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), GOVLAB_STATE_PASSWORD=password, **extra)
+    env.pop("GOVMIGRATE_WORKSPACE", None)
+    return env
+
+
+def cli(ws: Path, password: str, *args: str, host: str = "host-a", **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "migrate", "-w", str(ws), *args], capture_output=True, text=True,
+                          env=env_for(ws, password, GOVMIGRATE_HOST=host, **extra), timeout=300, cwd=ROOT)
+
+
+_spawned: list[subprocess.Popen] = []
+
+
+def spawn(ws: Path, password: str, *args: str, host: str, **extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "migrate", "-w", str(ws), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env_for(ws, password, GOVMIGRATE_HOST=host, **extra),
+                            cwd=ROOT)
+    _spawned.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    yield
+    while _spawned:
+        proc = _spawned.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def shared_state(ws: Path, url: str, *, extra: str = "") -> None:
+    """Point the workspace at the PostgreSQL database (its password from an environment variable)."""
+    address = url.split("@", 1)[1]
+    project = ws / "migration.yaml"
+    project.write_text(project.read_text() + f"state:\n  url: postgresql://{address}\n  user: govmigrate\n"
+                       "  password: env:GOVLAB_STATE_PASSWORD\n" + extra)
+    (ws / "state.db").unlink()   # nothing may go on using the workspace's own file
+
+
+def open_shared(url: str, password: str):
+    from migrate.core.store import open_postgres
+
+    return open_postgres(url, password=password)
+
+
+@pytest.fixture
+def shared_lab(tmp_path, postgres_server, postgres_url):
+    ws = tmp_path / "ws"
+    lab, boxes = scenario.small_lab(ws, seed="workers", users=6, messages=40)
+    yield lab, boxes, ws, postgres_url, postgres_server.password
+    lab.stop()
+
+
+def plan_wave(ws: Path, password: str) -> list[str]:
+    for step in (("inventory", "mail"), ("plan", "generate"), ("plan", "approve", "wave-01")):
+        done = cli(ws, password, *step)
+        assert done.returncode == 0, done.stderr
+    shown = cli(ws, password, "plan", "show", "wave-01", "--json")
+    return json.loads(shown.stdout)["mailboxes"] if shown.returncode == 0 else []
+
+
+def wait_for(what: str, check, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_three_workers_one_killed_with_sigkill_finish_the_wave_exactly(shared_lab):
+    lab, boxes, ws, url, password = shared_lab
+    shared_state(ws, url, extra="sync:\n  lease_seconds: 3\n  batch_messages: 5\n")
+    project = ws / "migration.yaml"
+    # A slow link, so that every worker is still copying when one of them is killed.
+    project.write_text(project.read_text().replace("  connections: 4\n", "  connections: 4\n  bandwidth: 1 MB/s\n", 1))
+    plan_wave(ws, password)
+    store = open_shared(url, password)
+    try:
+        members = [m.email for m in store.mailboxes(wave="wave-01")]
+        assert len(members) >= 4
+        run = spawn(ws, password, "run", "wave-01", "--workers", "--json", host="host-a")
+        wait_for("the pass to be queued", lambda: bool(store.work_left()) or run.poll() is not None)
+        assert run.poll() is None, run.communicate()
+        workers = {
+            "host-a": spawn(ws, password, "worker", "--drain", "--max-mailboxes", "1", host="host-a"),
+            # host-b dies (SIGKILL, as a power cut) after its third APPEND: mid-mailbox, copies unrecorded.
+            "host-b": spawn(ws, password, "worker", "--drain", "--max-mailboxes", "1", host="host-b",
+                            GOVMIGRATE_CRASH_AT="after-append:3"),
+            "host-c": spawn(ws, password, "worker", "--drain", "--max-mailboxes", "1", host="host-c"),
+        }
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+        ended = {name: (p.wait(timeout=120), p.communicate()[1]) for name, p in workers.items()}
+        assert ended["host-b"][0] == -signal.SIGKILL, ended["host-b"][1]
+        for name in ("host-a", "host-c"):
+            assert ended[name][0] == 0, ended[name][1]
+            assert "Traceback" not in ended[name][1]
+
+        result = json.loads(out)
+        assert {o["after"] for o in result["mailboxes"]} == {"prestaged"}
+        assert sorted(o["email"] for o in result["mailboxes"]) == sorted(members)
+        assert {o["host"] for o in result["mailboxes"]} <= {"host-a", "host-c"}
+        taken = [e for e in store.events() if e.action == "taken-over"]
+        assert len(taken) == 1 and "host-b:" in taken[0].detail, taken
+        rows = {m.email: m for m in store.mailboxes(wave="wave-01")}
+        assert {rows[e].last_sync_host for e in members} <= {"host-a", "host-c"}
+        assert {rows[e].last_sync_host for e in members} == {"host-a", "host-c"}, "both survivors worked"
+    finally:
+        store.close()
+
+    verify = cli(ws, password, "verify", *members, "--deep", "--json")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    for row in json.loads(verify.stdout):
+        assert row["matches"] and row["missing"] == 0 and row["duplicates"] == 0, row
+    for box in boxes:
+        if box.email in members:
+            folders = read_mailbox(lab.central, box.email).values()
+            assert (sum(len(f.messages) for f in folders), sum(len(m.raw) for f in folders for m in f.messages)) \
+                == (box.messages, box.size), box.email
+
+    status = cli(ws, password, "status", members[0])
+    assert status.returncode == 0, status.stderr
+    assert re.search(r"last sync .* \(ok\) on host-[ac]", status.stdout), status.stdout
+    record = cli(ws, password, "report", "--wave", "wave-01", "--json")
+    assert record.returncode == 0, record.stderr
+    assert {m["host"] for m in json.loads(record.stdout)["mailboxes"]} == {"host-a", "host-c"}
+    table = cli(ws, password, "report", "--wave", "wave-01")
+    assert "copied by" in table.stdout and "host-c" in table.stdout
+
+
+def _sessions(server, logins: set[str]) -> int:
+    """Concurrent IMAP sessions of these users, as the Dovecot server itself counts them (doveadm who)."""
+    total = 0
+    for line in server.doveadm("who").splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3 and parts[0].split("*")[0] in logins and parts[2] == "imap":
+            total += int(parts[1])
+    return total
+
+
+def test_a_sources_connection_limit_holds_across_workers(shared_lab):
+    lab, boxes, ws, url, password = shared_lab
+    shared_state(ws, url, extra="sync:\n  batch_messages: 5\n")
+    project = ws / "migration.yaml"
+    project.write_text(project.read_text().replace("  connections: 4\n", "  connections: 2\n  bandwidth: 1 MB/s\n", 1))
+    plan_wave(ws, password)
+    source = next(iter(lab.sources.values()))
+    logins = {b.login for b in boxes}
+    store = open_shared(url, password)
+    try:
+        run = spawn(ws, password, "run", "wave-01", "--workers", host="host-a")
+        wait_for("the pass to be queued", lambda: bool(store.work_left()) or run.poll() is not None)
+        assert run.poll() is None, run.communicate()
+        seen: list[int] = []
+        live: list[int] = []     # messages a claimed (unfinished) mailbox had copied, as the queue showed it
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                seen.append(_sessions(source.server, logins))
+                live.extend(i.messages for i in store.work_items(wave="wave-01") if i.state == "claimed")
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        # The wave's lock is in the shared store: a second run of the wave, from another host, is refused.
+        second = cli(ws, password, "run", "wave-01", "--workers", host="host-z")
+        assert second.returncode == ExitCode.LOCKED, second.stderr
+        assert "wave/wave-01 is locked by govmigrate run wave-01 --pass prestage (host-a:" in second.stderr
+        workers = [spawn(ws, password, "worker", "--drain", "--max-mailboxes", "3", host=f"host-{n}")
+                   for n in "abc"]
+        _out, err = run.communicate(timeout=300)
+        done.set()
+        sampler.join()
+        for w in workers:
+            assert w.wait(timeout=120) == 0, w.communicate()[1]
+        assert run.returncode == 0, err
+    finally:
+        store.close()
+    # Nine mailboxes could be copied at once (3 workers × 3); the source allows 2, and Dovecot saw no more.
+    assert max(seen) == 2, seen
+    assert max(live) > 0, "a mailbox's progress reached the queue while it was being copied"
+
+
+def test_postgresql_unreachable_at_start_is_a_clear_error_with_exit_4(tmp_path, postgres_server):
+    from tests.lab.base import free_port
+
+    ws = tmp_path / "ws"
+    lab, _boxes = scenario.small_lab(ws, seed="nopg", users=1, messages=3)
+    try:
+        shared_state(ws, f"postgresql://govmigrate@127.0.0.1:{free_port()}/govmigrate")
+        for args in (("log",), ("worker", "--drain"), ("run", "wave-01", "--workers")):
+            done = cli(ws, postgres_server.password, *args)
+            assert done.returncode == ExitCode.UNREACHABLE, (args, done.stderr)
+            assert "the state store postgresql://govmigrate@127.0.0.1:" in done.stderr
+            assert "cannot be reached" in done.stderr and "Traceback" not in done.stderr
+            assert postgres_server.password not in done.stderr + done.stdout
+        wrong = cli(ws, "not-the-password", "log")
+        assert wrong.returncode == ExitCode.UNREACHABLE
+    finally:
+        lab.stop()
+
+
+def test_a_wrong_database_password_exits_5_without_showing_it(shared_lab):
+    _lab, _boxes, ws, url, _password = shared_lab
+    shared_state(ws, url)
+    done = cli(ws, "Wrong-Password-123", "log")
+    assert done.returncode == ExitCode.AUTH, done.stderr
+    assert "refused the login" in done.stderr and "Wrong-Password-123" not in done.stderr + done.stdout
+
+
+def test_workers_reconnect_after_postgresql_restarts_mid_wave(shared_lab, postgres_server):
+    _lab, _boxes, ws, url, password = shared_lab
+    shared_state(ws, url, extra="sync:\n  lease_seconds: 5\n  batch_messages: 5\n")
+    project = ws / "migration.yaml"
+    project.write_text(project.read_text().replace("  connections: 4\n", "  connections: 4\n  bandwidth: 1 MB/s\n", 1))
+    plan_wave(ws, password)
+    store = open_shared(url, password)
+    try:
+        members = [m.email for m in store.mailboxes(wave="wave-01")]
+        run = spawn(ws, password, "run", "wave-01", "--workers", "--json", host="host-a")
+        wait_for("the pass to be queued", lambda: bool(store.work_left()) or run.poll() is not None)
+        workers = [spawn(ws, password, "worker", "--drain", "--max-mailboxes", "2", host=f"host-{n}") for n in "ab"]
+        wait_for("copying to start", lambda: any(i.state == "done" for i in store.work_items(wave="wave-01")))
+        postgres_server.restart()       # mid-wave: workers are between and inside transactions
+        time.sleep(1.5)
+        postgres_server.restart()       # and once more while they reconnect and copy
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+        for w in workers:
+            code = w.wait(timeout=120)
+            assert code == 0, w.communicate()[1]
+        result = json.loads(out)
+        assert {o["after"] for o in result["mailboxes"]} == {"prestaged"}
+    finally:
+        store.close()
+    verify = cli(ws, password, "verify", *members, "--deep", "--json")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    for row in json.loads(verify.stdout):
+        assert row["matches"] and row["missing"] == 0 and row["duplicates"] == 0, row
+
+
+def test_a_worker_whose_database_is_dropped_stops_with_a_clear_error(shared_lab, postgres_server):
+    _lab, _boxes, ws, url, password = shared_lab
+    shared_state(ws, url)
+    assert cli(ws, password, "log").returncode == 0          # the store exists and has its tables
+    worker = spawn(ws, password, "worker", host="host-a")    # waits for work, as a service does
+    store = open_shared(url, password)
+    try:
+        wait_for("the worker to announce itself", lambda: bool(store.leases("worker/")) or worker.poll() is not None)
+    finally:
+        store.close()
+    postgres_server.drop_database(url.rsplit("/", 1)[1])
+    _out, err = worker.communicate(timeout=120)
+    assert worker.returncode == ExitCode.WORKSPACE, err
+    assert "does not exist" in err and "Traceback" not in err and password not in err
+
+
+def test_a_worker_gives_up_when_postgresql_stays_away_past_the_reconnect_window(tmp_path):
+    from tests.lab.postgres import PostgresServer
+
+    ws = tmp_path / "ws"
+    lab, _boxes = scenario.small_lab(ws, seed="pgaway", users=1, messages=3)
+    server = PostgresServer().start()
+    try:
+        shared_state(ws, server.url, extra="")
+        project = ws / "migration.yaml"
+        project.write_text(project.read_text().replace("  password: env:GOVLAB_STATE_PASSWORD\n",
+                                                       "  password: env:GOVLAB_STATE_PASSWORD\n"
+                                                       "  reconnect_seconds: 2\n"))
+        worker = spawn(ws, server.password, "worker", host="host-a")
+        store = open_shared(server.url, server.password)
+        try:
+            wait_for("the worker to announce itself",
+                     lambda: bool(store.leases("worker/")) or worker.poll() is not None)
+        finally:
+            store.close()
+        server.stop()
+        _out, err = worker.communicate(timeout=120)
+        assert worker.returncode == ExitCode.UNREACHABLE, err
+        assert "the state store postgresql://govmigrate@127.0.0.1:" in err and "Traceback" not in err
+    finally:
+        server.cleanup()
+        lab.stop()
+
+
+def test_the_shared_store_verifies_the_database_servers_certificate(shared_lab, postgres_server, tmp_path):
+    from tests.lab.certs import self_signed
+
+    _lab, _boxes, ws, url, password = shared_lab
+    project = ws / "migration.yaml"
+    shared_state(ws, url)
+    base = project.read_text()
+    project.write_text(base.replace("  password: env:GOVLAB_STATE_PASSWORD\n",
+                                    f"  password: env:GOVLAB_STATE_PASSWORD\n  ca_file: {postgres_server.ca_file}\n"))
+    trusted = cli(ws, password, "log")
+    assert trusted.returncode == 0, trusted.stderr
+    other = self_signed(tmp_path / "other-ca", "impostor")
+    project.write_text(base.replace("  password: env:GOVLAB_STATE_PASSWORD\n",
+                                    f"  password: env:GOVLAB_STATE_PASSWORD\n  ca_file: {other.cert}\n"))
+    refused = cli(ws, password, "log")
+    assert refused.returncode == ExitCode.UNREACHABLE, refused.stderr
+    assert "TLS failed" in refused.stderr and "certificate verify failed" in refused.stderr
+    assert "Traceback" not in refused.stderr and password not in refused.stderr
+
+    project.write_text(base.replace("  password: env:GOVLAB_STATE_PASSWORD\n",
+                                    f"  password: env:GOVLAB_STATE_PASSWORD\n  ca_file: {other.cert}\n"
+                                    "  verify_certificate: false\n"))
+    unverified = cli(ws, password, "log")
+    assert unverified.returncode == 0, unverified.stderr
