@@ -88,6 +88,24 @@ def plan_wave(ws: Path, password: str) -> list[str]:
     return json.loads(shown.stdout)["mailboxes"] if shown.returncode == 0 else []
 
 
+def slow_wave(ws: Path, url: str, password: str, *, sync: str, connections: int = 4) -> None:
+    """The workspace on the shared store, its source behind a slow link (1 MB/s, so that workers are still
+    copying when a test acts), and wave-01 planned and approved."""
+    shared_state(ws, url, extra=f"sync:\n{sync}")
+    project = ws / "migration.yaml"
+    project.write_text(project.read_text().replace("  connections: 4\n",
+                                                   f"  connections: {connections}\n  bandwidth: 1 MB/s\n", 1))
+    plan_wave(ws, password)
+
+
+def queue_wave(ws: Path, password: str, store, *args: str) -> subprocess.Popen:
+    """`run wave-01 --workers` from host-a, once it has queued the pass."""
+    run = spawn(ws, password, "run", "wave-01", "--workers", *args, host="host-a")
+    wait_for("the pass to be queued", lambda: bool(store.work_left()) or run.poll() is not None)
+    assert run.poll() is None, run.communicate()
+    return run
+
+
 def wait_for(what: str, check, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -99,18 +117,12 @@ def wait_for(what: str, check, timeout: float = 120.0) -> None:
 
 def test_three_workers_one_killed_with_sigkill_finish_the_wave_exactly(shared_lab):
     lab, boxes, ws, url, password = shared_lab
-    shared_state(ws, url, extra="sync:\n  lease_seconds: 3\n  batch_messages: 5\n")
-    project = ws / "migration.yaml"
-    # A slow link, so that every worker is still copying when one of them is killed.
-    project.write_text(project.read_text().replace("  connections: 4\n", "  connections: 4\n  bandwidth: 1 MB/s\n", 1))
-    plan_wave(ws, password)
+    slow_wave(ws, url, password, sync="  lease_seconds: 3\n  batch_messages: 5\n")
     store = open_shared(url, password)
     try:
         members = [m.email for m in store.mailboxes(wave="wave-01")]
         assert len(members) >= 4
-        run = spawn(ws, password, "run", "wave-01", "--workers", "--json", host="host-a")
-        wait_for("the pass to be queued", lambda: bool(store.work_left()) or run.poll() is not None)
-        assert run.poll() is None, run.communicate()
+        run = queue_wave(ws, password, store, "--json")
         workers = {
             "host-a": spawn(ws, password, "worker", "--drain", "--max-mailboxes", "1", host="host-a"),
             # host-b dies (SIGKILL, as a power cut) after its third APPEND: mid-mailbox, copies unrecorded.
@@ -170,17 +182,12 @@ def _sessions(server, logins: set[str]) -> int:
 
 def test_a_sources_connection_limit_holds_across_workers(shared_lab):
     lab, boxes, ws, url, password = shared_lab
-    shared_state(ws, url, extra="sync:\n  batch_messages: 5\n")
-    project = ws / "migration.yaml"
-    project.write_text(project.read_text().replace("  connections: 4\n", "  connections: 2\n  bandwidth: 1 MB/s\n", 1))
-    plan_wave(ws, password)
+    slow_wave(ws, url, password, sync="  batch_messages: 5\n", connections=2)
     source = next(iter(lab.sources.values()))
     logins = {b.login for b in boxes}
     store = open_shared(url, password)
     try:
-        run = spawn(ws, password, "run", "wave-01", "--workers", host="host-a")
-        wait_for("the pass to be queued", lambda: bool(store.work_left()) or run.poll() is not None)
-        assert run.poll() is None, run.communicate()
+        run = queue_wave(ws, password, store)
         seen: list[int] = []
         live: list[int] = []     # messages a claimed (unfinished) mailbox had copied, as the queue showed it
         done = threading.Event()
@@ -241,15 +248,11 @@ def test_a_wrong_database_password_exits_5_without_showing_it(shared_lab):
 
 def test_workers_reconnect_after_postgresql_restarts_mid_wave(shared_lab, postgres_server):
     _lab, _boxes, ws, url, password = shared_lab
-    shared_state(ws, url, extra="sync:\n  lease_seconds: 5\n  batch_messages: 5\n")
-    project = ws / "migration.yaml"
-    project.write_text(project.read_text().replace("  connections: 4\n", "  connections: 4\n  bandwidth: 1 MB/s\n", 1))
-    plan_wave(ws, password)
+    slow_wave(ws, url, password, sync="  lease_seconds: 5\n  batch_messages: 5\n")
     store = open_shared(url, password)
     try:
         members = [m.email for m in store.mailboxes(wave="wave-01")]
-        run = spawn(ws, password, "run", "wave-01", "--workers", "--json", host="host-a")
-        wait_for("the pass to be queued", lambda: bool(store.work_left()) or run.poll() is not None)
+        run = queue_wave(ws, password, store, "--json")
         workers = [spawn(ws, password, "worker", "--drain", "--max-mailboxes", "2", host=f"host-{n}") for n in "ab"]
         wait_for("copying to start", lambda: any(i.state == "done" for i in store.work_items(wave="wave-01")))
         postgres_server.restart()       # mid-wave: workers are between and inside transactions
