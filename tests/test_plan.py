@@ -17,8 +17,8 @@ import yaml
 from migrate.core.config import load_project
 from migrate.core.errors import ExitCode
 from migrate.core.locks import Lock
+from migrate.core.registry import register_users
 from migrate.core.store import open_store
-from migrate.mailbox.registry import register_users
 from migrate.plans.planner import cutover_domains
 
 MB = 1_000_000

@@ -31,8 +31,8 @@ from migrate.cli.progress import (
 from migrate.core.config import load_project
 from migrate.core.errors import ExitCode
 from migrate.core.progress import ProgressEvent, ProgressTotals
+from migrate.core.registry import register_users
 from migrate.core.store import open_store
-from migrate.mailbox.registry import register_users
 from migrate.mailbox.sync import SyncEngine, SyncOptions
 from migrate.plans.catalog import Catalog
 from tests.lab import corpus, scenario

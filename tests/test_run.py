@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from migrate.core import lifecycle
 from migrate.core.errors import ExitCode, UsageError
 from migrate.core.store import MailboxRow, open_store
-from migrate.waves import lifecycle
 from tests.lab import scenario
 from tests.lab.inspect import read_mailbox
 from tests.lab.scenario import Lab

@@ -11,8 +11,8 @@ import pytest
 
 from migrate.core.config import load_project
 from migrate.core.errors import ExitCode
+from migrate.core.registry import register_users
 from migrate.core.store import open_store
-from migrate.mailbox.registry import register_users
 from migrate.mailbox.sync import SyncEngine, SyncOptions
 from tests.lab import corpus, scenario
 from tests.lab.inspect import as_comparable, expected_central, read_mailbox

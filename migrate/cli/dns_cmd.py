@@ -49,7 +49,7 @@ def all_domains(app: App) -> list[str]:
 
 def wave_domains(app: App, wave: str) -> list[str]:
     """The domains whose cut-over follows ``wave`` (its plan file's ``cutover_domains``)."""
-    from migrate.mailbox.registry import register_users
+    from migrate.core.registry import register_users
     from migrate.plans.planfiles import load_plan
 
     project, store = app.project, app.store

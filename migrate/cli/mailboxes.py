@@ -5,8 +5,8 @@ from __future__ import annotations
 from migrate.cli.app import App
 from migrate.core.config import Project
 from migrate.core.errors import UsageError
+from migrate.core.registry import register_users
 from migrate.core.store import MailboxRow, Store
-from migrate.mailbox.registry import register_users
 from migrate.mailbox.sync import selected_mailboxes
 
 

@@ -20,7 +20,7 @@ from rich.text import Text
 from migrate.cli.app import App
 from migrate.core.cells import formula_safe
 from migrate.core.secrets import RedactingWriter, redact
-from migrate.reports.units import human_bytes
+from migrate.core.units import human_bytes
 
 __all__ = ["csv_cell", "emit_csv", "emit_json", "emit_table", "human_bytes", "output_options", "plain"]
 

@@ -9,8 +9,8 @@ import click
 from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_json, emit_table, human_bytes
 from migrate.core.errors import ExitCode, UsageError, ValidationFailed
+from migrate.core.registry import register_users
 from migrate.core.store import Store
-from migrate.mailbox.registry import register_users
 from migrate.mailbox.sync import selected_mailboxes
 from migrate.plans.catalog import Catalog
 from migrate.plans.edits import approval_status, approve_wave, diff_plan, move_mailbox

@@ -12,10 +12,10 @@ import click
 from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_json, emit_table, human_bytes
 from migrate.cli.progress import print_summary, progress_for, summary_line
+from migrate.core import lifecycle
 from migrate.core.errors import Interrupted, PreflightFailed, UsageError
-from migrate.mailbox.registry import register_users
+from migrate.core.registry import register_users
 from migrate.plans.planfiles import load_plan
-from migrate.waves import lifecycle
 from migrate.waves.preflight import PreflightResult
 from migrate.waves.runner import WaveRun, WaveRunResult
 

@@ -10,7 +10,7 @@ import click
 
 from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_json, emit_table
-from migrate.mailbox.registry import register_users
+from migrate.core.registry import register_users
 from migrate.plans.planfiles import load_plan
 from migrate.voip.provision import FORMATS, export_wave
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from migrate.core.redaction import redact
+
 
 class ExitCode(IntEnum):
     """Process exit statuses (README: "Exit codes")."""
@@ -67,8 +69,6 @@ class MigrateError(Exception):
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         # Every error a user sees or the store keeps passes the redactor here, once: a secret that slipped
         # into a message (a server echoing a line, a URL) is masked wherever the message goes.
-        from migrate.core.secrets import redact
-
         message = redact(message)
         super().__init__(message)
         self.message = message

@@ -11,21 +11,19 @@ import os
 import re
 import stat
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from migrate.core.errors import SecretError
+from migrate.core.redaction import MASK, RedactingWriter, redact, register
 
-MASK = "***"
+__all__ = ["MASK", "MIN_LENGTH", "RedactingWriter", "Secret", "SecretRef", "SecretTooShort", "parse_ref", "redact",
+           "register", "resolve"]
+
 #: Shorter values are refused as passwords: they are guessable, and too short to mask in logs without
 #: also masking ordinary words that happen to contain them.
 MIN_LENGTH = 8
 _REF_RE = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|prompt)$")
-
-_known: set[str] = set()
-_known_lock = threading.Lock()
-_pattern: re.Pattern[str] | None = None
 
 
 class SecretTooShort(SecretError):
@@ -145,47 +143,3 @@ def _fetch(ref: SecretRef, base_dir: Path | None, label: str) -> str:
             raise SecretError(f"{label}: no value entered")
         return value
     raise SecretError(f"{label}: unknown secret reference kind {ref.kind!r}")
-
-
-def register(value: str) -> None:
-    """Remember a secret value so :func:`redact` hides it everywhere."""
-    global _pattern
-    if not value or len(value) < 3:
-        # Too short to redact without mangling ordinary text. No password this short gets here:
-        # resolve() refuses any value shorter than MIN_LENGTH before it becomes a Secret.
-        return
-    with _known_lock:
-        if value in _known:
-            return
-        _known.add(value)
-        _pattern = re.compile("|".join(re.escape(v) for v in sorted(_known, key=len, reverse=True)))
-
-
-#: An NTLM authenticate message in base64 ("NTLMSSP\0" and type 3), as HTTP headers and pyspnego's debug log
-#: carry it: its answer to the server's challenge is a hash of the password, crackable offline.
-_NTLM_AUTHENTICATE = re.compile(r"TlRMTVNTUAAD[A-Za-z0-9+/]*=*")
-
-
-def redact(text: str) -> str:
-    """Replace every registered secret value in ``text``, and any NTLM authenticate message, with the mask."""
-    pattern = _pattern
-    if not text:
-        return text
-    if pattern is not None:
-        text = pattern.sub(MASK, text)
-    return _NTLM_AUTHENTICATE.sub(MASK, text)
-
-
-class RedactingWriter:
-    """A text stream whose every write passes :func:`redact`: the CLI's stdout and stderr, so that what a
-    command prints is masked at one point, like what it logs."""
-
-    def __init__(self, stream) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        self._stream.write(redact(text))
-        return len(text)
-
-    def __getattr__(self, name: str):
-        return getattr(self._stream, name)

@@ -20,8 +20,8 @@ from migrate.core.errors import LoginFailed, RemoteError, TlsFailed, TransientEr
 from migrate.core.userlist import UserEntry
 from migrate.mailbox.ews import EwsMailbox, EwsSource
 from migrate.mailbox.imap import Endpoint, tls_context, tls_details
-from migrate.mailbox.inventory import Extremes, FolderMeasurement, MailboxMeasurement, SourceProbe
 from migrate.mailbox.inventory_imap import name_matches
+from migrate.mailbox.measurements import Extremes, FolderMeasurement, MailboxMeasurement, SourceProbe
 from migrate.mailbox.sources import ARCHIVE_NAME, OTHER_ACCESS, Sources
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from migrate.mailbox.imap import (
     storage_quota,
     tls_details,
 )
-from migrate.mailbox.inventory import Extremes, FolderMeasurement, MailboxMeasurement, SourceProbe
+from migrate.mailbox.measurements import Extremes, FolderMeasurement, MailboxMeasurement, SourceProbe
 from migrate.mailbox.protocol import fetch
 from migrate.mailbox.sources import Sources
 

@@ -57,7 +57,7 @@ class Sources:
             return None
         with self._lock:
             if source.id not in self._password_refs:  # the user list, read once per source
-                from migrate.mailbox.registry import read_users
+                from migrate.core.registry import read_users
 
                 self._password_refs[source.id] = {e.email.lower(): (e.password_ref, e.line)
                                                   for e in read_users(self.project, source)[0] if e.password_ref}

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from migrate.core import lifecycle
 from migrate.core.config import Project
 from migrate.core.errors import UsageError
 from migrate.core.store import Store, WaveRow
@@ -22,7 +23,6 @@ from migrate.plans.estimate import Rates
 from migrate.plans.model import IndexFile, WaveFile
 from migrate.plans.planfiles import Plan, write_index, write_wave
 from migrate.plans.planner import cutover_domains
-from migrate.waves import lifecycle
 
 
 def approval_status(plan_hash: str | tuple[str, ...] | None, row: WaveRow | None) -> str:

@@ -13,16 +13,16 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from migrate.core import lifecycle
 from migrate.core.config import Project
 from migrate.core.errors import Problem, UsageError
+from migrate.core.registry import register_users
 from migrate.core.store import Store, actor, now
-from migrate.mailbox.registry import register_users
 from migrate.plans.catalog import Catalog
 from migrate.plans.estimate import Rates
 from migrate.plans.model import INDEX_FILE, PLAN_VERSION, Excluded, IndexFile, PlanWindow, WaveFile
 from migrate.plans.planfiles import WaveFacts, load_plan, plan_exists, wave_facts, write_index, write_wave
 from migrate.plans.planner import PlannedWave, cutover_domains, propose
-from migrate.waves import lifecycle
 
 
 @dataclass

@@ -23,13 +23,13 @@ from pydantic import ValidationError
 from migrate.core.config import Project
 from migrate.core.errors import Problem, UsageError, ValidationFailed
 from migrate.core.store import Store
+from migrate.core.units import human_bytes
 from migrate.core.yamlsrc import Located, load_yaml, load_yaml_file, pydantic_problems
 from migrate.plans.catalog import Catalog
 from migrate.plans.estimate import Estimate, Rates, estimate, format_hours
 from migrate.plans.model import INDEX_FILE, IndexFile, WaveFile
 from migrate.plans.planner import cutover_domains
 from migrate.plans.render import render_index, render_wave
-from migrate.reports.units import human_bytes
 
 
 @dataclass

@@ -17,12 +17,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from migrate.core import lifecycle
 from migrate.core.store import Store
 from migrate.plans.catalog import MailboxInfo
 from migrate.plans.model import PlanWindow
 from migrate.reports.programme import FailureLine, ProgrammeReport, WaveLine, local_datetime
 from migrate.reports.status import plain_reason
-from migrate.waves import lifecycle
 
 #: How points are timed (local time).
 STAMP = "%Y-%m-%d %H:%M:%S"

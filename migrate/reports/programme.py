@@ -19,13 +19,13 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from migrate.core import lifecycle
 from migrate.core.config import Project
 from migrate.core.store import GroupwareSummaryRow, RunRow, Store, WaveRow, now
+from migrate.core.units import gb
 from migrate.plans.catalog import Catalog, MailboxInfo
 from migrate.plans.estimate import Rates, estimate
 from migrate.plans.model import PlanWindow
-from migrate.reports.units import gb
-from migrate.waves import lifecycle
 
 IN_PROGRESS = (lifecycle.PRESTAGING, lifecycle.PRESTAGED, lifecycle.DELTA_SYNCED)
 

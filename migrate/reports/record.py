@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from migrate.core import lifecycle
 from migrate.core.errors import UsageError
 from migrate.core.store import Event, RunRow, SipCheckRow, Store
 from migrate.dns.changes import ChangeSet
-from migrate.waves import lifecycle
 
 #: Wave events that say what a gate or a pre-flight found (refused, or forced with a reason).
 GATE_ACTIONS = ("preflight-failed", "gate-forced", "phone step-refused", "sip confirm-refused")

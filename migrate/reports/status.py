@@ -11,11 +11,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from migrate.core import lifecycle
 from migrate.core.config import Project
 from migrate.core.store import MailboxRow, Store
 from migrate.plans.catalog import Catalog
 from migrate.plans.model import PlanWindow
-from migrate.waves import lifecycle
 from migrate.waves.cutover import mx_now
 
 STATE_TEXT = {

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from migrate.core import lifecycle
 from migrate.core.config import Project, SipSection
 from migrate.core.errors import UsageError
 from migrate.core.fanout import fanout
@@ -39,7 +40,6 @@ from migrate.core.store import ExtensionRow, Store
 from migrate.voip.inventory import read_all
 from migrate.voip.resolve import Resolution, resolve
 from migrate.voip.sip.client import SipClient, SipError, SipTlsFailed, Target, Timers, TlsInfo
-from migrate.waves import lifecycle
 
 #: Check results, best first. ``note`` passes (with something worth knowing); ``skip`` was not checked.
 RESULTS = ("pass", "note", "warn", "fail", "skip")

@@ -20,11 +20,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from migrate.core import lifecycle
 from migrate.core.errors import PreflightFailed, UsageError
 from migrate.core.progress import ProgressSink, no_progress
 from migrate.core.store import ExtensionRow
 from migrate.voip.checks import SipCheckReport, run_checks
-from migrate.waves import lifecycle
 from migrate.waves.runner import WaveRun
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from migrate.core.config import Project, Source
 from migrate.core.errors import Problem, UsageError
 from migrate.core.fanout import fanout
+from migrate.core.registry import register_users
 from migrate.core.store import Store, now
-from migrate.mailbox.registry import register_users
 from migrate.voip.link import Link, Linker
 from migrate.voip.model import Extension, PbxInventory
 

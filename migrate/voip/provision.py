@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from migrate.core import lifecycle
 from migrate.core.config import Project
 from migrate.core.errors import UsageError
 from migrate.core.secrets import Secret
@@ -39,7 +40,6 @@ from migrate.voip.export import (
 )
 from migrate.voip.inventory import read_all
 from migrate.voip.model import Extension
-from migrate.waves import lifecycle
 from migrate.waves.runner import WaveRun
 
 FORMATS = ("freepbx", "kamailio", "csv")

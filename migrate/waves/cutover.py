@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from migrate.core import lifecycle
 from migrate.core.config import DnsSection, Project
 from migrate.core.crashpoints import crashpoint
 from migrate.core.errors import UsageError
@@ -40,7 +41,6 @@ from migrate.dns.prepare import parse_time
 from migrate.dns.propagation import Propagation, wait_propagated
 from migrate.dns.records import relative
 from migrate.dns.update import apply_changes
-from migrate.waves import lifecycle
 from migrate.waves.preflight import Finding, PreflightResult
 from migrate.waves.steps import STEPS, Step, sync_pass
 

@@ -25,6 +25,7 @@ from migrate.core.fanout import fanout
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.retry import call_with_retry
 from migrate.core.store import MailboxRow
+from migrate.core.units import human_bytes
 from migrate.mailbox.central import check_access
 from migrate.mailbox.imap import (
     Credentials,
@@ -36,7 +37,6 @@ from migrate.mailbox.imap import (
 )
 from migrate.mailbox.sources import Sources
 from migrate.plans.catalog import Catalog
-from migrate.reports.units import human_bytes
 
 log = logging.getLogger(__name__)
 

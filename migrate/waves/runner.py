@@ -8,7 +8,7 @@ passes, the DNS cut-over, later the SIP checks. The order of a run, and what eac
 2. The wave's lock (``.locks/``) is taken; a second run of the same wave is refused naming the holder
    (``LockHeld``, exit 7). Runs of the same wave that a kill left unfinished are marked ``killed``.
 3. The step picks its items (for a sync pass: by default the earliest pass with work left); see
-   :mod:`migrate.waves.lifecycle`.
+   :mod:`migrate.core.lifecycle`.
 4. The step's pre-flight; a problem stops the run before anything changes (``PreflightFailed``, exit 8)
    unless ``force``, which marks the failing items failed and goes on.
 5. The step runs. Each item's lifecycle state changes the moment its work ends, so a run killed at any
@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from migrate.core import lifecycle
 from migrate.core.config import Project
 from migrate.core.errors import ExitCode, Interrupted, NotApproved, PreflightFailed, UsageError
 from migrate.core.leases import wave_lock
 from migrate.core.progress import ProgressSink, no_progress
+from migrate.core.registry import register_users
 from migrate.core.store import MailboxRow, Store
-from migrate.mailbox.registry import register_users
 from migrate.plans.edits import approval_status
 from migrate.plans.planfiles import Plan, WavePlan
-from migrate.waves import lifecycle
 from migrate.waves.preflight import PreflightResult
 
 if TYPE_CHECKING:

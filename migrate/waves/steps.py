@@ -11,11 +11,11 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from migrate.core import lifecycle
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.store import MailboxRow, Store
 from migrate.mailbox.sync import MailboxReport, SyncEngine, SyncOptions
 from migrate.plans.catalog import Catalog
-from migrate.waves import lifecycle
 from migrate.waves.preflight import PreflightResult, preflight
 
 if TYPE_CHECKING:

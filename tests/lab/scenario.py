@@ -280,9 +280,9 @@ def provisioned_phones(ws: Path, extensions: list, sip: dict) -> tuple[Path, obj
     provisioned, their secrets in ``ws/phones.csv`` as a ``voip export --new-secrets`` leaves them, and the
     project file's ``sip:`` section. For the SIP checks' benchmark and limit tests; returns (project file,
     open store)."""
+    from migrate.core import lifecycle
     from migrate.core.store import open_store
     from migrate.voip.export import write_csv
-    from migrate.waves import lifecycle
     from tests.lab.base import LOOPBACK, free_port
 
     (ws / "users").mkdir(parents=True)
