@@ -8,13 +8,16 @@ import click
 from rich.table import Table
 
 from migrate.cli.app import App, pass_app
-from migrate.cli.output import emit_json, plain
-from migrate.core.config import DnsSection
-from migrate.core.errors import ExitCode, MigrateError, UsageError
+from migrate.cli.output import emit_json, output_options, plain
+from migrate.cli.run_cmd import run_with_progress, wave_run
+from migrate.core.errors import Finished, MigrateError, UsageError
 from migrate.dns.changes import ChangeSet, plan_domain
 from migrate.dns.checks import FAIL, PASS, WARN, DomainReport, check_domains
-from migrate.dns.client import DnsClient
+from migrate.dns.client import DnsClient, dns_section
 from migrate.dns.prepare import Prepared, prepare_domain
+from migrate.waves.results import StepResult
+from migrate.waves.step import StepOptions
+from migrate.waves.table import step
 
 STATUS_STYLE = {PASS: "green", WARN: "yellow", FAIL: "bold red"}
 
@@ -27,19 +30,6 @@ def command() -> None:
     to the primary, signed with the TSIG key), the resolvers to look through, and what every domain
     publishes after its cut-over. `check` and `plan` change nothing; `prepare` lowers TTLs.
     """
-
-
-def dns_section(app: App) -> DnsSection:
-    section = app.project.config.dns
-    if section is None:
-        raise UsageError(f"{app.project.path.name} has no dns: section",
-                         hint="add one: the authoritative nameservers, the TSIG key, resolvers and targets "
-                              "(govmigrate init writes a commented example)")
-    return section
-
-
-def dns_client(app: App) -> DnsClient:
-    return DnsClient(dns_section(app), app.project.base_dir)
 
 
 def all_domains(app: App) -> list[str]:
@@ -95,10 +85,9 @@ def _no_domains(app: App, wave: str, chosen: list[str], as_json: bool, doc: dict
 @command.command("check")
 @click.option("--domain", "domains", multiple=True, metavar="DOMAIN", help="Check this domain (repeatable).")
 @click.option("--wave", metavar="WAVE", help="Check the domains whose cut-over follows this wave.")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-@click.pass_context
-def check(ctx: click.Context, app: App, domains: tuple[str, ...], wave: str | None, as_json: bool) -> None:
+def check(app: App, domains: tuple[str, ...], wave: str | None, fmt: str) -> Finished:
     """Check the DNS records of ministry domains: pass, warn or fail, with the reason.
 
     By default every domain of every source. Per domain: delegation (the parent's NS set is the zone's),
@@ -110,19 +99,19 @@ def check(ctx: click.Context, app: App, domains: tuple[str, ...], wave: str | No
     Records the cut-over creates are "not yet" (warn) before the MX points at the central host and
     missing (fail) after. Changes nothing. Exits 1 if any check failed.
     """
-    section = dns_section(app)
+    section = dns_section(app.project)
     chosen = selected_domains(app, domains, wave)
     client = DnsClient(section, app.project.base_dir)
     reports = check_domains(client, section, chosen)
     counts = {s: sum(r.status == s for r in reports) for s in (PASS, WARN, FAIL)}
-    if as_json:
+    if fmt == "json":
         emit_json({"domains": [r.to_dict() for r in reports], "summary": counts})
     else:
         for report in reports:
             _print_report(app, report)
     app.info(f"{len(reports)} domain{'s' if len(reports) != 1 else ''} checked: {counts[PASS]} pass, "
              f"{counts[WARN]} with warnings, {counts[FAIL]} failing")
-    ctx.exit(int(ExitCode.PARTIAL if counts[FAIL] else ExitCode.OK))
+    return Finished(partial=bool(counts[FAIL]))
 
 
 def _print_report(app: App, report: DomainReport) -> None:
@@ -142,9 +131,9 @@ def _print_report(app: App, report: DomainReport) -> None:
 
 @command.command("plan")
 @click.option("--wave", required=True, metavar="WAVE", help="The wave whose cutover_domains to show.")
-@click.option("--json", "as_json", is_flag=True, help="Print the change sets as JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-def plan(app: App, wave: str, as_json: bool) -> None:
+def plan(app: App, wave: str, fmt: str) -> None:
     """Show the exact change set of each domain the wave cuts over: every RRset before and after.
 
     Records are read from the primary as they are now; each RRset that will change is shown with its
@@ -152,15 +141,15 @@ def plan(app: App, wave: str, as_json: bool) -> None:
     as wanted are left out. Apart from SPF, whose v=spf1 string alone is replaced, each RRset is replaced
     whole. Changes nothing.
     """
-    section = dns_section(app)
+    section = dns_section(app.project)
     chosen = wave_domains(app, wave)
     doc: dict[str, Any] = {"wave": wave, "cutover_ttl": section.cutover_ttl, "domains": []}
-    if _no_domains(app, wave, chosen, as_json, doc):
+    if _no_domains(app, wave, chosen, fmt == "json", doc):
         return
     client = DnsClient(section, app.project.base_dir)
     changesets = [plan_domain(client, section, domain) for domain in chosen]
     doc["domains"] = [{**cs.to_dict(), "old_ttl": cs.old_ttl} for cs in changesets]
-    if as_json:
+    if fmt == "json":
         emit_json(doc)
         return
     for cs in changesets:
@@ -189,9 +178,9 @@ def _print_changeset(app: App, cs: ChangeSet) -> None:
 
 @command.command("prepare")
 @click.option("--wave", required=True, metavar="WAVE", help="The wave whose cutover_domains to prepare.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-def prepare(app: App, wave: str, as_json: bool) -> None:
+def prepare(app: App, wave: str, fmt: str) -> None:
     """Lower the TTL of every RRset that will change to cutover_ttl, ahead of the switch.
 
     Each domain of the wave's cutover_domains in turn: an RFC 2136 update over TCP to the primary,
@@ -201,10 +190,10 @@ def prepare(app: App, wave: str, as_json: bool) -> None:
     or a record changed meanwhile changes nothing and exits 9; a change not served by every server
     within propagation_timeout exits 10; an unreachable primary exits 4.
     """
-    section = dns_section(app)
+    section = dns_section(app.project)
     chosen = wave_domains(app, wave)
     doc: dict[str, Any] = {"wave": wave, "cutover_ttl": section.cutover_ttl, "domains": []}
-    if _no_domains(app, wave, chosen, as_json, doc):
+    if _no_domains(app, wave, chosen, fmt == "json", doc):
         return
     client = DnsClient(section, app.project.base_dir)
     client.tsig()  # a missing or unusable secret stops the command before any server is asked
@@ -223,7 +212,7 @@ def prepare(app: App, wave: str, as_json: bool) -> None:
     safe = max((p.safe_after for p in done if p.safe_after), default=None)
     doc["domains"] = [p.to_dict() for p in done]
     doc["safe_after"] = safe
-    if as_json:
+    if fmt == "json":
         emit_json(doc)
         return
     for p in done:
@@ -251,9 +240,9 @@ def _print_prepared(app: App, p: Prepared) -> None:
 
 @command.command("rollback")
 @click.option("--wave", required=True, metavar="WAVE", help="The wave whose cut-over to undo.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-def rollback(app: App, wave: str, as_json: bool) -> None:
+def rollback(app: App, wave: str, fmt: str) -> StepResult:
     """Undo the cut-over of the wave's domains: put each domain's baseline back.
 
     One RFC 2136 update per domain, signed with TSIG, whose prerequisites require every record to be
@@ -262,22 +251,17 @@ def rollback(app: App, wave: str, as_json: bool) -> None:
     back to final-synced, with events; copying goes on with `govmigrate run WAVE --pass final --again`
     until the cut-over is repeated. Takes the wave's lock (exit 7 while a cut-over of it runs).
     """
-    from migrate.core.leases import wave_lock
-    from migrate.waves.cutover import rollback_domain
-
-    section = dns_section(app)
-    chosen = wave_domains(app, wave)
-    doc: dict[str, Any] = {"wave": wave, "domains": []}
-    if _no_domains(app, wave, chosen, as_json, doc):
-        return
-    client = DnsClient(section, app.project.base_dir)
-    client.tsig()
-    with wave_lock(app.store, app.workspace.locks_dir, wave, f"govmigrate dns rollback --wave {wave}"):
-        outcomes = [rollback_domain(app.project, app.store, client, domain) for domain in chosen]
-    doc["domains"] = [o.as_dict() for o in outcomes]
-    if as_json:
-        emit_json(doc)
-        return
-    for o in outcomes:
+    with wave_run(app, wave, dry_run=False) as wr:
+        if not wr.domains():
+            wr.check_plan(approval=False)
+            result = StepResult(wave, "rollback", False, items="domain")
+            _no_domains(app, wave, [], fmt == "json", {"wave": wave, "domains": []})
+            return result
+        result = run_with_progress(app, wr, step("rollback"), StepOptions(), label="rollback")
+    if fmt == "json":
+        emit_json({"wave": wave, "domains": [o.as_dict() for o in result.domains]})
+        return result
+    for o in result.domains:
         app.out.print(plain(f"{o.domain}: {o.before} → {o.after}: {o.detail}" if o.before != o.after
                             else f"{o.domain}: {o.detail}"))
+    return result

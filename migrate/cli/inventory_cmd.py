@@ -9,7 +9,7 @@ import click
 from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_csv, emit_json, emit_table, human_bytes, output_options
 from migrate.cli.progress import progress_for
-from migrate.core.errors import ExitCode
+from migrate.core.errors import Finished
 from migrate.core.store import MIGRATED_KINDS
 from migrate.reports.inventory import (
     CSV_COLUMNS,
@@ -98,8 +98,7 @@ def phones(app: App, source_ids: tuple[str, ...], fmt: str) -> None:
 @source_option
 @output_options
 @pass_app
-@click.pass_context
-def mail(ctx: click.Context, app: App, source_ids: tuple[str, ...], fmt: str) -> None:
+def mail(app: App, source_ids: tuple[str, ...], fmt: str) -> Finished:
     """Probe each source's mail server and measure every mailbox in its user list.
 
     Per server: reachability, TLS version and certificate, the IMAP capabilities that matter for a
@@ -131,8 +130,9 @@ def mail(ctx: click.Context, app: App, source_ids: tuple[str, ...], fmt: str) ->
         app.warn(f"{summary}; {count} problem{'s' if count != 1 else ''}:")
         for line in result.failure_summary():
             app.warn(f"  {line}")
-        ctx.exit(int(ExitCode.PARTIAL))
+        return Finished(partial=True)
     app.info(summary)
+    return Finished()
 
 
 @command.command("show")

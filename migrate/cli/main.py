@@ -40,6 +40,9 @@ class GovmigrateGroup(click.Group):
         return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context):
+        """Runs the command and ends with its exit code: a command returns its result, and a result that has an
+        ``exit_code`` (a wave step's, a sync's, a check's) says how it ended; a command that finished with
+        warnings exits 1 (as borg does), never 0; an error is its own exit code."""
         try:
             result = super().invoke(ctx)
         except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as other tools do
@@ -67,8 +70,11 @@ class GovmigrateGroup(click.Group):
                 click.echo("this is a bug in govmigrate; run again with --traceback and report the output",
                            err=True)
             ctx.exit(int(ExitCode.INTERNAL))
-        if _warned(ctx):  # finished, but with warnings: as borg does, that is exit 1, never 0
-            ctx.exit(int(ExitCode.PARTIAL))
+        code = ExitCode(int(getattr(result, "exit_code", ExitCode.OK)))
+        if code == ExitCode.OK and _warned(ctx):
+            code = ExitCode.PARTIAL
+        if code != ExitCode.OK:
+            ctx.exit(int(code))
         return result
 
 

@@ -27,16 +27,21 @@ __all__ = ["csv_cell", "emit_csv", "emit_json", "emit_table", "human_bytes", "ou
 #: OWASP's CSV-injection advice: a cell starting with one of these may run as a formula in a spreadsheet.
 
 
-def output_options(func: Callable) -> Callable:
-    """Adds ``--json`` and ``--csv``; the command receives ``fmt`` ("table", "json" or "csv")."""
+def output_options(func: Callable | None = None, *, csv: bool = True) -> Callable:
+    """Adds ``--json`` (and ``--csv`` unless ``csv=False``: a result with no rows to put in a spreadsheet); the
+    command receives ``fmt`` ("table", "json" or "csv"). Use as ``@output_options`` or
+    ``@output_options(csv=False)``."""
 
-    @click.option("--json", "fmt", flag_value="json", help="Print JSON on stdout.")
-    @click.option("--csv", "fmt", flag_value="csv", help="Print CSV on stdout.")
-    @functools.wraps(func)
-    def wrapper(*args: Any, fmt: str | None = None, **kwargs: Any) -> Any:
-        return func(*args, fmt=fmt or "table", **kwargs)
+    def decorate(func: Callable) -> Callable:
+        @functools.wraps(func)
+        def wrapper(*args: Any, fmt: str | None = None, **kwargs: Any) -> Any:
+            return func(*args, fmt=fmt or "table", **kwargs)
 
-    return wrapper
+        if csv:
+            wrapper = click.option("--csv", "fmt", flag_value="csv", help="Print CSV on stdout.")(wrapper)
+        return click.option("--json", "fmt", flag_value="json", help="Print the result as JSON on stdout.")(wrapper)
+
+    return decorate(func) if func is not None else decorate
 
 
 def emit_json(doc: Any) -> None:

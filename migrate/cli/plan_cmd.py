@@ -7,8 +7,8 @@ from typing import Any
 import click
 
 from migrate.cli.app import App, pass_app
-from migrate.cli.output import emit_json, emit_table, human_bytes
-from migrate.core.errors import ExitCode, UsageError, ValidationFailed
+from migrate.cli.output import emit_json, emit_table, human_bytes, output_options
+from migrate.core.errors import Finished, UsageError, ValidationFailed
 from migrate.core.registry import register_users
 from migrate.core.store import Store
 from migrate.mailbox.sync import selected_mailboxes
@@ -94,10 +94,9 @@ def _print_waves(app: App, rows: list[dict[str, Any]], title: str) -> None:
                    "Default: no dates (set window.date in each wave file).")
 @click.option("--days-between", type=click.IntRange(1, 365), default=7, show_default=True,
               help="Days from one wave's window to the next (with --first-date).")
-@click.option("--json", "as_json", is_flag=True, help="Print the waves as JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-@click.pass_context
-def generate(ctx: click.Context, app: App, replace: bool, first_date, days_between: int, as_json: bool) -> None:
+def generate(app: App, replace: bool, first_date, days_between: int, fmt: str) -> Finished:
     """Cut the inventoried mailboxes into waves and write them to plans/.
 
     A pilot first (users flagged pilot, or the configured number of small mailboxes), then waves by
@@ -113,7 +112,7 @@ def generate(ctx: click.Context, app: App, replace: bool, first_date, days_betwe
         app.warn(str(problem))
     plan = load_plan(app.workspace.plans_dir, project, store)
     rows = wave_rows(plan, store)
-    if as_json:
+    if fmt == "json":
         emit_json({"waves": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
                    "excluded": [{"email": e, "reason": r} for e, r in result.excluded],
                    "warnings": result.warnings, "kept": result.kept, "removed": result.removed})
@@ -133,20 +132,20 @@ def generate(ctx: click.Context, app: App, replace: bool, first_date, days_betwe
     app.info("next: review plans/*.yaml" + (" (set each wave's window.date)" if undated else "")
              + f", then: govmigrate plan approve {first}")
     unmeasured = [e for e, r in result.excluded if not r.startswith("flagged skip")]
-    ctx.exit(int(ExitCode.PARTIAL if unmeasured else ExitCode.OK))
+    return Finished(partial=bool(unmeasured))
 
 
 @command.command("show")
 @click.argument("wave", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-def show(app: App, wave: str | None, as_json: bool) -> None:
+def show(app: App, wave: str | None, fmt: str) -> None:
     """Show the waves (or one WAVE with its mailboxes): sizes, estimate, window, approval."""
     _project, store, catalog, plan = _plan(app)
     rows = wave_rows(plan, store)
     if wave is None:
         excluded = [{"email": e.email, "reason": e.reason} for e in (plan.index.excluded if plan.index else [])]
-        if as_json:
+        if fmt == "json":
             emit_json({"waves": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
                        "excluded": excluded, "errors": [str(p) for p in plan.errors()]})
             return
@@ -167,7 +166,7 @@ def show(app: App, wave: str | None, as_json: bool) -> None:
                         "bytes": info.size if info else None, "flags": sorted(info.flags) if info else [],
                         "state": info.row.state if info else "unknown",
                         "reason": info.row.state_reason if info else "not in any user list"})
-    if as_json:
+    if fmt == "json":
         emit_json({**{k: v for k, v in row.items() if not k.startswith("_")}, "notes": wp.data.notes,
                    "mailboxes": members})
         return
@@ -226,9 +225,9 @@ def validate(app: App, wave: str | None) -> None:
 
 @command.command("diff")
 @click.argument("wave", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-def diff(app: App, wave: str | None, as_json: bool) -> None:
+def diff(app: App, wave: str | None, fmt: str) -> None:
     """Show how the plan files differ from what the state store recorded (at generate or approve).
 
     Mailboxes added and removed (and the wave they moved from or to), changed windows, titles,
@@ -238,7 +237,7 @@ def diff(app: App, wave: str | None, as_json: bool) -> None:
     diffs = [d for d in diff_plan(plan, store) if wave is None or d.wave == wave]
     if wave is not None and not diffs:
         plan.wave(wave)
-    if as_json:
+    if fmt == "json":
         emit_json([d.as_dict() for d in diffs])
         return
     out = app.out

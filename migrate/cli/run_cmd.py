@@ -1,4 +1,5 @@
-"""`govmigrate run`: run one wave of the approved plan: pre-flight, then a prestage, delta or final pass."""
+"""`govmigrate run`: run one wave of the approved plan: pre-flight, then a prestage, delta or final pass (or
+another step of the wave, by its name)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ from typing import Any
 import click
 
 from migrate.cli.app import App, pass_app
-from migrate.cli.output import emit_json, emit_table, human_bytes
+from migrate.cli.output import emit_json, emit_table, human_bytes, output_options
 from migrate.cli.progress import print_summary, progress_for, summary_line
 from migrate.core import lifecycle
 from migrate.core.errors import Interrupted, PreflightFailed, UsageError
 from migrate.core.registry import register_users
 from migrate.plans.planfiles import load_plan
-from migrate.waves.preflight import PreflightResult
-from migrate.waves.runner import WaveRun, WaveRunResult
+from migrate.waves import runner
+from migrate.waves.context import WaveRun
+from migrate.waves.results import Gate, StepResult
+from migrate.waves.step import PLURAL, Step, StepOptions
+from migrate.waves.table import step as step_named
+from migrate.waves.table import sync_step
 
 NEXT_PASS = {"prestage": "delta", "delta": "final", "final": None}
 
@@ -27,18 +32,21 @@ NEXT_PASS = {"prestage": "delta", "delta": "final", "final": None}
 @click.option("--pass", "pass_name", type=click.Choice(lifecycle.PASSES),
               help="prestage: copy the existing mail in advance; delta: catch up (may be skipped); final: the "
                    "last copy, in the maintenance window. Default: the earliest pass with work left.")
+@click.option("--step", "step_name", metavar="NAME",
+              help="Run another step of the wave by its name in the steps table (docs/architecture.md), e.g. "
+                   "sip-check; the sync passes are --pass.")
 @click.option("--dry-run", is_flag=True, help="Pre-flight, then show what the pass would copy; change nothing.")
 @click.option("--force", is_flag=True, help="Go on without the mailboxes that fail pre-flight (marked failed).")
+@click.option("--reason", metavar="TEXT", help="With --force, for a step whose gate it overrides: why (recorded).")
 @click.option("--again", is_flag=True,
               help="Repeat a delta or final pass also on mailboxes that completed it (e.g. before a late cut-over).")
 @click.option("--workers", "queued", is_flag=True,
               help="Queue the pass's mailboxes for `govmigrate worker` processes (on this or other hosts sharing "
                    "the project's PostgreSQL state store) and follow their progress, instead of copying here.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-@click.pass_context
-def command(ctx: click.Context, app: App, wave: str, pass_name: str | None, dry_run: bool, force: bool,
-            again: bool, queued: bool, as_json: bool) -> None:
+def command(app: App, wave: str, pass_name: str | None, step_name: str | None, dry_run: bool, force: bool,
+            reason: str | None, again: bool, queued: bool, fmt: str) -> StepResult:
     """Run WAVE of the approved plan: pre-flight, then one pass of the sync engine over its mailboxes.
 
     The wave must be approved as its file stands (exit 6 otherwise). Pre-flight checks that every
@@ -53,33 +61,27 @@ def command(ctx: click.Context, app: App, wave: str, pass_name: str | None, dry_
     With --workers the pass is queued in the state store and `govmigrate worker` processes copy it, on
     any number of hosts; this command shows their progress and ends when every mailbox is done or failed.
     """
+    as_json = fmt == "json"
     if queued and dry_run:
         raise UsageError("--workers queues a real pass; a dry run is shown by this host alone (drop --workers)")
-    with wave_run(app, wave, dry_run=dry_run, queued=queued) as wr:
-        chosen = wr.choose_pass(pass_name)
+    if step_name and (pass_name or queued):
+        raise UsageError("--step names a step other than a sync pass: it goes without --pass and --workers")
+    with wave_run(app, wave, dry_run=dry_run) as wr:
+        if step_name:
+            chosen: Step | None = step_named(step_name)
+        else:
+            wr.check_plan()
+            pass_chosen = lifecycle.next_pass(wr.mailboxes()) if pass_name is None else pass_name
+            chosen = sync_step(pass_chosen, queued=queued) if pass_chosen else None
         if chosen is None:
             app.info(f"wave {wave}: nothing left to do: every mailbox has completed the final pass "
                      "(--pass final --again repeats it)")
+            result = StepResult(wave, None, dry_run)
             if as_json:
-                emit_json(as_dict(WaveRunResult(wave, None, dry_run)))
-            ctx.exit(0)
-        wr.acquire(chosen)
-        if wr.killed_runs:
-            app.info(f"wave {wave}: the last run (#{wr.killed_runs[-1]}) ended without finishing (killed or crashed); "
-                     "this run resumes where it stopped")
-        label = f"{wave}: {chosen} pass" + (" (dry run)" if dry_run else "")
-        try:
-            with progress_for(app, f"{wave}: pre-flight", unit="items") as sink:
-                result = wr.start(chosen, again=again, force=force, preflight_progress=sink)
-        except PreflightFailed:
-            if wr.preflight_result is not None:
-                print_preflight(app, wr.preflight_result)
-            raise
-        if result.preflight is not None:
-            print_preflight(app, result.preflight)
-        stop = threading.Event()
-        with progress_for(app, label) as sink:
-            result = wr.execute(result, progress=sink, stop=stop)
+                emit_json(as_dict(result))
+            return result
+        options = StepOptions(again=again, force=force, reason=reason)
+        result = run_with_progress(app, wr, chosen, options)
     if as_json:
         emit_json(as_dict(result))
         print_summary(app, summary(result))
@@ -88,57 +90,93 @@ def command(ctx: click.Context, app: App, wave: str, pass_name: str | None, dry_
     if result.interrupted:
         raise Interrupted(f"wave {wave}: stopped; the batches in flight were finished and recorded; "
                           "run the same command again to resume")
-    ctx.exit(int(result.exit_code))
+    return result
 
 
 @contextmanager
-def wave_run(app: App, wave: str, *, dry_run: bool, queued: bool = False) -> Iterator[WaveRun]:
-    """A run of ``wave`` with the user lists registered and the plan checked (valid, approved as it stands:
-    exit 2 or 6 otherwise); the wave's lock is released when the block ends. Shared by run and cutover."""
+def wave_run(app: App, wave: str, *, dry_run: bool) -> Iterator[WaveRun]:
+    """A run of ``wave`` with the user lists registered and the plan loaded; the wave's lock (taken by the
+    runner) is released when the block ends. Shared by every command that runs a wave step."""
     project, store = app.project, app.store
     for problem in register_users(project, store).problems:
         app.warn(str(problem))
     plan = load_plan(app.workspace.plans_dir, project, store)
-    with WaveRun(project, store, plan, wave, locks_dir=app.workspace.locks_dir, dry_run=dry_run,
-                 queued=queued) as wr:
-        wr.check_plan()
-        for warning in wr.warnings:
-            app.warn(warning)
+    with WaveRun(project, store, plan, wave, locks_dir=app.workspace.locks_dir, dry_run=dry_run) as wr:
         yield wr
 
 
-def print_preflight(app: App, pre: PreflightResult) -> None:
+def run_with_progress(app: App, wr: WaveRun, step: Step, options: StepOptions, *,
+                      label: str | None = None) -> StepResult:
+    """One step through the runner, as a person at a terminal follows it: the gate's progress and findings
+    (listed when it refuses, exit 8), then the step's progress. Shared by run, cutover, sip and voip."""
+    what = label or (f"{step.name} pass" if step.name in lifecycle.PASSES else step.name)
+    gate_label = f"{wr.wave_id}: {step.gate_label}"
+    try:
+        with progress_for(app, gate_label, unit="items") as sink:
+            result = runner.start(wr, step, options, progress=sink)
+    except PreflightFailed:
+        if wr.gate is not None:
+            print_gate(app, wr.gate, step)
+        raise
+    finally:
+        for warning in wr.warnings:
+            app.warn(warning)
+        wr.warnings.clear()
+    if wr.killed_runs:
+        app.info(f"wave {wr.wave_id}: the last run (#{wr.killed_runs[-1]}) ended without finishing (killed or "
+                 "crashed); this run resumes where it stopped")
+        wr.killed_runs = []
+    if result.gate is not None:
+        print_gate(app, result.gate, step)
+    for who, why in result.forced:  # deliberate, and recorded: said plainly, not a warning
+        app.err.print(f"gate forced ({options.reason}): {who}: {why}", style="yellow", markup=False, highlight=False)
+    unit = "messages" if step.items == "mailbox" else "items"
+    given = len(result.warnings)  # the plan's, shown above; what the step adds is shown as it ends
+    with progress_for(app, f"{wr.wave_id}: {what}" + (" (dry run)" if wr.dry_run else ""), unit=unit) as sink:
+        result = runner.execute(wr, step, result, options, progress=sink, stop=threading.Event())
+    for warning in result.warnings[given:]:
+        app.warn(warning)
+    return result
+
+
+def print_gate(app: App, gate: Gate, step: Step) -> None:
+    """The gate's findings, one line per reason with everything it concerns."""
     by_message: dict[str, list[str]] = {}
-    for f in pre.findings:
-        by_message.setdefault(f"{f.severity}|{f.message}", []).append(f.email or "")
-    for key, emails in by_message.items():
+    for f in gate.findings:
+        by_message.setdefault(f"{f.severity}|{f.message}", []).append(f.item or "")
+    label = step.gate_label
+    for key, items in by_message.items():
         severity, message = key.split("|", 1)
-        who = ", ".join(e for e in emails if e) or "all mailboxes"
+        who = ", ".join(e for e in items if e) or f"all {PLURAL[step.items]}"
         if severity == "error":
-            app.err.print(f"pre-flight: {who}: {message}", style="red", markup=False, highlight=False)
+            app.err.print(f"{label}: {who}: {message}", style="red", markup=False, highlight=False)
         else:
-            app.warn(f"pre-flight: {who}: {message}")
-    if pre.ok:
-        app.info(f"pre-flight: {len(pre.checked)} mailbox(es) ok")
+            app.warn(f"{label}: {who}: {message}")
+    if gate.ok and step.items == "mailbox" and step.name in lifecycle.PASSES:
+        app.info(f"{label}: {len(gate.checked)} mailbox(es) ok")
 
 
-def as_dict(result: WaveRunResult) -> dict[str, Any]:
+def as_dict(result: StepResult) -> dict[str, Any]:
     return {
-        "wave": result.wave, "pass": result.pass_name, "dry_run": result.dry_run, "again": result.again,
+        "wave": result.wave, "pass": result.step, "dry_run": result.dry_run, "again": result.again,
         "interrupted": result.interrupted, "exit_code": int(result.exit_code), "seconds": round(result.seconds, 2),
-        "mailboxes": [o.__dict__ for o in result.outcomes],
+        "mailboxes": [o.as_dict() for o in result.outcomes],
         "already": [{"email": e, "why": w} for e, w in result.already],
         "skipped": [{"email": e, "why": w} for e, w in result.blocked],
         "left_out_by_preflight": [{"email": e, "why": w} for e, w in result.forced_out],
-        "preflight": None if result.preflight is None else {
-            "checked": result.preflight.checked,
-            "findings": [f.__dict__ for f in result.preflight.findings],
-            "quota": {e: {"used": u, "limit": lim} for e, (u, lim) in result.preflight.quota.items()}},
-        "warnings": result.warnings,
+        "preflight": None if result.gate is None else {
+            "checked": result.gate.checked,
+            "findings": [f.as_dict() for f in result.gate.findings],
+            "quota": {e: {"used": u, "limit": lim} for e, (u, lim) in result.gate.quota.items()}},
+        "forced": [{"who": w, "what": m} for w, m in result.forced], "reason": result.force_reason,
+        "incomplete": result.incomplete, "warnings": result.warnings,
     }
 
 
-def render(app: App, result: WaveRunResult) -> None:
+def render(app: App, result: StepResult) -> None:
+    if result.items != "mailbox":
+        render_items(app, result)
+        return
     dry = result.dry_run
     rows = []
     for o in result.outcomes:
@@ -166,8 +204,7 @@ def render(app: App, result: WaveRunResult) -> None:
                                                         ("seconds", "seconds>")]
     if any(o.host for o in result.outcomes):
         columns.append(("host", "copied by"))
-    what = "cut-over" if result.pass_name == "cutover" else f"{result.pass_name} pass"
-    title = f"wave {result.wave}: {what}" + (" — dry run: nothing was changed" if dry else "")
+    title = f"wave {result.wave}: {step_title(result)}" + (" — dry run: nothing was changed" if dry else "")
     if rows:
         emit_table(app, title, columns, rows)
     if result.already:
@@ -184,12 +221,19 @@ def render(app: App, result: WaveRunResult) -> None:
     print_summary(app, summary(result))
 
 
-def summary(result: WaveRunResult) -> str:
+def step_title(result: StepResult) -> str:
+    """``prestage pass``, ``cut-over``, or the step's name."""
+    if result.step in lifecycle.PASSES:
+        return f"{result.step} pass"
+    return "cut-over" if result.step == "cutover" else str(result.step)
+
+
+def summary(result: StepResult) -> str:
     """The line a run ends with: ``wave wave-01: prestage pass: 4 mailboxes, 120 messages, 12.3 MB in 41 s; 1
     failed, 3 now prestaged``. Mailboxes left out by a forced pre-flight count as failed; skipped, stopped and
     locked ones are named when there are any."""
     dry = result.dry_run
-    what = "cut-over" if result.pass_name == "cutover" else f"{result.pass_name} pass"
+    what = step_title(result)
     if dry:
         messages = sum(o.would_copy for o in result.outcomes)
         nbytes = sum(o.would_copy_bytes for o in result.outcomes)
@@ -211,3 +255,21 @@ def summary(result: WaveRunResult) -> str:
                         mailboxes=len(result.outcomes) + len(result.forced_out), messages=messages, nbytes=nbytes,
                         seconds=result.seconds, failed=len(result.failed) + len(result.forced_out), dry_run=dry,
                         more=more)
+
+
+def render_items(app: App, result: StepResult) -> None:
+    """A step over extensions or domains: one row per item, then the summary."""
+    rows = [{"item": o.item, "state": o.before if o.before == o.after else f"{o.before} → {o.after}",
+             "result": "ok" if o.ok else f"failed: {o.error}"} for o in result.outcomes]
+    rows += [{"item": key, "state": "", "result": f"skipped: {why}"} for key, why in result.blocked]
+    if rows:
+        emit_table(app, f"wave {result.wave}: {step_title(result)}" + (" — dry run: nothing was changed"
+                                                                        if result.dry_run else ""),
+                   [("item", result.items), ("state", "state"), ("result", "result")], rows, no_wrap=("item",))
+    if result.already:
+        app.info(f"{len(result.already)} {PLURAL[result.items]} already past this step: "
+                 + ", ".join(f"{e} ({w})" for e, w in result.already[:5]) + (" ..." if len(result.already) > 5 else ""))
+    for reason in result.incomplete:
+        app.info(f"wave {result.wave}: {step_title(result)}: {reason}")
+    print_summary(app, f"wave {result.wave}: {step_title(result)}: {len(result.done)} {PLURAL[result.items]} done, "
+                       f"{len(result.failed)} failed in {result.seconds:.1f} s")

@@ -7,12 +7,13 @@ import threading
 import click
 
 from migrate.cli.app import App, pass_app
-from migrate.cli.output import emit_json, emit_table
+from migrate.cli.output import emit_json, emit_table, output_options
 from migrate.cli.progress import progress_for
-from migrate.cli.run_cmd import wave_run
-from migrate.core.errors import ExitCode, UsageError
+from migrate.cli.run_cmd import run_with_progress, wave_run
 from migrate.voip.checks import SipCheckReport, run_checks, select_extensions
-from migrate.voip.cutover import PhoneStepResult, confirm_wave
+from migrate.waves.results import StepResult
+from migrate.waves.step import StepOptions
+from migrate.waves.table import step
 
 #: How each result reads in the tables (plain words: colour is not the only signal).
 MARK = {"pass": "pass", "note": "pass (note)", "warn": "WARN", "fail": "FAIL", "skip": "skipped"}
@@ -27,10 +28,9 @@ def command() -> None:
 @click.option("--wave", metavar="WAVE", help="Check the platform for this wave's extensions.")
 @click.option("--extension", "numbers", multiple=True, metavar="N",
               help="Check this extension (a number, or DIALPLAN:NUMBER; repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-@click.pass_context
-def check(ctx: click.Context, app: App, wave: str | None, numbers: tuple[str, ...], as_json: bool) -> None:
+def check(app: App, wave: str | None, numbers: tuple[str, ...], fmt: str) -> StepResult | SipCheckReport:
     """Check that the phones of WAVE (or the extensions named) work on the hosted platform.
 
     1. resolve: the SIP domain's NAPTR, SRV and A/AAAA records (RFC 3263), through the resolvers of
@@ -40,14 +40,22 @@ def check(ctx: click.Context, app: App, wave: str | None, numbers: tuple[str, ..
     (Expires: 0). Results are pass, pass (note), WARN, FAIL or skipped; each is stored and is an
     event. Changes no extension's state (govmigrate cutover does). Exits 1 if any check failed.
     """
-    rows = select_extensions(app.store, wave=wave, numbers=numbers)
-    with progress_for(app, "SIP checks", unit="items") as sink:
-        report = run_checks(app.project, app.store, rows, wave=wave, progress=sink, stop=threading.Event())
-    if as_json:
+    result: StepResult | SipCheckReport
+    if wave is not None:
+        with wave_run(app, wave, dry_run=False) as wr:
+            result = run_with_progress(app, wr, step("sip-check"), StepOptions(params={"numbers": numbers}),
+                                       label="SIP checks")
+        report: SipCheckReport = result.details["report"]
+    else:
+        rows = select_extensions(app.store, wave=None, numbers=numbers)
+        with progress_for(app, "SIP checks", unit="items") as sink:
+            result = report = run_checks(app.project, app.store, rows, wave=None, progress=sink,
+                                         stop=threading.Event())
+    if fmt == "json":
         emit_json(report.as_dict())
     else:
         print_report(app, report)
-    ctx.exit(int(ExitCode.PARTIAL if report.failed else ExitCode.OK))
+    return result
 
 
 def print_report(app: App, report: SipCheckReport) -> None:
@@ -66,37 +74,47 @@ def print_report(app: App, report: SipCheckReport) -> None:
              f"in {report.seconds:.1f} s (at most {report.concurrency} transactions at once per registrar)")
 
 
-def print_phone_step(app: App, result: PhoneStepResult, *, target: str) -> None:
-    if result.moved:
+def print_phone_step(app: App, result: StepResult) -> None:
+    """Which extensions a phone step moved (or would move), which were there already, and what was forced."""
+    moved = [o.item for o in result.outcomes if o.ok and o.before != o.after]
+    target = "registered" if result.step == "phones" else "cut-over"
+    if moved:
         verb = "would go" if result.dry_run else "went"
-        app.info(f"{len(result.moved)} extension(s) {verb} to {target}: {', '.join(result.moved[:20])}"
-                 + (" ..." if len(result.moved) > 20 else ""))
+        app.info(f"{len(moved)} extension(s) {verb} to {target}: {', '.join(moved[:20])}"
+                 + (" ..." if len(moved) > 20 else ""))
     if result.already:
         app.info(f"{len(result.already)} extension(s) were {target} (or further) already")
-    for who, why in result.blocking:
-        app.err.print(f"gate forced ({result.force_reason}): {who}: {why}", style="yellow", markup=False,
-                      highlight=False)
 
 
 @command.command("confirm")
 @click.option("--wave", "wave_id", required=True, metavar="WAVE", help="The wave whose DIDs now route to the platform.")
 @click.option("--force", is_flag=True, help="Confirm although some extensions are not registered (with --reason).")
 @click.option("--reason", metavar="TEXT", help="Why it is forced (recorded in the store and the event log).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-def confirm(app: App, wave_id: str, force: bool, reason: str | None, as_json: bool) -> None:
+def confirm(app: App, wave_id: str, force: bool, reason: str | None, fmt: str) -> StepResult:
     """Confirm that WAVE's DIDs are routed to the hosted platform: its registered extensions go to cut-over.
 
     Number porting happens outside govmigrate; this records that it is done. Refused (exit 8) while an
     extension of the wave is not registered (govmigrate cutover WAVE registers them), unless --force
     with --reason. The wave must be approved as it stands (exit 6); its lock is taken (exit 7).
     """
-    if reason and not force:
-        raise UsageError("--reason goes with --force")
     with wave_run(app, wave_id, dry_run=False) as wr:
-        wr.acquire("sip-confirm", command=f"govmigrate sip confirm --wave {wave_id}")
-        result = confirm_wave(wr, force=force, reason=reason)
-    if as_json:
-        emit_json(result.as_dict())
+        result = run_with_progress(app, wr, step("sip-confirm"), StepOptions(force=force, reason=reason),
+                                   label="confirm")
+    if fmt == "json":
+        emit_json(phone_doc(result))
     else:
-        print_phone_step(app, result, target="cut-over")
+        print_phone_step(app, result)
+    return result
+
+
+def phone_doc(result: StepResult) -> dict:
+    """The phone step's result as JSON: which extensions moved, which were there already, what was forced."""
+    report = result.details.get("report")
+    return {"wave": result.wave, "moved": [o.item for o in result.outcomes if o.ok and o.before != o.after],
+            "already": [k for k, _ in result.already],
+            "blocking": [{"who": w, "why": y} for w, y in result.forced] + [
+                {"who": o.item, "why": o.error} for o in result.failed if o.item not in dict(result.forced)],
+            "forced": result.force_reason, "dry_run": result.dry_run,
+            "checks": report.as_dict() if report else None}

@@ -5,22 +5,24 @@ from __future__ import annotations
 import click
 
 from migrate.cli.app import App, pass_app
-from migrate.cli.output import emit_json, emit_table, human_bytes
+from migrate.cli.output import emit_json, emit_table, human_bytes, output_options
+from migrate.core import lifecycle
 from migrate.core.errors import UsageError
 from migrate.reports.status import StatusView, status_view
 
 
 @click.command()
 @click.argument("user")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-def command(app: App, user: str, as_json: bool) -> None:
+def command(app: App, user: str, fmt: str) -> None:
     """Where is USER (email, login, or part of a name or address) in the migration?
 
     Shows the user's wave and its maintenance window, the mailbox's state with messages copied of
     the total and the last sync, any failure in plain words, and what happens next. Reads the state
     store only; several matches are listed for you to pick one.
     """
+    as_json = fmt == "json"
     store = app.store
     matches = store.find_mailboxes(user)
     if not matches:
@@ -98,7 +100,7 @@ def render(app: App, v: StatusView) -> None:
 def _domain_text(v: StatusView) -> str:
     """Where the user's domain's mail goes, in the helpdesk's words."""
     mx = f"; MX {', '.join(v.mx_now)}" if v.mx_now else ""
-    if v.domain_state in ("switched", "propagated", "cut-over", "done"):
+    if v.domain_state in lifecycle.DOMAIN_SWITCHED:
         return f"{v.domain} switched to the central host at {v.switched_at}{mx}"
     if v.domain_state == "rolled-back":
         return f"{v.domain} was switched back to the ministry server (rolled back){mx}"

@@ -8,9 +8,9 @@ import click
 
 from migrate.cli.app import App, pass_app
 from migrate.cli.mailboxes import select_mailboxes
-from migrate.cli.output import emit_json, emit_table, human_bytes
+from migrate.cli.output import emit_json, emit_table, human_bytes, output_options
 from migrate.cli.progress import print_summary, progress_for, summary_line
-from migrate.core.errors import ExitCode
+from migrate.core.errors import Finished
 from migrate.mailbox.sync import MailboxReport, SyncEngine, SyncOptions
 
 
@@ -22,11 +22,10 @@ from migrate.mailbox.sync import MailboxReport, SyncEngine, SyncOptions
 @click.option("--propagate-deletes", is_flag=True,
               help="Remove from the central host what was deleted at the source since the last pass "
                    "(only messages govmigrate itself copied).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-@click.pass_context
-def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str | None, everything: bool,
-            dry_run: bool, propagate_deletes: bool, as_json: bool) -> None:
+def command(app: App, users: tuple[str, ...], source_id: str | None, everything: bool, dry_run: bool,
+            propagate_deletes: bool, fmt: str) -> Finished:
     """Copy mailboxes (USER: email address or login) into the central host.
 
     Incremental and resumable: run it once, twice, or after a crash, and the central host ends with a
@@ -40,12 +39,10 @@ def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str
     with progress_for(app, "dry run" if dry_run else "sync") as sink:
         reports = SyncEngine(project, store, options=options, progress=sink).run(mailboxes)
     seconds = time.monotonic() - started
-    render(app, reports, dry_run=dry_run, as_json=as_json)
+    render(app, reports, dry_run=dry_run, as_json=fmt == "json")
     print_summary(app, summary(reports, seconds, dry_run=dry_run))
-    if any(r.locked for r in reports):
-        ctx.exit(int(ExitCode.LOCKED))  # another sync or run holds some of these mailboxes (named above)
-    ok = all(r.complete for r in reports)
-    ctx.exit(int(ExitCode.OK if ok else ExitCode.PARTIAL))
+    # Locked: another sync or run holds some of these mailboxes (named above).
+    return Finished(partial=not all(r.complete for r in reports), locked=any(r.locked for r in reports))
 
 
 #: Above this many mailboxes the sync table leaves out those where nothing happened.

@@ -6,9 +6,9 @@ import click
 
 from migrate.cli.app import App, pass_app
 from migrate.cli.mailboxes import select_mailboxes
-from migrate.cli.output import emit_json, emit_table
+from migrate.cli.output import emit_json, emit_table, output_options
 from migrate.cli.progress import progress_for
-from migrate.core.errors import ExitCode
+from migrate.core.errors import Finished
 from migrate.mailbox.verify import verify_mailboxes
 
 
@@ -17,11 +17,10 @@ from migrate.mailbox.verify import verify_mailboxes
 @click.option("--source", "source_id", metavar="ID", help="Every mailbox of this source (ministry).")
 @click.option("--all", "everything", is_flag=True, help="Every mailbox of every source.")
 @click.option("--deep", is_flag=True, help="Also compare every message's full bytes (reads everything twice).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-@click.pass_context
-def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str | None, everything: bool,
-            deep: bool, as_json: bool) -> None:
+def command(app: App, users: tuple[str, ...], source_id: str | None, everything: bool, deep: bool,
+            fmt: str) -> Finished:
     """Compare mailboxes at the source and on the central host; exit 0 only when they match.
 
     Messages are matched by content (size and first 8 KiB; --deep: every byte), so missing messages,
@@ -46,7 +45,7 @@ def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str
                      "groupware": [{"kind": g.kind, "location": g.location, "source": g.source, "dest": g.dest,
                                     "missing": g.missing, "unexportable": g.unexportable, "error": g.error}
                                    for g in r.groupware]})
-    if as_json:
+    if fmt == "json":
         emit_json(rows)
     else:
         for row in rows:
@@ -87,4 +86,4 @@ def command(ctx: click.Context, app: App, users: tuple[str, ...], source_id: str
                                   markup=False, highlight=False)
                 if g["error"]:
                     app.out.print(f"  {row['mailbox']}: {g['kind']}: {g['error']}", markup=False, highlight=False)
-    ctx.exit(int(ExitCode.OK if all(r.matches for r in results) else ExitCode.PARTIAL))
+    return Finished(partial=not all(r.matches for r in results))

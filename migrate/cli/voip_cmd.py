@@ -9,10 +9,13 @@ from pathlib import Path
 import click
 
 from migrate.cli.app import App, pass_app
-from migrate.cli.output import emit_json, emit_table
-from migrate.core.registry import register_users
-from migrate.plans.planfiles import load_plan
-from migrate.voip.provision import FORMATS, export_wave
+from migrate.cli.output import emit_json, emit_table, output_options
+from migrate.cli.run_cmd import run_with_progress, wave_run
+from migrate.voip.export import FORMATS
+from migrate.waves.provision import Export
+from migrate.waves.results import StepResult
+from migrate.waves.step import StepOptions
+from migrate.waves.table import step
 
 
 @click.group()
@@ -22,7 +25,7 @@ def command() -> None:
 
 @command.command("export")
 @click.option("--wave", "wave_id", required=True, metavar="WAVE", help="The approved wave whose extensions to export.")
-@click.option("--format", "fmt", required=True, type=click.Choice(FORMATS),
+@click.option("--format", "fmt_name", required=True, type=click.Choice(FORMATS),
               help="freepbx: Bulk Handler extensions.csv and dids.csv; kamailio: db_text subscriber, dbaliases "
                    "and version tables; csv: the neutral CSV (README: Phones).")
 @click.option("--out", type=click.Path(path_type=Path), metavar="PATH",
@@ -33,10 +36,10 @@ def command() -> None:
                    "instead of the PBX's own.")
 @click.option("--algorithm", type=click.Choice(["MD5", "SHA-256"]), default="MD5", show_default=True,
               help="Kamailio: the digest algorithm of the ha1/ha1b columns (the registrar's auth setting).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-def export(app: App, wave_id: str, fmt: str, out: Path | None, new_secrets: bool, algorithm: str,
-           as_json: bool) -> None:
+def export(app: App, wave_id: str, fmt_name: str, out: Path | None, new_secrets: bool, algorithm: str,
+           fmt: str) -> StepResult:
     """Write WAVE's extensions as the hosted platform's provisioning files, and mark them provisioned.
 
     The wave must be approved as it stands (exit 6). Secrets are read again from the PBX files (the
@@ -47,29 +50,26 @@ def export(app: App, wave_id: str, fmt: str, out: Path | None, new_secrets: bool
     nothing is written and nothing changes state. Exporting again rewrites the files; extensions already
     provisioned keep their state.
     """
-    project, store = app.project, app.store
-    for problem in register_users(project, store).problems:
-        app.warn(str(problem))
-    plan = load_plan(app.workspace.plans_dir, project, store)
-    result = export_wave(project, store, plan, wave_id, fmt=fmt, out=out, exports_dir=app.workspace.root / "exports",
-                         locks_dir=app.workspace.locks_dir, new_secrets=new_secrets, algorithm=algorithm)
-    if as_json:
-        emit_json(result.as_dict())
+    options = StepOptions(params={"format": fmt_name, "out": out, "new_secrets": new_secrets, "algorithm": algorithm})
+    with wave_run(app, wave_id, dry_run=False) as wr:
+        result = run_with_progress(app, wr, step("provision"), options, label="export")
+    export_done: Export = result.details["export"]
+    if fmt == "json":
+        emit_json(export_done.as_dict(wave_id, result.warnings))
     else:
-        rows = [{"file": str(f), "mode": _mode(f), "size": f.stat().st_size} for f in result.files]
-        emit_table(app, f"wave {wave_id}: {fmt} export", [("file", "file"), ("mode", "mode"), ("size", "bytes>")],
-                   rows, no_wrap=("file",))
-        app.info(f"{len(result.provisioned)} extension(s) provisioned"
-                 + (f", {len(result.again)} already provisioned exported again" if result.again else ""))
-        for key, why in result.skipped.items():
+        rows = [{"file": str(f), "mode": _mode(f), "size": f.stat().st_size} for f in export_done.files]
+        emit_table(app, f"wave {wave_id}: {fmt_name} export", [("file", "file"), ("mode", "mode"),
+                                                                ("size", "bytes>")], rows, no_wrap=("file",))
+        app.info(f"{len(export_done.provisioned)} extension(s) provisioned"
+                 + (f", {len(export_done.again)} already provisioned exported again" if export_done.again else ""))
+        for key, why in export_done.skipped.items():
             app.info(f"{key} left out: {why}")
         if new_secrets:
-            where = result.secrets_file or result.files[0]
-            app.info(f"new SIP passwords for {result.new_secrets} extension(s)"
-                     + (f" and new voicemail PINs for {result.new_pins}" if result.new_pins else "")
+            where = export_done.secrets_file or export_done.files[0]
+            app.info(f"new SIP passwords for {export_done.new_secrets} extension(s)"
+                     + (f" and new voicemail PINs for {export_done.new_pins}" if export_done.new_pins else "")
                      + f" are in {where} and nowhere else: configure the phones from it, then keep it safe")
-    for warning in result.warnings:
-        app.warn(warning)
+    return result
 
 
 def _mode(path: Path) -> str:

@@ -7,9 +7,9 @@ import threading
 import click
 
 from migrate.cli.app import App, pass_app
-from migrate.cli.output import emit_json, emit_table, human_bytes
+from migrate.cli.output import emit_json, emit_table, human_bytes, output_options
 from migrate.cli.progress import print_summary, progress_for
-from migrate.core.errors import ExitCode, Interrupted
+from migrate.core.errors import Finished, Interrupted
 from migrate.waves.workers import Worker, check_threads
 
 
@@ -22,11 +22,9 @@ from migrate.waves.workers import Worker, check_threads
 @click.option("--drain", is_flag=True,
               help="Exit once nothing is queued or being copied anywhere (for a batch job); by default a worker "
                    "waits for the next queued pass until stopped (Ctrl-C, SIGTERM).")
-@click.option("--json", "as_json", is_flag=True, help="Print what this worker did as JSON on stdout.")
+@output_options(csv=False)
 @pass_app
-@click.pass_context
-def command(ctx: click.Context, app: App, sources: tuple[str, ...], threads: int | None, drain: bool,
-            as_json: bool) -> None:
+def command(app: App, sources: tuple[str, ...], threads: int | None, drain: bool, fmt: str) -> Finished:
     """Copy queued mailboxes: claim them one at a time from the shared state store and sync them.
 
     Start it on any number of migration hosts with the same project file (its `state:` names the shared
@@ -47,9 +45,9 @@ def command(ctx: click.Context, app: App, sources: tuple[str, ...], threads: int
     rows = [{"mailbox": o.email, "state": f"{o.before} → {o.after}" if o.before != o.after else o.after,
              "result": "ok" if o.ok else f"failed: {o.error}", "copied": o.copied, "moved": human_bytes(o.copied_bytes),
              "seconds": f"{o.seconds:.1f}"} for o in result.outcomes]
-    if as_json:
+    if fmt == "json":
         emit_json({"worker": worker.holder, "interrupted": result.interrupted,
-                   "mailboxes": [o.__dict__ for o in result.outcomes],
+                   "mailboxes": [o.as_dict() for o in result.outcomes],
                    "taken_over": [{"email": e, "from": w} for e, w in result.taken_over]})
     elif rows:
         emit_table(app, f"worker {worker.holder}", [("mailbox", "mailbox"), ("state", "state"), ("result", "result"),
@@ -63,4 +61,4 @@ def command(ctx: click.Context, app: App, sources: tuple[str, ...], threads: int
         raise result.error
     if result.interrupted:
         raise Interrupted(f"worker {worker.holder}: stopped; unfinished mailboxes went back to the queue")
-    ctx.exit(int(ExitCode.PARTIAL if result.failed else ExitCode.OK))
+    return Finished(partial=bool(result.failed))

@@ -46,6 +46,21 @@ class ExitCode(IntEnum):
 
 
 @dataclass(frozen=True)
+class Finished:
+    """How a command ended, for one whose result cannot say it itself: ``partial``, some items failed or were
+    skipped (exit 1). The error boundary (migrate.cli.main) reads ``exit_code`` off whatever a command returns."""
+
+    partial: bool = False
+    locked: bool = False
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.locked:
+            return ExitCode.LOCKED
+        return ExitCode.PARTIAL if self.partial else ExitCode.OK
+
+
+@dataclass(frozen=True)
 class Problem:
     """One finding in a file a person wrote: where it is and what is wrong."""
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from migrate.core.errors import UsageError
 from migrate.core.store import MailboxRow, Store
@@ -56,6 +57,16 @@ EXTENSION_ORDER = (NEW, PLANNED, PROVISIONED, REGISTERED, CUT_OVER, DONE)
 PHONE_MOVED = (CUT_OVER, DONE)
 
 
+#: A domain's DNS cut-over (``dns_domains.state``): unchanged → prepared (TTLs lowered) → baselined → switched →
+#: propagated → cut-over (its mailboxes advanced) → done (the last delta copied), or rolled-back.
+#: Where a domain's cut-over has not begun: the gate applies.
+DOMAIN_NOT_BEGUN = ("unchanged", "prepared", "rolled-back")
+#: Where the records have (or may have) been changed: what a rollback undoes.
+DOMAIN_BEGUN = ("baselined", "switched", "propagated", "cut-over", "done")
+#: Where the domain's MX points at the central host.
+DOMAIN_SWITCHED = ("switched", "propagated", "cut-over", "done")
+
+
 def level(mailbox: MailboxRow) -> str:
     """The forward state a mailbox has reached: its state, or for a failed one the state before it failed."""
     if mailbox.state == FAILED:
@@ -83,18 +94,22 @@ def rank(state: str) -> int:
     return ORDER.index(state) if state in ORDER else -1
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
-class Eligibility:
-    """Which of a wave's mailboxes one pass works on, and why each other one is left out."""
+class Eligibility(Generic[T]):
+    """Which of a wave's items (mailboxes, extensions, domains) one step works on, and why each other one is
+    left out."""
 
-    work: list[MailboxRow]
-    #: (mailbox, why): already past this pass; not a problem.
-    done: list[tuple[MailboxRow, str]]
-    #: (mailbox, why): cannot take this pass yet (not prestaged, flagged skip); the run exits 1.
-    blocked: list[tuple[MailboxRow, str]]
+    work: list[T]
+    #: (item, why): already past this step; not a problem.
+    done: list[tuple[T, str]]
+    #: (item, why): cannot take this step yet (not prestaged, flagged skip); the run exits 1.
+    blocked: list[tuple[T, str]]
 
 
-def eligibility(mailboxes: list[MailboxRow], pass_name: str, *, again: bool = False) -> Eligibility:
+def eligibility(mailboxes: list[MailboxRow], pass_name: str, *, again: bool = False) -> Eligibility[MailboxRow]:
     if pass_name not in PASSES:
         raise UsageError(f"unknown pass {pass_name!r}; passes: {', '.join(PASSES)}")
     target = PASS_TARGET[pass_name]

@@ -158,3 +158,23 @@ def primary_holds(client: DnsClient, changeset: ChangeSet) -> str:
 
 def _same(now: RRset | None, wanted: RRset | None) -> bool:
     return now is None if wanted is None else wanted.same_data(now)
+
+
+def mx_text(changes: ChangeSet) -> str:
+    """Where a change set leaves the domain's MX, in a few words for the event log."""
+    for c in changes:
+        if c.rdtype == "MX" and c.name == changes.domain:
+            return "MX now " + ", ".join(c.after.values()) if c.after else "MX removed"
+    return "MX unchanged"
+
+
+def mx_now(changes: Mapping[str, Any] | None, switched: bool) -> list[str] | None:
+    """Where a domain's MX points as far as its recorded change set (``ChangeSet.to_dict``) knows: the switch's
+    new MX once ``switched``, the baseline's before; None where nothing was recorded."""
+    if not changes:
+        return None
+    for c in changes.get("changes", []):
+        if c["type"] == "MX" and relative(c["name"], changes["zone"]) == relative(changes["domain"], changes["zone"]):
+            side = c["after"] if switched else c["before"]
+            return list(side["rdata"]) if side else []
+    return None

@@ -29,7 +29,7 @@ import dns.tsig
 import dns.xfr
 import dns.zone
 
-from migrate.core.config import DnsSection, NameServer
+from migrate.core.config import DnsSection, NameServer, Project
 from migrate.core.errors import DnsServerUnreachable, RemoteError, TransientError, UsageError
 from migrate.core.retry import call_with_retry
 from migrate.core.secrets import SecretRef, register, resolve
@@ -49,6 +49,19 @@ class DnsQueryFailed(RemoteError):
 
 class _Timeout(TransientError):
     pass
+
+
+def dns_section(project: Project, *, tsig: bool = False) -> DnsSection:
+    """The project file's ``dns:`` section, or a usage error saying what is missing (``tsig``: a step that
+    changes records needs the TSIG key too)."""
+    section = project.config.dns
+    if section is None:
+        raise UsageError(f"{project.path.name} has no dns: section",
+                         hint="add one: the authoritative nameservers, the TSIG key, resolvers and targets "
+                              "(govmigrate init writes a commented example)")
+    if tsig and section.tsig is None:
+        raise UsageError(f"{project.path.name}: dns.tsig is missing; the cut-over signs its updates with it")
+    return section
 
 
 def label(server: NameServer) -> str:

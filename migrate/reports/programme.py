@@ -297,7 +297,7 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
             counts.add(m)
         wave_ids = [w.id for w in waves if any(m.row.wave == w.id for m in members)]
         parts = [(w, _ministry_share(by_wave[w], members)) for w in wave_ids]
-        switched = [d for d in source.domains if (dns_state.get(d.lower()) or "") in SWITCHED_STATES]
+        switched = [d for d in source.domains if (dns_state.get(d.lower()) or "") in lifecycle.DOMAIN_SWITCHED]
         ministries.append(MinistryLine(source.id, source.ministry, list(source.domains), wave_ids, counts,
                                        _combine(parts, counts.unplanned), switched,
                                        phones_of.get(f"source/{source.id}", PhoneCounts()),
@@ -338,9 +338,6 @@ def as_json(report: ProgrammeReport) -> dict[str, Any]:
         group["gb_moved"] = gb(group["bytes_moved"])
     return doc
 
-
-#: Where a domain's MX points at the central host (migrate.waves.cutover).
-SWITCHED_STATES = ("switched", "propagated", "cut-over", "done")
 
 CSV_COLUMNS = ("level", "id", "name", "mailboxes", "done", "in_progress", "planned", "unplanned", "failed",
                "skipped", "messages_moved", "messages_total", "gb_moved", "gb_total", "bytes_moved", "bytes_total",

@@ -12,8 +12,9 @@ from migrate.core.errors import UsageError
 from migrate.core.store import Event, RunRow, SipCheckRow, Store
 from migrate.dns.changes import ChangeSet
 
-#: Wave events that say what a gate or a pre-flight found (refused, or forced with a reason).
-GATE_ACTIONS = ("preflight-failed", "gate-forced", "phone step-refused", "sip confirm-refused")
+#: Wave events that say what a gate or a pre-flight found (refused, or forced with a reason); the first and the
+#: last two are the names events had before every step's gate was the runner's.
+GATE_ACTIONS = ("preflight-failed", "gate-refused", "gate-forced", "phone step-refused", "sip confirm-refused")
 #: The columns of the per-mailbox table: the state each pass (and the cut-over) leads to.
 MILESTONES = (("prestage", lifecycle.PRESTAGED), ("delta", lifecycle.DELTA_SYNCED),
               ("final", lifecycle.FINAL_SYNCED), ("cut-over", lifecycle.CUT_OVER), ("done", lifecycle.DONE))

@@ -14,9 +14,9 @@ from typing import Any
 from migrate.core import lifecycle
 from migrate.core.config import Project
 from migrate.core.store import MailboxRow, Store
+from migrate.dns.changes import mx_now
 from migrate.plans.catalog import Catalog
 from migrate.plans.model import PlanWindow
-from migrate.waves.cutover import mx_now
 
 STATE_TEXT = {
     lifecycle.NEW: "Not in any approved migration wave yet.",
@@ -176,7 +176,8 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
                  "state_text": PHONE_TEXT.get(e.state, e.state), "reason": e.state_reason, "wave": e.wave,
                  "linked_by": e.link, "sip_check": _last_register_check(store, e.key)} for e in extensions],
         domain=domain, domain_state=dns_row.state if dns_row else "unchanged",
-        switched_at=dns_row.switched_at if dns_row else None, mx_now=mx_now(dns_row),
+        switched_at=dns_row.switched_at if dns_row else None,
+        mx_now=mx_now(dns_row.changes, dns_row.state in lifecycle.DOMAIN_SWITCHED) if dns_row else None,
         messages_copied=mailbox.copied_messages, messages_total=info.messages if info else mailbox.src_messages,
         bytes_copied=mailbox.copied_bytes, bytes_total=info.size if info else mailbox.src_bytes,
         messages_refused=mailbox.failed_messages, last_sync_at=mailbox.last_sync_at,

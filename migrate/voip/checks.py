@@ -32,7 +32,7 @@ from typing import Any
 
 from migrate.core import lifecycle
 from migrate.core.config import Project, SipSection
-from migrate.core.errors import UsageError
+from migrate.core.errors import ExitCode, UsageError
 from migrate.core.fanout import fanout
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.secrets import Secret
@@ -45,7 +45,6 @@ from migrate.voip.sip.client import SipClient, SipError, SipTlsFailed, Target, T
 RESULTS = ("pass", "note", "warn", "fail", "skip")
 #: OPTIONS answers that prove the server is there and speaks SIP, though not with a 200.
 NOTED_STATUSES = (401, 403, 404, 405, 407)
-STEP = "sip-check"
 
 
 @dataclass
@@ -84,6 +83,10 @@ class SipCheckReport:
     @property
     def warnings(self) -> list[Check]:
         return [c for c in self.checks if c.result == "warn"]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.PARTIAL if self.failed else ExitCode.OK
 
     @property
     def platform_ok(self) -> bool:
@@ -136,13 +139,15 @@ def select_extensions(store: Store, *, wave: str | None, numbers: Iterable[str] 
 
 
 def run_checks(project: Project, store: Store, rows: list[ExtensionRow], *, wave: str | None,
-               progress: ProgressSink = no_progress, stop: threading.Event | None = None) -> SipCheckReport:
-    """Every check of the module docstring for these extensions; each result stored and an event."""
+               run_id: int | None = None, progress: ProgressSink = no_progress,
+               stop: threading.Event | None = None) -> SipCheckReport:
+    """Every check of the module docstring for these extensions; each result stored (with the wave's run
+    ``run_id`` where a wave step made them) and an event."""
     sip = sip_section(project)
     started = time.monotonic()
     report = SipCheckReport(sip.domain.lower(), wave, concurrency=sip.concurrency)
     report.extensions = [r.key for r in rows]
-    report.run_id = store.start_run(wave, STEP) if wave else None
+    report.run_id = run_id
     recorder = _Recorder(store, report, wave)
     progress(ProgressEvent("plan", total_messages=len(rows) or None))
 
@@ -171,12 +176,6 @@ def run_checks(project: Project, store: Store, rows: list[ExtensionRow], *, wave
     place = {target_subject(t): i for i, t in enumerate(targets)} | {key: i for i, key in enumerate(report.extensions)}
     group = {"resolve": 0, "tls": 1, "options": 1, "register": 2}
     report.checks.sort(key=lambda c: (group[c.kind], place.get(c.subject, -1), c.kind != "tls"))
-    if report.run_id is not None:
-        failed = sum(1 for c in report.register_checks().values() if c.result == "fail")
-        store.finish_run(report.run_id, result="ok" if not report.failed else "failed", mailboxes=len(rows),
-                         messages=0, bytes_=0, seconds=report.seconds,
-                         detail=f"{len(rows)} extension(s) checked, {failed} failed; "
-                                f"{len(report.failed)} check(s) failed, {len(report.warnings)} warning(s)")
     return report
 
 

@@ -98,6 +98,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrate.core.cells import FORMULA_STARTS, formula_safe
+from migrate.core.config import Project
 from migrate.core.errors import UsageError
 from migrate.core.secrets import Secret
 from migrate.voip.model import Extension
@@ -493,3 +494,50 @@ def write_csv(extensions: Sequence[Extension], path: Path | str, *, secrets: Map
         ])
     files = _write_all([(Path(path), _csv_text(NEUTRAL_COLUMNS, rows))])
     return ExportResult(files=files, new_secrets=made)
+
+
+# -- one wave's files ---------------------------------------------------------------------------------------
+
+FORMATS = ("freepbx", "kamailio", "csv")
+
+
+def default_out(exports_dir: Path, wave_id: str, fmt: str) -> Path:
+    """``exports/<wave>/phones.csv`` for the neutral CSV, ``exports/<wave>/<format>/`` for the others."""
+    base = exports_dir / wave_id
+    return base / "phones.csv" if fmt == "csv" else base / fmt
+
+
+def secrets_file_for(out: Path) -> Path:
+    return out.with_name(out.name + "-new-secrets.csv")
+
+
+def write_format(fmt: str, extensions: list[Extension], out: Path, *, domain: str | None, new_secrets: bool,
+                 algorithm: str = "MD5") -> tuple[ExportResult, Path | None]:
+    """Write one format; for Kamailio with new secrets also the neutral CSV holding them (same passwords)."""
+    if fmt == "freepbx":
+        return write_freepbx(extensions, out, new_secrets=new_secrets), None
+    if fmt == "csv":
+        return write_csv(extensions, out, new_secrets=new_secrets), None
+    if fmt != "kamailio":
+        raise UsageError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    if not domain:
+        raise UsageError("the Kamailio export needs the SIP domain its digests are computed for",
+                         hint="set phones: sip_domain: (or sip: domain:) in migration.yaml, e.g. voice.gov.bz")
+    if algorithm not in ALGORITHMS:
+        raise UsageError(f"digest algorithm {algorithm!r}: use one of {', '.join(ALGORITHMS)}")
+    if not new_secrets:
+        return write_kamailio(extensions, out, domain=domain, algorithm=algorithm), None
+    # The clear passwords the phones are configured from, made first, then their digests: the same secrets.
+    clear = secrets_file_for(out)
+    registering = [e for e in extensions if (e.tech or "").lower() != "virtual"]
+    made: Mapping[str, Secret] = write_csv(registering, clear, new_secrets=True).new_secrets
+    result = write_kamailio(extensions, out, domain=domain, secrets=made, algorithm=algorithm)
+    result.new_secrets = dict(made)
+    result.files.append(clear)
+    return result, clear
+
+
+def sip_domain(project: Project) -> str | None:
+    """The hosted platform's SIP domain: ``phones.sip_domain``, else ``sip.domain``."""
+    config = project.config
+    return config.phones.sip_domain or (config.sip.domain if config.sip is not None else None)

@@ -16,7 +16,8 @@ from migrate.core.config import Project, Source
 from migrate.core.errors import Problem, UsageError
 from migrate.core.fanout import fanout
 from migrate.core.registry import register_users
-from migrate.core.store import Store, now
+from migrate.core.store import ExtensionRow, Store, now
+from migrate.voip.export import ExportError
 from migrate.voip.link import Link, Linker
 from migrate.voip.model import Extension, PbxInventory
 
@@ -95,3 +96,27 @@ def run_phone_inventory(project: Project, store: Store, source_ids: list[str] | 
                         f"{len(inventory.extensions)} extensions, {linked} linked to a user"
                         + (f"; files with errors, not taken: {', '.join(rejected)}" if rejected else ""))
     return result
+
+
+def current_extensions(project: Project, rows: list[ExtensionRow]) -> tuple[dict[str, Extension], list[str]]:
+    """The wave's extensions as the PBX files have them now (with their secrets), and the files' errors (as
+    ``file:line: message``). Refuses, naming each, those the files no longer give: a file with an error, or
+    an extension removed since the inventory."""
+    source_ids = sorted({r.source_id for r in rows})
+    inventories, problems = read_all(project, [project.source(s) for s in source_ids])
+    current = {e.key: e for inv in inventories.values() for e in inv.extensions}
+    errors = [str(p) for p in problems if p.severity == "error"]
+    missing = [r.key for r in rows if r.key not in current]
+    if missing:
+        raise ExportError(f"{len(missing)} extension(s) of the wave are not in the PBX files as they are now: "
+                          f"{', '.join(missing)}{errors_text(errors)}; nothing was written",
+                          hint="fix the files (govmigrate inventory phones lists every problem) or take the "
+                               "extensions out of the wave")
+    return {r.key: current[r.key] for r in rows}, errors
+
+
+def errors_text(errors: list[str]) -> str:
+    if not errors:
+        return ""
+    more = f" and {len(errors) - 5} more" if len(errors) > 5 else ""
+    return f" (the PBX files have errors, and a file with an error gives nothing: {'; '.join(errors[:5])}{more})"

@@ -1,2 +1,3 @@
-"""Running a wave: a sequence of steps (the sync passes, the DNS switch, later the SIP checks), each with the
-items it applies to, its pre-flight, its run, and the lifecycle state it moves items to."""
+"""Running a wave: one step at a time (the sync passes, run here or queued for workers; provisioning; the SIP
+checks; the DNS cut-over and its phone registration; the confirmation; the rollback), each listed in
+:mod:`migrate.waves.table` and run by :mod:`migrate.waves.runner` over the items it applies to."""

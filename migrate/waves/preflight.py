@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
 
 from migrate.core.config import ImapServer, Project, Source
 from migrate.core.errors import LoginFailed, MigrateError, RemoteError
@@ -37,46 +36,9 @@ from migrate.mailbox.imap import (
 )
 from migrate.mailbox.sources import Sources
 from migrate.plans.catalog import Catalog
+from migrate.waves.results import Finding, Gate
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Finding:
-    #: None: the finding concerns the whole run (the central host).
-    email: str | None
-    check: str          # central | source | login | destination | quota
-    message: str
-    severity: str = "error"
-
-
-@dataclass
-class PreflightResult:
-    checked: list[str] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    #: email → (bytes used, bytes limit) on the central host, where the server reports a storage quota.
-    quota: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-    @property
-    def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == "error"]
-
-    @property
-    def fatal(self) -> list[Finding]:
-        """Problems no mailbox can run past (``--force`` does not help)."""
-        return [f for f in self.errors if f.email is None]
-
-    def failing(self) -> dict[str, str]:
-        """email → the first reason it cannot run."""
-        out: dict[str, str] = {}
-        for f in self.errors:
-            if f.email is not None:
-                out.setdefault(f.email, f.message)
-        return out
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
 
 
 class _SourceAccess:
@@ -110,8 +72,8 @@ class _SourceAccess:
 
 
 def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], *,
-              progress: ProgressSink = no_progress) -> PreflightResult:
-    result = PreflightResult(checked=[m.email for m in mailboxes])
+              progress: ProgressSink = no_progress) -> Gate:
+    result = Gate(checked=[m.email for m in mailboxes])
     if not mailboxes:
         return result
     cfg = project.config
@@ -154,12 +116,12 @@ def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], *
     finally:
         sources.close()
     order = {m.email: i for i, m in enumerate(mailboxes)}
-    result.findings.sort(key=lambda f: (order.get(f.email or "", -1), f.check))
+    result.findings.sort(key=lambda f: (order.get(f.item or "", -1), f.check))
     return result
 
 
 def _check_central(mailbox: MailboxRow, catalog: Catalog, endpoint: Endpoint, creds: Credentials,
-                   result: PreflightResult, add) -> bool:
+                   result: Gate, add) -> bool:
     try:
         session = call_with_retry(f"central login of {mailbox.email}",
                                   lambda: open_session(endpoint, creds, mailbox.email), attempts=2)

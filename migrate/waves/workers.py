@@ -1,10 +1,9 @@
-"""Several migration hosts working one plan: a pass's mailboxes queued in the shared store, claimed by workers.
+"""Several migration hosts working one plan: ``govmigrate worker`` claims the mailboxes a queued pass
+(:mod:`migrate.waves.queued`) put in the shared store, and copies them.
 
-``govmigrate run WAVE --workers`` does what a run always does (approval, the wave's lock, pre-flight, the run
-record) and then, instead of copying, queues the pass's mailboxes (:func:`queue_pass`) and follows the queue
-live until every mailbox is done or failed. ``govmigrate worker``, started on any number of hosts with the same
-project file, claims one mailbox at a time (:func:`work`) and syncs it with the same engine and the same
-lifecycle (:class:`migrate.waves.steps.PassLifecycle`) a run on one host uses.
+A worker, started on any number of hosts with the same project file, claims one mailbox at a time and syncs it
+with the same engine and the same lifecycle (:class:`migrate.waves.sync_pass.PassLifecycle`) a run on one host
+uses.
 
 What holds across hosts: a mailbox is copied by one host at a time (its claim, and its lease
 ``mailbox/<email>``); each source's and the central host's ``connections`` limit counts every host's sessions
@@ -15,101 +14,27 @@ Whatever the dead worker appended and did not record is recognised by fingerprin
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from migrate.core.config import Project
-from migrate.core.errors import Interrupted, MigrateError, UsageError
+from migrate.core.errors import MigrateError, UsageError
 from migrate.core.leases import Heartbeat
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.store import Claim, Store, StoreUnavailable, host
-
-if TYPE_CHECKING:
-    from migrate.waves.runner import Outcome, WaveRun, WaveRunResult
+from migrate.mailbox.sync import SyncEngine, SyncOptions
+from migrate.waves.results import Outcome
+from migrate.waves.sync_pass import PassLifecycle
 
 log = logging.getLogger(__name__)
 
-#: How often `run --workers` reads the queue, and an idle worker asks it for work.
+#: How often an idle worker asks the queue for work.
 POLL_S = 1.0
 #: How often a worker writes what a mailbox has copied so far (the live progress of `run --workers`).
 PROGRESS_S = 2.0
-
-
-def queue_pass(run: WaveRun, result: WaveRunResult, work: list, progress: ProgressSink, stop: threading.Event,
-               *, poll: float = POLL_S) -> None:
-    """Queue ``work`` for the workers as run ``result.run_id`` and follow it until nothing is queued or claimed;
-    each mailbox's outcome, as its worker recorded it, goes into ``result``. A stop takes what is still queued
-    off the queue (claimed mailboxes finish on their workers) and ends the run as interrupted."""
-    from migrate.waves.runner import Outcome
-
-    store, run_id = run.store, result.run_id
-    assert run_id is not None and result.pass_name is not None
-    count = store.enqueue(run_id, run.wave_id, result.pass_name, [(m.id, m.source_id) for m in work])
-    store.add_event(f"wave/{run.wave_id}", "queued",
-                    f"{count} mailbox(es) of the {result.pass_name} pass queued for workers (run {run_id})")
-    progress(ProgressEvent("plan", total_subjects=count))
-    progress(ProgressEvent("note", detail=f"{count} mailbox(es) queued; waiting for workers "
-                                          "(govmigrate worker, on any host with this project file)"))
-    seen: dict[int, tuple[str, str | None]] = {}
-    started: set[int] = set()
-    #: Per queued mailbox, the (messages, bytes) already shown as copied.
-    shown: dict[int, tuple[int, int]] = {}
-    workers_seen: frozenset[str] = frozenset()
-    withdrawn = False
-    while True:
-        alive = frozenset(lease.holder for lease in store.leases("worker/") if lease.remaining > 0)
-        if alive != workers_seen:
-            workers_seen = alive
-            progress(ProgressEvent("note", detail=f"workers: {', '.join(sorted(alive))}" if alive else
-                                   "no worker is running: start govmigrate worker on a host with this project file"))
-        items = store.work_items(run_id=run_id)
-        for item in items:
-            if item.state in ("claimed", "done", "failed") and item.id not in started:
-                started.add(item.id)
-                progress(ProgressEvent("start", item.email))
-            done_m, done_b = shown.get(item.id, (0, 0))
-            now_m, now_b = ((item.outcome.get("copied", 0), item.outcome.get("copied_bytes", 0))
-                            if item.state == "done" else (item.messages, item.bytes))
-            if now_m > done_m or now_b > done_b:
-                progress(ProgressEvent("advance", item.email, messages=max(0, now_m - done_m),
-                                       bytes=max(0, now_b - done_b)))
-                shown[item.id] = (max(now_m, done_m), max(now_b, done_b))
-            before = seen.get(item.id)
-            now = (item.state, item.worker)
-            if before == now:
-                continue
-            seen[item.id] = now
-            if item.state == "claimed":
-                if before is not None and before[0] == "claimed":
-                    progress(ProgressEvent("note", item.email, detail=f"{item.email}: {item.worker} took it over "
-                                                                      f"from {before[1]}, which stopped renewing it"))
-            elif item.state == "done":
-                progress(ProgressEvent("done", item.email))
-            elif item.state == "failed":
-                progress(ProgressEvent("failed", item.email, detail=str(item.outcome.get("error") or "failed")))
-        if not any(item.state in ("queued", "claimed") for item in items):
-            break
-        if stop.is_set() and not withdrawn:
-            store.withdraw_work(run_id)
-            withdrawn = True
-            progress(ProgressEvent("note", detail="stopping: queued mailboxes withdrawn; claimed ones finish on "
-                                                  "their workers"))
-        try:
-            time.sleep(poll)
-        except KeyboardInterrupt:
-            stop.set()
-    names = {f.name for f in dataclasses.fields(Outcome)}
-    for item in items:
-        if item.state in ("done", "failed"):
-            doc = {k: v for k, v in item.outcome.items() if k in names}
-            result.outcomes.append(Outcome(**doc))
-    if withdrawn:
-        raise Interrupted(f"wave {run.wave_id}: stopped; queued mailboxes were withdrawn")
 
 
 @dataclass
@@ -143,8 +68,6 @@ class Worker:
     def __init__(self, project: Project, store: Store, *, locks_dir: Path, sources: tuple[str, ...] = (),
                  threads: int = 4, drain: bool = False, progress: ProgressSink = no_progress,
                  stop: threading.Event | None = None, poll: float = POLL_S) -> None:
-        from migrate.mailbox.sync import SyncEngine, SyncOptions
-
         for source_id in sources:
             project.source(source_id)  # an unknown id is a usage error now, not an idle worker
         self.project = project
@@ -258,8 +181,6 @@ class Worker:
         return self.store.work_left(self.sources) > 0
 
     def _one(self, claim: Claim) -> None:
-        from migrate.waves.steps import PassLifecycle
-
         mailbox = self.store.mailbox_by_id(claim.mailbox_id)
         if mailbox is None:
             self.store.finish_claim(claim.id, self.holder, "failed", {"error": "no longer in the state store"})
@@ -288,7 +209,7 @@ class Worker:
             self.store.return_claim(claim.id, self.holder)
             return
         outcome.host = host()
-        doc = dataclasses.asdict(outcome)
+        doc = outcome.as_dict()
         if not self.store.finish_claim(claim.id, self.holder, "done" if outcome.ok else "failed", doc):
             log.warning("%s: the claim lapsed while it was copied and another worker took it over", mailbox.email)
         with self._lock:

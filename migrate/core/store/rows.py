@@ -237,7 +237,7 @@ class RunRow:
 
 @dataclass(frozen=True)
 class DnsDomainRow:
-    """A ministry domain's DNS cut-over as far as it went (see migrate.waves.cutover)."""
+    """A ministry domain's DNS cut-over as far as it went (see migrate.waves.dns_switch)."""
 
     domain: str
     wave: str | None

@@ -1,86 +1,70 @@
-"""The steps of a wave: what each one applies to, its pre-flight, how it runs, and the state it moves items to.
+"""The sync passes of a wave (prestage, delta, final): the sync engine over the mailboxes that have not
+completed the pass, each moved along its lifecycle as its copy ends.
 
-A wave runs one step at a time (``govmigrate run WAVE --pass P``, ``govmigrate cutover WAVE``); the runner
-(:mod:`migrate.waves.runner`) does what every step shares: approval, the wave lock, the run record, forced
-pre-flight failures, interruption. The three sync passes are steps here; the DNS cut-over
-(:mod:`migrate.waves.cutover`) and, later, the SIP checks are steps too.
+:class:`PassLifecycle` is what a pass does to a mailbox's state as its sync starts and ends; a run on this host,
+a worker of a queued pass (:mod:`migrate.waves.workers`) and the cut-over's last delta record it the same way.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
 
 from migrate.core import lifecycle
+from migrate.core.errors import UsageError
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.store import MailboxRow, Store
 from migrate.mailbox.sync import MailboxReport, SyncEngine, SyncOptions
 from migrate.plans.catalog import Catalog
-from migrate.waves.preflight import PreflightResult, preflight
-
-if TYPE_CHECKING:
-    from migrate.waves.runner import Outcome, WaveRun, WaveRunResult
-
-
-class Step:
-    """One thing a wave does to its mailboxes. Subclasses say which mailboxes, check, and act."""
-
-    #: How the step is named on the command line, in the run records and in events.
-    name: str = ""
-    #: The lifecycle state a mailbox reaches when the step completes for it.
-    target: str = ""
-    #: With ``--force``: True lets every mailbox past a failed pre-flight (a gate, with a recorded reason);
-    #: False leaves the failing mailboxes out (marked failed) and runs the rest.
-    force_overrides_gate: bool = False
-
-    def select(self, run: WaveRun, *, again: bool = False) -> lifecycle.Eligibility:
-        """The wave's mailboxes this step works on, those already past it, and those that cannot take it."""
-        raise NotImplementedError
-
-    def preflight(self, run: WaveRun, work: list[MailboxRow], progress: ProgressSink = no_progress) -> PreflightResult:
-        """What must hold before the step changes anything; errors stop it (or, with force, their mailboxes)."""
-        raise NotImplementedError
-
-    def execute(self, run: WaveRun, result: WaveRunResult, work: list[MailboxRow], progress: ProgressSink,
-                stop: threading.Event) -> None:
-        """Do the step, recording each mailbox's outcome in ``result`` as it ends (run.record)."""
-        raise NotImplementedError
-
-    def describe(self, count: int, again: bool) -> str:
-        return f"{self.name} over {count} mailbox(es)" + (" (again)" if again else "")
-
-    def summary(self, result: WaveRunResult, outcome_text: str) -> str:
-        done = sum(1 for o in result.outcomes if o.ok)
-        return f"{self.name} {outcome_text}: {done} mailbox(es) done, {len(result.failed)} failed"
+from migrate.waves.context import WaveRun
+from migrate.waves.preflight import preflight
+from migrate.waves.results import Gate, Outcome, StepResult
+from migrate.waves.step import LEAVE_OUT, Step, StepOptions
 
 
-class SyncPass(Step):
+class SyncPass(Step[MailboxRow]):
     """prestage, delta or final: one pass of the sync engine over the mailboxes that have not completed it."""
+
+    force = LEAVE_OUT
+    gate_label = "pre-flight"
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.target = lifecycle.PASS_TARGET[name]
 
-    def select(self, run: WaveRun, *, again: bool = False) -> lifecycle.Eligibility:
-        return lifecycle.eligibility(run.mailboxes(), self.name, again=again)
+    def command(self, wave: str, options: StepOptions) -> str:
+        return f"govmigrate run {wave} --pass {self.name}"
 
-    def preflight(self, run: WaveRun, work: list[MailboxRow], progress: ProgressSink = no_progress) -> PreflightResult:
+    def select(self, run: WaveRun, options: StepOptions) -> lifecycle.Eligibility[MailboxRow]:
+        if options.again and self.name == "prestage":
+            raise UsageError("--again repeats a delta or final pass; a prestage pass always resumes")
+        return lifecycle.eligibility(run.mailboxes(), self.name, again=options.again)
+
+    def mark_blocked(self, run: WaveRun, blocked: list[tuple[MailboxRow, str]]) -> None:
+        for m, why in blocked:
+            if "skip" in m.flags and m.state != lifecycle.SKIPPED:
+                run.store.set_mailbox_state(m.id, lifecycle.SKIPPED, why)
+
+    def gate(self, run: WaveRun, work: list[MailboxRow], options: StepOptions,
+             progress: ProgressSink = no_progress) -> Gate:
         return preflight(run.project, Catalog(run.project, run.store), work, progress=progress)
 
-    def describe(self, count: int, again: bool) -> str:
-        return f"{self.name} pass over {count} mailbox(es)" + (" (again)" if again else "")
+    def leave_out(self, run: WaveRun, item: MailboxRow, reason: str) -> None:
+        run.store.set_mailbox_state(item.id, lifecycle.FAILED, f"pre-flight: {reason}",
+                                    prior_state=lifecycle.level(item))
 
-    def summary(self, result: WaveRunResult, outcome_text: str) -> str:
-        done = sum(1 for o in result.outcomes if o.ok)
-        return (f"{self.name} pass {outcome_text}: {done} mailbox(es) done, {len(result.failed)} failed, "
+    def describe(self, count: int, options: StepOptions) -> str:
+        return f"{self.name} pass over {count} mailbox(es)" + (" (again)" if options.again else "")
+
+    def summary(self, result: StepResult, outcome_text: str) -> str:
+        return (f"{self.name} pass {outcome_text}: {len(result.done)} mailbox(es) done, {len(result.failed)} failed, "
                 f"{result.copied} messages ({result.copied_bytes} bytes) copied")
 
-    def execute(self, run: WaveRun, result: WaveRunResult, work: list[MailboxRow], progress: ProgressSink,
-                stop: threading.Event) -> None:
+    def execute(self, run: WaveRun, result: StepResult, work: list[MailboxRow], options: StepOptions,
+                progress: ProgressSink, stop: threading.Event) -> None:
         sync_pass(run, result, work, self.name, progress, stop)
 
 
-def sync_pass(run: WaveRun, result: WaveRunResult, work: list[MailboxRow], pass_name: str, progress: ProgressSink,
+def sync_pass(run: WaveRun, result: StepResult, work: list[MailboxRow], pass_name: str, progress: ProgressSink,
               stop: threading.Event, *, target: str | None = None, failed_prior: str | None = None) -> None:
     """One sync pass over ``work``, each mailbox moved to ``target`` (the pass's own by default) the moment its
     sync completes, or to failed with the reason (remembering ``failed_prior``, by default where a retry of
@@ -104,8 +88,7 @@ def sync_pass(run: WaveRun, result: WaveRunResult, work: list[MailboxRow], pass_
 
 
 class PassLifecycle:
-    """What a sync pass does to a mailbox's lifecycle state as its sync starts and ends; a wave run on this
-    host and a worker of a queued pass (:mod:`migrate.waves.workers`) record it the same way."""
+    """What a sync pass does to a mailbox's lifecycle state as its sync starts and ends."""
 
     def __init__(self, store: Store, pass_name: str, work: list[MailboxRow], *, dry_run: bool,
                  stop: threading.Event, target: str | None = None, failed_prior: str | None = None) -> None:
@@ -122,8 +105,6 @@ class PassLifecycle:
             self.store.set_mailbox_state(mailbox.id, lifecycle.PRESTAGING)
 
     def end(self, mailbox: MailboxRow, report: MailboxReport) -> Outcome:
-        from migrate.waves.runner import Outcome
-
         outcome = Outcome(mailbox.email, mailbox.state, mailbox.state, report.ok and report.complete,
                           copied=report.copied, copied_bytes=report.copied_bytes,
                           would_copy=sum(f.to_copy for f in report.folders),
@@ -161,7 +142,3 @@ def _incomplete(report: MailboxReport) -> str:
         first = next((f"{f.source}: {f.error}" for f in report.folders if f.error), "")
         parts.append(f"{report.folder_errors} folder(s) failed ({first})")
     return "; ".join(parts) or "incomplete"
-
-
-#: Every step a wave can run, by name.
-STEPS: dict[str, Step] = {name: SyncPass(name) for name in lifecycle.PASSES}

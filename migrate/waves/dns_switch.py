@@ -16,8 +16,7 @@ stopped anywhere (Ctrl-C, a kill, a server that does not answer) resumes where i
 6. **Final delta**: a last sync pass for mail that reached the old server while the change propagated; each
    mailbox then goes to ``done``, and the domain with it.
 
-``rollback`` puts the baseline back with the same kind of prerequisites (the records must be exactly as the
-cut-over left them) and returns the domain's mailboxes to ``final-synced``.
+The rollback (:mod:`migrate.waves.rollback`) puts the baseline back.
 """
 
 from __future__ import annotations
@@ -26,33 +25,26 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from migrate.core import lifecycle
-from migrate.core.config import DnsSection, Project
+from migrate.core.config import DnsSection
 from migrate.core.crashpoints import crashpoint
-from migrate.core.errors import UsageError
+from migrate.core.errors import Interrupted
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.store import DnsDomainRow, MailboxRow, Store, now
 from migrate.dns.baseline import take_baseline
-from migrate.dns.changes import ChangeSet, plan_domain, primary_holds
-from migrate.dns.client import DnsClient
+from migrate.dns.changes import ChangeSet, mx_text, plan_domain, primary_holds
+from migrate.dns.client import DnsClient, dns_section
 from migrate.dns.prepare import parse_time
 from migrate.dns.propagation import Propagation, wait_propagated
-from migrate.dns.records import relative
 from migrate.dns.update import apply_changes
-from migrate.waves.preflight import Finding, PreflightResult
-from migrate.waves.steps import STEPS, Step, sync_pass
-
-if TYPE_CHECKING:
-    from migrate.waves.runner import WaveRun, WaveRunResult
+from migrate.waves.context import WaveRun
+from migrate.waves.results import Finding, Gate, StepResult
+from migrate.waves.step import OVERRIDE, Step, StepOptions
+from migrate.waves.sync_pass import sync_pass
 
 log = logging.getLogger(__name__)
-
-#: Where a domain's cut-over has not begun: the gate applies.
-NOT_BEGUN = ("unchanged", "prepared", "rolled-back")
-#: Where the records have (or may have) been changed: what a rollback undoes.
-SWITCHED = ("baselined", "switched", "propagated", "cut-over", "done")
 
 
 @dataclass
@@ -74,15 +66,6 @@ def domain_of(email: str) -> str:
     return email.rsplit("@", 1)[1].lower()
 
 
-def dns_section(project: Project) -> DnsSection:
-    if project.config.dns is None:
-        raise UsageError(f"{project.path.name} has no dns: section; the cut-over needs the ministry zones' "
-                         "nameservers, the TSIG key and the targets (govmigrate init writes an example)")
-    if project.config.dns.tsig is None:
-        raise UsageError(f"{project.path.name}: dns.tsig is missing; the cut-over signs its updates with it")
-    return project.config.dns
-
-
 def domain_mailboxes(store: Store, domains: list[str]) -> dict[str, list[MailboxRow]]:
     """Every mailbox of each domain, whichever wave holds it: a domain moves only when all of them have."""
     wanted = {d.lower() for d in domains}
@@ -94,21 +77,20 @@ def domain_mailboxes(store: Store, domains: list[str]) -> dict[str, list[Mailbox
     return out
 
 
-class DnsSwitch(Step):
+class DnsSwitch(Step[MailboxRow]):
     """The wave's cut-over: its cutover_domains switched, their mailboxes advanced and given a last delta."""
 
     name = "cutover"
     target = lifecycle.DONE
     #: ``--force --reason`` goes past the gate with every mailbox (rather than leaving the failing ones out).
-    force_overrides_gate = True
+    force = OVERRIDE
 
-    def domains(self, run: WaveRun) -> list[str]:
-        assert run.wave.data is not None
-        return list(run.wave.data.cutover_domains)
+    def command(self, wave: str, options: StepOptions) -> str:
+        return f"govmigrate cutover {wave}"
 
-    def select(self, run: WaveRun, *, again: bool = False) -> lifecycle.Eligibility:
+    def select(self, run: WaveRun, options: StepOptions) -> lifecycle.Eligibility[MailboxRow]:
         work, done, blocked = [], [], []
-        for rows in domain_mailboxes(run.store, self.domains(run)).values():
+        for rows in domain_mailboxes(run.store, run.domains()).values():
             for m in rows:
                 if m.state == lifecycle.SKIPPED or "skip" in m.flags:
                     blocked.append((m, "flagged skip in the user list: its mail is not moved"))
@@ -118,20 +100,21 @@ class DnsSwitch(Step):
                     work.append(m)
         return lifecycle.Eligibility(work, done, blocked)
 
-    def preflight(self, run: WaveRun, work: list[MailboxRow], progress: ProgressSink = no_progress) -> PreflightResult:
-        """The gate: every mailbox final-synced (or further), and the TTLs lowered at least one old TTL ago."""
-        dns_section(run.project)
-        result = PreflightResult(checked=[m.email for m in work])
+    def gate(self, run: WaveRun, work: list[MailboxRow], options: StepOptions,
+             progress: ProgressSink = no_progress) -> Gate:
+        """Every mailbox final-synced (or further), and the TTLs lowered at least one old TTL ago."""
+        dns_section(run.project, tsig=True)
+        result = Gate(checked=[m.email for m in work])
         for m in work:
             reached = lifecycle.level(m)
             if lifecycle.rank(reached) < lifecycle.rank(lifecycle.FINAL_SYNCED):
                 result.findings.append(Finding(m.email, "final-sync", f"not final-synced yet ({reached}): run "
                                                f"govmigrate run {m.wave or '<its wave>'} --pass final first"))
         at = datetime.now(UTC)
-        for domain in self.domains(run):
+        for domain in run.domains():
             row = run.store.dns_domain(domain)
             state = row.state if row else "unchanged"
-            if state not in NOT_BEGUN:
+            if state not in lifecycle.DOMAIN_NOT_BEGUN:
                 continue  # begun: the gate was passed (or forced) then; the cut-over resumes
             if state != "prepared" or not row or not row.safe_after:
                 result.findings.append(Finding(None, "dns-ttl", f"{domain}: its TTLs were not lowered: run "
@@ -142,25 +125,22 @@ class DnsSwitch(Step):
                                                f"run out: safe to switch after {row.safe_after} (in {left} s)"))
         return result
 
-    def describe(self, count: int, again: bool) -> str:
+    def describe(self, count: int, options: StepOptions) -> str:
         return f"cut-over of {count} mailbox(es)"
 
-    def summary(self, result: WaveRunResult, outcome_text: str) -> str:
+    def summary(self, result: StepResult, outcome_text: str) -> str:
         domains = ", ".join(f"{d.domain} {d.after}" for d in result.domains) or "no domain"
-        done = sum(1 for o in result.outcomes if o.ok)
-        return f"cut-over {outcome_text}: {domains}; {done} mailbox(es) done, {len(result.failed)} failed"
+        return f"cut-over {outcome_text}: {domains}; {len(result.done)} mailbox(es) done, {len(result.failed)} failed"
 
-    def execute(self, run: WaveRun, result: WaveRunResult, work: list[MailboxRow], progress: ProgressSink,
-                stop: threading.Event) -> None:
-        section = dns_section(run.project)
+    def execute(self, run: WaveRun, result: StepResult, work: list[MailboxRow], options: StepOptions,
+                progress: ProgressSink, stop: threading.Event) -> None:
+        section = dns_section(run.project, tsig=True)
         client = DnsClient(section, run.project.base_dir)
-        by_domain: dict[str, list[MailboxRow]] = {d: [] for d in self.domains(run)}
+        by_domain: dict[str, list[MailboxRow]] = {d: [] for d in run.domains()}
         for m in work:
             by_domain.setdefault(domain_of(m.email), []).append(m)
         for domain, mailboxes in by_domain.items():
             if stop.is_set():
-                from migrate.core.errors import Interrupted
-
                 raise Interrupted("the cut-over was stopped between domains; run the same command again to resume")
             switch = _DomainSwitch(run, client, section, domain, mailboxes, result, progress, stop)
             result.domains.append(switch.outcome)
@@ -171,7 +151,7 @@ class _DomainSwitch:
     """One domain's cut-over, from wherever the last run left it."""
 
     def __init__(self, run: WaveRun, client: DnsClient, section: DnsSection, domain: str,
-                 mailboxes: list[MailboxRow], result: WaveRunResult, progress: ProgressSink,
+                 mailboxes: list[MailboxRow], result: StepResult, progress: ProgressSink,
                  stop: threading.Event) -> None:
         self.run_ = run
         self.store = run.store
@@ -203,7 +183,7 @@ class _DomainSwitch:
         if self.run_.dry_run:
             self.dry_run(state)
             return
-        if state in NOT_BEGUN:
+        if state in lifecycle.DOMAIN_NOT_BEGUN:
             row = self.baseline()
             state = row.state
             crashpoint("cutover-baselined")
@@ -222,7 +202,7 @@ class _DomainSwitch:
             self.final_delta()
 
     def dry_run(self, state: str) -> None:
-        if state in NOT_BEGUN:
+        if state in lifecycle.DOMAIN_NOT_BEGUN:
             plan = plan_domain(self.client, self.section, self.domain)
             self.outcome.changes = plan.rows()
             self.note(f"would switch {len(plan)} RRset(s) (govmigrate dns plan shows them) and advance "
@@ -256,7 +236,7 @@ class _DomainSwitch:
             detail = "the records already were the central host's (applied by an earlier run)"
         else:  # "before", or "neither": then the prerequisites refuse it and say what changed
             apply_changes(self.client, changes)
-            detail = f"switched: {len(changes)} RRset(s) updated on the primary; " + _mx_text(changes)
+            detail = f"switched: {len(changes)} RRset(s) updated on the primary; " + mx_text(changes)
         self.record("switched", "switch", detail, switched_at=now())
 
     def wait(self, changes: ChangeSet | None) -> None:
@@ -297,65 +277,3 @@ class _DomainSwitch:
         else:
             failing = [r.email for r in rows if r is not None and r.state != lifecycle.DONE]
             self.note(f"final delta left {len(failing)} mailbox(es) to retry (run the same command again)")
-
-
-def _mx_text(changes: ChangeSet) -> str:
-    for c in changes:
-        if c.rdtype == "MX" and c.name == changes.domain:
-            return "MX now " + ", ".join(c.after.values()) if c.after else "MX removed"
-    return "MX unchanged"
-
-
-# -- rollback --------------------------------------------------------------------------------------------------
-
-def rollback_domain(project: Project, store: Store, client: DnsClient, domain: str, *,
-                    progress: ProgressSink = no_progress, stop: threading.Event | None = None) -> DomainOutcome:
-    """Put a domain's baseline back (prerequisites: every RRset exactly as the cut-over left it), wait until
-    every authoritative server serves it, and return the domain's mailboxes to final-synced."""
-    dns_section(project)  # a clear error when the project file has no dns: section or TSIG key
-    row = store.dns_domain(domain)
-    state = row.state if row else "unchanged"
-    outcome = DomainOutcome(domain, state, state)
-    if state not in SWITCHED or row is None or not row.changes:
-        outcome.detail = f"nothing to roll back ({state})"
-        return outcome
-    changes = ChangeSet.from_dict(row.changes)
-    inverse = changes.inverse()
-    outcome.changes = inverse.rows()
-    if primary_holds(client, changes) == "before":
-        detail = "the switch had not been applied; nothing to undo on the servers"
-    else:
-        apply_changes(client, inverse)
-        wait_propagated(client, inverse, stop=stop,
-                        on_look=lambda seen: progress(ProgressEvent(
-                            "note", domain, detail=f"{domain}: waiting for " + "; ".join(seen.lagging())))
-                        if not seen.done else None)
-        detail = f"baseline restored: {len(inverse)} RRset(s); " + _mx_text(inverse)
-    moved = 0
-    for m in domain_mailboxes(store, [domain])[domain]:
-        if lifecycle.level(m) in (lifecycle.CUT_OVER, lifecycle.DONE):
-            store.set_mailbox_state(m.id, lifecycle.FINAL_SYNCED, f"rollback: the MX of {domain} is the ministry "
-                                                                 "server's again")
-            moved += 1
-    detail += f"; {moved} mailbox(es) back to final-synced"
-    with store.tx():
-        store.update_dns_domain(domain, state="rolled-back", detail=detail)
-        store.add_event(f"dns/{domain}", "rollback", detail)
-    outcome.after, outcome.detail = "rolled-back", detail
-    progress(ProgressEvent("note", domain, detail=f"{domain}: {detail}"))
-    return outcome
-
-
-def mx_now(row: DnsDomainRow | None) -> list[str] | None:
-    """Where a domain's MX points as far as the store knows (for status): the switch's new MX once switched,
-    the baseline's before; None where nothing was recorded."""
-    if row is None or not row.changes:
-        return None
-    for c in row.changes.get("changes", []):
-        if c["type"] == "MX" and relative(c["name"], row.changes["zone"]) == relative(row.domain, row.changes["zone"]):
-            side = c["after"] if row.state in ("switched", "propagated", "cut-over", "done") else c["before"]
-            return list(side["rdata"]) if side else []
-    return None
-
-
-STEPS["cutover"] = DnsSwitch()
