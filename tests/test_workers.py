@@ -341,3 +341,45 @@ def test_the_shared_store_verifies_the_database_servers_certificate(shared_lab, 
                                     "  verify_certificate: false\n"))
     unverified = cli(ws, password, "log")
     assert unverified.returncode == 0, unverified.stderr
+
+
+def test_verify_and_the_preflight_keep_a_sources_connection_limit_across_two_hosts(shared_lab):
+    """Two hosts sharing the store verify the same wave at once, then both run its pre-flight (a dry run): the
+    source allows 2 sessions, and Dovecot never sees more, although each host alone would open 2."""
+    from tests.lab.proxy import FlakyProxy
+
+    lab, boxes, ws, url, password = shared_lab
+    shared_state(ws, url)
+    project = ws / "migration.yaml"
+    project.write_text(project.read_text().replace("  connections: 4\n", "  connections: 2\n", 1))
+    plan_wave(ws, password)
+    source = next(iter(lab.sources.values()))
+    # A far ministry: 60 ms more on every answer of its server, so that sessions overlap when they can.
+    far = FlakyProxy(source.server.tls_port, delay=0.06).start()
+    try:
+        text = project.read_text()
+        assert text.count(f"port: {source.server.tls_port}\n") == 1
+        project.write_text(text.replace(f"port: {source.server.tls_port}\n", f"port: {far.port}\n"))
+        logins = {b.login for b in boxes}
+        for args, expect in ((("verify", "--all"), (0, 1)), (("run", "wave-01", "--dry-run"), (0, 1))):
+            seen: list[int] = []
+            done = threading.Event()
+
+            def sample() -> None:
+                while not done.is_set():
+                    seen.append(_sessions(source.server, logins))
+                    time.sleep(0.03)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            hosts = [spawn(ws, password, *args, host=name) for name in ("host-a", "host-b")]
+            try:
+                ended = [(p.wait(timeout=300), p.communicate()[1]) for p in hosts]
+            finally:
+                done.set()
+                sampler.join()
+            for code, err in ended:
+                assert code in expect and "Traceback" not in err, (args, code, err)
+            assert max(seen) == 2, (args, seen)
+    finally:
+        far.stop()

@@ -17,6 +17,7 @@ from typing import Protocol
 from migrate.core.config import ImapServer, Project, Source
 from migrate.core.errors import MigrateError, Problem
 from migrate.core.fanout import fanout
+from migrate.core.limits import ConnectionLimits
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.registry import register_users
 from migrate.core.retry import call_with_retry
@@ -122,7 +123,8 @@ def run_inventory(project: Project, store: Store, source_ids: list[str] | None =
         # The bar counts mailboxes that will be tried; a blocked source's were announced in one note.
         total = sum(len(registered.users.get(s.id, [])) for s in sources if not result.probes[s.id].blocked)
         progress(ProgressEvent("plan", total_messages=total))
-        _measure_all(sources, store, registered.users, readers, result, progress, stop)
+        with ConnectionLimits(project, store) as limits:
+            _measure_all(sources, store, registered.users, readers, result, progress, stop, limits)
     finally:
         for reader in readers.values():
             try:
@@ -174,9 +176,9 @@ def _probe_all(sources: list[Source], project: Project, opened: Sources, store: 
 
 def _measure_all(sources: list[Source], store: Store, users: dict[str, list[UserEntry]],
                  readers: dict[str, SourceReader], result: InventoryResult, progress: ProgressSink,
-                 stop: threading.Event) -> None:
-    """Every source at once, each as wide as its connection limit (no server sees more than it allows, and
-    a slow server holds up only its own mailboxes)."""
+                 stop: threading.Event, limits: ConnectionLimits) -> None:
+    """Every source at once, each as wide as its connection limit (no server sees more than it allows, across
+    hosts too where the store is shared, and a slow server holds up only its own mailboxes)."""
     work: list[tuple[Source, list[UserEntry]]] = []
     for source in sources:
         entries = users.get(source.id, [])
@@ -192,8 +194,13 @@ def _measure_all(sources: list[Source], store: Store, users: dict[str, list[User
     def measure_source(item: tuple[Source, list[UserEntry]]) -> None:
         source, entries = item
         reader = readers[source.id]
-        fanout(entries, lambda entry: _measure_one(reader, source.id, entry, store, result, progress, stop),
-               workers=source.connections, name=f"inv-{source.id}", stop=stop)
+        slots = limits.source(source.id)
+
+        def measure(entry: UserEntry) -> None:
+            with slots:
+                _measure_one(reader, source.id, entry, store, result, progress, stop)
+
+        fanout(entries, measure, workers=source.connections, name=f"inv-{source.id}", stop=stop)
 
     fanout(work, measure_source, workers=len(work) or 1, name="inventory", stop=stop)
     # Keep each source's mailboxes in user-list order, whatever order the workers finished in.

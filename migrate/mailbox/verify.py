@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 from migrate.core.config import Project
 from migrate.core.errors import MigrateError, RemoteError
 from migrate.core.fanout import fanout
+from migrate.core.limits import ConnectionLimits
 from migrate.core.store import MailboxRow, Store
 from migrate.mailbox.central import Destination
 from migrate.mailbox.fingerprint import PREFIX, Fingerprinter, fingerprint, stable, stable_content
@@ -301,15 +301,16 @@ def _ts(value: datetime | None) -> float:
 
 def verify_mailboxes(project: Project, store: Store, mailboxes: list[MailboxRow], *, deep: bool = False,
                      progress=None, workers: int = 8) -> list[MailboxCheck]:
-    """Verify mailboxes in parallel (bounded like a sync: per source and for the central host)."""
+    """Verify mailboxes in parallel, each holding a connection to its source and to the central host within
+    their limits (across hosts when the store is shared: :class:`migrate.core.limits.ConnectionLimits`)."""
     from migrate.core.progress import ProgressEvent, no_progress
 
     sink = progress or no_progress
     verifier = Verifier(project, store, deep=deep)
-    slots = {s.id: threading.BoundedSemaphore(s.connections) for s in project.config.sources}
+    limits = ConnectionLimits(project, store)
 
     def one(mailbox: MailboxRow) -> MailboxCheck:
-        with slots[mailbox.source_id]:
+        with limits.source(mailbox.source_id), limits.central():
             sink(ProgressEvent("start", mailbox.email))
             try:
                 result = verifier.verify(mailbox)
@@ -324,3 +325,4 @@ def verify_mailboxes(project: Project, store: Store, mailboxes: list[MailboxRow]
         return fanout(mailboxes, one, workers=min(workers, project.config.central.connections), name="verify")
     finally:
         verifier.close()
+        limits.close()

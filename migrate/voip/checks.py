@@ -26,6 +26,7 @@ import csv
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from migrate.core import lifecycle
 from migrate.core.config import Project, SipSection
 from migrate.core.errors import ExitCode, UsageError
 from migrate.core.fanout import fanout
+from migrate.core.limits import ConnectionLimits
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.secrets import Secret
 from migrate.core.store import ExtensionRow, Store
@@ -155,22 +157,25 @@ def run_checks(project: Project, store: Store, rows: list[ExtensionRow], *, wave
     report.resolution = resolution
     recorder.resolution(resolution)
     targets = _unique(resolution.targets)
-    budget = _Budget(sip.concurrency)
-    reachable = fanout(targets, lambda t: _probe(project, sip, t, recorder, budget),
-                       workers=min(64, max(1, len(targets))), name="sip-options", stop=stop)
-    usable = [t for t, ok in zip(targets, reachable, strict=True) if ok]
+    limits = ConnectionLimits(project, store)
+    budget = _Budget(limits, sip.concurrency)
+    try:
+        reachable = fanout(targets, lambda t: _probe(project, sip, t, recorder, budget),
+                           workers=min(64, max(1, len(targets))), name="sip-options", stop=stop)
+        usable = [t for t, ok in zip(targets, reachable, strict=True) if ok]
+        secrets = _Secrets(project, store)
+        workers = min(64, sip.concurrency * max(1, len({(t.address, t.port) for t in usable})))
 
-    secrets = _Secrets(project, store)
-    workers = min(64, sip.concurrency * max(1, len({(t.address, t.port) for t in usable})))
+        def register(row: ExtensionRow) -> None:
+            progress(ProgressEvent("start", row.key))
+            check = _register(project, sip, row, usable, secrets, budget)
+            recorder.add(check, event_obj=f"extension/{row.key}")
+            progress(ProgressEvent("done" if check.result != "fail" else "failed", row.key, messages=1,
+                                   detail=check.detail))
 
-    def register(row: ExtensionRow) -> None:
-        progress(ProgressEvent("start", row.key))
-        check = _register(project, sip, row, usable, secrets, budget)
-        recorder.add(check, event_obj=f"extension/{row.key}")
-        progress(ProgressEvent("done" if check.result != "fail" else "failed", row.key, messages=1,
-                               detail=check.detail))
-
-    fanout(rows, register, workers=max(1, workers), name="sip-register", stop=stop)
+        fanout(rows, register, workers=max(1, workers), name="sip-register", stop=stop)
+    finally:
+        limits.close()
     report.seconds = time.monotonic() - started
     # Checks end in any order on the runner's threads; people read them in resolution and wave order.
     place = {target_subject(t): i for i, t in enumerate(targets)} | {key: i for i, key in enumerate(report.extensions)}
@@ -221,16 +226,15 @@ def target_subject(target: Target) -> str:
 
 
 class _Budget:
-    """At most ``limit`` transactions in flight per registrar address and port."""
+    """At most ``sip.concurrency`` transactions in flight per registrar address and port (the one connection-limit
+    service: across hosts too where the store is shared)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limits: ConnectionLimits, limit: int) -> None:
+        self.limits = limits
         self.limit = limit
-        self.lock = threading.Lock()
-        self.slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
 
-    def slot(self, target: Target) -> threading.BoundedSemaphore:
-        with self.lock:
-            return self.slots.setdefault((target.address, target.port), threading.BoundedSemaphore(self.limit))
+    def slot(self, target: Target) -> AbstractContextManager:
+        return self.limits.server(f"sip/{target.address}:{target.port}", self.limit)
 
 
 def client_for(sip: SipSection, project: Project, target: Target) -> SipClient:

@@ -21,6 +21,7 @@ import threading
 from migrate.core.config import ImapServer, Project, Source
 from migrate.core.errors import LoginFailed, MigrateError, RemoteError
 from migrate.core.fanout import fanout
+from migrate.core.limits import ConnectionLimits
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.retry import call_with_retry
 from migrate.core.store import MailboxRow
@@ -44,20 +45,22 @@ log = logging.getLogger(__name__)
 class _SourceAccess:
     """How to log into mailboxes of one source, or why that cannot work at all."""
 
-    def __init__(self, source: Source, sources: Sources) -> None:
+    def __init__(self, source: Source, sources: Sources, limits: ConnectionLimits) -> None:
         self.source = source
         self.sources = sources
         self.error: str | None = None
-        self.slots = threading.BoundedSemaphore(source.connections)
+        self.slots = limits.source(source.id)
         try:
             if isinstance(source.server, ImapServer):
                 sources.credentials(source)
                 endpoint = sources.endpoint(source)
-                client = call_with_retry(f"connect to source {source.id}", lambda: connect(endpoint), attempts=2)
-                try:
-                    client.shutdown()
-                except Exception:
-                    pass
+                with self.slots:
+                    client = call_with_retry(f"connect to source {source.id}", lambda: connect(endpoint),
+                                             attempts=2)
+                    try:
+                        client.shutdown()
+                    except Exception:
+                        pass
             else:
                 sources.ews(source)
         except MigrateError as exc:
@@ -71,8 +74,10 @@ class _SourceAccess:
             close()
 
 
-def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], *,
+def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], limits: ConnectionLimits, *,
               progress: ProgressSink = no_progress) -> Gate:
+    """Every check of the module docstring, each session to a server within its connection limit (``limits``:
+    across hosts when the store is shared)."""
     result = Gate(checked=[m.email for m in mailboxes])
     if not mailboxes:
         return result
@@ -80,10 +85,12 @@ def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], *
     central = Endpoint.from_config(cfg.central.imap, base_dir=project.base_dir, label="central host")
     central_creds = credentials_for_central(cfg.central, project)
     # Unreachable (exit 4) or refusing the migration account (exit 5): nothing else is worth checking.
-    check_access(central, central_creds, [m.email for m in mailboxes])
+    with limits.central():
+        check_access(central, central_creds, [m.email for m in mailboxes])
     sources = Sources(project)
-    access = {s: _SourceAccess(project.source(s), sources) for s in dict.fromkeys(m.source_id for m in mailboxes)}
-    central_slots = threading.BoundedSemaphore(cfg.central.connections)
+    access = {s: _SourceAccess(project.source(s), sources, limits)
+              for s in dict.fromkeys(m.source_id for m in mailboxes)}
+    central_slots = limits.central()
     lock = threading.Lock()
     progress(ProgressEvent("plan", total_messages=len(mailboxes)))
 

@@ -11,6 +11,7 @@ import threading
 
 from migrate.core import lifecycle
 from migrate.core.errors import UsageError
+from migrate.core.limits import ConnectionLimits
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.store import MailboxRow, Store
 from migrate.mailbox.sync import MailboxReport, SyncEngine, SyncOptions
@@ -46,7 +47,8 @@ class SyncPass(Step[MailboxRow]):
 
     def gate(self, run: WaveRun, work: list[MailboxRow], options: StepOptions,
              progress: ProgressSink = no_progress) -> Gate:
-        return preflight(run.project, Catalog(run.project, run.store), work, progress=progress)
+        with ConnectionLimits(run.project, run.store) as limits:
+            return preflight(run.project, Catalog(run.project, run.store), work, limits, progress=progress)
 
     def leave_out(self, run: WaveRun, item: MailboxRow, reason: str) -> None:
         run.store.set_mailbox_state(item.id, lifecycle.FAILED, f"pre-flight: {reason}",

@@ -2,7 +2,9 @@
 
 ``FlakyProxy(target_port, cut_after=200_000, cuts=2)`` forwards to a real server and resets the first
 ``cuts`` connections once ``cut_after`` bytes have flowed from the server, as a dropped WAN link or a
-middlebox timeout would. Later connections pass untouched.
+middlebox timeout would. Later connections pass untouched. ``delay`` holds back every piece the server sends
+that long: a link to a far ministry, on which every round trip costs time (sessions last long enough for a
+test to see how many are open at once).
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 
 from tests.lab.base import LOOPBACK, free_port
 
 
 class FlakyProxy:
-    def __init__(self, target_port: int, *, cut_after: int | None = None, cuts: int = 1) -> None:
+    def __init__(self, target_port: int, *, cut_after: int | None = None, cuts: int = 1, delay: float = 0.0) -> None:
         self.target_port = target_port
+        self.delay = delay
         self.cut_after = cut_after
         self.cuts_left = cuts
         self.cuts_done = 0
@@ -58,15 +62,18 @@ class FlakyProxy:
                 if doomed:
                     self.cuts_left -= 1
             state = {"bytes": 0, "closed": False}
-            threading.Thread(target=self._pump, args=(upstream, client, state, doomed), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, state, doomed, self.delay),
+                             daemon=True).start()
             threading.Thread(target=self._pump, args=(client, upstream, state, False), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, state: dict, doomed: bool) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, state: dict, doomed: bool, delay: float = 0.0) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if delay:
+                    time.sleep(delay)
                 if doomed:
                     state["bytes"] += len(data)
                     if state["bytes"] >= (self.cut_after or 0):
