@@ -365,7 +365,7 @@ def test_verify_and_the_preflight_keep_a_sources_connection_limit_across_two_hos
             seen: list[int] = []
             done = threading.Event()
 
-            def sample() -> None:
+            def sample(seen: list[int] = seen, done: threading.Event = done) -> None:
                 while not done.is_set():
                     seen.append(_sessions(source.server, logins))
                     time.sleep(0.03)
