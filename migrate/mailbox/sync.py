@@ -40,15 +40,10 @@ from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.ratelimit import RateLimiter
 from migrate.core.retry import retrying
 from migrate.core.store import FolderState, MailboxRow, MessageRecord, Store, StoreUnavailable
-from migrate.mailbox.central import Destination, LazyDestination, check_access
+from migrate.mailbox.central import CentralServer, Destination
 from migrate.mailbox.fingerprint import PREFIX, fingerprint, stable
 from migrate.mailbox.folders import CentralLayout, FolderMapping, SourceFolderInfo, map_folders
-from migrate.mailbox.imap import (
-    Credentials,
-    Endpoint,
-    credentials_for_central,
-    describe_failure,
-)
+from migrate.mailbox.imap import describe_failure
 from migrate.mailbox.keywords import for_central
 from migrate.mailbox.protocol import Appendable, CommandFailed, ListedFolder
 from migrate.mailbox.source_imap import ImapSourceMailbox, MessageMeta
@@ -196,8 +191,7 @@ class SyncEngine:
         self.progress = progress
         self.stop = stop or threading.Event()
         cfg = project.config
-        self.central_endpoint = Endpoint.from_config(cfg.central.imap, base_dir=project.base_dir, label="central host")
-        self._central_creds: Credentials | None = None
+        self.central = CentralServer(project)
         self._dav_password: Any = None
         self.sources = Sources(project)
         self._lock = threading.Lock()
@@ -218,13 +212,7 @@ class SyncEngine:
         #: Per mailbox, what it is expected to copy (see :meth:`expected`), announced as it starts.
         self._expected: dict[str, tuple[int | None, int | None]] = {}
 
-    # -- credentials and connections -------------------------------------------------------------------
-
-    def central_credentials(self) -> Credentials:
-        with self._lock:
-            if self._central_creds is None:
-                self._central_creds = credentials_for_central(self.project.config.central, self.project)
-            return self._central_creds
+    # -- connections -----------------------------------------------------------------------------------
 
     def close(self) -> None:
         self.sources.close()
@@ -236,12 +224,8 @@ class SyncEngine:
     def check_central(self, mailboxes: list[MailboxRow]) -> None:
         """Fail the whole command early when nothing could work, before any source mailbox is read: the
         central host's secret does not resolve (exit 2), the host cannot be reached (exit 4), or it refuses
-        the migration account (exit 5); see :func:`migrate.mailbox.central.check_access`."""
-        creds = self.central_credentials()
-        if self.options.dry_run:
-            check_access(self.central_endpoint, creds, [])
-        else:
-            check_access(self.central_endpoint, creds, [m.email for m in mailboxes])
+        the migration account (exit 5); see :meth:`migrate.mailbox.central.CentralServer.check_access`."""
+        self.central.check_access([] if self.options.dry_run else [m.email for m in mailboxes])
 
     def check_dav(self, mailboxes: list[MailboxRow]) -> None:
         """With ``central.dav`` and an Exchange mailbox to sync: the DAV server must answer (exit 4) and accept
@@ -413,7 +397,7 @@ class SyncEngine:
         try:
             src = self.sources.open(source, mailbox.email, mailbox.login)
             folders = folder_list(src)
-            dest = LazyDestination(self.central_endpoint, self.central_credentials(), mailbox.email)
+            dest = self.central.lazy(mailbox.email)
             runner = _MailboxPass(self, mailbox, source, src, dest, report)
             runner.run(folders)
             if source.server.type == "ews" and not self.options.dry_run:
