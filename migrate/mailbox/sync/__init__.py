@@ -11,8 +11,8 @@ Mailboxes run in parallel, bounded per source and for the central host; transien
 resume from the last recorded batch. A stop event ends the run at the next batch boundary.
 
 The modules, from the top: engine (the run), mailbox_pass (one mailbox), imap_folder and ews_folder (one
-folder), reconcile, copy and changes (what a folder sync does), context and reports (what they share),
-selection (which mailboxes a command names).
+folder, on folder_sync), reconcile, copy and changes (what a folder sync does), context and reports (what
+they all share), selection (which mailboxes a command names).
 """
 
 from migrate.core.errors import TransientError

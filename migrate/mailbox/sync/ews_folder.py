@@ -8,10 +8,7 @@ import logging
 from migrate.core.errors import SyncStateInvalid
 from migrate.core.store import FolderState, MessageRecord, now
 from migrate.mailbox.folders import SourceFolderInfo
-from migrate.mailbox.sync.changes import ChangeCarrier
-from migrate.mailbox.sync.context import PassContext
-from migrate.mailbox.sync.copy import Copier
-from migrate.mailbox.sync.reconcile import Reconciler
+from migrate.mailbox.sync.folder_sync import FolderSync
 from migrate.mailbox.sync.reports import FolderReport, Item, Key, record_key
 
 log = logging.getLogger(__package__)  # the engine's one logger, migrate.mailbox.sync
@@ -21,16 +18,10 @@ log = logging.getLogger(__package__)  # the engine's one logger, migrate.mailbox
 MAX_SYNC_STALLS = 3
 
 
-class EwsFolderSync:
-    def __init__(self, ctx: PassContext, reconciler: Reconciler, copier: Copier, changes: ChangeCarrier) -> None:
-        self.ctx = ctx
-        self.reconciler = reconciler
-        self.copier = copier
-        self.changes = changes
-
+class EwsFolderSync(FolderSync):
     def sync(self, src_info: SourceFolderInfo, state: FolderState | None, dest_name: str,
              pre_existing: bool, status: dict[str, int], fr: FolderReport) -> None:
-        """``status`` is not needed: SyncFolderItems says what changed."""
+        # status is not needed: SyncFolderItems says what changed.
         ctx = self.ctx
         dest_status = ctx.dest_status(dest_name)
         records = self.reconciler.records(state, dest_status)

@@ -8,22 +8,13 @@ import logging
 from migrate.core.store import FolderState, MessageRecord, now
 from migrate.mailbox.folders import SourceFolderInfo
 from migrate.mailbox.source_imap import ImapSourceMailbox, MessageMeta
-from migrate.mailbox.sync.changes import ChangeCarrier
-from migrate.mailbox.sync.context import PassContext
-from migrate.mailbox.sync.copy import Copier
-from migrate.mailbox.sync.reconcile import Reconciler
+from migrate.mailbox.sync.folder_sync import FolderSync
 from migrate.mailbox.sync.reports import FolderReport, Item, Key
 
 log = logging.getLogger(__package__)  # the engine's one logger, migrate.mailbox.sync
 
 
-class ImapFolderSync:
-    def __init__(self, ctx: PassContext, reconciler: Reconciler, copier: Copier, changes: ChangeCarrier) -> None:
-        self.ctx = ctx
-        self.reconciler = reconciler
-        self.copier = copier
-        self.changes = changes
-
+class ImapFolderSync(FolderSync):
     def sync(self, src_info: SourceFolderInfo, state: FolderState | None, dest_name: str,
              pre_existing: bool, status: dict[str, int], fr: FolderReport) -> None:
         ctx = self.ctx

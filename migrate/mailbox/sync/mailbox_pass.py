@@ -10,12 +10,10 @@ from migrate.core.errors import FolderFailed, RemoteError
 from migrate.core.store import FolderState
 from migrate.mailbox.folders import CentralLayout, FolderMapping, SourceFolderInfo, map_folders
 from migrate.mailbox.protocol import CommandFailed, ListedFolder
-from migrate.mailbox.sync.changes import ChangeCarrier
 from migrate.mailbox.sync.context import PassContext
-from migrate.mailbox.sync.copy import Copier
 from migrate.mailbox.sync.ews_folder import EwsFolderSync
+from migrate.mailbox.sync.folder_sync import FolderSync
 from migrate.mailbox.sync.imap_folder import ImapFolderSync
-from migrate.mailbox.sync.reconcile import Reconciler
 from migrate.mailbox.sync.reports import FolderReport
 
 log = logging.getLogger(__package__)  # the engine's one logger, migrate.mailbox.sync
@@ -26,8 +24,7 @@ class MailboxPass:
         """``central_folders``: the central host's folder policy, applied after the source's own."""
         self.ctx = ctx
         self.central_folders = central_folders
-        folder_sync = EwsFolderSync if ctx.is_ews else ImapFolderSync
-        self.folder_sync = folder_sync(ctx, Reconciler(ctx), Copier(ctx), ChangeCarrier(ctx))
+        self.folder_sync: FolderSync = EwsFolderSync(ctx) if ctx.is_ews else ImapFolderSync(ctx)
 
     def run(self, folders: list[tuple[SourceFolderInfo, ListedFolder | None]]) -> None:
         ctx = self.ctx
