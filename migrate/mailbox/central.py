@@ -3,16 +3,18 @@
 One ``Destination`` per user session. It appends in batches (MULTIAPPEND with LITERAL+ when offered,
 else one APPEND at a time), streams large messages, carries flag changes, and reads fingerprints for
 reconciliation. The central host must offer UIDPLUS: without APPENDUID the engine could not know where a
-message landed, and could not resume exactly.
+message landed, and could not resume exactly. ``CentralServer`` is the one way every command opens the host.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from migrate.core.config import Project
 from migrate.core.errors import (
     AuthenticationFailed,
     ConnectFailed,
@@ -28,9 +30,11 @@ from migrate.mailbox.imap import (
     Endpoint,
     Session,
     connect,
+    credentials_for_central,
     describe_failure,
     guarded,
     open_session,
+    storage_quota,
 )
 from migrate.mailbox.protocol import (
     Appendable,
@@ -210,36 +214,6 @@ class Destination:
         return out
 
 
-def check_access(endpoint: Endpoint, creds: Credentials, emails: list[str]) -> None:
-    """Before any source mailbox is read: the central host must answer (else ServerUnreachable, exit 4) and
-    accept the migration account's login (else AuthenticationFailed, exit 5). The login is tried for up to
-    two of the mailboxes: one refusal may be a mailbox the central mail team has not created yet, two in a
-    row are the credentials. A transient fault is left to the per-mailbox retries."""
-    hint_connect = "check the central host's address, port and TLS settings in migration.yaml, and that it is up"
-    if not emails:
-        try:
-            connect(endpoint).shutdown()
-        except (ConnectFailed, TlsFailed) as exc:
-            raise ServerUnreachable(exc.message, hint=hint_connect)
-        return
-    refused: list[str] = []
-    for email in emails[:2]:
-        try:
-            open_session(endpoint, creds, email).close()
-            return
-        except (ConnectFailed, TlsFailed) as exc:
-            raise ServerUnreachable(exc.message, hint=hint_connect)
-        except LoginFailed as exc:
-            refused.append(f"{email}: {exc.message}")
-        except RemoteError:
-            return
-    raise AuthenticationFailed(
-        f"the central host refused the migration account's login for {len(refused)} mailbox(es); nothing was "
-        f"copied. {refused[0]}",
-        hint="check central.login in migration.yaml (method, user, password reference) and that these mailboxes "
-             "exist on the central host")
-
-
 class LazyDestination:
     """The central host session, opened on first use (a pass that finds nothing to do never logs in there),
     and opened again after a command failed half-way closed it."""
@@ -259,3 +233,65 @@ class LazyDestination:
     def close(self) -> None:
         if self._dest is not None:
             self._dest.close()
+
+
+class CentralServer:
+    """The central host as sync, verify and pre-flight open it: its endpoint, built once from the project file,
+    and the migration account's credentials, resolved once when first needed (safe across threads)."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.endpoint = Endpoint.from_config(project.config.central.imap, base_dir=project.base_dir,
+                                             label="central host")
+        self._creds: Credentials | None = None
+        self._lock = threading.Lock()
+
+    def credentials(self) -> Credentials:
+        with self._lock:
+            if self._creds is None:
+                self._creds = credentials_for_central(self.project.config.central, self.project)
+            return self._creds
+
+    def open(self, email: str) -> Destination:
+        """``email``'s mailbox on the central host, logged in now."""
+        return Destination.open(self.endpoint, self.credentials(), email)
+
+    def lazy(self, email: str) -> LazyDestination:
+        """``email``'s mailbox on the central host, logged in on first use."""
+        return LazyDestination(self.endpoint, self.credentials(), email)
+
+    def quota(self, email: str) -> tuple[int, int] | None:
+        """Log in as ``email``, read its STORAGE (used, limit) and log out; None without a storage limit."""
+        with open_session(self.endpoint, self.credentials(), email) as session:
+            return storage_quota(session)
+
+    def check_access(self, emails: list[str]) -> None:
+        """Before any source mailbox is read: the migration account's secret must resolve (else exit 2), the
+        central host must answer (else ServerUnreachable, exit 4) and accept the account's login (else
+        AuthenticationFailed, exit 5). The login is tried for up to two of ``emails``: one refusal may be a
+        mailbox the central mail team has not created yet, two in a row are the credentials. Without
+        ``emails`` only the connection is tried. A transient fault is left to the per-mailbox retries."""
+        creds = self.credentials()
+        hint_connect = "check the central host's address, port and TLS settings in migration.yaml, and that it is up"
+        if not emails:
+            try:
+                connect(self.endpoint).shutdown()
+            except (ConnectFailed, TlsFailed) as exc:
+                raise ServerUnreachable(exc.message, hint=hint_connect)
+            return
+        refused: list[str] = []
+        for email in emails[:2]:
+            try:
+                open_session(self.endpoint, creds, email).close()
+                return
+            except (ConnectFailed, TlsFailed) as exc:
+                raise ServerUnreachable(exc.message, hint=hint_connect)
+            except LoginFailed as exc:
+                refused.append(f"{email}: {exc.message}")
+            except RemoteError:
+                return
+        raise AuthenticationFailed(
+            f"the central host refused the migration account's login for {len(refused)} mailbox(es); nothing was "
+            f"copied. {refused[0]}",
+            hint="check central.login in migration.yaml (method, user, password reference) and that these mailboxes "
+                 "exist on the central host")

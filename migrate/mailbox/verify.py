@@ -23,14 +23,10 @@ from migrate.core.errors import MigrateError, RemoteError
 from migrate.core.fanout import fanout
 from migrate.core.limits import ConnectionLimits
 from migrate.core.store import MailboxRow, Store
-from migrate.mailbox.central import Destination
+from migrate.mailbox.central import CentralServer, Destination
 from migrate.mailbox.fingerprint import PREFIX, Fingerprinter, fingerprint, stable, stable_content
 from migrate.mailbox.folders import map_folders
-from migrate.mailbox.imap import (
-    Endpoint,
-    credentials_for_central,
-    imap_date,
-)
+from migrate.mailbox.imap import imap_date
 from migrate.mailbox.keywords import for_central
 from migrate.mailbox.protocol import clean_flags, fetch, uid_set
 from migrate.mailbox.source_imap import ImapSourceMailbox
@@ -136,9 +132,8 @@ class Verifier:
         self.store = store
         self.deep = deep
         self.max_keyword = project.config.central.max_keyword_length
-        self.central_endpoint = Endpoint.from_config(project.config.central.imap, base_dir=project.base_dir,
-                                                     label="central host")
-        self.central_creds = credentials_for_central(project.config.central, project)
+        self.central = CentralServer(project)
+        self.central.credentials()  # a secret that does not resolve stops the command before any mailbox
         self.sources = Sources(project)
 
     def close(self) -> None:
@@ -149,7 +144,7 @@ class Verifier:
         source = self.project.source(mailbox.source_id)
         src = dest = None
         try:
-            dest = Destination.open(self.central_endpoint, self.central_creds, mailbox.email)
+            dest = self.central.open(mailbox.email)
             src = self.sources.open(source, mailbox.email, mailbox.login)
             folders = [info for info, _ in folder_list(src)]
             recorded = {f.source_name: f for f in self.store.folders(mailbox.id)}

@@ -26,15 +26,8 @@ from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.retry import call_with_retry
 from migrate.core.store import MailboxRow
 from migrate.core.units import human_bytes
-from migrate.mailbox.central import check_access
-from migrate.mailbox.imap import (
-    Credentials,
-    Endpoint,
-    connect,
-    credentials_for_central,
-    open_session,
-    storage_quota,
-)
+from migrate.mailbox.central import CentralServer
+from migrate.mailbox.imap import connect
 from migrate.mailbox.sources import Sources
 from migrate.plans.catalog import Catalog
 from migrate.waves.results import Finding, Gate
@@ -82,11 +75,10 @@ def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], l
     if not mailboxes:
         return result
     cfg = project.config
-    central = Endpoint.from_config(cfg.central.imap, base_dir=project.base_dir, label="central host")
-    central_creds = credentials_for_central(cfg.central, project)
+    central = CentralServer(project)
     # Unreachable (exit 4) or refusing the migration account (exit 5): nothing else is worth checking.
     with limits.central():
-        check_access(central, central_creds, [m.email for m in mailboxes])
+        central.check_access([m.email for m in mailboxes])
     sources = Sources(project)
     access = {s: _SourceAccess(project.source(s), sources, limits)
               for s in dict.fromkeys(m.source_id for m in mailboxes)}
@@ -113,7 +105,7 @@ def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], l
                     add(Finding(mailbox.email, "login", f"login at the source failed: {exc.message}"))
                     failed = True
         with central_slots:
-            failed = not _check_central(mailbox, catalog, central, central_creds, result, add) or failed
+            failed = not _check_central(mailbox, catalog, central, result, add) or failed
         progress(ProgressEvent("failed" if failed else "done", mailbox.email,
                                detail="pre-flight found a problem" if failed else ""))
 
@@ -127,11 +119,10 @@ def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], l
     return result
 
 
-def _check_central(mailbox: MailboxRow, catalog: Catalog, endpoint: Endpoint, creds: Credentials,
-                   result: Gate, add) -> bool:
+def _check_central(mailbox: MailboxRow, catalog: Catalog, central: CentralServer, result: Gate, add) -> bool:
     try:
-        session = call_with_retry(f"central login of {mailbox.email}",
-                                  lambda: open_session(endpoint, creds, mailbox.email), attempts=2)
+        quota = call_with_retry(f"central login of {mailbox.email}", lambda: central.quota(mailbox.email),
+                                attempts=2)
     except LoginFailed as exc:
         add(Finding(mailbox.email, "destination",
                     f"no usable mailbox on the central host: the migration login for {mailbox.email} was refused "
@@ -140,10 +131,6 @@ def _check_central(mailbox: MailboxRow, catalog: Catalog, endpoint: Endpoint, cr
     except RemoteError as exc:
         add(Finding(mailbox.email, "destination", f"central host: {exc.message}"))
         return False
-    try:
-        quota = storage_quota(session)
-    finally:
-        session.close()
     info = catalog.get(mailbox.email)
     if info is None or info.size is None:
         add(Finding(mailbox.email, "quota", "size unknown (not inventoried): the central quota was not checked",

@@ -1,0 +1,137 @@
+"""What the sync engine is told and what it reports (options, per-mailbox and per-folder reports), and the small
+records its modules pass each other: a message's key, one message to copy, the stop signal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from migrate.core.config import Project
+from migrate.core.store import MessageRecord
+
+Key = int | str  # IMAP source UID, or EWS item id
+
+
+@dataclass
+class SyncOptions:
+    dry_run: bool = False
+    propagate_deletes: bool = False
+    #: A batch is fetched with one FETCH and appended with one MULTIAPPEND.
+    batch_bytes: int = 2_000_000
+    batch_messages: int = 250
+    #: Messages larger than this are streamed in chunks instead of held whole in memory.
+    stream_threshold: int = 8_000_000
+    chunk_size: int = 1_000_000
+    #: Parallel mailboxes (default: bounded by the sources' and the central host's connection limits).
+    workers: int | None = None
+    #: Retries of a mailbox after transient faults before it is recorded as failed.
+    attempts: int = 5
+    #: A lock directory (the workspace's); None disables per-mailbox locks (library use, tests).
+    lock_dir: Any = None
+
+    @classmethod
+    def from_project(cls, project: Project, **kwargs: Any) -> SyncOptions:
+        tuning = project.config.sync
+        return cls(batch_bytes=int(tuning.batch_bytes), batch_messages=tuning.batch_messages,
+                   stream_threshold=int(tuning.stream_threshold), workers=tuning.workers, **kwargs)
+
+
+@dataclass
+class FolderReport:
+    source: str
+    dest: str | None
+    note: str | None = None
+    created: bool = False
+    unchanged: bool = False
+    copied: int = 0
+    copied_bytes: int = 0
+    reconciled: int = 0
+    flag_updates: int = 0
+    deleted: int = 0
+    #: Messages copied or re-flagged whose keywords (Exchange categories) had to be encoded as atoms.
+    keywords_encoded: int = 0
+    to_copy: int = 0          # dry-run: would copy
+    to_copy_bytes: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (message, reason)
+    #: Items not migrated by policy (an Exchange contact or note kept in a mail folder): (item, reason).
+    not_migrated: list[tuple[str, str]] = field(default_factory=list)
+    #: Something people should know that did not fail the folder (e.g. a server whose sync state stalled).
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class MailboxReport:
+    email: str
+    source_id: str
+    ok: bool = True
+    error: str | None = None
+    folders: list[FolderReport] = field(default_factory=list)
+    src_messages: int = 0
+    src_bytes: int = 0
+    seconds: float = 0.0
+    attempts: int = 1
+    #: Not synced: another process holds this mailbox's lock (``error`` names it).
+    locked: bool = False
+    #: Exchange calendars and contacts (migrate.mailbox.groupware.GroupwareReport), one per kind.
+    groupware: list = field(default_factory=list)
+
+    @property
+    def copied(self) -> int:
+        return sum(f.copied for f in self.folders)
+
+    @property
+    def copied_bytes(self) -> int:
+        return sum(f.copied_bytes for f in self.folders)
+
+    @property
+    def failed_messages(self) -> int:
+        return sum(len(f.failed) for f in self.folders)
+
+    @property
+    def keywords_encoded(self) -> int:
+        return sum(f.keywords_encoded for f in self.folders)
+
+    @property
+    def folder_errors(self) -> int:
+        return sum(1 for f in self.folders if f.error)
+
+    @property
+    def complete(self) -> bool:
+        """Everything at the source is at the destination (as far as this pass knows)."""
+        return self.ok and not self.failed_messages and not self.folder_errors and \
+            not any(g.failed or g.error for g in self.groupware)
+
+
+SyncCallback = Callable[[MailboxReport], None]
+
+
+def cols(key: Key) -> tuple[int | None, str | None]:
+    """A key as the store's (src_uid, src_item) columns."""
+    return (key, None) if isinstance(key, int) else (None, key)
+
+
+def record_key(record: MessageRecord) -> Key:
+    return record.src_uid if record.src_uid is not None else record.src_item  # type: ignore[return-value]
+
+
+def flagstr(flags) -> str:
+    return " ".join(sorted(flags))
+
+
+@dataclass
+class Item:
+    """One message to copy."""
+
+    key: Key
+    size: int
+    flags: tuple[str, ...]
+    internaldate: datetime | None
+    #: Some keyword had to be encoded to be sent (see migrate.mailbox.keywords).
+    encoded: bool = False
+
+
+class Stopped(Exception):
+    """The run was asked to stop: the mailbox ends at the next batch or folder boundary."""
