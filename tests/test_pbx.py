@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from migrate.core import secrets as secrets_module
+from migrate.core import redaction
 from migrate.core.config import Project, load_project
 from migrate.voip.model import Extension, PbxInventory
 from migrate.voip.pbx import check_dial_plans, read_pbx
@@ -731,7 +731,7 @@ def test_secrets_never_appear_in_problems_reprs_or_the_redactor(tmp_path):
                             *(str(e.extra) for e in inv.extensions)])
     for value in SECRETS:
         assert value not in everything
-    assert not set(SECRETS) & secrets_module._known, "PBX secrets are never registered with the redactor"
+    assert not set(SECRETS) & redaction._known, "PBX secrets are never registered with the redactor"
     assert reveal(ext(inv, "2005").voicemail_pin) == SECRETS[5], "the secret is there, only hidden"
 
 

@@ -211,13 +211,13 @@ def render(app: App, result: StepResult) -> None:
         app.info(f"{len(result.already)} mailbox(es) already past this pass: "
                  + ", ".join(f"{e} ({w})" for e, w in result.already[:5]) + (" ..." if len(result.already) > 5 else ""))
     if not dry and not result.interrupted and not result.failed and not result.blocked:
-        following = NEXT_PASS.get(result.pass_name or "")
+        following = NEXT_PASS.get(result.step or "")
         if following:
             app.info(f"next: govmigrate run {result.wave} --pass {following}")
-        elif result.pass_name == "final":
+        elif result.step == "final":
             app.info("next: the DNS cut-over of the wave's domains")
     elif result.failed:
-        app.info(f"failed mailboxes are retried by the next run: govmigrate run {result.wave} --pass {result.pass_name}")
+        app.info(f"failed mailboxes are retried by the next run: govmigrate run {result.wave} --pass {result.step}")
     print_summary(app, summary(result))
 
 
@@ -241,7 +241,7 @@ def summary(result: StepResult) -> str:
         messages, nbytes = result.copied, result.copied_bytes
     more = []
     if not dry:
-        target = lifecycle.PASS_TARGET.get(result.pass_name or "", lifecycle.DONE)
+        target = lifecycle.PASS_TARGET.get(result.step or "", lifecycle.DONE)
         more.append(f"{sum(1 for o in result.outcomes if o.ok)} now {target}")
     stopped = sum(1 for o in result.outcomes if o.stopped)
     locked = sum(1 for o in result.outcomes if o.locked)

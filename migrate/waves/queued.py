@@ -37,10 +37,10 @@ def queue_pass(run: WaveRun, result: StepResult, work: list[MailboxRow], progres
     each mailbox's outcome, as its worker recorded it, goes into ``result``. A stop takes what is still queued
     off the queue (claimed mailboxes finish on their workers) and ends the run as interrupted."""
     store, run_id = run.store, result.run_id
-    assert run_id is not None and result.pass_name is not None
-    count = store.enqueue(run_id, run.wave_id, result.pass_name, [(m.id, m.source_id) for m in work])
+    assert run_id is not None and result.step is not None
+    count = store.enqueue(run_id, run.wave_id, result.step, [(m.id, m.source_id) for m in work])
     store.add_event(f"wave/{run.wave_id}", "queued",
-                    f"{count} mailbox(es) of the {result.pass_name} pass queued for workers (run {run_id})")
+                    f"{count} mailbox(es) of the {result.step} pass queued for workers (run {run_id})")
     progress(ProgressEvent("plan", total_subjects=count))
     progress(ProgressEvent("note", detail=f"{count} mailbox(es) queued; waiting for workers "
                                           "(govmigrate worker, on any host with this project file)"))

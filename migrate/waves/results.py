@@ -142,10 +142,6 @@ class StepResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def pass_name(self) -> str | None:
-        return self.step
-
-    @property
     def copied(self) -> int:
         return sum(o.copied for o in self.outcomes)
 
