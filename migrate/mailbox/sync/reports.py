@@ -105,7 +105,6 @@ class MailboxReport:
             not any(g.failed or g.error for g in self.groupware)
 
 
-SyncCallback = Callable[[MailboxReport], None]
 
 
 def cols(key: Key) -> tuple[int | None, str | None]:
