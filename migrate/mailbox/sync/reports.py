@@ -3,7 +3,6 @@ records its modules pass each other: a message's key, one message to copy, the s
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
