@@ -125,6 +125,12 @@ def test_message_records_replace_by_source_uid_or_item_and_never_duplicate(store
     assert records[(None, "item-8")].dest_uid == 102 and records[(None, "item-9")].state == "skipped"
     assert store.folders(mid)[0].source_modseq == 2 ** 62
     assert store.copied_totals(mid) == (2, 18)
+    # Typed as they leave the store: PostgreSQL's SUM of a BIGINT is a NUMERIC, which psycopg reads as a
+    # Decimal, and a Decimal divided by a float is a TypeError in the estimates (exit 70 on every report).
+    assert [type(v) for v in store.copied_totals(mid)] == [int, int]
+    store.record_throughput("health", 3, 3_000_000, 1.5)
+    assert [type(v) for v in store.throughput("health")] == [int, int, float]
+    assert store.throughput("health")[1] / 1.5 == 2_000_000
     assert store.folders_needing_attention(mid) == {folder.id}
     store.update_message_flags(folder.id, [("\\Seen \\Answered", 1, None)])
     store.delete_message_records(folder.id, src_uids=[2], src_items=["item-9"])

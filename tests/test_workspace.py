@@ -137,6 +137,10 @@ def test_a_bad_shared_state_section_names_the_file_line_and_field(govmigrate, ex
     cases = [
         ("state:\n  url: postgresql://govmigrate:Hunter2-Secret@db.gov.bz/govmigrate\n  user: govmigrate\n",
          "state.url: must not hold a user name or password"),
+        ("state:\n  url: postgresql://db.gov.bz/govmigrate?sslmode=require&password=Hunter2-Secret\n  user: x\n",
+         "state.url: must not hold password= in its query"),
+        ("state:\n  url: postgresql://db.gov.bz/govmigrate?PassFile=/root/Hunter2-Secret\n  user: x\n",
+         "state.url: must not hold PassFile= in its query"),
         ("state:\n  url: mysql://db.gov.bz/govmigrate\n  user: govmigrate\n",
          "state.url: must be a postgresql://HOST[:PORT]/DATABASE URL"),
         ("state:\n  url: postgresql://db.gov.bz/govmigrate\n", "state.user: required field is missing"),
@@ -152,3 +156,7 @@ def test_a_bad_shared_state_section_names_the_file_line_and_field(govmigrate, ex
         result = govmigrate("-w", example_workspace, "check", expect=int(ExitCode.USAGE))
         assert f"migration.yaml:{line}: {message}" in result.stderr, result.stderr
         assert "Hunter2-Secret" not in result.stderr and "Traceback" not in result.stderr
+        for command in (("log",), ("report",), ("status", "ana")):  # commands that need no server name it too
+            other = govmigrate("-w", example_workspace, *command, expect=None)
+            assert other.exit_code != 0 and "Hunter2-Secret" not in other.stdout + other.stderr, other.stderr
+            assert "Traceback" not in other.stderr

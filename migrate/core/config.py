@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -341,8 +342,6 @@ class CentralDav(Strict):
     @property
     def cleartext(self) -> bool:
         """http:// to a host other than loopback: the login and the calendars cross the network unprotected."""
-        from urllib.parse import urlsplit
-
         parts = urlsplit(self.url)
         return parts.scheme.lower() == "http" and (parts.hostname or "").lower() not in _LOOPBACK_HOSTS
 
@@ -387,13 +386,17 @@ class StateStore(Strict):
         _no_userinfo(value)
         if not re.match(r"^postgres(ql)?://[^/\s]*/[^/?\s]+(\?\S*)?$", value):
             raise ValueError("must be a postgresql://HOST[:PORT]/DATABASE URL")
+        # libpq takes any connection parameter in the query too: a password there is a password in the file.
+        secret = [k for k, _v in parse_qsl(urlsplit(value).query, keep_blank_values=True)
+                  if k.lower() in ("password", "sslpassword", "passfile")]
+        if secret:
+            raise ValueError(f"must not hold {secret[0]}= in its query: give the password as a secret reference "
+                             "in 'password' (env:NAME or file:PATH)")
         return value
 
     def dsn(self) -> str:
         """The URL with the user (never the password) in it, for the driver and for messages."""
         _scheme, rest = self.url.split("://", 1)
-        from urllib.parse import quote
-
         return f"postgresql://{quote(self.user, safe='')}@{rest}"
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from migrate.core.errors import AuthenticationFailed, LockHeld, ServerUnreachable, StoreError
 from migrate.core.secrets import redact
@@ -171,7 +171,9 @@ class Postgres(Engine):
                  connect_timeout: float = 10.0, reconnect_s: float = RECONNECT_S) -> None:
         self.url = url
         self.reconnect_s = reconnect_s
-        self.where = url
+        # What messages name: never the URL's query, which may carry connection parameters (or, in a file that
+        # check refused, a password).
+        self.where = urlunsplit(urlsplit(url)._replace(query="", fragment=""))
         self._password = password
         self._ca_file = ca_file
         self._verify = verify

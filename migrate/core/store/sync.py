@@ -145,7 +145,8 @@ class SyncStore(StoreBase):
     def copied_totals(self, mailbox_id: int) -> tuple[int, int]:
         row = self._query("SELECT COUNT(*), COALESCE(SUM(m.size), 0) FROM messages m JOIN folders f "
                           "ON f.id = m.folder_id WHERE f.mailbox_id = ? AND m.state = 'copied'", (mailbox_id,))[0]
-        return row[0], row[1]
+        # PostgreSQL's SUM of a BIGINT is a NUMERIC (a Decimal in Python): numbers leave the store typed.
+        return int(row[0]), int(row[1])
 
     def failed_messages(self, mailbox_id: int, state: str = "failed") -> list[NotCopiedRow]:
         """Messages not copied, with why: ``failed`` (refused or unexportable) or ``skipped`` (not migrated by
@@ -210,4 +211,4 @@ class SyncStore(StoreBase):
         """Total (messages, bytes, seconds) measured, for rate estimates."""
         sql = "SELECT COALESCE(SUM(messages),0), COALESCE(SUM(bytes),0), COALESCE(SUM(seconds),0) FROM throughput"
         rows = self._query(sql + (" WHERE source_id = ?" if source_id else ""), (source_id,) if source_id else ())
-        return rows[0][0], rows[0][1], rows[0][2]
+        return int(rows[0][0]), int(rows[0][1]), float(rows[0][2])
