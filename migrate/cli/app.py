@@ -6,12 +6,14 @@ import errno
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from migrate.core.errors import MigrateError
+from migrate.core.printable import printable
 from migrate.core.secrets import RedactingWriter
 from migrate.core.workspace import Workspace, open_workspace
 
@@ -21,6 +23,14 @@ if TYPE_CHECKING:
 
 
 class _Console(Console):
+    """Every string printed becomes text with its control characters escaped (``migrate.core.printable``): our
+    own messages carry names from servers and files, and a name must not clear the screen or start a line.
+    Rich renders data given as ``Text`` (``migrate.cli.output.plain``) without this method; ``plain`` escapes
+    the same way."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(printable(text), **kwargs)
+
     def on_broken_pipe(self) -> None:
         # rich would exit 1 ("items failed" in our table); the error boundary ends such a run as other tools do.
         self.quiet = True

@@ -14,6 +14,7 @@ from migrate import __version__
 from migrate.cli.app import App
 from migrate.core.errors import ExitCode, MigrateError, ValidationFailed
 from migrate.core.logs import setup_logging
+from migrate.core.printable import printable
 from migrate.core.secrets import redact
 from migrate.core.workspace import default_workspace_dir
 
@@ -65,7 +66,7 @@ class GovmigrateGroup(click.Group):
                 import traceback
 
                 click.echo(redact(traceback.format_exc()), err=True)
-            click.echo(f"internal error: {type(exc).__name__}: {redact(str(exc))}", err=True)
+            click.echo(f"internal error: {type(exc).__name__}: {shown(str(exc))}", err=True)
             if app is None or not app.traceback:
                 click.echo("this is a bug in govmigrate; run again with --traceback and report the output",
                            err=True)
@@ -76,6 +77,11 @@ class GovmigrateGroup(click.Group):
         if code != ExitCode.OK:
             ctx.exit(int(code))
         return result
+
+
+def shown(text: str) -> str:
+    """An error's text as the terminal gets it: secrets masked, control characters escaped."""
+    return printable(redact(text))
 
 
 def _warned(ctx: click.Context) -> bool:
@@ -92,10 +98,10 @@ def _report_error(ctx: click.Context, exc: MigrateError) -> None:
     if isinstance(exc, ValidationFailed):
         for problem in exc.problems:
             suffix = f"  ({problem.severity})" if problem.severity != "error" else ""
-            click.echo(redact(str(problem)) + suffix, err=True)
-    click.echo(f"error: {redact(exc.message)}", err=True)
+            click.echo(shown(str(problem)) + suffix, err=True)
+    click.echo(f"error: {shown(exc.message)}", err=True)
     if exc.hint:
-        click.echo(f"hint: {redact(exc.hint)}", err=True)
+        click.echo(f"hint: {shown(exc.hint)}", err=True)
     if app is not None and app.log_json:
         log.error(exc.message)
 

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from migrate.cli.app import App
 from migrate.core.cells import formula_safe
+from migrate.core.printable import printable
 from migrate.core.secrets import RedactingWriter, redact
 from migrate.core.units import human_bytes
 
@@ -65,11 +66,12 @@ def csv_cell(value: Any) -> Any:
 
 
 def plain(value: Any, style: str = "") -> Text:
-    """``value`` as text rich shows exactly: never read as markup (``[/old]``) or an emoji code (``:memo:``).
+    """``value`` as text rich shows exactly: never read as markup (``[/old]``) or an emoji code (``:memo:``),
+    its control characters escaped (``\x1b``, ``\n``: it cannot paint the terminal or break its line).
 
     Our own words may carry a ``style``; the characters of the data are never interpreted.
     """
-    return Text(str(_cell(value)), style=style)
+    return Text(printable(str(_cell(value))), style=style)
 
 
 def _cell(value: Any) -> Any:

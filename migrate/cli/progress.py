@@ -34,6 +34,7 @@ from rich.text import Text
 
 from migrate.cli.app import App
 from migrate.cli.output import human_bytes, plain
+from migrate.core.printable import printable
 from migrate.core.progress import ProgressEvent, ProgressSink, ProgressTotals
 
 log = logging.getLogger("migrate.progress")
@@ -262,7 +263,7 @@ class LiveProgress:
         else:
             columns += [MofNCompleteColumn(), TimeRemainingColumn()]
         self.progress = Progress(*columns, console=app.err, transient=False, refresh_per_second=4)
-        self.overall: TaskID = self.progress.add_task(title, total=None, msgs="", size="")
+        self.overall: TaskID = self.progress.add_task(printable(title), total=None, msgs="", size="")
         self.tasks: dict[str, TaskID] = {}
         self.messages_done = 0
         self.messages_total: int | None = None
@@ -297,7 +298,7 @@ class LiveProgress:
         state = self.state
         state.add(e)
         if e.kind == "start" and e.subject not in self.tasks and len(self.tasks) < self.max_lines:
-            self.tasks[e.subject] = p.add_task(f"  {e.subject}", total=None, msgs="", size="")
+            self.tasks[e.subject] = p.add_task(printable(f"  {e.subject}"), total=None, msgs="", size="")
         if e.kind in ("done", "failed"):
             task = self.tasks.pop(e.subject, None)
             if task is not None:
@@ -324,7 +325,7 @@ class LiveProgress:
             p.update(self.overall, total=e.total_messages)
         elif e.kind == "start":
             if len(self.tasks) < self.max_lines:
-                self.tasks[e.subject] = p.add_task(f"  {e.subject}", total=e.total_messages or None, msgs="",
+                self.tasks[e.subject] = p.add_task(printable(f"  {e.subject}"), total=e.total_messages or None, msgs="",
                                                    size="")
         elif e.kind == "advance":
             self.messages_done += e.messages

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import TextIO
 
+from migrate.core.printable import printable
 from migrate.core.secrets import redact
 
 
@@ -55,6 +56,13 @@ class JsonFormatter(logging.Formatter):
 
 
 class PlainFormatter(logging.Formatter):
+    """One line per record: the message's control characters escaped (a name with a line break cannot forge a
+    log line, an ESC cannot paint the terminal); a traceback keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
 
