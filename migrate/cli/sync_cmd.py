@@ -56,7 +56,7 @@ def _nothing_happened(row: dict, dry_run: bool) -> bool:
     if dry_run:
         return not row["would_copy"] and not row["flag_updates"] and not row["created_folders"]
     return not (row["copied"] or row["flag_updates"] or row["deleted"] or row["refused"] or row["reconciled"]
-                or row["created_folders"])
+                or row["resumed"] or row["created_folders"])
 
 
 def summary(reports: list[MailboxReport], seconds: float, *, dry_run: bool) -> str:
@@ -86,6 +86,7 @@ def report_rows(reports: list[MailboxReport], dry_run: bool) -> list[dict]:
             "source_messages": r.src_messages, "source_bytes": r.src_bytes,
             "copied": r.copied, "copied_bytes": r.copied_bytes,
             "reconciled": sum(f.reconciled for f in r.folders),
+            "resumed": sum(f.resumed for f in r.folders),
             "flag_updates": sum(f.flag_updates for f in r.folders),
             "deleted": sum(f.deleted for f in r.folders),
             "refused": r.failed_messages, "folder_errors": r.folder_errors,

@@ -25,7 +25,7 @@ class EwsFolderSync(FolderSync):
         ctx = self.ctx
         dest_status = ctx.dest_status(dest_name)
         records = self.reconciler.records(state, dest_status)
-        records = self.reconciler.reconcile_pending(state, dest_name, records)
+        records = self.reconciler.reconcile_pending(state, dest_name, records, fr)
         sync_state = state.sync_state if state is not None and records else None
         if not records and pre_existing and dest_status.get("MESSAGES"):
             dest_available = self.reconciler.dest_multiset(dest_name, set())

@@ -41,7 +41,7 @@ class ImapFolderSync(FolderSync):
                     encoded.add(uid)
         ctx.report.src_messages += len(meta)
         ctx.report.src_bytes += sum(m.size for m in meta.values())
-        records = self.reconciler.reconcile_pending(state, dest_name, records)
+        records = self.reconciler.reconcile_pending(state, dest_name, records, fr)
         dest_available: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
         if not records and pre_existing and dest_status.get("MESSAGES"):
             # No record of this folder but the destination already has mail in it: state lost, UIDVALIDITY

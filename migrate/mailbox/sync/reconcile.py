@@ -64,8 +64,8 @@ class Reconciler:
                      "them by fingerprint before copying", self.ctx.mailbox.email, dest_name, unknown)
         return available
 
-    def reconcile_pending(self, state: FolderState | None, dest_name: str,
-                          records: dict[Key, MessageRecord]) -> dict[Key, MessageRecord]:
+    def reconcile_pending(self, state: FolderState | None, dest_name: str, records: dict[Key, MessageRecord],
+                          fr: FolderReport) -> dict[Key, MessageRecord]:
         """A crash between APPEND and its record left rows pending: find where they landed, if they did."""
         ctx = self.ctx
         pending = [r for r in records.values() if r.state == "pending"]
@@ -82,6 +82,7 @@ class Reconciler:
                 found.append((r.src_uid, r.src_item, uid, r.fingerprint, r.size, r.flags))
             else:
                 missing.append(r)
+        fr.resumed += len(found)
         if not ctx.dry:
             ctx.store.record_copied(state.id, found)
             ctx.store.delete_message_records(state.id, [r.src_uid for r in missing if r.src_uid is not None],

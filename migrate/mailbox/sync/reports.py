@@ -47,6 +47,8 @@ class FolderReport:
     copied: int = 0
     copied_bytes: int = 0
     reconciled: int = 0
+    #: Copies an interrupted pass made and could not record (its pending records), found on the destination.
+    resumed: int = 0
     flag_updates: int = 0
     deleted: int = 0
     #: Messages copied or re-flagged whose keywords (Exchange categories) had to be encoded as atoms.
