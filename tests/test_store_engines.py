@@ -171,7 +171,9 @@ def test_a_lease_is_one_holders_until_it_lapses(engine):
     assert not one.take_lease("wave/pilot", holder="host-a:1", purpose="run", ttl=30), "not re-entrant"
     held = two.lease("wave/pilot")
     assert (held.holder, held.purpose) == ("host-a:1", "run") and 25 < held.remaining <= 30
-    assert one.renew("host-a:1", -1.0) == 1
+    assert one.renew("host-a:1", 30) == {"wave/pilot"}
+    assert one.renew("host-b:2", 30) == set(), "a holder learns what it does not hold"
+    one.lapse("host-a:1")
     assert two.take_lease("wave/pilot", holder="host-b:2", purpose="run", ttl=30), "a lapsed lease is free"
     assert one.lease("wave/pilot").holder == "host-b:2"
     one.release_lease("wave/pilot", "host-a:1")        # not its holder any more: nothing happens
@@ -225,7 +227,8 @@ def test_workers_claim_each_queued_mailbox_once_and_a_lapsed_claim_again(engine)
     assert store.claim("host-e:1", ttl=60) is None
 
     dead = claimed[0][0]
-    store.renew(dead, -1.0)      # that worker stopped renewing: all its claims lapse
+    store.lapse(dead)      # that worker stopped renewing: all its claims lapse
+    assert store.claim("host-e:1", ttl=60, take_over=False) is None, "only a lapsed claim was left"
     again = store.claim("host-e:1", ttl=60)
     assert again is not None and again.lapsed_from == dead and again.attempts == 2
     assert not store.finish_claim(again.id, dead, "done", {}), "the old worker's late result is not taken"

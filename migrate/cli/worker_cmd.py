@@ -43,8 +43,10 @@ def command(app: App, sources: tuple[str, ...], threads: int | None, drain: bool
                  + (f" of {', '.join(sources)}" if sources else "") + f" from {store.where}")
         result = worker.run()
     rows = [{"mailbox": o.email, "state": f"{o.before} → {o.after}" if o.before != o.after else o.after,
-             "result": "ok" if o.ok else f"failed: {o.error}", "copied": o.copied, "moved": human_bytes(o.copied_bytes),
-             "seconds": f"{o.seconds:.1f}"} for o in result.outcomes]
+             "result": "ok" if o.ok else ("given up: another worker took it over" if o.given_up
+                                          else f"failed: {o.error}"),
+             "copied": o.copied, "moved": human_bytes(o.copied_bytes), "seconds": f"{o.seconds:.1f}"}
+            for o in result.outcomes]
     if fmt == "json":
         emit_json({"worker": worker.holder, "interrupted": result.interrupted,
                    "mailboxes": [o.as_dict() for o in result.outcomes],
@@ -55,8 +57,11 @@ def command(app: App, sources: tuple[str, ...], threads: int | None, drain: bool
                                                     ("seconds", "seconds>")], rows)
     for email, lapsed in result.taken_over:
         app.info(f"{email}: taken over from {lapsed}, which stopped renewing its claim")
+    for o in result.given_up:  # this host paused or lost the store meanwhile: worth a look, so exit 1
+        app.warn(f"{o.email}: given up: this worker lost it to another ({o.error}); the other finished it")
     print_summary(app, f"worker {worker.holder}: {len(result.outcomes)} mailbox(es), {len(result.failed)} failed, "
-                       f"{sum(o.copied for o in result.outcomes)} messages copied")
+                       + (f"{len(result.given_up)} given up, " if result.given_up else "")
+                       + f"{sum(o.copied for o in result.outcomes)} messages copied")
     if result.error is not None:
         raise result.error
     if result.interrupted:

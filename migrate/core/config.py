@@ -379,6 +379,9 @@ class StateStore(Strict):
     #: How long a dropped connection is tried again (a database restart, a failover) before a command gives up
     #: (exit 4); a worker's claims lapse meanwhile and other workers take them over.
     reconnect_seconds: float = Field(90.0, ge=1, le=3600)
+    #: How long one statement may wait for the database (a paused server, a network that swallows packets)
+    #: before the connection counts as lost; then reconnect_seconds bounds the rest.
+    timeout_seconds: float = Field(30.0, ge=1, le=600)
 
     @field_validator("url")
     @classmethod

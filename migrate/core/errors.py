@@ -131,6 +131,20 @@ class LockHeld(MigrateError):
     exit_code = ExitCode.LOCKED
 
 
+class ClaimLost(MigrateError):
+    """This process no longer holds the mailbox it was copying: its lease lapsed (the host paused, or lost the
+    state store) and another host took the mailbox over. Nothing more is written for it here; the mailbox is
+    given up, not failed (its new holder finishes it)."""
+
+    exit_code = ExitCode.PARTIAL
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        #: (folder id, folder on the central host, [(src_uid, src_item, dest_uid, fingerprint, size, flags)]): a
+        #: batch this process appended after it lost the mailbox, which it could not record.
+        self.appended: tuple[int, str, list[tuple]] | None = None
+
+
 class PreflightFailed(MigrateError):
     exit_code = ExitCode.PREFLIGHT
 

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ DEFAULT_TTL = 30.0
 
 
 class Heartbeat:
-    """Renews every lease and claim of this process, every third of their time to live, in a thread."""
+    """Renews every lease and claim of this process, every third of their time to live, in a thread; and learns
+    at once when one it was told to watch is no longer this process's (another host took it over after it
+    lapsed: a pause, a lost database), so that the work it guards stops."""
 
     def __init__(self, store: Store, ttl: float, *, holder: str | None = None) -> None:
         self.store = store
@@ -36,6 +39,25 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.users = 0
+        self._watched: dict[str, Callable[[], None]] = {}
+        self._lock = threading.Lock()
+
+    def watch(self, lease: str, on_lost: Callable[[], None]) -> None:
+        """Call ``on_lost`` (once) when the lease ``lease`` is found not to be this process's any more."""
+        with self._lock:
+            self._watched[lease] = on_lost
+
+    def unwatch(self, lease: str) -> None:
+        with self._lock:
+            self._watched.pop(lease, None)
+
+    def beat(self) -> None:
+        """One renewal, and the losses it shows (the thread calls it every third of the time to live)."""
+        leases = self.store.renew(self.holder, self.ttl)
+        with self._lock:
+            lost = [self._watched.pop(n) for n in list(self._watched) if n not in leases]
+        for on_lost in lost:
+            on_lost()
 
     def start(self) -> Heartbeat:
         if self._thread is None:
@@ -47,7 +69,7 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
-                self.store.renew(self.holder, self.ttl)
+                self.beat()
             except MigrateError as exc:  # the store is away: the next beat tries again
                 log.warning("could not renew leases in the state store: %s", exc.message)
 
@@ -71,6 +93,8 @@ class StoreLock:
         self._own_heartbeat = heartbeat is None
         self.holder = heartbeat.holder if heartbeat else worker_id()
         self.held = False
+        #: Set when the heartbeat finds the lease taken over by another holder (it lapsed meanwhile).
+        self.lost = threading.Event()
 
     def acquire(self) -> StoreLock:
         if not self.store.take_lease(self.name, holder=self.holder, purpose=self.purpose, ttl=self.ttl):
@@ -84,12 +108,16 @@ class StoreLock:
         self.held = True
         if self._heartbeat is None:
             self._heartbeat = Heartbeat(self.store, self.ttl, holder=self.holder).start()
+        self.lost.clear()
+        self._heartbeat.watch(self.name, self.lost.set)
         return self
 
     def release(self) -> None:
         if not self.held:
             return
         self.held = False
+        if self._heartbeat is not None:
+            self._heartbeat.unwatch(self.name)
         if self._own_heartbeat and self._heartbeat is not None:
             self._heartbeat.stop()
         try:

@@ -70,7 +70,7 @@ class Workspace:
             password = resolve(SecretRef(state.password), base_dir=project.base_dir, label="state.password").reveal()
         ca_file = str(project.resolve_path(state.ca_file)) if state.ca_file else None
         return open_postgres(state.dsn(), password=password, ca_file=ca_file, verify=state.verify_certificate,
-                             reconnect_s=state.reconnect_seconds)
+                             reconnect_s=state.reconnect_seconds, statement_s=state.timeout_seconds)
 
     def names_shared_state(self) -> bool:
         """Whether the project file has a top-level ``state:`` (read without validating the file)."""

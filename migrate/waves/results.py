@@ -77,6 +77,9 @@ class Outcome:
     stopped: bool = False
     #: Another process holds this item (a sync of the mailbox): left as it is, for that process to finish.
     locked: bool = False
+    #: This host lost the item to another (its lease lapsed: a pause, a lost database) and gave it up; the new
+    #: holder's outcome is the item's.
+    given_up: bool = False
     copied: int = 0
     copied_bytes: int = 0
     would_copy: int = 0
@@ -155,7 +158,7 @@ class StepResult:
 
     @property
     def failed(self) -> list[Outcome]:
-        return [o for o in self.outcomes if not o.ok and not o.stopped and not o.locked]
+        return [o for o in self.outcomes if not o.ok and not o.stopped and not o.locked and not o.given_up]
 
     @property
     def exit_code(self) -> ExitCode:

@@ -114,11 +114,13 @@ class PassLifecycle:
                           src_messages=report.src_messages, src_bytes=report.src_bytes, seconds=report.seconds)
         if report.locked:
             outcome.locked, outcome.error = True, report.error
+        elif report.given_up:
+            outcome.given_up, outcome.error = True, report.error
         elif not report.ok and self.stop.is_set():
             outcome.stopped, outcome.error = True, report.error
         elif not outcome.ok:
             outcome.error = report.error or _incomplete(report)
-        if not self.dry_run and not outcome.stopped and not outcome.locked:
+        if not self.dry_run and not outcome.stopped and not outcome.locked and not outcome.given_up:
             if outcome.ok:
                 self.store.set_mailbox_state(mailbox.id, self.target)
                 outcome.after = self.target

@@ -49,7 +49,12 @@ class WorkerResult:
 
     @property
     def failed(self) -> list[Outcome]:
-        return [o for o in self.outcomes if not o.ok]
+        return [o for o in self.outcomes if not o.ok and not o.given_up]
+
+    @property
+    def given_up(self) -> list[Outcome]:
+        """Mailboxes this worker lost to another (its lease lapsed: a pause, a lost database)."""
+        return [o for o in self.outcomes if o.given_up]
 
 
 @dataclass
@@ -146,7 +151,11 @@ class Worker:
         while not self.stop.is_set():
             claim = None
             try:
-                claim = self.store.claim(self.holder, ttl=self.ttl, sources=self.sources)
+                # Another worker's lapsed claim is taken over only once this one has been connected to the store
+                # for a lease's length: after the database was away for everyone, every holder gets that long to
+                # renew before anybody calls it dead.
+                claim = self.store.claim(self.holder, ttl=self.ttl, sources=self.sources,
+                                         take_over=self.store.connected_for() >= self.ttl)
                 if claim is None:
                     if self.drain and not self._work_left():
                         return
@@ -207,6 +216,11 @@ class Worker:
         outcome = lifecycle_of.end(mailbox, report)
         if outcome.stopped:
             self.store.return_claim(claim.id, self.holder)
+            return
+        if outcome.given_up:  # another worker took the mailbox over: its outcome is the mailbox's, not this one
+            log.warning("%s: given up: %s", mailbox.email, outcome.error)
+            with self._lock:
+                self.result.outcomes.append(outcome)
             return
         outcome.host = host()
         doc = outcome.as_dict()

@@ -11,6 +11,7 @@ column holds a password or a secret reference's value. One module per area:
 - :mod:`.sync` folders and message records, calendars and contacts, throughput;
 - :mod:`.waves` waves, approvals, runs;
 - :mod:`.work` leases (the wave lock, connection slots) and the work queue several hosts claim from;
+- :mod:`.fences` the tokens that refuse a lost holder's writes, and the copies it left unrecorded;
 - :mod:`.dns` and :mod:`.phones` the DNS and phone cut-overs.
 """
 
@@ -24,12 +25,14 @@ from migrate.core.errors import StoreError
 from migrate.core.store.base import BUSY_TIMEOUT_S, Engine, Postgres, Sqlite, StoreUnavailable
 from migrate.core.store.dns import DnsStore
 from migrate.core.store.events import EventStore
+from migrate.core.store.fences import FencedStore, FenceStore
 from migrate.core.store.mailboxes import MailboxStore
 from migrate.core.store.phones import PhoneStore
 from migrate.core.store.rows import (
     DnsDomainRow,
     Event,
     ExtensionRow,
+    Fence,
     FolderState,
     GroupwareRecord,
     GroupwareSummaryRow,
@@ -38,6 +41,7 @@ from migrate.core.store.rows import (
     MailboxRow,
     MessageRecord,
     NotCopiedRow,
+    OrphanRow,
     ProbeRow,
     RunRow,
     SipCheckRow,
@@ -57,14 +61,14 @@ STATE_FILE = "state.db"
 
 __all__ = [
     "BUSY_TIMEOUT_S", "MIGRATED_KINDS", "MIGRATIONS", "SCHEMA_VERSION", "STATE_FILE", "Claim", "DnsDomainRow",
-    "Event", "ExtensionRow", "FolderState", "GroupwareRecord", "GroupwareSummaryRow", "InventoryFolderRow",
-    "InventoryRow", "Lease", "MailboxRow", "MessageRecord", "NotCopiedRow", "ProbeRow", "RunRow", "SipCheckRow",
+    "Event", "ExtensionRow", "Fence", "FencedStore", "FolderState", "GroupwareRecord", "GroupwareSummaryRow", "InventoryFolderRow",
+    "InventoryRow", "Lease", "MailboxRow", "MessageRecord", "NotCopiedRow", "OrphanRow", "ProbeRow", "RunRow", "SipCheckRow",
     "SourceRow", "Store", "StoreUnavailable", "WaveRow", "WorkItem", "actor", "host", "now", "open_postgres",
     "open_store", "split_sql", "worker_id",
 ]
 
 
-class Store(EventStore, MailboxStore, SyncStore, WaveStore, WorkStore, DnsStore, PhoneStore):
+class Store(EventStore, MailboxStore, SyncStore, WaveStore, WorkStore, DnsStore, PhoneStore, FenceStore):
     """Open with :func:`open_store` (a workspace's SQLite file) or :func:`open_postgres`."""
 
     def __enter__(self) -> Store:
@@ -83,10 +87,10 @@ def open_store(path: Path, *, create: bool = False) -> Store:
 
 
 def open_postgres(url: str, *, password: str | None, ca_file: str | None = None, verify: bool = True,
-                  reconnect_s: float | None = None) -> Store:
+                  reconnect_s: float | None = None, statement_s: float | None = None) -> Store:
     """Open a shared PostgreSQL store (the database must exist; its tables are created on first use)."""
-    return _opened(Postgres(url, password=password, ca_file=ca_file, verify=verify,
-                            **({"reconnect_s": reconnect_s} if reconnect_s is not None else {})))
+    timeouts = {k: v for k, v in (("reconnect_s", reconnect_s), ("statement_s", statement_s)) if v is not None}
+    return _opened(Postgres(url, password=password, ca_file=ca_file, verify=verify, **timeouts))
 
 
 def _opened(engine: Engine) -> Store:

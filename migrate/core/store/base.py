@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import os
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 30
 #: How long a PostgreSQL store is tried again after its connection dropped, before the command gives up.
 RECONNECT_S = 90.0
+#: How long one statement may wait for PostgreSQL before its connection counts as lost (a paused server, a
+#: network that swallows packets): the watchdog cuts it, and the reconnect window above bounds the rest.
+STATEMENT_S = 30.0
 
 Row = Sequence[Any]
 
@@ -51,6 +55,9 @@ class Engine:
     where = ""
     #: Appended to a SELECT that claims rows other processes may claim at the same time.
     skip_locked = ""
+    #: Appended to a SELECT whose row must not change until this transaction ends (SQLite's write transaction
+    #: already excludes every other writer).
+    for_update = ""
     #: An SQL expression for the database's clock in epoch seconds (leases use it, so hosts' clocks never matter).
     clock = ""
     #: How long a lost connection is tried again before a call gives up (StoreUnavailable).
@@ -165,12 +172,16 @@ _MIGRATION_LOCK = 0x676F766D  # "govm"
 class Postgres(Engine):
     name = "postgresql"
     skip_locked = " FOR UPDATE SKIP LOCKED"
+    for_update = " FOR UPDATE"
     clock = "EXTRACT(EPOCH FROM clock_timestamp())::float8"
 
     def __init__(self, url: str, *, password: str | None, ca_file: str | None = None, verify: bool = True,
-                 connect_timeout: float = 10.0, reconnect_s: float = RECONNECT_S) -> None:
+                 connect_timeout: float = 10.0, reconnect_s: float = RECONNECT_S,
+                 statement_s: float = STATEMENT_S) -> None:
         self.url = url
         self.reconnect_s = reconnect_s
+        self.statement_s = statement_s
+        self._watchdog = _Watchdog(self)
         # What messages name: never the URL's query, which may carry connection parameters (or, in a file that
         # check refused, a password).
         self.where = urlunsplit(urlsplit(url)._replace(query="", fragment=""))
@@ -183,8 +194,16 @@ class Postgres(Engine):
 
     def _options(self) -> dict[str, Any]:
         host = urlsplit(self.url).hostname or ""
-        options: dict[str, Any] = {"connect_timeout": max(1, int(self._timeout)), "autocommit": True,
-                                   "application_name": "govmigrate"}
+        limit_ms = int(self.statement_s * 1000)
+        options: dict[str, Any] = {
+            "connect_timeout": max(1, int(min(self._timeout, self.statement_s))), "autocommit": True,
+            "application_name": "govmigrate",
+            # A peer that vanished (a host down, a cable out) is noticed by TCP itself; a server that is there but
+            # does not answer (paused) by the watchdog. The server ends a session left idle in a transaction (a
+            # paused client holding row locks) and any statement that runs too long.
+            "keepalives": 1, "keepalives_idle": max(1, int(self.statement_s / 3)), "keepalives_interval": 5,
+            "keepalives_count": 3, "tcp_user_timeout": limit_ms,
+            "options": f"-c statement_timeout={limit_ms} -c idle_in_transaction_session_timeout={limit_ms}"}
         if self._password is not None:
             options["password"] = self._password
         # TLS is verified (the server's name and chain) against the project's CA file or, without one, the
@@ -249,16 +268,18 @@ class Postgres(Engine):
         return self.conn
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        return self._live().execute(self._translate(sql), tuple(params), prepare=False)
+        with self._watchdog.armed():
+            return self._live().execute(self._translate(sql), tuple(params), prepare=False)
 
     def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
         rows = [tuple(r) for r in rows]
         if rows:
-            with self._live().cursor() as cur:
+            with self._watchdog.armed(), self._live().cursor() as cur:
                 cur.executemany(self._translate(sql), rows)
 
     def begin(self) -> None:
-        self._live().execute("BEGIN")
+        with self._watchdog.armed():
+            self._live().execute("BEGIN")
 
     def close(self) -> None:
         try:
@@ -266,6 +287,23 @@ class Postgres(Engine):
                 self.conn.close()
         except Exception:
             pass
+
+    def cut(self) -> None:
+        """Shut the connection's socket down (the watchdog, for a statement past its time): the call waiting on
+        it returns with the connection broken, and the store's reconnect logic takes over."""
+        conn = self.conn
+        if conn is None or conn.closed:
+            return
+        try:
+            cut = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        except (OSError, ValueError):
+            return
+        try:
+            cut.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            cut.close()
 
     def schema_version(self) -> int:
         self._live().execute("CREATE TABLE IF NOT EXISTS govmigrate_schema (version INTEGER NOT NULL)")
@@ -302,6 +340,40 @@ class Postgres(Engine):
         self.conn = self._connect()
 
 
+class _Watchdog:
+    """One thread per PostgreSQL connection: a statement that waits longer than ``statement_s`` for the server
+    has its connection cut (:meth:`Postgres.cut`). The store serialises statements on its one connection, so one
+    deadline at a time."""
+
+    def __init__(self, engine: Postgres) -> None:
+        self.engine = engine
+        self._deadline: float | None = None
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def armed(self) -> Iterator[None]:
+        with self._guard:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="store-watchdog", daemon=True)
+                self._thread.start()
+        self._deadline = time.monotonic() + self.engine.statement_s
+        try:
+            yield
+        finally:
+            self._deadline = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.25)
+            deadline = self._deadline
+            if deadline is not None and time.monotonic() > deadline:
+                self._deadline = None
+                log.warning("the state store %s did not answer within %.0f s: cutting the connection",
+                            self.engine.where, self.engine.statement_s)
+                self.engine.cut()
+
+
 def _local(host: str) -> bool:
     if not host or host.startswith("/") or host == "localhost":
         return True
@@ -326,10 +398,19 @@ class StoreBase:
         self._depth = 0
         #: When the connection was found lost (None: it works).
         self._lost_since: float | None = None
+        #: When the connection last came up (time.monotonic()): at the start, and after each reconnect.
+        self._connected_at = time.monotonic()
 
     @property
     def where(self) -> str:
         return self.engine.where
+
+    def connected_for(self) -> float:
+        """Seconds since this process's connection to the store last came up. A worker takes over another's
+        lapsed claim only after it has itself been connected for a lease's length: after an outage of the
+        database (for everyone), every holder gets that long to renew what it holds before anybody may call it
+        dead."""
+        return time.monotonic() - self._connected_at
 
     @property
     def path(self) -> Path | None:
@@ -409,6 +490,7 @@ class StoreBase:
                 delay = min(delay * 2, 5.0)
                 try:
                     self.engine.reconnect()
+                    self._connected_at = time.monotonic()
                 except StoreUnavailable:
                     pass
 

@@ -301,3 +301,34 @@ class SipCheckRow:
     detail: str
     data: dict[str, Any]
     checked_at: str
+
+
+@dataclass(frozen=True)
+class Fence:
+    """One sync's hold on a mailbox: the token it took (``mailboxes.fence``), and, where the mailbox lock is a
+    lease several hosts see, that lease and its holder. A write made under a token that is no longer the
+    mailbox's is refused (:class:`migrate.core.errors.ClaimLost`)."""
+
+    mailbox_id: int
+    token: int
+    lease: str | None = None
+    holder: str | None = None
+    #: How long each batch extends the lease: more than one batch can take, so that nobody can take the
+    #: mailbox over while a batch this holder recorded as pending is still on its way.
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class OrphanRow:
+    """A copy on the central host that a host which had lost the mailbox appended and could not record."""
+
+    id: int
+    mailbox_id: int
+    folder_id: int
+    dest_uid: int
+    src_uid: int | None
+    src_item: str | None
+    fingerprint: str
+    size: int
+    flags: str
+    holder: str

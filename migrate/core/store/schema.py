@@ -327,6 +327,27 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE mailboxes ADD COLUMN last_sync_host TEXT;
     ALTER TABLE runs ADD COLUMN host TEXT;
     """),
+    # 10: fencing. Every sync of a mailbox takes a new token (mailboxes.fence); a write whose token is no longer
+    # the mailbox's is refused, so a host that lost the mailbox (paused past its lease, cut from the database)
+    # cannot overwrite its successor's records. What such a host appended and could not record is an orphan
+    # until the mailbox's next holder, or the host itself once it holds the mailbox again, settles it.
+    Migration("""
+    ALTER TABLE mailboxes ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE orphans (
+        id          INTEGER PRIMARY KEY,
+        mailbox_id  INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        folder_id   INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+        dest_uid    INTEGER NOT NULL,          -- where the copy landed on the central host
+        src_uid     INTEGER,                   -- the source message it copies (IMAP UID or EWS item id)
+        src_item    TEXT,
+        fingerprint TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        flags       TEXT NOT NULL DEFAULT '',
+        holder      TEXT NOT NULL,             -- host:pid that appended it
+        recorded_at TEXT NOT NULL
+    );
+    CREATE INDEX orphans_by_mailbox ON orphans(mailbox_id);
+    """),
 ]
 
 

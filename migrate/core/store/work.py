@@ -99,14 +99,23 @@ class WorkStore(StoreBase):
         with self.tx() as c:
             c.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
 
-    def renew(self, holder: str, ttl: float) -> int:
-        """Heartbeat: every lease and claim ``holder`` has lasts ``ttl`` seconds more. Returns how many."""
+    def renew(self, holder: str, ttl: float) -> set[str]:
+        """Heartbeat: every lease and claim ``holder`` has lasts at least ``ttl`` seconds more (a lease a batch
+        extended further keeps its margin). Returns the names of the leases it holds: one it thought it held
+        and is not there was taken over."""
+        clock = self.engine.clock
+        later = f"CASE WHEN expires > {clock} + ? THEN expires ELSE {clock} + ? END"
+        with self.tx() as c:
+            c.execute(f"UPDATE leases SET expires = {later} WHERE holder = ?", (ttl, ttl, holder))
+            c.execute(f"UPDATE work SET expires = {later} WHERE worker = ? AND state = 'claimed'", (ttl, ttl, holder))
+            return {r[0] for r in c.execute("SELECT name FROM leases WHERE holder = ?", (holder,)).fetchall()}
+
+    def lapse(self, holder: str) -> None:
+        """Every lease and claim of ``holder`` lapses now (a holder known to have stopped for good)."""
         clock = self.engine.clock
         with self.tx() as c:
-            leases = c.execute(f"UPDATE leases SET expires = {clock} + ? WHERE holder = ?", (ttl, holder)).rowcount
-            claims = c.execute(f"UPDATE work SET expires = {clock} + ? WHERE worker = ? AND state = 'claimed'",
-                               (ttl, holder)).rowcount
-        return leases + claims
+            c.execute(f"UPDATE leases SET expires = {clock} - 1 WHERE holder = ?", (holder,))
+            c.execute(f"UPDATE work SET expires = {clock} - 1 WHERE worker = ? AND state = 'claimed'", (holder,))
 
     # -- the work queue -----------------------------------------------------------------------------------
 
@@ -121,11 +130,13 @@ class WorkStore(StoreBase):
                           "VALUES (?,?,?,?,?,?)", rows)
         return len(rows)
 
-    def claim(self, worker: str, *, ttl: float, sources: Iterable[str] = ()) -> Claim | None:
-        """The oldest queued mailbox (or one whose worker stopped renewing its claim), now ``worker``'s."""
+    def claim(self, worker: str, *, ttl: float, sources: Iterable[str] = (), take_over: bool = True) -> Claim | None:
+        """The oldest queued mailbox (or, with ``take_over``, one whose worker stopped renewing its claim), now
+        ``worker``'s."""
         clock = self.engine.clock
         sources = list(sources)
-        where = "(w.state = 'queued' OR (w.state = 'claimed' AND w.expires < " + clock + "))"
+        where = ("(w.state = 'queued' OR (w.state = 'claimed' AND w.expires < " + clock + "))" if take_over
+                 else "w.state = 'queued'")
         params: list[Any] = []
         if sources:
             where += f" AND w.source_id IN ({', '.join('?' for _ in sources)})"

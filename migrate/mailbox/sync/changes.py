@@ -40,6 +40,7 @@ class ChangeCarrier:
         fr.keywords_encoded += sum(1 for u in updates if (u[1] if u[1] is not None else u[2]) in encoded)
         if self.ctx.dry or state is None:
             return
+        self.ctx.hold()
         self.ctx.dest.change_flags(dest_name, add, remove)
         self.ctx.store.update_message_flags(state.id, updates)
 
@@ -58,6 +59,7 @@ class ChangeCarrier:
         if self.ctx.dry or state is None:
             return
         if dest_uids:
+            self.ctx.hold()
             self.ctx.dest.expunge(dest_name, dest_uids)  # type: ignore[arg-type]
         self.ctx.store.delete_message_records(state.id, [k for k in gone if isinstance(k, int)],
                                               [k for k in gone if isinstance(k, str)])

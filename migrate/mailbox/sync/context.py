@@ -4,10 +4,12 @@ the few things they all do (progress, the stop check, flags as the central host 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.core.config import Source
+from migrate.core.errors import ClaimLost
 from migrate.core.progress import ProgressEvent, ProgressSink
 from migrate.core.ratelimit import RateLimiter
 from migrate.core.store import MailboxRow, Store
@@ -33,6 +35,10 @@ class PassContext:
     large: threading.Semaphore
     limiter: RateLimiter | None
     max_keyword: int
+    #: Set when this host is found to have lost the mailbox (its lease taken over): the pass stops at once.
+    lost: threading.Event = field(default_factory=threading.Event)
+    #: Before an APPEND, the batch's lease must still hold for this long (the longest an APPEND may take).
+    append_budget: float = 0.0
     #: Keywords shortened to the central host's limit in this pass → the names they stand for.
     long_names: dict[str, str] = field(default_factory=dict)
     is_ews: bool = field(init=False)
@@ -61,8 +67,31 @@ class PassContext:
                                         bytes=sum(i.size for i in items)))
 
     def check_stop(self) -> None:
+        """At a batch boundary: stop on request, or when this host lost the mailbox."""
+        self.check_lost()
         if self.stop.is_set():
             raise Stopped()
+
+    def check_lost(self) -> None:
+        if self.lost.is_set():
+            raise ClaimLost("another host took this mailbox over (this host's lease lapsed); it is given up here")
+
+    def hold(self) -> None:
+        """Before a change on the central host (flags, an expunge): this host must still hold the mailbox."""
+        self.check_lost()
+        hold = getattr(self.store, "hold", None)
+        if hold is not None:
+            hold()
+
+    def before_append(self) -> None:
+        """Right before an APPEND: the lease the batch's pending record extended still holds long enough for the
+        APPEND to finish (a host paused since then may have lost it, and must not write). A stop request waits
+        for the batch: it is recorded pending already."""
+        self.check_lost()
+        deadline = getattr(self.store, "deadline", None)
+        if deadline is not None and time.monotonic() + self.append_budget > deadline:
+            raise ClaimLost("this host paused while it copied: its lease on the mailbox may have lapsed, so the "
+                            "batch is not appended; the mailbox is given up here")
 
     def dest_status(self, dest_name: str) -> dict[str, int]:
         if self.dry and dest_name not in self.dest.folders():

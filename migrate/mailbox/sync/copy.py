@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 
 from migrate.core.crashpoints import crashpoint
+from migrate.core.errors import ClaimLost
 from migrate.core.store import FolderState
 from migrate.mailbox.fingerprint import PREFIX, fingerprint
 from migrate.mailbox.protocol import Appendable, CommandFailed
@@ -96,8 +97,8 @@ class Copier:
                                             for i, raw, fp in ready], next_uid)
             landed = self._append(state, dest_name, ready, fr)
             if landed:
-                store.record_copied(state.id, [(*cols(i.key), uid, fp, len(raw), flagstr(i.flags))
-                                               for (i, raw, fp), uid in landed])
+                self._record_copied(state, dest_name, [(*cols(i.key), uid, fp, len(raw), flagstr(i.flags))
+                                                       for (i, raw, fp), uid in landed])
                 next_uid = max(next_uid, max(uid for _, uid in landed) + 1)
                 copied_bytes = sum(len(raw) for (_, raw, _), _ in landed)
                 fr.copied += len(landed)
@@ -105,6 +106,15 @@ class Copier:
                 fr.keywords_encoded += sum(1 for (i, _, _), _ in landed if i.encoded)
                 ctx.advance(len(landed), copied_bytes)
         return next_uid
+
+    def _record_copied(self, state: FolderState, dest_name: str, rows: list[tuple]) -> None:
+        """The batch that landed, recorded; if this host lost the mailbox meanwhile, the copies are handed back
+        with the refusal (they are on the central host all the same: migrate.mailbox.sync.orphans)."""
+        try:
+            self.ctx.store.record_copied(state.id, rows)
+        except ClaimLost as lost:
+            lost.appended = (state.id, dest_name, rows)
+            raise
 
     def _append(self, state: FolderState, dest_name: str, ready: list[tuple[Item, bytes, str]],
                 fr: FolderReport) -> list[tuple[tuple[Item, bytes, str], int]]:
@@ -115,6 +125,7 @@ class Copier:
         ctx = self.ctx
         dest = ctx.dest
         messages = [Appendable(raw, i.flags, i.internaldate) for i, raw, _ in ready]
+        ctx.before_append()
         crashpoint("before-append")
         careful = False
         if len(messages) > 1 and dest.multiappend_ok:
@@ -169,6 +180,7 @@ class Copier:
                         ctx.limiter.consume(len(piece))
                     yield piece
 
+            ctx.before_append()
             try:
                 result = ctx.dest.append_streamed(dest_name, item.flags, item.internaldate, item.size, stream())
             except CommandFailed as exc:
@@ -176,8 +188,8 @@ class Copier:
                 ctx.store.record_failed(state.id, *cols(item.key), fp, item.size, reason)
                 fr.failed.append((f"UID {item.key} ({item.size} bytes)", reason))
                 return next_uid
-            ctx.store.record_copied(state.id, [(*cols(item.key), result.uids[0], fp, item.size,
-                                                flagstr(item.flags))])
+            self._record_copied(state, dest_name, [(*cols(item.key), result.uids[0], fp, item.size,
+                                                    flagstr(item.flags))])
             fr.copied += 1
             fr.copied_bytes += item.size
             fr.keywords_encoded += int(item.encoded)

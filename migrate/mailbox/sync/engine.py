@@ -13,21 +13,25 @@ from collections.abc import Callable
 from typing import Any
 
 from migrate.core.config import Project, Source
-from migrate.core.errors import LockHeld, MigrateError, TransientError
+from migrate.core.errors import ClaimLost, LockHeld, MigrateError, TransientError
 from migrate.core.fanout import fanout
-from migrate.core.leases import Heartbeat, mailbox_lock
+from migrate.core.leases import Heartbeat, StoreLock, mailbox_lock
 from migrate.core.limits import ConnectionLimits
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.ratelimit import RateLimiter
 from migrate.core.retry import retrying
-from migrate.core.store import MailboxRow, Store, StoreUnavailable
+from migrate.core.store import Fence, FencedStore, MailboxRow, Store, StoreUnavailable
 from migrate.mailbox.central import CentralServer, LazyDestination
 from migrate.mailbox.sources import Sources, folder_list
 from migrate.mailbox.sync.context import PassContext
 from migrate.mailbox.sync.mailbox_pass import MailboxPass
+from migrate.mailbox.sync.orphans import settle_orphans
 from migrate.mailbox.sync.reports import MailboxReport, Stopped, SyncOptions
 
 log = logging.getLogger(__package__)  # the engine's one logger, migrate.mailbox.sync
+
+#: How long a host that lost a mailbox waits to settle what it appended meanwhile (or for its holder to).
+HAND_BACK_WAIT_S = 600.0
 
 
 class SyncEngine:
@@ -164,18 +168,22 @@ class SyncEngine:
                                     total_bytes=expected_bytes))
         lock = None
         if self.options.lock_dir is not None and not self.options.dry_run:
-            lock = mailbox_lock(self.store, self.options.lock_dir, mailbox.email,
-                                "govmigrate worker" if self._worker else
-                                "govmigrate sync",
-                                ttl=self.project.config.sync.lease_seconds, heartbeat=self.heartbeat)
+            lock = self._mailbox_lock(mailbox)
             try:
                 lock.acquire()
             except LockHeld as exc:
                 report.ok, report.error, report.locked = False, exc.message, True
                 self.progress(ProgressEvent("failed", mailbox.email, detail=exc.message))
                 return report
+        store: Any = self.store
+        lost = getattr(lock, "lost", None) or threading.Event()
         slots = self.limits.source(source.id)
         try:
+            if isinstance(lock, StoreLock):
+                # Several hosts: a new token for the mailbox fences every write of this sync (a host that lost the
+                # mailbox to this one can write nothing more for it). A flock beside a SQLite store dies with its
+                # process and cannot be lost to another host, so a sync on one host needs none.
+                store = self.store.fenced(self._fence(mailbox, lock))
             with slots, self.limits.central():
                 attempt_no = 0
                 for attempt in retrying(f"sync {mailbox.email}", attempts=self.options.attempts, initial=1.0,
@@ -187,9 +195,15 @@ class SyncEngine:
                         report = MailboxReport(mailbox.email, source.id, attempts=attempt_no)
                         if self.stop.is_set():
                             raise Stopped()
-                        self._sync_once(mailbox, source, report)
+                        self._sync_once(mailbox, source, report, store, lost)
+            if not self.options.dry_run:
+                report.seconds = time.monotonic() - started
+                self._record(mailbox, report, store)
         except Stopped:
             report.ok, report.error = False, "stopped before finishing; run again to resume"
+        except ClaimLost as exc:
+            report.ok, report.error, report.given_up, report.appended = False, exc.message, True, exc.appended
+            log.warning("%s: %s", mailbox.email, exc.message)
         except StoreUnavailable:
             raise  # the shared store is away: no mailbox failed, the whole process waits or stops
         except MigrateError as exc:
@@ -201,58 +215,120 @@ class SyncEngine:
             if lock is not None:
                 lock.release()
         report.seconds = time.monotonic() - started
-        if not self.options.dry_run:
-            self._record(mailbox, report)
+        if not self.options.dry_run and not report.ok and not report.given_up:
+            try:
+                self._record(mailbox, report, store)
+            except ClaimLost as exc:
+                report.given_up, report.error = True, exc.message
+        if report.given_up and report.appended:
+            self._hand_back(mailbox, report)
         if report.ok:
             self.progress(ProgressEvent("done", mailbox.email))
         else:
             self.progress(ProgressEvent("failed", mailbox.email, detail=report.error or ""))
         return report
 
-    def _record(self, mailbox: MailboxRow, report: MailboxReport) -> None:
+    def _mailbox_lock(self, mailbox: MailboxRow) -> Any:
+        return mailbox_lock(self.store, self.options.lock_dir, mailbox.email,
+                            "govmigrate worker" if self._worker else "govmigrate sync",
+                            ttl=self.project.config.sync.lease_seconds, heartbeat=self.heartbeat)
+
+    def _fence(self, mailbox: MailboxRow, lock: StoreLock) -> Fence:
+        """A new token for ``mailbox``, and the lease each batch extends by a margin: the lease's time to live
+        and the longest an APPEND may take."""
+        return Fence(mailbox.id, self.store.take_fence(mailbox.id), lock.name, lock.holder,
+                     margin=self.project.config.sync.lease_seconds + self.append_budget)
+
+    @property
+    def append_budget(self) -> float:
+        """The longest one APPEND may take: the central host's socket timeout, twice (sending, then the reply)."""
+        return 2.0 * float(self.project.config.central.imap.timeout)
+
+    def _hand_back(self, mailbox: MailboxRow, report: MailboxReport) -> None:
+        """A batch this host appended after it lost the mailbox: recorded as orphans, then settled by this host
+        as soon as it holds the mailbox again, unless its holder settles them first
+        (:mod:`migrate.mailbox.sync.orphans`)."""
+        assert report.appended is not None
+        folder_id, _dest_name, rows = report.appended
+        holder = self.heartbeat.holder if self.heartbeat is not None else "this host"
+        self.store.record_orphans(mailbox.id, folder_id, holder, rows)
+        log.warning("%s: %d message(s) appended after this host lost the mailbox are left for its holder to "
+                    "settle (recorded as orphans)", mailbox.email, len(rows))
+        deadline = time.monotonic() + HAND_BACK_WAIT_S
+        while time.monotonic() < deadline and not self.stop.is_set():
+            if not self.store.orphans(mailbox.id):
+                return  # the mailbox's holder settled them
+            lock = self._mailbox_lock(mailbox)   # a lease: only a sync on several hosts loses its mailbox
+            try:
+                lock.acquire()
+            except LockHeld:
+                self.stop.wait(1.0)
+                continue
+            try:
+                with self.limits.central():
+                    dest = self.central.open(mailbox.email)
+                    try:
+                        settle_orphans(self.store.fenced(self._fence(mailbox, lock)), dest, mailbox)
+                    finally:
+                        dest.close()
+            except (MigrateError, OSError) as exc:
+                log.warning("%s: the orphans were not settled (%s); the mailbox's next sync settles them",
+                            mailbox.email, getattr(exc, "message", exc))
+            finally:
+                lock.release()
+            return
+
+    def _record(self, mailbox: MailboxRow, report: MailboxReport, store: Any) -> None:
         # One transaction for the mailbox's summary and its event (one commit, not two, per mailbox of a
         # nightly pass); a pass that found every folder unchanged changed no record, so the totals stand.
-        with self.store.tx():
-            self._record_in_tx(mailbox, report)
+        with store.tx():
+            self._record_in_tx(mailbox, report, store)
 
-    def _record_in_tx(self, mailbox: MailboxRow, report: MailboxReport) -> None:
+    def _record_in_tx(self, mailbox: MailboxRow, report: MailboxReport, store: Any) -> None:
         if report.ok and report.folders and all(f.unchanged for f in report.folders) and not report.failed_messages:
             copied, failed = (mailbox.copied_messages, mailbox.copied_bytes), mailbox.failed_messages
         else:
-            copied = self.store.copied_totals(mailbox.id)
-            failed = len(self.store.failed_messages(mailbox.id))
+            copied = store.copied_totals(mailbox.id)
+            failed = len(store.failed_messages(mailbox.id))
         result = ("ok" if report.complete else "partial") if report.ok else f"failed: {report.error}"
-        self.store.record_mailbox_sync(
+        store.record_mailbox_sync(
             mailbox.id, result=result,
             src_messages=report.src_messages if report.ok else (mailbox.src_messages or 0),
             src_bytes=report.src_bytes if report.ok else (mailbox.src_bytes or 0),
             copied_messages=copied[0], copied_bytes=copied[1], failed_messages=failed)
         if report.copied and report.seconds > 0:
-            self.store.record_throughput(mailbox.source_id, report.copied, report.copied_bytes, report.seconds)
+            store.record_throughput(mailbox.source_id, report.copied, report.copied_bytes, report.seconds)
         detail = (f"copied {report.copied} messages ({report.copied_bytes} bytes)"
                   + (f", {report.failed_messages} refused" if report.failed_messages else "")
                   + (f", {report.keywords_encoded} with keywords encoded as IMAP atoms"
                      if report.keywords_encoded else "")
                   + (f", {report.folder_errors} folder errors" if report.folder_errors else ""))
-        self.store.add_event(f"mailbox/{mailbox.email}", "sync" if report.ok else "sync-failed",
+        store.add_event(f"mailbox/{mailbox.email}", "sync" if report.ok else "sync-failed",
                              detail if report.ok else (report.error or ""))
 
     # -- one pass over one mailbox ------------------------------------------------------------------------
 
-    def _sync_once(self, mailbox: MailboxRow, source: Source, report: MailboxReport) -> None:
+    def _sync_once(self, mailbox: MailboxRow, source: Source, report: MailboxReport, store: Any,
+                   lost: threading.Event) -> None:
+        """One attempt at the mailbox; ``store`` is fenced for it (a real pass), ``lost`` set when this host is
+        found to have lost the mailbox."""
         dest: LazyDestination | None = None
         src: Any = None
         try:
             src = self.sources.open(source, mailbox.email, mailbox.login)
             folders = folder_list(src)
             dest = self.central.lazy(mailbox.email)
-            ctx = PassContext(store=self.store, options=self.options, mailbox=mailbox, source=source, src=src,
+            ctx = PassContext(store=store, options=self.options, mailbox=mailbox, source=source, src=src,
                               dest=dest, report=report, progress=self.progress, stop=self.stop, large=self._large,
                               limiter=self._limiters.get(source.id),
-                              max_keyword=self.project.config.central.max_keyword_length)
+                              max_keyword=self.project.config.central.max_keyword_length, lost=lost,
+                              append_budget=self.append_budget)
             MailboxPass(ctx, self.project.config.central.folders).run(folders)
+            if isinstance(store, FencedStore):
+                ctx.check_stop()
+                settle_orphans(store, dest, mailbox)
             if source.server.type == "ews" and not self.options.dry_run:
-                self._groupware(mailbox, src, report)
+                self._groupware(mailbox, src, report, store)
         except (imaplib.IMAP4.abort, ConnectionError, TimeoutError, EOFError, ssl.SSLError) as exc:
             # A connection failure that slipped past the per-call translation (e.g. inside a generator):
             # still a lost connection, still worth a reconnect and a resume.
@@ -266,13 +342,13 @@ class SyncEngine:
                     except Exception:
                         pass
 
-    def _groupware(self, mailbox: MailboxRow, src: Any, report: MailboxReport) -> None:
+    def _groupware(self, mailbox: MailboxRow, src: Any, report: MailboxReport, store: Any) -> None:
         """Calendars and contacts of an Exchange mailbox (migrate.mailbox.groupware), after its mail."""
         from migrate.mailbox.groupware import GroupwarePass
 
         target = self._dav_target()   # one client per mailbox: HTTP sessions are not shared between threads
         try:
-            report.groupware = GroupwarePass(self.store, mailbox, src, target, self.project.base_dir).run()
+            report.groupware = GroupwarePass(store, mailbox, src, target, self.project.base_dir).run()
         finally:
             if target is not None:
                 target.close()

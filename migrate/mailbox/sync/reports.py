@@ -76,6 +76,11 @@ class MailboxReport:
     attempts: int = 1
     #: Not synced: another process holds this mailbox's lock (``error`` names it).
     locked: bool = False
+    #: Given up: this host lost the mailbox to another (its lease lapsed: a pause, a lost database) and wrote
+    #: nothing more for it; its new holder finishes it.
+    given_up: bool = False
+    #: What this host appended after it lost the mailbox (see migrate.core.errors.ClaimLost.appended).
+    appended: tuple | None = None
     #: Exchange calendars and contacts (migrate.mailbox.groupware.GroupwareReport), one per kind.
     groupware: list = field(default_factory=list)
 
