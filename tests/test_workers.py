@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,6 +268,8 @@ def test_workers_reconnect_after_postgresql_restarts_mid_wave(shared_lab, postgr
             assert code == 0, w.communicate()[1]
         result = json.loads(out)
         assert {o["after"] for o in result["mailboxes"]} == {"prestaged"}
+        # The database was away for everyone: no worker called a live one dead.
+        assert not [e for e in store.events() if e.action == "taken-over"]
     finally:
         store.close()
     verify = cli(ws, password, "verify", *members, "--deep", "--json")
@@ -385,3 +388,119 @@ def test_verify_and_the_preflight_keep_a_sources_connection_limit_across_two_hos
             assert max(seen) == 2, (args, seen)
     finally:
         far.stop()
+
+
+# -- a worker that loses its mailbox: paused past its lease, or cut from the database ------------------------
+
+
+def _exact(lab, boxes, ws: Path, password: str, members: list[str]) -> None:
+    """Every mailbox of the wave exact on the central host: verify --deep, and the counts and bytes read back."""
+    verify = cli(ws, password, "verify", *members, "--deep", "--json")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    for row in json.loads(verify.stdout):
+        assert row["matches"] and row["missing"] == 0 and row["duplicates"] == 0, row
+    for box in boxes:
+        if box.email in members:
+            folders = read_mailbox(lab.central, box.email).values()
+            assert (sum(len(f.messages) for f in folders), sum(len(m.raw) for f in folders for m in f.messages)) \
+                == (box.messages, box.size), f"{box.email}: not exactly the source's mail"
+
+
+def _losing_wave(ws: Path, url: str, password: str) -> None:
+    """A wave on the shared store behind a slow source link, with short leases and timeouts (so that a lost
+    holder is found out in seconds, not minutes)."""
+    slow_wave(ws, url, password, sync="  lease_seconds: 3\n  batch_messages: 5\n")
+    project = ws / "migration.yaml"
+    text = project.read_text().replace("  timeout: 30\n", "  timeout: 4\n", 1)   # the central host's: the margin
+    project.write_text(text.replace("  user: govmigrate\n", "  user: govmigrate\n  timeout_seconds: 4\n", 1))
+
+
+def _copying(store, host: str) -> str | None:
+    """A mailbox ``host`` is copying and has copied something of (as the queue shows it), or None."""
+    for item in store.work_items(wave="wave-01"):
+        if item.state == "claimed" and (item.worker or "").startswith(f"{host}:") and item.messages > 0:
+            return item.email
+    return None
+
+
+def test_a_worker_paused_past_its_lease_writes_nothing_more_and_every_mailbox_is_exact(shared_lab):
+    """SIGSTOP one worker in the middle of a folder (a VM paused, a swap stall) until another has taken its
+    mailbox over and the wave has ended; SIGCONT: it writes nothing more, no mailbox holds a duplicate, and the
+    woken worker reports the mailbox as given up, not as copied by it."""
+    lab, boxes, ws, url, password = shared_lab
+    _losing_wave(ws, url, password)
+    store = open_shared(url, password)
+    try:
+        members = [m.email for m in store.mailboxes(wave="wave-01")]
+        run = queue_wave(ws, password, store, "--json")
+        workers = {name: spawn(ws, password, "worker", "--drain", "--max-mailboxes", "1", "--json", host=name)
+                   for name in ("host-a", "host-b", "host-c")}
+        wait_for("host-b to be copying", lambda: _copying(store, "host-b") is not None)
+        victim = _copying(store, "host-b")
+        os.kill(workers["host-b"].pid, signal.SIGSTOP)
+        try:
+            out, err = run.communicate(timeout=300)     # the others finish the wave, the victim's mailbox too
+            assert run.returncode == 0, err
+            result = {o["email"]: o for o in json.loads(out)["mailboxes"]}
+            assert result[victim]["host"] in ("host-a", "host-c") and result[victim]["after"] == "prestaged"
+        finally:
+            os.kill(workers["host-b"].pid, signal.SIGCONT)
+        woken_out, woken_err = workers["host-b"].communicate(timeout=300)
+        assert "Traceback" not in woken_err, woken_err
+        given_up = {o["email"]: o for o in json.loads(woken_out)["mailboxes"] if o["given_up"]}
+        assert victim in given_up and not given_up[victim]["ok"], woken_out
+        assert "given up" in woken_err and workers["host-b"].returncode == ExitCode.PARTIAL
+        for name in ("host-a", "host-c"):
+            assert workers[name].wait(timeout=120) == 0, workers[name].communicate()[1]
+        assert store.orphans(store.mailbox(victim).id) == [], "nothing left for anybody to settle"
+    finally:
+        store.close()
+    _exact(lab, boxes, ws, password, members)
+
+
+def test_a_worker_cut_from_the_database_gives_its_mailbox_up_and_every_mailbox_is_exact(shared_lab, tmp_path):
+    """One worker reaches PostgreSQL through a link of its own, which swallows everything for 25 s while its
+    IMAP sessions stay up: its statements are cut by its timeouts, another worker takes its mailbox over, and
+    when the link comes back it writes nothing more for it; every mailbox ends exact."""
+    from tests.lab.proxy import FlakyProxy
+
+    lab, boxes, ws, url, password = shared_lab
+    _losing_wave(ws, url, password)
+    port = int(url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    link = FlakyProxy(port).start()
+    cut_off = tmp_path / "host-b"                       # host-b's own workspace: the same plan, its own link
+    shutil.copytree(ws, cut_off)
+    project = cut_off / "migration.yaml"
+    project.write_text(project.read_text().replace(f":{port}/", f":{link.port}/", 1))
+    store = open_shared(url, password)
+    try:
+        members = [m.email for m in store.mailboxes(wave="wave-01")]
+        run = queue_wave(ws, password, store, "--json")
+        workers = {"host-a": spawn(ws, password, "worker", "--drain", "--max-mailboxes", "1", "--json",
+                                   host="host-a"),
+                   "host-b": spawn(cut_off, password, "worker", "--drain", "--max-mailboxes", "1", "--json",
+                                   host="host-b")}
+        wait_for("host-b to be copying", lambda: _copying(store, "host-b") is not None)
+        victim = _copying(store, "host-b")
+        link.blackhole()
+        try:
+            wait_for("host-a to take the mailbox over",
+                     lambda: any(i.email == victim and (i.worker or "").startswith("host-a:")
+                                 for i in store.work_items(wave="wave-01")), timeout=60)
+            time.sleep(max(0.0, 25 - 3))
+        finally:
+            link.restore()
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+        result = {o["email"]: o for o in json.loads(out)["mailboxes"]}
+        assert result[victim]["host"] == "host-a"
+        b_out, b_err = workers["host-b"].communicate(timeout=300)
+        assert "Traceback" not in b_err, b_err
+        given_up = [o for o in json.loads(b_out)["mailboxes"] if o["given_up"]]
+        assert victim in {o["email"] for o in given_up}, b_out + b_err
+        assert all(o["email"] != victim for o in json.loads(b_out)["mailboxes"] if o["ok"]), "not copied by it"
+        assert workers["host-a"].wait(timeout=120) == 0, workers["host-a"].communicate()[1]
+    finally:
+        link.stop()
+        store.close()
+    _exact(lab, boxes, ws, password, members)

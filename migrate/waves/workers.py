@@ -165,19 +165,28 @@ class Worker:
             except StoreUnavailable as exc:
                 # The store went away in the middle of a step (a restart, a network cut): the mailbox goes back
                 # to the queue as soon as the store answers again (each call waits for it up to RECONNECT_S),
-                # and its next sync redoes the step exactly (what was appended and not recorded is found by
-                # fingerprint). A store still away after that ends the worker (exit 4): its claims lapse, and a
-                # service manager starts it again.
+                # unless another worker took it over meanwhile; either way this worker gives it up, and the next
+                # sync of it redoes the step exactly (what was appended and not recorded is found through its
+                # pending records). A store still away after that ends the worker (exit 4): its claims lapse, and
+                # a service manager starts it again.
                 log.warning("%s", exc.message)
                 try:
                     if claim is not None:
                         self.store.return_claim(claim.id, self.holder)
+                        self._gave_up(claim, f"the state store was away: {exc.message}")
                     else:
                         _ = self.store.schema_version   # waits for the store as any call does
                 except StoreUnavailable as still:
                     self._fail(still)
             except MigrateError as exc:  # the store refused us (a dropped database, a revoked login)
                 self._fail(exc)
+
+    def _gave_up(self, claim: Claim, why: str) -> None:
+        mailbox = self.store.mailbox_by_id(claim.mailbox_id)
+        if mailbox is not None:
+            with self._lock:
+                self.result.outcomes.append(Outcome(mailbox.email, mailbox.state, mailbox.state, False, error=why,
+                                                    given_up=True, host=host()))
 
     def _fail(self, exc: MigrateError) -> None:
         """Something every mailbox would meet: the worker stops (its claims lapse) and exits with its code."""

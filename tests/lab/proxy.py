@@ -4,7 +4,8 @@
 ``cuts`` connections once ``cut_after`` bytes have flowed from the server, as a dropped WAN link or a
 middlebox timeout would. Later connections pass untouched. ``delay`` holds back every piece the server sends
 that long: a link to a far ministry, on which every round trip costs time (sessions last long enough for a
-test to see how many are open at once).
+test to see how many are open at once). :meth:`FlakyProxy.blackhole` makes the link swallow everything until
+:meth:`FlakyProxy.restore`: connections stay open and nothing arrives (a partition, not a refusal).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class FlakyProxy:
         self.cut_after = cut_after
         self.cuts_left = cuts
         self.cuts_done = 0
+        self._blackhole = threading.Event()
         self.port = free_port()
         self._lock = threading.Lock()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -45,6 +47,13 @@ class FlakyProxy:
             pass
 
     cleanup = stop
+
+    def blackhole(self) -> None:
+        """From now on nothing passes, either way, on any connection (new ones are accepted and hang too)."""
+        self._blackhole.set()
+
+    def restore(self) -> None:
+        self._blackhole.clear()
 
     def _accept(self) -> None:
         while not self._stopped:
@@ -74,6 +83,8 @@ class FlakyProxy:
                     break
                 if delay:
                     time.sleep(delay)
+                while self._blackhole.is_set():
+                    time.sleep(0.05)
                 if doomed:
                     state["bytes"] += len(data)
                     if state["bytes"] >= (self.cut_after or 0):
