@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -129,3 +130,25 @@ def postgres_url(postgres_server):
     url = postgres_server.create_database(name)
     yield url
     postgres_server.drop_database(name)
+
+
+@contextlib.contextmanager
+def shared_state_if(request):
+    """For a fixture parametrized over ``["sqlite", "postgresql"]``: with "postgresql", a fresh database of the
+    session's PostgreSQL (yields its URL, the password in the environment variable the lab's project files
+    name) for as long as the fixture lives; with "sqlite", None (the workspace's own state.db)."""
+    if request.param != "postgresql":
+        yield None
+        return
+    import uuid
+
+    server = request.getfixturevalue("postgres_server")
+    _postgres_databases[0] += 1
+    name = f"test_{_postgres_databases[0]}_{uuid.uuid4().hex[:8]}"
+    url = server.create_database(name)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(scenario.STATE_PASSWORD_ENV, server.password)
+        try:
+            yield url
+        finally:
+            server.drop_database(name)

@@ -20,6 +20,7 @@ from migrate.core.locks import Lock
 from migrate.core.registry import register_users
 from migrate.core.store import open_store
 from migrate.plans.planner import cutover_domains
+from tests.lab import scenario
 
 MB = 1_000_000
 
@@ -36,7 +37,8 @@ def make_workspace(ws: Path, users: dict[str, list[tuple]], *, waves: dict | Non
                    domains: dict[str, list[str]] | None = None) -> Path:
     """``users``: source id → rows of (email, flags, bytes or an error text, display name (optional)).
 
-    Servers point at a closed port: nothing here may contact one."""
+    Servers point at a closed port: nothing here may contact one. The state store is the workspace's state.db,
+    or the lab's PostgreSQL where a test module runs on both engines (``scenario.engine_state``)."""
     ws.mkdir(parents=True, exist_ok=True)
     (ws / "users").mkdir(exist_ok=True)
     secret = _secret(ws)
@@ -61,9 +63,12 @@ def make_workspace(ws: Path, users: dict[str, list[tuple]], *, waves: dict | Non
            "sources": sources}
     if waves:
         doc["waves"] = waves
+    state_url = scenario.state_url()
+    if state_url:
+        doc["state"] = scenario.state_section(state_url)
     (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     project = load_project(ws / "migration.yaml")
-    store = open_store(ws / "state.db", create=True)
+    store = scenario.workspace_store(ws) if state_url else open_store(ws / "state.db", create=True)
     try:
         register_users(project, store)
         for rows in users.values():

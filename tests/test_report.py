@@ -11,11 +11,20 @@ import datetime as dt
 import io
 import json
 
+import pytest
+
 from migrate.core.config import load_project
-from migrate.core.store import open_store
 from migrate.reports.programme import build_report
+from tests.conftest import shared_state_if
+from tests.lab import scenario
 from tests.test_plan import MB, generate, make_workspace, plan_doc
 
+
+@pytest.fixture(autouse=True, params=["sqlite", "postgresql"])
+def engine(request):
+    """Every test here runs on the workspace's own SQLite store and on a state store on the lab's PostgreSQL."""
+    with shared_state_if(request) as url, scenario.engine_state(url):
+        yield request.param
 
 def programme(tmp_path, govmigrate, *first_date: str):
     ws = make_workspace(tmp_path / "ws", {
@@ -28,7 +37,7 @@ def programme(tmp_path, govmigrate, *first_date: str):
 
 
 def progress(ws, email: str, state: str, copied_bytes: int = 0, reason: str | None = None) -> None:
-    store = open_store(ws / "state.db")
+    store = scenario.workspace_store(ws)
     try:
         m = store.mailbox(email)
         inventory = {row.email: row for row in store.inventory()}[email]
@@ -42,7 +51,7 @@ def progress(ws, email: str, state: str, copied_bytes: int = 0, reason: str | No
 
 def report(ws, today: dt.datetime):
     project = load_project(ws / "migration.yaml")
-    store = open_store(ws / "state.db")
+    store = scenario.workspace_store(ws)
     try:
         return build_report(project, store, today=today)
     finally:

@@ -18,6 +18,7 @@ import yaml
 from migrate.core import lifecycle
 from migrate.core.errors import ExitCode, UsageError
 from migrate.core.store import MailboxRow, open_store
+from tests.conftest import shared_state_if
 from tests.lab import scenario
 from tests.lab.inspect import read_mailbox
 from tests.lab.scenario import Lab
@@ -26,21 +27,23 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRST_DATE = "2099-01-05"   # far ahead, so that no window is ever overdue
 
 
-@pytest.fixture(scope="module")
-def programme(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def programme(request, tmp_path_factory):
     """Two ministry servers and a central host private to this module (the tests add mail at a source),
-    and one workspace that the flow tests below take step by step, in order."""
-    sources = scenario.start_sources(scenario.make_corpora(seed="waves", users=3, messages=30))
-    try:
-        lab = Lab(sources, scenario.start_central())
-    except BaseException:
-        for source in sources.values():
-            source.server.cleanup()
-        raise
-    ws = tmp_path_factory.mktemp("programme") / "ws"
-    scenario.write_workspace(ws, lab)
-    yield lab, ws
-    lab.stop()
+    and one workspace that the flow tests below take step by step, in order: once with the workspace's own
+    SQLite store, once with a state store on the lab's PostgreSQL (every command, on both engines)."""
+    with shared_state_if(request) as state_url:
+        sources = scenario.start_sources(scenario.make_corpora(seed="waves", users=3, messages=30))
+        try:
+            lab = Lab(sources, scenario.start_central())
+        except BaseException:
+            for source in sources.values():
+                source.server.cleanup()
+            raise
+        ws = tmp_path_factory.mktemp("programme") / "ws"
+        scenario.write_workspace(ws, lab, state_url=state_url)
+        yield lab, ws
+        lab.stop()
 
 
 def g(govmigrate, ws: Path, *args: str, expect: int = 0, **kw):
@@ -52,7 +55,7 @@ def run_json(govmigrate, ws: Path, *args: str, expect: int = 0) -> dict:
 
 
 def states(ws: Path) -> dict[str, str]:
-    store = open_store(ws / "state.db")
+    store = scenario.workspace_store(ws)
     try:
         return {m.email: m.state for m in store.mailboxes()}
     finally:
@@ -218,7 +221,7 @@ def test_7_status_tells_the_helpdesk_where_a_user_is(govmigrate, programme):
     lab, ws = programme
     pilot = lab.sources["health"].mailboxes[0]
     view = json.loads(g(govmigrate, ws, "status", pilot.email, "--json").stdout)
-    store = open_store(ws / "state.db")
+    store = scenario.workspace_store(ws)
     try:
         row = store.mailbox(pilot.email)
     finally:

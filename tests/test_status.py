@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from migrate.core.errors import ExitCode
-from migrate.core.store import open_store
 from migrate.reports.status import plain_reason
+from tests.conftest import shared_state_if
+from tests.lab import scenario
 from tests.test_plan import MB, generate, make_workspace
 
+
+@pytest.fixture(autouse=True, params=["sqlite", "postgresql"])
+def engine(request):
+    """Every test here runs on the workspace's own SQLite store and on a state store on the lab's PostgreSQL."""
+    with shared_state_if(request) as url, scenario.engine_state(url):
+        yield request.param
 
 def workspace(tmp_path, govmigrate):
     ws = make_workspace(tmp_path / "ws", {
@@ -47,7 +56,7 @@ def test_a_vip_is_told_about_white_glove_handling(tmp_path, govmigrate):
 
 def test_failed_skipped_and_unplanned_users_get_plain_reasons(tmp_path, govmigrate):
     ws = workspace(tmp_path, govmigrate)
-    store = open_store(ws / "state.db")
+    store = scenario.workspace_store(ws)
     try:
         store.set_mailbox_state(store.mailbox("jane.doe@health.gov.bz").id, "failed",
                                 "prestage pass: source health (127.0.0.1:9): connection refused (nothing listening)",

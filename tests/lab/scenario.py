@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import token_hex
@@ -206,9 +208,37 @@ def source_entry(ws: Path, src: LabSource, **overrides) -> dict:
     return entry
 
 
+#: The environment variable the project file's ``state.password`` names when a workspace uses the lab's PostgreSQL.
+STATE_PASSWORD_ENV = "GOVLAB_STATE_PASSWORD"
+#: The PostgreSQL database the workspaces made now use (set for a test module that runs on both engines).
+_engine_state: list[str | None] = [None]
+
+
+def state_url() -> str | None:
+    return _engine_state[0]
+
+
+@contextmanager
+def engine_state(url: str | None) -> Iterator[None]:
+    """Workspaces made inside use ``url`` (a database of the lab's PostgreSQL) as their state store."""
+    before, _engine_state[0] = _engine_state[0], url
+    try:
+        yield
+    finally:
+        _engine_state[0] = before
+
+
+def state_section(url: str) -> dict:
+    """The project file's ``state:`` for a lab database URL (``postgresql://USER@HOST:PORT/NAME``)."""
+    user, address = url.split("://", 1)[1].split("@", 1)
+    return {"url": f"postgresql://{address}", "user": user, "password": f"env:{STATE_PASSWORD_ENV}"}
+
+
 def write_workspace(ws: Path, lab: Lab, *, sources: list[str] | None = None, extra_sources: list[dict] = (),
-                    central_overrides: dict | None = None, waves: dict | None = None) -> Path:
-    """A workspace whose migration.yaml points at the lab; returns the project file's path."""
+                    central_overrides: dict | None = None, waves: dict | None = None,
+                    state_url: str | None = None) -> Path:
+    """A workspace whose migration.yaml points at the lab; returns the project file's path. ``state_url``: its
+    state store is that PostgreSQL database (the password from ``$GOVLAB_STATE_PASSWORD``), not ``state.db``."""
     ws.mkdir(parents=True, exist_ok=True)
     for sub in ("plans", "reports", "users"):
         (ws / sub).mkdir(exist_ok=True)
@@ -235,13 +265,24 @@ def write_workspace(ws: Path, lab: Lab, *, sources: list[str] | None = None, ext
     }
     if waves:
         doc["waves"] = waves
+    state_url = state_url or _engine_state[0]
+    if state_url:
+        doc["state"] = state_section(state_url)
     path = ws / "migration.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
     from migrate.core.store import open_store
 
-    if not (ws / "state.db").exists():
+    if not state_url and not (ws / "state.db").exists():
         open_store(ws / "state.db", create=True).close()
     return path
+
+
+def workspace_store(ws: Path):
+    """The workspace's state store, whichever engine its project file names (SQLite's state.db, or PostgreSQL)."""
+    from migrate.core.workspace import open_workspace
+
+    workspace = open_workspace(ws)
+    return workspace.open_store(workspace.load_project())
 
 
 def lab_env() -> dict[str, str]:
