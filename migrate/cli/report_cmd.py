@@ -102,6 +102,10 @@ def render_record(app: App, record: WaveRecord) -> None:
                 ("failure", "last failure")],
                [{"email": m.email, "state": m.state, **{k: v or "" for k, v in m.reached.items()},
                  "host": m.host or "", "failure": m.last_failure or ""} for m in record.mailboxes])
+    for m in record.mailboxes:
+        for n in m.not_copied:
+            app.out.print(f"  {m.email}: not copied ({n['folder']}): {n['why']}"
+                          + (f" — accepted: {n['accepted']}" if n["accepted"] else ""), markup=False, highlight=False)
     for domain in record.domains:
         emit_table(app, f"{domain['domain']}: {domain['state']}",
                    [("name", "name"), ("type", "type"), ("before", "before"), ("after", "after")], domain["changes"])
@@ -133,7 +137,10 @@ def render(app: App, r: ProgrammeReport) -> None:
     t = r.totals
     out.print(f"{r.programme}: {t.done} of {t.to_migrate} mailboxes done, "
               f"{human_bytes(t.bytes_moved) or '0 B'} of {human_bytes(t.bytes_total) or '0 B'} moved, "
-              f"{t.failed} failed; estimated completion: {_when(r.completion)}"
+              f"{t.failed} failed"
+              + (f", {t.messages_not_copied} message(s) not copied (govmigrate status USER names them)"
+                 if t.messages_not_copied else "")
+              + f"; estimated completion: {_when(r.completion)}"
               + (f" ({r.completion.note})" if r.completion.note else ""), style="bold", markup=False, highlight=False)
     columns = [("name", "ministry"), ("done", "done>"), ("progress", "in progress>"), ("waiting", "waiting>"),
                ("failed", "failed>"), ("moved", "moved / total>"), ("completion", "est. completion"),

@@ -112,7 +112,7 @@ def _mailbox_record(store: Store, mailbox) -> MailboxRecord:
             reached[by_state[new]] = event.at
         if new == lifecycle.FAILED:
             last_failure, failed_at = match.group(3) or "failed", event.at
-    not_copied = [{"folder": m.folder, "size": m.size, "why": m.error}
+    not_copied = [{"folder": m.folder, "size": m.size, "why": m.error, "accepted": m.accepted}
                   for m in store.failed_messages(mailbox.id)]
     return MailboxRecord(mailbox.email, mailbox.display_name, mailbox.state, reached, mailbox.copied_messages,
                          mailbox.copied_bytes, last_failure, failed_at, not_copied, mailbox.last_sync_host)
