@@ -210,6 +210,13 @@ class ImapUser:
         finally:
             conn.logout()
 
+    def subscribe(self, name: str, subscribed: bool = True) -> None:
+        conn = self._session()
+        try:
+            assert (conn.subscribe if subscribed else conn.unsubscribe)(_q(name))[0] == "OK"
+        finally:
+            conn.logout()
+
     def flag(self, folder: str, indexes: list[int], flag: str = "\\Flagged") -> None:
         conn = self._session(folder)
         try:
@@ -266,15 +273,18 @@ def imap_lab(request, tmp_path):
 
 
 def user_changes_between_prestage_and_delta(lab: Lab, box: corpus.CorpusMailbox) -> ImapUser:
-    """Moves 2 messages, renames a folder (with the folders below it), deletes a message and a folder, flags
-    three messages."""
+    """Moves 2 messages, renames a folder (with the folders below it), deletes a message and two folders, flags
+    three messages, and changes two folders' subscriptions."""
     user = ImapUser(lab.sources["health"].server, box.login)
     user.move("INBOX", 0, "Projects/Budget 2025")
     user.move("INBOX", 3, "Archive")
     user.rename("Projects", "Projects 2025")
     user.delete_message("INBOX", 1)
-    user.delete_folder("Personal")
+    user.delete_folder("Personal")        # holds mail delivered to the central host: kept there
+    user.delete_folder("Empty Folder")    # gone from the central host too
     user.flag("INBOX", [2, 4, 5])
+    user.subscribe("Старые письма", False)
+    user.subscribe("Old Unsubscribed")
     return user
 
 
@@ -291,14 +301,14 @@ def test_moves_renames_deletions_and_flags_between_passes_end_exact_on_imap(imap
     got = central_view(lab, box.email)
     # The delta pass carried the moves and the rename; it removed nothing (a user reading the central host
     # meanwhile sees no mail vanish): the deleted message and folder are still there.
-    assert "Projects" not in got and "Projects 2025/Budget 2025" in got
+    assert "Projects" not in got and "Projects 2025/Budget 2025" in got and "Empty Folder" in got
     want, _subscribed = source_side(source, box.login)
     assert got["Projects 2025/Budget 2025"] == want["Projects 2025/Budget 2025"]
     assert got["Archive"] == want["Archive"]
     assert "Personal" in got and sum(got["INBOX"].values()) == sum(want["INBOX"].values()) + 2   # + delivered
     assert DELIVERED["Projects"] in {raw for raw, _f in got["Projects 2025"]}, "the user's own mail moved with it"
     differs = verify(ws, box.email, int(ExitCode.PARTIAL))
-    assert not differs["matches"] and differs["deleted_at_source"] >= 1 and differs["orphaned_folders"] == 1
+    assert not differs["matches"] and differs["deleted_at_source"] >= 1 and differs["orphaned_folders"] == 2
     seen = status(ws, box.email)
     assert seen["messages_copied"] <= seen["messages_total"] and seen["messages_stale"] == 3
 
@@ -439,6 +449,7 @@ def exchange_user_changes(responder, email: str) -> None:
     responder.rename_folder(email, ("Projects",), "Projects 2025")
     responder.delete_message(email, inbox[1])
     responder.delete_folder(email, ("Personal",))
+    responder.delete_folder(email, ("Empty Folder",))
     box = responder.mailbox(email)
     for item_id in inbox[4:7]:
         item = responder.store.items[item_id]
