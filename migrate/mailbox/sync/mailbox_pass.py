@@ -70,7 +70,10 @@ class MailboxPass:
                 if folder_work is not None:
                     work.append((fr, folder_work))
         self.folder_changes.leave(gone, reports)
-        pool = MovePool.load(ctx)
+        # What left a folder matters to a folder with something new in it, or to a pass carrying deletions; a
+        # nightly pass where every folder is unchanged does not even ask.
+        pool = MovePool.load(ctx, {f.id: f for f in store.folders(mailbox.id)}) \
+            if work or gone or ctx.options.propagate_deletes else MovePool()
         for fr, folder_work in work:
             ctx.check_stop()
             self._guarded(fr, lambda w=folder_work: self.folder_sync.apply(w, pool))

@@ -51,22 +51,27 @@ class MovePool:
 
     def __init__(self, entries: list[Vanished] = ()) -> None:
         self._by_fp: dict[str, list[Vanished]] = defaultdict(list)
+        self._left = 0
         for entry in entries:
             self._by_fp[entry.record.fingerprint].append(entry)
+            self._left += 1
 
     @classmethod
-    def load(cls, ctx: PassContext) -> MovePool:
-        folders = {f.id: f for f in ctx.store.folders(ctx.mailbox.id)}
+    def load(cls, ctx: PassContext, folders: dict[int, FolderState]) -> MovePool:
+        """The mailbox's pool, from the store (``folders``: the mailbox's folder records by id)."""
         return cls([Vanished(folders[folder_id], record) for folder_id, record
                     in ctx.store.vanished_records(ctx.mailbox.id) if folder_id in folders and record.dest_uid])
 
     def __bool__(self) -> bool:
-        return any(self._by_fp.values())
+        return self._left > 0
 
     def take(self, fp: str) -> Vanished | None:
         """The copy with this fingerprint, claimed (None: no such copy)."""
         entries = self._by_fp.get(fp)
-        return entries.pop(0) if entries else None
+        if not entries:
+            return None
+        self._left -= 1
+        return entries.pop(0)
 
     def left(self) -> list[Vanished]:
         """What nothing claimed: messages deleted at the source."""
