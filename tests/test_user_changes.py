@@ -362,6 +362,26 @@ def test_a_final_pass_killed_at_a_move_resumes_exactly(tmp_path, capability, poi
         lab.stop()
 
 
+def test_a_folder_renamed_where_the_server_gives_it_a_new_uidvalidity_is_recognised_by_what_it_holds(tmp_path):
+    """A server that does not keep UIDVALIDITY across RENAME: the renamed folder is the old one because most of
+    the recorded fingerprints are among its messages; the central folder is renamed, nothing copied again."""
+    ws = tmp_path / "ws"
+    lab, boxes = scenario.small_lab(ws, seed="newvalidity", messages=30)
+    try:
+        box = boxes[0]
+        source = lab.sources["health"].server
+        ok(cli(ws, "sync", box.email))
+        ImapUser(source, box.login).rename("Personal", "Private")
+        source.doveadm("mailbox", "update", "-u", box.login, "--uid-validity", "4242", "Private")
+        [row] = json.loads(ok(cli(ws, "sync", box.email, "--json")).stdout)
+        assert row["copied"] == 0 and row["folders_renamed"] == [
+            {"from": "Personal", "to": "Private", "dest": "Private", "dest_from": "Personal"}], row
+        want, subscribed = source_side(source, box.login)
+        assert_exact(lab, box.email, want, subscribed, {})
+    finally:
+        lab.stop()
+
+
 def test_mail_delivered_to_the_central_host_survives_every_pass(tmp_path):
     """Mail that reached the central host by other means, including mail with the very bytes of a message the
     user then deletes at the source, and mail in folders the user renames or deletes, is never touched."""

@@ -105,7 +105,7 @@ def report_rows(reports: list[MailboxReport], dry_run: bool) -> list[dict]:
         # What the user did to folders at the source since the last pass, as carried to the central host.
         row["folders_renamed"] = [{"from": f.renamed_from, "to": f.source, "dest": f.dest,
                                    "dest_from": f.renamed_dest_from} for f in r.folders if f.renamed_from]
-        row["folders_deleted"] = [{"folder": f.source, "dest": f.dest, "removed": f.removed}
+        row["folders_deleted"] = [{"folder": f.source, "dest": f.dest, "removed": f.removed, "kept": f.kept}
                                   for f in r.folders if f.deleted_at_source]
         row["folder_warnings"] = [{"folder": f.source, "warning": w} for f in r.folders for w in f.warnings]
         row["not_migrated"] = [{"folder": f.source, "item": m, "why": why} for f in r.folders
@@ -155,7 +155,9 @@ def render(app: App, reports: list[MailboxReport], *, dry_run: bool, as_json: bo
                           markup=False, highlight=False)
         for f in row["folders_deleted"]:
             app.out.print(f"  {row['mailbox']}: folder {f['folder']} deleted at the source"
-                          + ("; deleted on the central host" if f["removed"] else ""), markup=False, highlight=False)
+                          + ("; deleted on the central host" if f["removed"] else "")
+                          + (f"; kept on the central host: {f['kept']}" if f["kept"] else ""),
+                          markup=False, highlight=False)
         for n in row["not_migrated"]:
             app.out.print(f"  {row['mailbox']}: {n['folder']}: {n['item']}: {n['why']}", markup=False,
                           highlight=False)

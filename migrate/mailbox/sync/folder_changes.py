@@ -170,9 +170,8 @@ class FolderChanges:
             if name in folders and not self._protected(name):
                 others = ctx.dest.status(name).get("MESSAGES") or 0
                 if others or ctx.dest.has_children(name):
-                    fr.warnings.append(f"deleted at the source; kept on the central host, which holds "
-                                       f"{f'{others} message(s) govmigrate did not copy' if others else 'folders'}"
-                                       " in it")
+                    fr.kept = (f"it holds {others} message(s) govmigrate did not copy" if others
+                               else "folders below it are still there")
                 else:
                     ctx.hold()
                     ctx.dest.delete_folder(name)

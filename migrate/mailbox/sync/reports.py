@@ -73,6 +73,8 @@ class FolderReport:
     #: folder deleted too when nothing else is in it (``removed``).
     deleted_at_source: bool = False
     removed: bool = False
+    #: Why the central folder of a folder deleted at the source stays (it holds mail govmigrate did not copy).
+    kept: str | None = None
     #: Messages copied or re-flagged whose keywords (Exchange categories) had to be encoded as atoms.
     keywords_encoded: int = 0
     to_copy: int = 0          # dry-run: would copy
