@@ -20,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from migrate.core.crashpoints import crashpoint
+from migrate.core.errors import RemoteError
 from migrate.core.store import FolderState, MessageRecord
 from migrate.mailbox.protocol import CommandFailed
 from migrate.mailbox.sync.context import PassContext
@@ -106,9 +107,12 @@ class Mover:
             ctx.before_append()
             try:
                 placed = ctx.dest.move(origin.dest_name, [m.origin.record.dest_uid for m in group], dest_name)
-            except CommandFailed as exc:
+            except (CommandFailed, RemoteError) as exc:
+                if isinstance(exc, RemoteError) and exc.transient:
+                    raise        # the connection, not the move: the mailbox is retried and finds it pending
                 log.warning("%s: moving %d message(s) from %s to %s was refused (%s); they are copied again",
-                            ctx.mailbox.email, len(group), origin.dest_name, dest_name, exc.text)
+                            ctx.mailbox.email, len(group), origin.dest_name, dest_name,
+                            exc.text if isinstance(exc, CommandFailed) else exc.message)
                 placed = {}
             crashpoint("after-move")
             moved = [m for m in group if m.origin.record.dest_uid in placed]

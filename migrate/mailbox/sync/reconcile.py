@@ -106,7 +106,7 @@ class Reconciler:
         for origin_id, rows in by_origin.items():
             origin = folders.get(origin_id)
             keys = [_origin_key(r.moved_from_key, ctx.is_ews) for r, _row in rows]
-            if origin is not None:
+            if origin is not None and origin.dest_name in ctx.dest.folders():
                 left = {record_key(o): o.dest_uid for o in ctx.store.message_records(origin_id)}
                 uids = [left[k] for k in keys if left.get(k)]
                 if uids:
