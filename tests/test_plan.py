@@ -33,8 +33,9 @@ def _secret(ws: Path) -> str:
 
 
 def make_workspace(ws: Path, users: dict[str, list[tuple]], *, waves: dict | None = None,
-                   domains: dict[str, list[str]] | None = None) -> Path:
-    """``users``: source id → rows of (email, flags, bytes or an error text, display name (optional)).
+                   domains: dict[str, list[str]] | None = None, timezone: str | None = None) -> Path:
+    """``users``: source id → rows of (email, flags, bytes or an error text, display name (optional));
+    ``timezone``: the project file's (none: this host's).
 
     Servers point at a closed port: nothing here may contact one."""
     ws.mkdir(parents=True, exist_ok=True)
@@ -61,6 +62,8 @@ def make_workspace(ws: Path, users: dict[str, list[tuple]], *, waves: dict | Non
            "sources": sources}
     if waves:
         doc["waves"] = waves
+    if timezone:
+        doc["timezone"] = timezone
     (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     project = load_project(ws / "migration.yaml")
     store = open_store(ws / "state.db", create=True)

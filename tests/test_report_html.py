@@ -102,7 +102,7 @@ def test_the_burn_up_replays_the_event_log_and_plans_from_the_windows(tmp_path, 
     project, store = load_project(ws / "migration.yaml"), open_store(ws / "state.db")
     try:
         report = build_report(project, store)
-        burn = burn_up(store, report, Catalog(project, store).in_sources())
+        burn = burn_up(store, report, Catalog(project, store).in_sources(), zone=project.zone)
     finally:
         store.close()
     assert burn.actual[0].mailboxes == 0, "the line starts at nothing done"

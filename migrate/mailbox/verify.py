@@ -313,6 +313,9 @@ def verify_mailboxes(project: Project, store: Store, mailboxes: list[MailboxRow]
                 result = MailboxCheck(mailbox.email, error=exc.message)
             sink(ProgressEvent("done" if result.matches else "failed", mailbox.email,
                                detail="" if result.matches else (result.error or "differs")))
+            # The report's "data consistency" per wave reads the last verification of each mailbox.
+            store.record_verification(mailbox.id, deep=deep, matches=result.matches, counts=result.totals(),
+                                      error=result.error)
             return result
 
     sink(ProgressEvent("plan", total_messages=len(mailboxes)))
