@@ -57,7 +57,8 @@ class Renderer:
     def __init__(self, zone: Zone) -> None:
         self.zone = zone
         env = jinja2.Environment(loader=jinja2.PackageLoader("migrate", "templates"), autoescape=True,
-                                 undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                                 undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                                 extensions=["jinja2.ext.do"])
         env.filters.update(size=size, num=num, when=self.when, when_utc=self.when_utc, at=self.at,
                            plain_state=lambda s: words.word(words.MAILBOX_STATES, s),
                            plain_phone=lambda s: words.word(words.PHONE_STATES, s),
@@ -190,6 +191,8 @@ def burn_up_svg(burn: BurnUp, zone: Zone, *, by_bytes: bool = False) -> Markup:
             chart.add(name, values(series[name]), stroke_style=stroke)
     title = f"Burn-up: {'data' if by_bytes else 'mailboxes'} done over time"
     svg = _SCRIPT.sub("", chart.render(is_unicode=True))
+    # pygal names each legend entry's element the same in every chart: ids must be unique in the page.
+    svg = svg.replace('id="activate-serie-', f'id="{"bytes" if by_bytes else "mailboxes"}-activate-serie-')
     svg = _PYGAL_TITLE.sub(f"<title>{escape(title)}</title>", svg, count=1)
     label = escape(f"{title}. {chart_summary(burn, zone, by_bytes=by_bytes)}")
     return Markup(svg.replace("<svg ", f'<svg role="img" aria-label="{label}" ', 1))

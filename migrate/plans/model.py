@@ -190,7 +190,7 @@ def describe_change(before_doc: dict[str, Any] | None, after_doc: dict[str, Any]
     for key, old, new in field_changes(before, after):
         if key == "extensions":
             continue
-        parts.append(f"{key.replace('_', ' ')} {old if old not in (None, '') else 'none'} → "
+        parts.append(f"{key.replace('_', ' ').replace('.', ' ')} {old if old not in (None, '') else 'none'} → "
                      f"{new if new not in (None, '') else 'none'}")
     return "; ".join(parts) or "nothing in the wave changed"
 

@@ -4,8 +4,9 @@ For each wave with work left, in the order of its window:
 
 * **windows it needs**: the copy still to do (its remaining bytes at the throughput measured so far,
   :mod:`migrate.plans.estimate`) over the window's length, rounded up (at least one); plus one more window
-  when the failure rate so far, applied to its mailboxes not yet failed, expects at least half a mailbox to
-  fail (those are retried in a later window);
+  when mailboxes of it are failed now, or when the failure rate so far, applied to its mailboxes not yet
+  failed, expects at least half a mailbox to fail: failed mailboxes are run again, once what failed them is
+  fixed, in a window after the wave's own (the forecast errs late rather than early);
 * **when**: its own window if that is still ahead (or under way); a window that has passed with work left is
   replaced by the next free night from now (at the window's start time). Further windows take the following
   free nights; a night that holds another wave's window is not free.
@@ -120,12 +121,14 @@ def forecast(waves: list[WaveInput], *, failure_rate: float | None, now: dt.date
             reasons.append(f"the copy left (about {w.copy_hours:.1f} h) needs {windows} windows of "
                            f"{w.window_hours:g} h")
         expected = (w.to_migrate - w.done - w.failed) * rate
-        if expected >= RETRY_THRESHOLD:
-            windows += 1
+        if w.failed:
+            reasons.append(f"{w.failed:,} of its {plural(w.to_migrate, 'mailbox')} failed: they are run again, once "
+                           "what failed them is fixed, in a window after its own")
+        elif expected >= RETRY_THRESHOLD:
             reasons.append(f"at the failure rate so far ({rate:.0%}), about {plural(max(1, round(expected)), 'mailbox')}"
                            " of it will fail and need another window")
-        if w.failed:
-            reasons.insert(0, f"{w.failed:,} of its {plural(w.to_migrate, 'mailbox')} failed and must be run again")
+        if w.failed or expected >= RETRY_THRESHOLD:
+            windows += 1
         others = {d for i, d in booked.items() if i != w.id}
         if planned_end > now:
             first = w.window_start

@@ -111,19 +111,23 @@ class PhoneCounts:
 @dataclass
 class VerifyCounts:
     """The data consistency ``govmigrate verify`` last found, over mailboxes to migrate: matched, with differences
-    (or the check failed), and not verified (never, or not since their last copy)."""
+    (or the check failed), verified before their last copy (the check no longer stands), and never verified."""
 
     matched: int = 0
     differing: int = 0
     not_verified: int = 0
+    stale: int = 0
     #: The newest verification counted (ISO 8601 with offset), or None.
     last_at: str | None = None
 
     def add(self, m: MailboxInfo, check: VerificationRow | None, zone: Zone) -> None:
         if m.row.state == lifecycle.SKIPPED:
             return
-        if check is None or (m.row.last_sync_at and check.verified_at < m.row.last_sync_at):
+        if check is None:
             self.not_verified += 1
+            return
+        if m.row.last_sync_at and check.verified_at < m.row.last_sync_at:
+            self.stale += 1
             return
         if check.matches:
             self.matched += 1
@@ -136,6 +140,7 @@ class VerifyCounts:
         self.matched += other.matched
         self.differing += other.differing
         self.not_verified += other.not_verified
+        self.stale += other.stale
         if other.last_at and (self.last_at is None or other.last_at > self.last_at):
             self.last_at = other.last_at
 
@@ -457,7 +462,7 @@ def csv_rows(report: ProgrammeReport) -> list[dict[str, Any]]:
                 "gb_total": gb(counts.bytes_total), "estimated_completion": completion.at or "",
                 "completion_status": completion.status, "note": completion.note,
                 "verified_matched": verified.matched, "verified_differing": verified.differing,
-                "not_verified": verified.not_verified, **extra}
+                "not_verified": verified.not_verified + verified.stale, **extra}
 
     def groupware(g: GroupwareCounts) -> dict[str, int]:
         return {"calendar_items": g.calendar_items, "calendar_copied": g.calendar_copied, "contacts": g.contacts,
