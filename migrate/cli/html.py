@@ -80,7 +80,7 @@ class Renderer:
             local = self.zone.from_store(stamp)
         except ValueError:
             return escape(stamp)
-        return Markup(f'<time datetime="{escape(stamp)}">{escape(show(local))}</time>')
+        return Markup(f'<time datetime="{escape(stamp)}">{_unbroken(show(local))}</time>')
 
     def when_utc(self, stamp: str | None) -> Markup:
         """As :meth:`when`, with the UTC time beside it, for records: ``2030-06-01 22:05 CST (04:05 UTC)``."""
@@ -92,12 +92,20 @@ class Renderer:
         day = "" if self.zone.from_store(stamp or "").date() == utc.date() else f"{utc:%Y-%m-%d} "
         return shown + Markup(f' <span class="utc">({day}{utc:%H:%M} UTC)</span>')
 
-    def at(self, iso_text: str | None) -> str:
-        """An ISO 8601 time (the report's records) as people read it, named: ``2030-06-02 04:00 CST``."""
-        return self.zone.show_iso(iso_text)
+    def at(self, iso_text: str | None) -> Markup:
+        """An ISO 8601 time (the report's records) as people read it, named: ``2030-06-02 04:00 CST`` (never
+        broken across lines at its hyphens)."""
+        return _unbroken(self.zone.show_iso(iso_text)) if iso_text else Markup("")
 
     def render(self, template: str, **values: Any) -> str:
         return self.env.get_template(template).render(**values)
+
+
+def _unbroken(shown: str) -> Markup:
+    """A shown time whose date and whose time of day each stay on one line (a line may break between them,
+    never at a date's hyphens)."""
+    day, _, rest = shown.partition(" ")
+    return Markup(f'<span class="when">{escape(day)}</span> <span class="when">{escape(rest)}</span>')
 
 
 def size(n: int | float | None) -> str:

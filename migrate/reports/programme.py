@@ -24,7 +24,7 @@ from typing import Any
 from migrate.core import lifecycle
 from migrate.core.config import Project
 from migrate.core.store import ApprovalRow, GroupwareSummaryRow, RunRow, Store, VerificationRow, now
-from migrate.core.timezones import Zone, iso, show
+from migrate.core.timezones import Zone, iso
 from migrate.core.units import gb
 from migrate.plans.catalog import Catalog, MailboxInfo
 from migrate.plans.estimate import Rates, estimate
@@ -168,6 +168,8 @@ class WaveLine:
     phones: PhoneCounts = field(default_factory=lambda: PhoneCounts())
     #: approved | lapsed | not approved: the wave's approval as the store knows it.
     approval_state: str = "not approved"
+    #: When its last approval lapsed (ISO 8601 with offset), if it did.
+    approval_lapsed_at: str | None = None
     #: When the window starts (ISO 8601 with offset), or None.
     window_starts: str | None = None
     forecast: WaveForecast = field(default_factory=lambda: WaveForecast("not scheduled"))
@@ -334,7 +336,9 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
         last = runs[-1] if runs else None
         last_finish = max((r.finished_at for r in runs if r.finished_at and r.result == "ok"), default=None)
         doc = row.doc or {}
-        state, approval = _approval(approvals_of.get(row.id, []), row.approved_by if row.plan_hash else None, zone)
+        history = approvals_of.get(row.id, [])
+        state, approval = _approval(history, row.approved_by if row.plan_hash else None)
+        lapsed_at = history[-1].lapsed_at if state == "lapsed" else None
         waves.append(WaveLine(
             id=row.id, title=doc.get("title", ""), kind=doc.get("kind", "ministry"),
             white_glove=bool(doc.get("white_glove")), approval=approval,
@@ -345,7 +349,8 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
             completion=_wave_completion(window, counts, hours, last_finish, today, zone),
             last_run={"pass": last.pass_name, "started_at": last.started_at, "finished_at": last.finished_at,
                       "result": last.result} if last else None,
-            approval_state=state, window_starts=iso(starts), verification=verification))
+            approval_state=state, window_starts=iso(starts), verification=verification,
+            approval_lapsed_at=iso(zone.from_store(lapsed_at)) if lapsed_at else None))
         inputs.append(WaveInput(row.id, counts.to_migrate, counts.done, counts.failed, counts.in_progress, hours,
                                 starts, window.hours, state == "approved",
                                 zone.from_store(last_finish) if last_finish else None))
@@ -425,14 +430,13 @@ def _ministry_share(wave: WaveLine, members: list[MailboxInfo]) -> Completion:
     return wave.completion
 
 
-def _approval(history: list[ApprovalRow], approved_by: str | None, zone: Zone) -> tuple[str, str]:
+def _approval(history: list[ApprovalRow], approved_by: str | None) -> tuple[str, str]:
     """(approved | lapsed | not approved, in words) as the store knows it: whether the plan file was edited since
     is for ``plan diff`` (and a run) to say."""
     if history and history[-1].lapsed_at is None:
         return "approved", f"approved by {history[-1].approved_by}"
     if history:
-        last = history[-1]
-        return "lapsed", f"approval lapsed {show(zone.from_store(last.lapsed_at or last.approved_at))}"
+        return "lapsed", "approval lapsed"
     if approved_by:  # a store whose approvals predate the history (no approve event)
         return "approved", f"approved by {approved_by}"
     return "not approved", "not approved"
