@@ -26,6 +26,7 @@ from migrate.reports.programme import (
     csv_rows,
 )
 from migrate.reports.record import MILESTONES, WaveRecord, record_json, wave_record
+from migrate.reports.words import plural
 
 #: ``--html`` given without a file name.
 DEFAULT_FILE = "<default>"
@@ -116,7 +117,7 @@ def render_record(app: App, record: WaveRecord) -> None:
                  "host": m.host or "", "failure": m.last_failure or "",
                  "verified": ("not verified" if m.verified is None else "not since its last copy"
                               if not m.verified_current else "matched" if m.verified.matches
-                              else f"{m.verified.differences} difference(s)" if not m.verified.error else "failed")}
+                              else plural(m.verified.differences, "difference") if not m.verified.error else "failed")}
                 for m in record.mailboxes])
     for domain in record.domains:
         emit_table(app, f"{domain['domain']}: {domain['state']}",
@@ -124,7 +125,7 @@ def render_record(app: App, record: WaveRecord) -> None:
     if record.sip_checks:
         emit_table(app, "SIP checks", [("kind", "check"), ("subject", "what"), ("result", "result"),
                                        ("detail", "detail")], [asdict(c) for c in record.sip_checks])
-    app.info(f"{len(record.events)} event(s): govmigrate log --object wave/{record.wave}; "
+    app.info(f"{plural(len(record.events), 'event')}: govmigrate log --object wave/{record.wave}; "
              f"--html writes the whole record")
 
 
@@ -186,7 +187,7 @@ def render(app: App, r: ProgrammeReport) -> None:
                           f"items, {m.groupware.contacts_copied}/{m.groupware.contacts} contacts", markup=False,
                           highlight=False)
         if g.exported_mailboxes:
-            out.print(f"  {g.exported_mailboxes} mailbox(es) had no central DAV server to go to (central.dav is not "
+            out.print(f"  {plural(g.exported_mailboxes, 'mailbox')} had no central DAV server to go to (central.dav is not "
                       f"set): their calendars and contacts are files in {app.workspace.root / 'groupware'} "
                       "(govmigrate status USER names each)", markup=False, highlight=False)
     if r.failures:
