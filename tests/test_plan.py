@@ -34,8 +34,9 @@ def _secret(ws: Path) -> str:
 
 
 def make_workspace(ws: Path, users: dict[str, list[tuple]], *, waves: dict | None = None,
-                   domains: dict[str, list[str]] | None = None) -> Path:
-    """``users``: source id → rows of (email, flags, bytes or an error text, display name (optional)).
+                   domains: dict[str, list[str]] | None = None, timezone: str | None = None) -> Path:
+    """``users``: source id → rows of (email, flags, bytes or an error text, display name (optional));
+    ``timezone``: the project file's (none: this host's).
 
     Servers point at a closed port: nothing here may contact one. The state store is the workspace's state.db,
     or the lab's PostgreSQL where a test module runs on both engines (``scenario.engine_state``)."""
@@ -66,6 +67,8 @@ def make_workspace(ws: Path, users: dict[str, list[tuple]], *, waves: dict | Non
     state_url = scenario.state_url()
     if state_url:
         doc["state"] = scenario.state_section(state_url)
+    if timezone:
+        doc["timezone"] = timezone
     (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     project = load_project(ws / "migration.yaml")
     store = scenario.workspace_store(ws) if state_url else open_store(ws / "state.db", create=True)

@@ -23,6 +23,7 @@ from migrate.core.store import (
     open_postgres,
     open_store,
 )
+from tests.test_store import sqlite_at_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -277,3 +278,91 @@ def test_a_newer_schema_is_refused(engine):
             c.execute("INSERT INTO govmigrate_schema(version) VALUES (?)", (SCHEMA_VERSION + 1,))
     with pytest.raises(StoreError, match="newer than this govmigrate"):
         engine()
+
+
+def test_every_approval_is_kept_with_how_it_lapsed_and_each_run_names_its_approval(store):
+    mid = _mailbox(store)
+    store.record_wave("pilot", position=0, plan_file="plans/pilot.yaml", doc={"mailboxes": ["a@health.gov.bz"]})
+    assert not store.lapse_approval("pilot", "nothing to lapse"), "no approval yet"
+    store.approve_wave("pilot", position=0, plan_file="plans/pilot.yaml", plan_hash="ab" * 32,
+                       doc={"mailboxes": ["a@health.gov.bz"]}, who="tester")
+    first = store.start_run("pilot", "prestage")
+    store.record_wave("pilot", position=0, plan_file="plans/pilot.yaml", doc={"mailboxes": ["a@health.gov.bz"],
+                                                                              "extensions": ["gov:2001"]},
+                      changes="1 phone extension added (gov:2001)")
+    unapproved = store.start_run("pilot", "sip-check")   # a step that needs no approval: it runs under none
+    store.approve_wave("pilot", position=0, plan_file="plans/pilot.yaml", plan_hash="cd" * 32,
+                       doc={"mailboxes": ["a@health.gov.bz"], "extensions": ["gov:2001"]}, who="board",
+                       changes="1 phone extension added (gov:2001)")
+    second = store.start_run("pilot", "delta")
+    one, two = store.approvals("pilot")
+    assert (one.approved_by, one.plan_hash, one.doc) == ("tester", "ab" * 32, {"mailboxes": ["a@health.gov.bz"]})
+    assert one.lapsed_at and one.lapse_reason == "the plan was generated again: 1 phone extension added (gov:2001)"
+    assert (two.approved_by, two.lapsed_at, two.changes) == ("board", None, "1 phone extension added (gov:2001)")
+    assert {r.id: r.approval_id for r in store.runs("pilot")} == {first: one.id, unapproved: None, second: two.id}
+    lapsed = [e for e in store.events(obj="wave/pilot") if e.action == "approval-lapsed"]
+    assert [e.detail for e in lapsed] == [one.lapse_reason]
+    store.delete_wave("pilot")
+    assert store.approvals("pilot")[-1].lapse_reason == "the wave was taken out of the plan"
+    store.record_verification(mid, deep=False, matches=False, counts={"missing": 2, "duplicates": 1}, error=None)
+    store.record_verification(mid, deep=True, matches=True, counts={"source_messages": 5, "dest_messages": 5})
+    (check,) = store.verifications().values()
+    assert (check.mailbox_id, check.deep, check.matches, check.missing, check.source_messages) == (mid, True, True,
+                                                                                                  0, 5)
+
+
+def _store_of_schema_9(engine_name: str, tmp_path, request):
+    """A store as govmigrate wrote it before approvals had a history (schema 9): (run SQL, open it)."""
+    from migrate.core.store import MIGRATIONS
+
+    if engine_name == "sqlite":
+        path = tmp_path / "old.db"
+        conn = sqlite_at_schema(path, 9)
+        return (lambda sql, params=(): conn.execute(sql, params)), (lambda: open_store(path))
+    import psycopg
+
+    server = request.getfixturevalue("postgres_server")
+    url = request.getfixturevalue("postgres_url")
+    conn = psycopg.connect(url, password=server.password, autocommit=True)
+    conn.execute("CREATE EXTENSION IF NOT EXISTS citext")
+    conn.execute("CREATE TABLE govmigrate_schema (version INTEGER NOT NULL)")
+    for number, migration in enumerate(MIGRATIONS[:9], 1):
+        for statement in migration.statements("postgresql"):
+            conn.execute(statement)
+        conn.execute("INSERT INTO govmigrate_schema(version) VALUES (%s)", (number,))
+    return ((lambda sql, params=(): conn.execute(sql.replace("?", "%s"), params)),
+            (lambda: open_postgres(url, password=server.password)))
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite", "postgresql"])
+def test_approvals_and_runs_recorded_before_the_history_come_from_the_event_log(engine_name, tmp_path, request):
+    """Migration 10 fills the history from the approve events: the one still on record gets its whole hash and what
+    it covered, an earlier one its hash as the event has it, and each run the last approval before it."""
+    run, opened = _store_of_schema_9(engine_name, tmp_path, request)
+    full = "ef" * 32
+    event = "INSERT INTO events(at, actor, object, action, detail) VALUES (?,?,?,?,?)"
+    run(event, ("2030-01-01T10:00:00Z", "ana", "wave/pilot", "approve", f"plan plans/pilot.yaml sha256 {'ab' * 8}"))
+    run(event, ("2030-01-02T10:00:00Z", "ben", "wave/pilot", "approve", f"plan plans/pilot.yaml sha256 {full[:16]}"))
+    run(event, ("2030-01-01T11:00:00Z", "ana", "wave/wave-01", "approve", f"plan plans/wave-01.yaml sha256 {'cd' * 8}"))
+    run("INSERT INTO waves(id, position, plan_file, plan_hash, approved_by, approved_at, state, updated_at, doc, "
+        "recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?)", ("pilot", 0, "plans/pilot.yaml", full, "ben",
+                                                     "2030-01-02T10:00:00Z", "approved", "2030-01-02T10:00:00Z",
+                                                     '{"mailboxes": ["a@health.gov.bz"]}', "2030-01-02T10:00:00Z"))
+    run("INSERT INTO waves(id, position, plan_file, plan_hash, state, updated_at, doc, recorded_at) "
+        "VALUES (?,?,?,?,?,?,?,?)", ("wave-01", 1, "plans/wave-01.yaml", None, "planned", "2030-01-03T09:00:00Z",
+                                     '{"mailboxes": []}', "2030-01-03T09:00:00Z"))
+    for started in ("2030-01-01T12:00:00Z", "2030-01-03T12:00:00Z"):
+        run("INSERT INTO runs(wave, pass, started_at) VALUES (?,?,?)", ("pilot", "prestage", started))
+    store = opened()
+    try:
+        assert store.schema_version == SCHEMA_VERSION
+        one, two = store.approvals("pilot")
+        assert (one.plan_hash, one.approved_by, one.doc, one.lapsed_at) == ("ab" * 8, "ana", None, None)
+        assert (two.plan_hash, two.approved_by, two.doc, two.plan_file) == (full, "ben",
+                                                                          {"mailboxes": ["a@health.gov.bz"]},
+                                                                          "plans/pilot.yaml")
+        assert [r.approval_id for r in store.runs("pilot")] == [one.id, two.id]
+        (lapsed,) = store.approvals("wave-01")
+        assert lapsed.lapsed_at == "2030-01-03T09:00:00Z" and "generated again" in lapsed.lapse_reason
+    finally:
+        store.close()

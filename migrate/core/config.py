@@ -25,6 +25,7 @@ from pydantic import (
 
 from migrate.core.errors import Problem, ValidationFailed
 from migrate.core.secrets import SecretRef, parse_ref
+from migrate.core.timezones import Zone, zone_named
 from migrate.core.yamlsrc import Located, dotted, load_yaml_file, pydantic_problems
 
 PROJECT_FILE = "migration.yaml"
@@ -412,7 +413,7 @@ class PilotPolicy(Strict):
 
 
 class Window(Strict):
-    #: Start of the maintenance window, local time, "HH:MM".
+    #: Start of the maintenance window, in the programme's time zone, "HH:MM".
     start: str = "22:00"
     hours: float = Field(6.0, gt=0, le=72)
 
@@ -601,9 +602,17 @@ class PhonesPolicy(Strict):
         return value.upper()
 
 
+def _zone_name(value: str) -> str:
+    zone_named(value)
+    return value
+
+
 class ProjectConfig(Strict):
     version: Literal[1]
     name: str = Field(min_length=1)
+    #: The programme's time zone (IANA name): wave windows are wall-clock times in it and reports show every
+    #: time in it. None: the migration host's own zone (reports say so).
+    timezone: Annotated[str, AfterValidator(_zone_name)] | None = None
     central: CentralHost
     sources: list[Source] = Field(min_length=1)
     waves: WavePolicy = WavePolicy()
@@ -631,6 +640,11 @@ class Project:
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    @property
+    def zone(self) -> Zone:
+        """The programme's time zone (the project file's ``timezone``, else this host's)."""
+        return Zone.of(self.config.timezone)
 
     def source(self, source_id: str) -> Source:
         for source in self.config.sources:

@@ -5,7 +5,8 @@ are matched by content fingerprint as multisets, so a missing message, a duplica
 wrong date is found even if the state store were wrong. The records are only used to explain extra
 messages on the destination: ones the engine copied that were since deleted at the source are reported
 as such; others arrived by other means (new mail after the MX cut-over) and are not a mismatch.
-``deep`` also compares every matched pair's full bytes.
+``deep`` also compares every matched pair's full bytes. Each mailbox's result (counts of each kind of
+difference) is recorded in the store, replacing the one before, for the reports' data consistency.
 """
 
 from __future__ import annotations
@@ -313,6 +314,9 @@ def verify_mailboxes(project: Project, store: Store, mailboxes: list[MailboxRow]
                 result = MailboxCheck(mailbox.email, error=exc.message)
             sink(ProgressEvent("done" if result.matches else "failed", mailbox.email,
                                detail="" if result.matches else (result.error or "differs")))
+            # The report's "data consistency" per wave reads the last verification of each mailbox.
+            store.record_verification(mailbox.id, deep=deep, matches=result.matches, counts=result.totals(),
+                                      error=result.error)
             return result
 
     sink(ProgressEvent("plan", total_messages=len(mailboxes)))

@@ -20,7 +20,15 @@ from migrate.core.registry import register_users
 from migrate.core.store import Store, actor, now
 from migrate.plans.catalog import Catalog
 from migrate.plans.estimate import Rates
-from migrate.plans.model import INDEX_FILE, PLAN_VERSION, Excluded, IndexFile, PlanWindow, WaveFile
+from migrate.plans.model import (
+    INDEX_FILE,
+    PLAN_VERSION,
+    Excluded,
+    IndexFile,
+    PlanWindow,
+    WaveFile,
+    describe_change,
+)
 from migrate.plans.planfiles import WaveFacts, load_plan, plan_exists, wave_facts, write_index, write_wave
 from migrate.plans.planner import PlannedWave, cutover_domains, propose
 
@@ -111,7 +119,9 @@ def generate_plan(project: Project, store: Store, directory: Path, *, replace: b
             result.facts[wave.wave] = wave_facts(wave, catalog, rates, project)
             continue
         result.facts[wave.wave] = write_wave(path, wave, catalog, rates, project)
-        store.record_wave(wave.wave, position=i, plan_file=f"{directory.name}/{path.name}", doc=wave.canonical())
+        recorded = store.wave(wave.wave)
+        store.record_wave(wave.wave, position=i, plan_file=f"{directory.name}/{path.name}", doc=wave.canonical(),
+                          changes=describe_change(recorded.doc, wave.canonical()) if recorded and recorded.doc else "")
     index = IndexFile(version=PLAN_VERSION, programme=project.config.name, generated_at=now(),
                       generated_by=actor(), waves=[w.wave for w in waves],
                       excluded=[Excluded(email=e, reason=r) for e, r in proposal.excluded])

@@ -76,7 +76,7 @@ def render_wave(wave: WaveFile, *, header: list[str], mailbox_notes: dict[str, s
     lines += _aligned([
         (f"date: {scalar(w.date)}",
          "day of the maintenance window, YYYY-MM-DD (null: not scheduled yet)"),
-        (f"start: {scalar(w.start)}", "local time"),
+        (f"start: {scalar(w.start)}", "in the programme's time zone (migration.yaml: timezone)"),
         (f"hours: {scalar(w.hours)}", "length of the window"),
     ], indent="  ")
     if wave.cutover_domains:

@@ -8,8 +8,8 @@ column holds a password or a secret reference's value. One module per area:
 
 - :mod:`.events` the append-only event log;
 - :mod:`.mailboxes` sources, mailboxes, inventory;
-- :mod:`.sync` folders and message records, calendars and contacts, throughput;
-- :mod:`.waves` waves, approvals, runs;
+- :mod:`.sync` folders and message records, calendars and contacts, throughput, each mailbox's last verification;
+- :mod:`.waves` waves, approvals (each one, with when and why it lapsed), runs;
 - :mod:`.work` leases (the wave lock, connection slots) and the work queue several hosts claim from;
 - :mod:`.fences` the tokens that refuse a lost holder's writes, and the copies it left unrecorded;
 - :mod:`.dns` and :mod:`.phones` the DNS and phone cut-overs.
@@ -29,6 +29,7 @@ from migrate.core.store.fences import FencedStore, FenceStore
 from migrate.core.store.mailboxes import MailboxStore
 from migrate.core.store.phones import PhoneStore
 from migrate.core.store.rows import (
+    ApprovalRow,
     DnsDomainRow,
     Event,
     ExtensionRow,
@@ -46,6 +47,7 @@ from migrate.core.store.rows import (
     RunRow,
     SipCheckRow,
     SourceRow,
+    VerificationRow,
     WaveRow,
     actor,
     host,
@@ -60,10 +62,11 @@ from migrate.core.store.work import Claim, Lease, WorkItem, WorkStore
 STATE_FILE = "state.db"
 
 __all__ = [
-    "BUSY_TIMEOUT_S", "MIGRATED_KINDS", "MIGRATIONS", "SCHEMA_VERSION", "STATE_FILE", "Claim", "DnsDomainRow",
-    "Event", "ExtensionRow", "Fence", "FencedStore", "FolderState", "GroupwareRecord", "GroupwareSummaryRow", "InventoryFolderRow",
-    "InventoryRow", "Lease", "MailboxRow", "MessageRecord", "NotCopiedRow", "OrphanRow", "ProbeRow", "RunRow", "SipCheckRow",
-    "SourceRow", "Store", "StoreUnavailable", "WaveRow", "WorkItem", "actor", "host", "now", "open_postgres",
+    "BUSY_TIMEOUT_S", "MIGRATED_KINDS", "MIGRATIONS", "SCHEMA_VERSION", "STATE_FILE", "ApprovalRow", "Claim",
+    "DnsDomainRow", "Event", "ExtensionRow", "Fence", "FencedStore", "FolderState", "GroupwareRecord",
+    "GroupwareSummaryRow", "InventoryFolderRow", "InventoryRow", "Lease", "MailboxRow", "MessageRecord",
+    "NotCopiedRow", "OrphanRow", "ProbeRow", "RunRow", "SipCheckRow", "SourceRow", "Store", "StoreUnavailable",
+    "VerificationRow", "WaveRow", "WorkItem", "actor", "host", "now", "open_postgres",
     "open_store", "split_sql", "worker_id",
 ]
 

@@ -229,10 +229,54 @@ class RunRow:
     detail: str
     #: The migration host it ran on (None for runs recorded before hosts were).
     host: str | None
+    #: The approval (``approvals.id``) in force when it started; None when the wave had none.
+    approval_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The run under its columns' names (``pass``, not ``pass_name``), for JSON."""
         return {("pass" if key == "pass_name" else key): value for key, value in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class ApprovalRow:
+    """One approval of a wave: who approved which plan hash when, what the wave held then (``doc``; None for an
+    approval recorded before govmigrate kept it), and when and why it stopped covering the wave."""
+
+    id: int
+    wave: str
+    plan_hash: str
+    plan_file: str
+    approved_by: str
+    approved_at: str
+    doc: dict[str, Any] | None
+    lapsed_at: str | None
+    lapse_reason: str | None
+    #: What changed in the wave since the approval before this one (None: the first, or not recorded).
+    changes: str | None
+
+
+@dataclass(frozen=True)
+class VerificationRow:
+    """A mailbox's last verification (``govmigrate verify``): counts of each kind of difference."""
+
+    mailbox_id: int
+    verified_at: str
+    deep: bool
+    matches: bool
+    source_messages: int
+    dest_messages: int
+    missing: int
+    duplicates: int
+    flag_mismatches: int
+    date_mismatches: int
+    content_mismatches: int
+    folder_problems: int
+    error: str | None
+
+    @property
+    def differences(self) -> int:
+        return (self.missing + self.duplicates + self.flag_mismatches + self.date_mismatches
+                + self.content_mismatches + self.folder_problems)
 
 
 @dataclass(frozen=True)

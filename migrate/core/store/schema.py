@@ -348,6 +348,59 @@ MIGRATIONS: list[Migration] = [
     );
     CREATE INDEX orphans_by_mailbox ON orphans(mailbox_id);
     """),
+    # 11: what a change board reads: every approval of a wave (what it covered, when and why it lapsed), the
+    # approval each run ran under, and each mailbox's last verification. Approvals given before this migration
+    # come from the event log (their hash as the event recorded it, its first 16 characters; what they covered
+    # is known only for the one still on record); their runs are matched to the last approval before them.
+    Migration("""
+    CREATE TABLE approvals (
+        id           INTEGER PRIMARY KEY,
+        wave         TEXT NOT NULL,
+        plan_hash    TEXT NOT NULL,
+        plan_file    TEXT NOT NULL DEFAULT '',
+        approved_by  TEXT NOT NULL,
+        approved_at  TEXT NOT NULL,
+        doc          TEXT,                     -- the wave as approved (canonical JSON of its plan file)
+        lapsed_at    TEXT,                     -- when it stopped covering the wave (NULL: in force, or replaced)
+        lapse_reason TEXT,
+        changes      TEXT                      -- what changed since the approval before it
+    );
+    CREATE INDEX approvals_by_wave ON approvals(wave, id);
+    ALTER TABLE runs ADD COLUMN approval_id INTEGER;
+    CREATE TABLE verifications (
+        mailbox_id      INTEGER PRIMARY KEY REFERENCES mailboxes(id) ON DELETE CASCADE,
+        verified_at     TEXT NOT NULL,
+        deep            INTEGER NOT NULL DEFAULT 0,
+        matches         INTEGER NOT NULL,
+        source_messages INTEGER NOT NULL DEFAULT 0,
+        dest_messages   INTEGER NOT NULL DEFAULT 0,
+        missing         INTEGER NOT NULL DEFAULT 0,
+        duplicates      INTEGER NOT NULL DEFAULT 0,
+        flag_mismatches INTEGER NOT NULL DEFAULT 0,
+        date_mismatches INTEGER NOT NULL DEFAULT 0,
+        content_mismatches INTEGER NOT NULL DEFAULT 0,
+        folder_problems INTEGER NOT NULL DEFAULT 0,
+        error           TEXT
+    );
+    INSERT INTO approvals(wave, plan_hash, approved_by, approved_at)
+        SELECT substr(object, 6), substr(detail, length(detail) - 15), actor, at FROM events
+        WHERE action = 'approve' AND object LIKE 'wave/%' ORDER BY id;
+    UPDATE approvals SET
+        plan_hash = (SELECT w.plan_hash FROM waves w WHERE w.id = approvals.wave),
+        plan_file = (SELECT w.plan_file FROM waves w WHERE w.id = approvals.wave),
+        doc = (SELECT w.doc FROM waves w WHERE w.id = approvals.wave)
+        WHERE id IN (SELECT MAX(id) FROM approvals GROUP BY wave)
+        AND EXISTS (SELECT 1 FROM waves w WHERE w.id = approvals.wave AND w.plan_hash IS NOT NULL
+                    AND substr(w.plan_hash, 1, 16) = approvals.plan_hash);
+    UPDATE approvals SET
+        lapsed_at = (SELECT w.recorded_at FROM waves w WHERE w.id = approvals.wave),
+        lapse_reason = 'the plan was generated again (before govmigrate recorded what changed)'
+        WHERE id IN (SELECT MAX(id) FROM approvals GROUP BY wave)
+        AND EXISTS (SELECT 1 FROM waves w WHERE w.id = approvals.wave AND w.plan_hash IS NULL
+                    AND w.recorded_at >= approvals.approved_at);
+    UPDATE runs SET approval_id = (SELECT MAX(a.id) FROM approvals a
+                                   WHERE a.wave = runs.wave AND a.approved_at <= runs.started_at);
+    """),
 ]
 
 
