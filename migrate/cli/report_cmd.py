@@ -124,7 +124,7 @@ def _when(c: Completion) -> str:
     if c.status == "done":
         return f"done {c.at}" if c.at else "done"
     if c.status == "partly planned":
-        return f"{c.at} (partly planned)"
+        return f"{c.at} (partly planned)" if c.at else "partly planned"
     return c.at or c.status
 
 

@@ -35,6 +35,7 @@ from migrate.core.store.rows import (
     GroupwareSummaryRow,
     InventoryFolderRow,
     InventoryRow,
+    KeptSecretRow,
     MailboxRow,
     MessageRecord,
     NotCopiedRow,
@@ -58,7 +59,7 @@ STATE_FILE = "state.db"
 __all__ = [
     "BUSY_TIMEOUT_S", "MIGRATED_KINDS", "MIGRATIONS", "SCHEMA_VERSION", "STATE_FILE", "Claim", "DnsDomainRow",
     "Event", "ExtensionRow", "FolderState", "GroupwareRecord", "GroupwareSummaryRow", "InventoryFolderRow",
-    "InventoryRow", "Lease", "MailboxRow", "MessageRecord", "NotCopiedRow", "ProbeRow", "RunRow", "SipCheckRow",
+    "InventoryRow", "KeptSecretRow", "Lease", "MailboxRow", "MessageRecord", "NotCopiedRow", "ProbeRow", "RunRow", "SipCheckRow",
     "SourceRow", "Store", "StoreUnavailable", "WaveRow", "WorkItem", "actor", "host", "now", "open_postgres",
     "open_store", "split_sql", "worker_id",
 ]
