@@ -268,3 +268,29 @@ def test_a_newer_schema_is_refused(engine):
             c.execute("INSERT INTO govmigrate_schema(version) VALUES (?)", (SCHEMA_VERSION + 1,))
     with pytest.raises(StoreError, match="newer than this govmigrate"):
         engine()
+
+
+def test_held_extensions_and_kept_secrets_pending_then_current(store):
+    from migrate.core.store import KeptSecretRow, now
+    from migrate.voip.model import Extension
+
+    store.upsert_source("health", "Ministry of Health", "imap", ["health.gov.bz"])
+    held = ["dids.csv:3: extension: DID '12' is not a valid number; extension 2001 is held"]
+    store.upsert_extension(Extension("health", "health", "2001", "Ana", held=held), seen_at=now())
+    assert store.extension("health:2001").held == held
+    store.set_extension_held("health:2001", [])
+    assert store.extension("health:2001").held == []
+
+    def kept(generation: int) -> KeptSecretRow:
+        return KeptSecretRow("health:2001", "pending", generation, f"v1:sealed-{generation}", None, "key-1", now())
+
+    store.keep_pending_secrets([kept(1)])
+    store.keep_pending_secrets([kept(1)])  # a repeated export keeps one pending set
+    assert list(store.kept_secrets(["health:2001"])["health:2001"]) == ["pending"]
+    store.promote_secrets(["health:2001"])
+    store.keep_pending_secrets([kept(2)])
+    both = store.kept_secrets()["health:2001"]
+    assert (both["current"].generation, both["pending"].generation) == (1, 2)
+    store.promote_secrets(["health:2001"])
+    assert {s: r.generation for s, r in store.kept_secrets()["health:2001"].items()} == {"current": 2}
+    assert store.kept_secrets(["health:2002"]) == {}

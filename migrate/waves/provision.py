@@ -115,9 +115,7 @@ class Provision(Step[ExtensionRow]):
         try:
             rendered = render_format(fmt, extensions, out, domain=sip_domain(run.project), secrets=chosen.secrets,
                                      pins=chosen.pins, algorithm=params.get("algorithm") or "MD5")
-        except ExportError as refused:
-            if not errors:
-                raise
+        except ExportError as refused:  # before anything is kept or written: say so, with the files' errors
             message = refused.message.removesuffix("; nothing was written")
             raise ExportError(f"{message}{errors_text(errors)}; nothing was written", hint=refused.hint) from None
         store = run.store
