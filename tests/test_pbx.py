@@ -290,6 +290,9 @@ def test_handwritten_pjsip_from_the_lab_generator_reads_as_expected(tmp_path):
      "[2003]\ntype=endpoint\n",
      f"pjsip.conf:5: type: [2001-auth] has no type= (endpoint, auth, aor, ...); the section is {LEFT_OUT}",
      True, True),
+    ("[2001]\ntype=endpoint\nauth=2001-auth\n[2001-auth]\ntype=auth\npassword not-in-any-message\n"
+     "[2003]\ntype=endpoint\n",
+     f"pjsip.conf:6: [2001-auth]: a line without '=' in a section; the line is {LEFT_OUT}", True, True),
     ("[2001]\ntype=endpiont\n[2003]\ntype=endpoint\n",
      "pjsip.conf:2: type: [2001] has type=endpiont, which is not a pjsip object type; the section is "
      f"{LEFT_OUT}; extension 2001 is held", False, True),
@@ -797,6 +800,10 @@ def test_exports_with_faults_lose_no_good_row_and_hold_what_the_faults_concern(t
     inv = read_pbx(proj, proj.source("finance"))
     assert_expected(inv, files.expected)
     assert len(inv.extensions) == len(PEOPLE) + 3, "the Ministry of Finance keeps every extension"
+    phones_in_conf = len(files.expected) - 1  # all but the fax, a custom device
+    assert inv.files == {"pbx/extensions.csv": len(files.expected), "pbx/dids.csv": sum(
+        len(e.dids) for e in files.expected.values()), f"pbx/{conf}.conf": phones_in_conf,
+        "pbx/voicemail.conf": sum(1 for e in files.expected.values() if e.voicemail_box)}, "every good row is taken"
     did_at, (first, second) = files.faults["bad_did"], files.faults["duplicate_section"].split(" and ")
     twice, did_owner = files.faults["duplicate_of"], files.faults["bad_did_for"]
     winner = second if conf == "sip" else first

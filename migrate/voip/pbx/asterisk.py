@@ -72,7 +72,6 @@ def read_pjsip(conf: ConfFile, findings: Findings) -> list[Record]:
             continue
         record = Record("pjsip", name, endpoint.at)
         record.set("tech", "pjsip")
-        _hold(findings, name, endpoint)
         used = {"type", "auth", "aors", "callerid", "mailboxes", "transport"}
         option = endpoint.get("callerid")
         if option:
@@ -113,8 +112,9 @@ def read_pjsip(conf: ConfFile, findings: Findings) -> list[Record]:
 
 
 def _hold(findings: Findings, number: str, section: Section | None, problem: Problem | None = None) -> None:
-    """Hold extension ``number`` for the errors of a section it is made of (and a section it names that was left
-    out)."""
+    """Hold extension ``number`` for the errors of a section it is made of whose name is not its number (an auth
+    or aor; errors in a section named by the number hold it already), and for a section it names that was left
+    out."""
     for error in ([*section.errors] if section is not None else []) + ([problem] if problem else []):
         findings.hold(number, error)
 
@@ -163,7 +163,6 @@ def read_sip(conf: ConfFile, findings: Findings) -> list[Record]:
             continue
         record = Record("sip", section.name, section.at)
         record.set("tech", "sip")
-        _hold(findings, section.name, section)
         used = {"type", "secret", "md5secret", "callerid", "mailbox", "transport"}
         option = section.get("secret")
         if option and option.value:
