@@ -167,3 +167,18 @@ def test_a_partly_planned_completion_without_a_date_is_said_in_words():
 
     assert _when(Completion(None, "partly planned")) == "partly planned"
     assert _when(Completion("2027-03-01 04:00", "partly planned")) == "2027-03-01 04:00 (partly planned)"
+
+
+@pytest.mark.parametrize("text", ["a\u2028b", "nel\x85here", "line\nbreak", "q: #z", "tab\there", "bom\ufeff"])
+def test_plan_data_from_outside_reads_back_exactly(text):
+    from migrate.plans.model import PlanWindow, WaveFile
+    from migrate.plans.render import render_wave
+
+    wave = WaveFile(version=1, wave="wave-01", title=f"Ministry {text}", kind="ministry", window=PlanWindow(),
+                    notes=text, mailboxes=[])
+    rendered = render_wave(wave, header=[f"Wave wave-01: {text}"], mailbox_notes={},
+                           extension_notes={})
+    assert WaveFile.model_validate(yaml.safe_load(rendered)) == wave
+    assert not set("\x85\u2028\u2029\r") & set(rendered), "no character YAML takes for a line break"
+    assert all(not line or line.startswith(("#", " ", "version", "wave", "title", "kind", "white_glove", "window",
+                                            "cutover_domains", "notes", "mailboxes")) for line in rendered.split("\n"))
