@@ -352,6 +352,19 @@ def test_every_phone_skipped_is_exit_1_not_0(govmigrate, pilot):
     doc = check(govmigrate, ws, "--wave", "pilot", expect=int(ExitCode.PARTIAL))  # nothing provisioned yet
     assert doc["skipped"] == len(keys) and doc["failed"] == 0 and doc["warnings"] == 0
     assert all(c["result"] == "skip" for c in by(doc, "register").values())
+    one = check(govmigrate, ws, "--extension", keys[0], expect=int(ExitCode.PARTIAL))  # outside a wave step too
+    assert one["skipped"] == 1 and one["failed"] == 0
+
+
+def test_a_warning_alone_is_exit_1(govmigrate, pilot):
+    ws, _files, keys, registrar = pilot
+    provision(govmigrate, ws, registrar)
+    scenario.set_sip(ws, verify_certificate=False)
+    for args in (["--wave", "pilot"], ["--extension", keys[0]]):
+        doc = check(govmigrate, ws, *args, expect=int(ExitCode.PARTIAL))
+        [tls] = by(doc, "tls").values()
+        assert tls["result"] == "warn" and doc["failed"] == 0 and doc["skipped"] == 0
+        assert all(c["result"] == "pass" for c in by(doc, "register").values())
 
 
 # -- issue 24: one set of passwords per phone ----------------------------------------------------------------------
