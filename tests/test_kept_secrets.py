@@ -137,3 +137,16 @@ def test_a_password_an_earlier_version_wrote_to_a_file_is_kept_not_replaced(keep
     store.promote_secrets(sorted(chosen.secrets))
     assert store.extension_secret_file(row.id) is None and Path(legacy).exists()
     assert kept.current("health:2002", row.id)[0].reveal() == "legacy-password-2002"
+
+
+def test_init_makes_a_key_only_its_owner_can_read(tmp_path):
+    import stat
+
+    from migrate.core.secrets import SecretRef, resolve
+    from migrate.core.workspace import init_workspace
+
+    init_workspace(tmp_path / "ws")
+    key = tmp_path / "ws" / "secrets" / "phones.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    assert "secrets_key: file:secrets/phones.key" in (tmp_path / "ws" / "migration.yaml").read_text()
+    Sealer(resolve(SecretRef("file:secrets/phones.key"), base_dir=tmp_path / "ws"))  # long enough to seal with
