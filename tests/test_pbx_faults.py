@@ -81,6 +81,12 @@ def test_errors_and_warnings_differ_in_words_json_levels_and_exit_codes(govmigra
     assert rows[files.faults["bad_did_for"]]["dids"], "the good DIDs of the same file are kept"
     assert rows["2001"]["name"] == BREAK_NAME and rows["2002"]["name"] == COLON_NAME
     assert rows[files.faults["fax"]]["tech"] == "custom" and rows[files.faults["fax"]]["line"] == "by-hand"
+    # The plan says which of a wave's phones are held.
+    govmigrate("-w", ws, "inventory", "mail")
+    govmigrate("-w", ws, "plan", "generate", expect=None)
+    plans = "".join(p.read_text() for p in (ws / "plans").glob("*.yaml"))
+    held_line = next(line for line in plans.splitlines() if f"- health:{files.faults['bad_did_for']} " in line)
+    assert "HELD by an error in the PBX files" in held_line
     # check reads the PBX files too: the same errors, exit 2; fixed files pass.
     checked = govmigrate("-w", ws, "check", expect=int(ExitCode.USAGE))
     assert f"pbx/health/{did_at}: extension: DID '12'" in checked.stderr and "problem" in checked.stderr
@@ -145,6 +151,9 @@ def test_the_fax_line_is_moved_by_hand_not_given_an_account(govmigrate, faulty):
     fp = json.loads(govmigrate("-w", ws, "voip", "export", "--wave", wave, "--format", "freepbx", "--json").stdout)
     numbers = [r["extension"] for r in csv.DictReader(io.StringIO(Path(fp["files"][0]).read_text()))]
     assert files.faults["fax"] not in numbers
+    text = govmigrate("-w", ws, "voip", "export", "--wave", wave, "--format", "csv")
+    assert f"{fax} moved by hand: not a SIP phone (custom)" in text.stderr
+    assert "None" not in text.stdout + text.stderr
 
 
 def test_status_finds_a_user_without_accents_or_case_and_prints_no_none(govmigrate, faulty):

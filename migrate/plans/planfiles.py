@@ -111,6 +111,8 @@ def extension_notes(wave: WaveFile, catalog: Catalog) -> dict[str, str]:
             parts.append("DIDs " + " ".join(ext.dids))
         if ext.state not in ("new", "planned"):
             parts.append(ext.state)
+        if ext.held:
+            parts.append("HELD by an error in the PBX files (govmigrate inventory phones says which)")
         notes[key] = ", ".join(parts)
     return notes
 
