@@ -433,3 +433,16 @@ def test_the_passwords_the_platform_is_given_are_the_ones_sip_check_registers_wi
     blob = (ws / "state.db").read_bytes()
     for value in [*first.values(), *second.values()]:
         assert value.encode() not in blob, "the store keeps them sealed, never in clear"
+
+
+def test_the_cutover_holds_a_phone_a_pbx_file_error_concerns_until_forced(govmigrate, pilot):
+    ws, files, keys, registrar = pilot
+    provision(govmigrate, ws, registrar)
+    number = keys[0].split(":")[1]
+    endpoints = next(p for p in files.included if p.name == "pjsip.endpoint.conf")
+    endpoints.write_text(endpoints.read_text() + f"\n[{number}]\ntype=endpoint\n")
+    refused = govmigrate("-w", ws, "cutover", "pilot", expect=int(ExitCode.PREFLIGHT))
+    assert f"{keys[0]}: held by an error in the PBX files: pbx/health/pjsip.endpoint.conf:" in refused.stderr
+    assert {ext_states(ws)[k] for k in keys} == {"provisioned"}, "nothing changed state"
+    govmigrate("-w", ws, "cutover", "pilot", "--force", "--reason", "the pasted section is a copy")
+    assert {ext_states(ws)[k] for k in keys} == {"registered"}
