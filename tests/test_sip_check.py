@@ -254,7 +254,7 @@ def test_without_a_sip_section_or_a_selection_the_check_says_what_is_missing(gov
 
 
 def test_a_423_is_answered_with_the_min_expires_the_registrar_asks_for(govmigrate, pilot):
-    ws, _files, _keys, registrar = pilot
+    ws, _files, keys, registrar = pilot
     provision(govmigrate, ws, registrar)
     registrar.min_expires(300)  # longer than the check's register_expires (60 s)
     doc = check(govmigrate, ws, "--wave", "pilot")
@@ -266,6 +266,8 @@ def test_a_423_is_answered_with_the_min_expires_the_registrar_asks_for(govmigrat
         assert registrar.contacts(key.split(":")[1]) == [], "the binding is removed again"
     shown = govmigrate("-w", ws, "sip", "check", "--wave", "pilot")
     assert "pass (note)" in shown.stdout and "None" not in shown.stdout + shown.stderr
+    govmigrate("-w", ws, "cutover", "pilot")  # a registration after a 423 is a registration
+    assert {ext_states(ws)[k] for k in keys} == {"registered"}
 
 
 def test_a_redirect_within_the_platforms_domain_is_followed(govmigrate, pilot):

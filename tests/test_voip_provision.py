@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from migrate.core.errors import ExitCode
+from migrate.voip.export import write_kamailio
 from tests.lab import scenario
 from tests.lab.kamailio import DOMAIN as SIP_DOMAIN
 from tests.lab.kamailio import sipsak, start_kamailio
@@ -108,8 +109,13 @@ def test_the_approved_waves_phones_register_on_kamailio_with_their_pbx_secrets(g
 def test_new_secrets_are_written_0600_inside_out_and_replace_the_pbx_ones(govmigrate, planned):
     ws, files, wave, keys = planned
     out = ws / "k"
+    out.mkdir()
+    write_kamailio([], out, domain=SIP_DOMAIN)  # the tables an earlier govmigrate wrote straight into --out
+    (out / "notes.txt").write_text("the operator's own file")
     result = govmigrate("-w", ws, "voip", "export", "--wave", wave, "--format", "kamailio", "--out", out,
                         "--new-secrets")
+    assert sorted(p.name for p in out.iterdir()) == ["db_text", "notes.txt", "phones-passwords.csv"], \
+        "old tables that would be loaded by mistake are gone; nothing else is touched"
     clear = out / "phones-passwords.csv"
     assert sorted(p.name for p in ws.iterdir() if p.name.startswith("k")) == ["k"], "nothing beside --out"
     assert mode(clear) == 0o600 and all(mode(p) == 0o600 for p in (out / "db_text").iterdir())

@@ -601,7 +601,19 @@ def render_format(fmt: str, extensions: list[Extension], out: Path, *, domain: s
                                      origins={k: "kept" for k in secrets}).files
     else:
         rendered.stale.append(clear)
+    # Tables an earlier govmigrate wrote straight into OUT: left there, they would be loaded by mistake.
+    rendered.stale += [out / t for t in TABLE_VERSIONS if _ours(out / t)]
     return rendered
+
+
+def _ours(path: Path) -> bool:
+    """A db_text table this module wrote (its first line is one of our headers)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline().rstrip("\n")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first in (SUBSCRIBER_HEADER, DBALIASES_HEADER, VERSION_HEADER)
 
 
 def write_rendered(rendered: Rendered) -> ExportResult:

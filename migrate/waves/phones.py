@@ -149,7 +149,7 @@ class PhoneRegistration(_PhoneStep):
             check = registers.get(row.key)
             if lifecycle.extension_reached(row, lifecycle.REGISTERED):
                 result.already.append((row.key, f"{row.state} already"))
-            elif check is not None and check.result in ("pass", "warn") and check.data.get("statuses"):
+            elif check is not None and check.result in ("pass", "note", "warn") and check.data.get("statuses"):
                 if not run.dry_run:
                     run.store.set_extension_state(row.id, lifecycle.REGISTERED,
                                                   f"REGISTER over {check.data.get('target')} passed{forced}")
