@@ -194,7 +194,9 @@ def run_checks(project: Project, store: Store, rows: list[ExtensionRow], *, wave
                            workers=min(64, max(1, len(targets))), name="sip-options", stop=stop)
         usable = [t for t, why in zip(targets, reachable, strict=True) if why is None]
         unusable = [f"{target_subject(t)}: {why}" for t, why in zip(targets, reachable, strict=True) if why]
-        context = _Registering(project, sip, usable, unusable, _Secrets(project, store), budget)
+        secrets_of = _Secrets(project, store)
+        secrets_of.kept.load([r.key for r in rows])
+        context = _Registering(project, sip, usable, unusable, secrets_of, budget)
         workers = min(64, sip.concurrency * max(1, len({(t.address, t.port) for t in usable})))
 
         def register(row: ExtensionRow) -> None:

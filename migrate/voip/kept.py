@@ -67,6 +67,7 @@ class KeptSecrets:
         self.project, self.store = project, store
         self._sealer: Sealer | None = None
         self._lock = threading.Lock()
+        self._loaded: dict[str, dict[str, KeptSecretRow]] | None = None
 
     def sealer(self, why: str) -> Sealer:
         """The key; a usage error (exit 2) naming ``why`` it is needed when the project file names none, or the
@@ -148,11 +149,16 @@ class KeptSecrets:
 
     # -- the SIP checks ------------------------------------------------------------------------------
 
+    def load(self, keys: list[str]) -> None:
+        """Read the kept sets of ``keys`` in one query, for :meth:`current` to use (a wave of phones at once)."""
+        self._loaded = self.store.kept_secrets(keys)
+
     def current(self, key: str, extension_id: int) -> tuple[Secret | None, str]:
         """The password the platform was given for ``key`` if govmigrate made it: the current kept one (or one an
         earlier version wrote to a file). (None, "") when govmigrate made none: the PBX's is the platform's.
         (None, why) when it cannot be read."""
-        row = self.store.kept_secrets([key]).get(key, {}).get(CURRENT)
+        kept = self._loaded if self._loaded is not None and key in self._loaded else self.store.kept_secrets([key])
+        row = kept.get(key, {}).get(CURRENT)
         if row is not None and row.sip_secret:
             try:
                 return self._open(row, row.sip_secret, "SIP password"), ""
