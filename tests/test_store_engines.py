@@ -278,7 +278,7 @@ def test_held_extensions_and_kept_secrets_pending_then_current(store):
     held = ["dids.csv:3: extension: DID '12' is not a valid number; extension 2001 is held"]
     store.upsert_extension(Extension("health", "health", "2001", "Ana", held=held), seen_at=now())
     assert store.extension("health:2001").held == held
-    store.set_extension_held("health:2001", [])
+    store.upsert_extension(Extension("health", "health", "2001", "Ana"), seen_at=now())  # the file was fixed
     assert store.extension("health:2001").held == []
 
     def kept(generation: int) -> KeptSecretRow:

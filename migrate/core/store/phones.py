@@ -89,13 +89,6 @@ class PhoneStore(StoreBase):
                 self.add_event(f"extension/{row[0]}:{row[1]}", "state",
                                f"{row[2]} -> {state}" + (f": {reason}" if reason else ""))
 
-    def set_extension_held(self, key: str, held: list[str]) -> None:
-        """The PBX file errors that hold an extension, as the files were last read (empty: not held)."""
-        dial_plan, _, number = key.partition(":")
-        with self.tx() as c:
-            c.execute("UPDATE extensions SET held = ?, updated_at = ? WHERE dial_plan = ? AND number = ?",
-                      (json.dumps(list(held)), now(), dial_plan, number))
-
     def extension_secret_file(self, extension_id: int) -> str | None:
         """The 0600 file an export made before the secrets were kept (schema 6) wrote its new secret to."""
         rows = self._query("SELECT secret_file FROM extensions WHERE id = ?", (extension_id,))
