@@ -336,7 +336,7 @@ def _store_of_schema_9(engine_name: str, tmp_path, request):
 
 @pytest.mark.parametrize("engine_name", ["sqlite", "postgresql"])
 def test_approvals_and_runs_recorded_before_the_history_come_from_the_event_log(engine_name, tmp_path, request):
-    """Migration 10 fills the history from the approve events: the one still on record gets its whole hash and what
+    """Migration 11 fills the history from the approve events: the one still on record gets its whole hash and what
     it covered, an earlier one its hash as the event has it, and each run the last approval before it."""
     run, opened = _store_of_schema_9(engine_name, tmp_path, request)
     full = "ef" * 32
@@ -366,3 +366,29 @@ def test_approvals_and_runs_recorded_before_the_history_come_from_the_event_log(
         assert lapsed.lapsed_at == "2030-01-03T09:00:00Z" and "generated again" in lapsed.lapse_reason
     finally:
         store.close()
+
+
+def test_held_extensions_and_kept_secrets_pending_then_current(store):
+    from migrate.core.store import KeptSecretRow, now
+    from migrate.voip.model import Extension
+
+    store.upsert_source("health", "Ministry of Health", "imap", ["health.gov.bz"])
+    held = ["dids.csv:3: extension: DID '12' is not a valid number; extension 2001 is held"]
+    store.upsert_extension(Extension("health", "health", "2001", "Ana", held=held), seen_at=now())
+    assert store.extension("health:2001").held == held
+    store.upsert_extension(Extension("health", "health", "2001", "Ana"), seen_at=now())  # the file was fixed
+    assert store.extension("health:2001").held == []
+
+    def kept(generation: int) -> KeptSecretRow:
+        return KeptSecretRow("health:2001", "pending", generation, f"v1:sealed-{generation}", None, "key-1", now())
+
+    store.keep_pending_secrets([kept(1)])
+    store.keep_pending_secrets([kept(1)])  # a repeated export keeps one pending set
+    assert list(store.kept_secrets(["health:2001"])["health:2001"]) == ["pending"]
+    store.promote_secrets(["health:2001"])
+    store.keep_pending_secrets([kept(2)])
+    both = store.kept_secrets()["health:2001"]
+    assert (both["current"].generation, both["pending"].generation) == (1, 2)
+    store.promote_secrets(["health:2001"])
+    assert {s: r.generation for s, r in store.kept_secrets()["health:2001"].items()} == {"current": 2}
+    assert store.kept_secrets(["health:2002"]) == {}

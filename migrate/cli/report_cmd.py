@@ -141,7 +141,7 @@ def _when(c: Completion, zone: Zone) -> str:
     if c.status == "done":
         return f"done {zone.show_iso(c.at)}" if c.at else "done"
     if c.status == "partly planned":
-        return f"{zone.show_iso(c.at)} (partly planned)"
+        return f"{zone.show_iso(c.at)} (partly planned)" if c.at else "partly planned"
     return zone.show_iso(c.at) or c.status
 
 

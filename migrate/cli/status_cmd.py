@@ -8,7 +8,7 @@ from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_json, emit_table, human_bytes, output_options
 from migrate.core import lifecycle
 from migrate.core.errors import UsageError
-from migrate.reports.status import StatusView, status_view
+from migrate.reports.status import StatusView, find_users, status_view
 
 
 @click.command()
@@ -16,7 +16,7 @@ from migrate.reports.status import StatusView, status_view
 @output_options(csv=False)
 @pass_app
 def command(app: App, user: str, fmt: str) -> None:
-    """Where is USER (email, login, or part of a name or address) in the migration?
+    """Where is USER (email, login, or part of a name or address, without regard to case or accents)?
 
     Shows the user's wave and its maintenance window, the mailbox's state with messages copied of
     the total and the last sync, any failure in plain words, and what happens next. Reads the state
@@ -24,7 +24,7 @@ def command(app: App, user: str, fmt: str) -> None:
     """
     as_json = fmt == "json"
     store = app.store
-    matches = store.find_mailboxes(user)
+    matches = find_users(store, user)
     if not matches:
         raise UsageError(f"no mailbox matches {user!r}", hint="try part of the name or address; the user must be "
                                                                 "in a ministry's user list")
@@ -85,6 +85,11 @@ def render(app: App, v: StatusView) -> None:
         vm = f", voicemail {phone['voicemail']}" if phone["voicemail"] else ""
         by_name = " (linked by name only: the migration team confirms)" if phone["linked_by"] == "name" else ""
         line("phone" if i == 0 else "", f"extension {phone['extension']}{dids}{vm}: {phone['state_text']}{by_name}")
+        if phone["line"] == "by-hand":
+            line("", "  not a SIP phone: the migration team moves this line by hand")
+        if phone["held"]:
+            line("", f"  held: an error in the ministry's PBX files concerns it ({phone['held'][0]}); the "
+                     "migration team fixes the file before it moves")
         if phone.get("sip_check"):
             line("", f"  last SIP check {phone['sip_check']['checked_at']}: {phone['sip_check']['text']}")
     if not v.phones:

@@ -591,6 +591,10 @@ class PhonesPolicy(Strict):
     unlinked: Literal["last-wave", "phones-only"] = "last-wave"
     #: The SIP domain of the hosted platform (the Kamailio export's domain and ha1); default: sip.domain.
     sip_domain: str | None = None
+    #: The key that seals the SIP passwords and voicemail PINs govmigrate makes (voip export --new-secrets) in the
+    #: state store, as a secret reference (file:PATH, 0600, or env:NAME); at least 32 characters. Every host
+    #: sharing a store needs the same key.
+    secrets_key: SecretRefStr | None = None
 
     @field_validator("region")
     @classmethod
@@ -755,6 +759,8 @@ def secret_refs(config: ProjectConfig) -> list[tuple[tuple, str]]:
         refs.append((("dns", "tsig", "secret"), config.dns.tsig.secret))
     if config.state and config.state.password:
         refs.append((("state", "password"), config.state.password))
+    if config.phones.secrets_key:
+        refs.append((("phones", "secrets_key"), config.phones.secrets_key))
     return refs
 
 
@@ -788,9 +794,16 @@ def _secret_problems(project: Project, ref: str, filename: str, line: int | None
     except SecretError as exc:
         return [Problem(filename, line, field, f"{exc.message.split(': ', 1)[-1]}",
                         "error" if isinstance(exc, SecretTooShort) else "warning")]
+    if field == "phones.secrets_key" and len(value) < KEY_LENGTH:
+        return [Problem(filename, line, field, f"the key is {len(value)} characters long; it needs at least "
+                                               f"{KEY_LENGTH} (make one with: openssl rand -base64 32)")]
     if not value.isascii():
         return [Problem(filename, line, field, *non_ascii(value))]
     return []
+
+
+#: The shortest key phones.secrets_key may name (migrate.core.sealed.MIN_KEY_LENGTH).
+KEY_LENGTH = 32
 
 
 _IMAP_NON_ASCII = ("holds non-ASCII characters, which IMAP LOGIN cannot carry: govmigrate logs in with "

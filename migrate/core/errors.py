@@ -48,15 +48,20 @@ class ExitCode(IntEnum):
 @dataclass(frozen=True)
 class Finished:
     """How a command ended, for one whose result cannot say it itself: ``partial``, some items failed or were
-    skipped (exit 1). The error boundary (migrate.cli.main) reads ``exit_code`` off whatever a command returns."""
+    skipped (exit 1); ``invalid``, a file it read has errors (exit 2). The error boundary (migrate.cli.main) reads
+    ``exit_code`` off whatever a command returns."""
 
     partial: bool = False
     locked: bool = False
+    #: An input file a person wrote (a PBX file) has errors: what could be read was still recorded (exit 2).
+    invalid: bool = False
 
     @property
     def exit_code(self) -> ExitCode:
         if self.locked:
             return ExitCode.LOCKED
+        if self.invalid:
+            return ExitCode.USAGE
         return ExitCode.PARTIAL if self.partial else ExitCode.OK
 
 

@@ -17,6 +17,8 @@ from migrate.core.store import MailboxRow, Store
 from migrate.dns.changes import mx_now
 from migrate.plans.catalog import Catalog
 from migrate.plans.model import PlanWindow
+from migrate.voip.link import normal_name
+from migrate.voip.model import line_kind
 
 STATE_TEXT = {
     lifecycle.NEW: "Not in any approved migration wave yet.",
@@ -53,6 +55,21 @@ PLAIN_REASONS: list[tuple[str, str]] = [
     (r"flagged skip", "The ministry's user list marks this mailbox to be left out (flag skip)."),
     (r"inventory failed|not measured", "The mailbox could not be measured in the inventory, so it was not planned."),
 ]
+
+
+def find_users(store: Store, text: str) -> list[MailboxRow]:
+    """The helpdesk's lookup: an exact address or login first; else every mailbox whose display name or address
+    holds ``text``, compared without case or accents ("jose perez" finds "José Pérez")."""
+    found = store.find_mailboxes(text)
+    wanted = normal_name(text)
+    if not wanted:
+        return found
+    seen = {m.id for m in found}
+    if found and any(m.email.lower() == text.lower() or m.login.lower() == text.lower() for m in found):
+        return found
+    more = [m for m in store.mailboxes() if m.id not in seen
+            and (wanted in normal_name(m.display_name) or wanted in normal_name(m.email))]
+    return sorted([*found, *more], key=lambda m: m.email)
 
 
 def plain_reason(reason: str | None) -> str | None:
@@ -174,7 +191,8 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         phones=[{"extension": e.number, "dial_plan": e.dial_plan, "name": e.name, "dids": list(e.dids),
                  "voicemail": e.voicemail_box, "voicemail_email": e.voicemail_email, "state": e.state,
                  "state_text": PHONE_TEXT.get(e.state, e.state), "reason": e.state_reason, "wave": e.wave,
-                 "linked_by": e.link, "sip_check": _last_register_check(store, e.key)} for e in extensions],
+                 "linked_by": e.link, "sip_check": _last_register_check(store, e.key), "held": list(e.held),
+                 "line": line_kind(e.tech)} for e in extensions],
         domain=domain, domain_state=dns_row.state if dns_row else "unchanged",
         switched_at=dns_row.switched_at if dns_row else None,
         mx_now=mx_now(dns_row.changes, dns_row.state in lifecycle.DOMAIN_SWITCHED) if dns_row else None,
@@ -238,7 +256,9 @@ def _last_register_check(store: Store, key: str) -> dict[str, Any] | None:
     words = {"pass": "its account registered on the hosted platform",
              "warn": "its account registered on the hosted platform (with a warning for the migration team)",
              "fail": "its account could not register on the hosted platform; the migration team is on it",
-             "skip": "not checked yet (not set up on the platform yet)"}
+             "skip": "not checked yet (not set up on the platform yet)",
+             "n/a": "nothing to register (not a SIP phone)",
+             "note": "its account registered on the hosted platform"}
     return {"result": last.result, "checked_at": last.checked_at, "text": words.get(last.result, ""),
             "detail": last.detail}
 

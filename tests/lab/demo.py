@@ -113,7 +113,7 @@ def steps(lab: Lab | None = None, dns: DnsLab | None = None, registrar: Kamailio
 
     def load_platform() -> str:
         assert registrar is not None
-        export = WORKSPACE / "exports" / "pilot" / "kamailio"
+        export = WORKSPACE / "exports" / "pilot" / "kamailio" / "db_text"
         if not (export / "subscriber").exists():
             return f"(no Kamailio export in {export.relative_to(PLACE)} to load: the export step above failed)"
         registrar.load(export)

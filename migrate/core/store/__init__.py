@@ -39,6 +39,7 @@ from migrate.core.store.rows import (
     GroupwareSummaryRow,
     InventoryFolderRow,
     InventoryRow,
+    KeptSecretRow,
     MailboxRow,
     MessageRecord,
     NotCopiedRow,
@@ -64,9 +65,9 @@ STATE_FILE = "state.db"
 __all__ = [
     "BUSY_TIMEOUT_S", "MIGRATED_KINDS", "MIGRATIONS", "SCHEMA_VERSION", "STATE_FILE", "ApprovalRow", "Claim",
     "DnsDomainRow", "Event", "ExtensionRow", "Fence", "FencedStore", "FolderState", "GroupwareRecord",
-    "GroupwareSummaryRow", "InventoryFolderRow", "InventoryRow", "Lease", "MailboxRow", "MessageRecord",
-    "NotCopiedRow", "OrphanRow", "ProbeRow", "RunRow", "SipCheckRow", "SourceRow", "Store", "StoreUnavailable",
-    "VerificationRow", "WaveRow", "WorkItem", "actor", "host", "now", "open_postgres",
+    "GroupwareSummaryRow", "InventoryFolderRow", "InventoryRow", "KeptSecretRow", "Lease", "MailboxRow",
+    "MessageRecord", "NotCopiedRow", "OrphanRow", "ProbeRow", "RunRow", "SipCheckRow", "SourceRow", "Store",
+    "StoreUnavailable", "VerificationRow", "WaveRow", "WorkItem", "actor", "host", "now", "open_postgres",
     "open_store", "split_sql", "worker_id",
 ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -326,10 +326,25 @@ class ExtensionRow:
     state_reason: str | None
     prior_state: str | None
     seen_at: str
+    #: The PBX file errors that hold it (``file:line: field: message``); empty: not held.
+    held: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
         return f"{self.dial_plan}:{self.number}"
+
+
+@dataclass(frozen=True)
+class KeptSecretRow:
+    """A phone's kept SIP password and voicemail PIN, sealed (``migrate.core.sealed``): never in clear here."""
+
+    extension: str
+    state: str
+    generation: int
+    sip_secret: str | None
+    pin: str | None
+    key_id: str
+    made_at: str
 
 
 @dataclass(frozen=True)

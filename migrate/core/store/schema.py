@@ -401,6 +401,22 @@ MIGRATIONS: list[Migration] = [
     UPDATE runs SET approval_id = (SELECT MAX(a.id) FROM approvals a
                                    WHERE a.wave = runs.wave AND a.approved_at <= runs.started_at);
     """),
+    # 12: phones: the PBX file errors that hold an extension, and the SIP passwords and voicemail PINs govmigrate
+    # makes, kept sealed (one set per phone, reused by every export and by the SIP checks). extensions.secret_file
+    # (migration 6) is read only for exports made before: the next export keeps what it names.
+    Migration("""
+    ALTER TABLE extensions ADD COLUMN held TEXT NOT NULL DEFAULT '[]';  -- JSON: "file:line: field: message" of each error that holds it
+    CREATE TABLE phone_secrets (
+        extension   TEXT NOT NULL,        -- "<dial plan>:<number>"
+        state       TEXT NOT NULL,        -- pending (made by an export not yet written) | current (in the last export's files)
+        generation  INTEGER NOT NULL,     -- 1 for the first set made; each --rotate-secrets makes the next
+        sip_secret  TEXT,                 -- the SIP password, sealed (AES-256-GCM, the key phones.secrets_key names)
+        pin         TEXT,                 -- a voicemail PIN made for a box without one, sealed likewise
+        key_id      TEXT NOT NULL,        -- which key sealed them (a fingerprint, never the key)
+        made_at     TEXT NOT NULL,
+        PRIMARY KEY (extension, state)
+    );
+    """),
 ]
 
 
