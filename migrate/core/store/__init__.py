@@ -11,7 +11,8 @@ column holds a password or a secret reference's value. One module per area:
 - :mod:`.sync` folders and message records, calendars and contacts, throughput;
 - :mod:`.waves` waves, approvals, runs;
 - :mod:`.work` leases (the wave lock, connection slots) and the work queue several hosts claim from;
-- :mod:`.dns` and :mod:`.phones` the DNS and phone cut-overs.
+- :mod:`.dns` and :mod:`.phones` the DNS and phone cut-overs;
+- :mod:`.reverse` the copy back of mail when a cut-over is rolled back.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from migrate.core.store.dns import DnsStore
 from migrate.core.store.events import EventStore
 from migrate.core.store.mailboxes import MailboxStore
 from migrate.core.store.phones import PhoneStore
+from migrate.core.store.reverse import ReverseStore
 from migrate.core.store.rows import (
     DnsDomainRow,
     Event,
@@ -39,6 +41,7 @@ from migrate.core.store.rows import (
     MessageRecord,
     NotCopiedRow,
     ProbeRow,
+    ReverseFolder,
     RunRow,
     SipCheckRow,
     SourceRow,
@@ -58,13 +61,14 @@ STATE_FILE = "state.db"
 __all__ = [
     "BUSY_TIMEOUT_S", "MIGRATED_KINDS", "MIGRATIONS", "SCHEMA_VERSION", "STATE_FILE", "Claim", "DnsDomainRow",
     "Event", "ExtensionRow", "FolderState", "GroupwareRecord", "GroupwareSummaryRow", "InventoryFolderRow",
-    "InventoryRow", "Lease", "MailboxRow", "MessageRecord", "NotCopiedRow", "ProbeRow", "RunRow", "SipCheckRow",
+    "InventoryRow", "Lease", "MailboxRow", "MessageRecord", "NotCopiedRow", "ProbeRow", "ReverseFolder", "RunRow",
+    "SipCheckRow",
     "SourceRow", "Store", "StoreUnavailable", "WaveRow", "WorkItem", "actor", "host", "now", "open_postgres",
     "open_store", "split_sql", "worker_id",
 ]
 
 
-class Store(EventStore, MailboxStore, SyncStore, WaveStore, WorkStore, DnsStore, PhoneStore):
+class Store(EventStore, MailboxStore, SyncStore, WaveStore, WorkStore, DnsStore, PhoneStore, ReverseStore):
     """Open with :func:`open_store` (a workspace's SQLite file) or :func:`open_postgres`."""
 
     def __enter__(self) -> Store:
