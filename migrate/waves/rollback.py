@@ -83,8 +83,11 @@ class _DomainRollback(DomainWork):
         self.outcome.changes = inverse.rows()
         done = restore(self.client, inverse)
         back = inverse.only(done.restored + done.already)
-        # Caches hold the switched records only if they were served: nothing restored now, nothing to wait for.
-        restored_at = {"restored_at": now()} if done.restored else {}
+        # Caches may hold the switched records for their TTL from the moment the baseline is back: now, when this
+        # run put some back, or the operator did (nsupdate) since a run that could not. A switch never sent (the
+        # domain was only baselined) left nothing to wait for.
+        served = self.row.state != "baselined"
+        restored_at = {"restored_at": now()} if done.restored or (served and not self.row.restored_at) else {}
         if back:
             seen = wait_propagated(self.client, back, stop=self.stop, same_serial=False,
                                    on_look=lambda s: None if s.served else self.progress(ProgressEvent(
@@ -148,7 +151,7 @@ class _DomainRollback(DomainWork):
             self.note(detail)
             return False
         detail = (f"{copied} message(s) that reached the central host after the switch copied back to the ministry "
-                  f"server; {len(done)} mailbox(es) back to final-synced")
+                  f"server; {len(done)} mailbox(es) final-synced")
         if complete:
             self.record("rolled-back", "rollback", detail)
             return True
