@@ -297,7 +297,8 @@ def test_every_exit_code_has_its_row_in_the_readme_table():
     assert ExitCode.DNS_REFUSED == 9 and ExitCode.DNS_PROPAGATION == 10
     for code in ExitCode:
         assert f"\n| {int(code)} | " in readme, f"exit {int(code)} ({code.name}) is missing from README's table"
-    assert "| 9 | a DNS update was refused, or a record changed since it was read: nothing was changed |" in readme
+    assert ("| 9 | a DNS update was refused (the message gives the RCODE, the RRsets and the likely causes, in order), "
+            "or a record changed since it was read: nothing was changed |") in readme
     assert "| 10 | a DNS change was made but not every authoritative server served it before the timeout" in readme
 
 
