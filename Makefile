@@ -10,10 +10,11 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # package of its own), and sipsak, the independent SIP client the tests register with. iproute2: the DNS
 # lab gives each named its own loopback address (ip addr add ... dev lo). chromium and chromium-driver: the HTML
 # report is opened in a real headless browser by the tests (selenium drives Debian's driver; nothing downloads one).
+# bind9-dnsutils: nsupdate, with which the tests apply the script a rollback writes for what the primary refused.
 # radicale: the data centre's CalDAV/CardDAV server, where Exchange calendars and contacts go (tests/lab/radicale.py).
 # postgresql: the shared state store when several migration hosts work one plan; the lab runs its own initdb'd
 # server on 127.0.0.1 (tests/lab/postgres.py), not the package's system service.
-DEB_PACKAGES := dovecot-imapd bind9 bind9-utils kamailio kamailio-tls-modules sipsak openssl iproute2 \
+DEB_PACKAGES := dovecot-imapd bind9 bind9-utils bind9-dnsutils kamailio kamailio-tls-modules sipsak openssl iproute2 \
                 chromium chromium-driver radicale postgresql
 BENCH_PACKAGES := isync
 

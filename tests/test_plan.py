@@ -493,6 +493,16 @@ def test_generate_without_an_inventory_says_to_run_one(govmigrate, tmp_path):
     assert "inventory mail" in result.stderr
 
 
+def test_generate_after_an_inventory_that_reached_no_mailbox_is_a_clear_error_not_a_crash(govmigrate, tmp_path):
+    ws = make_workspace(tmp_path / "ws", {"health": [
+        ("a@health.gov.bz", "", "source health (127.0.0.1:9): connection refused (nothing listening)"),
+        ("b@health.gov.bz", "", "source health (127.0.0.1:9): connection refused (nothing listening)")]})
+    result = govmigrate("-w", ws, "plan", "generate", expect=int(ExitCode.PARTIAL))
+    assert "no mailbox can be planned: all 2 were left out" in result.stderr
+    assert "connection refused" in result.stderr and "Traceback" not in result.stderr
+    assert not (ws / "plans" / "index.yaml").exists()
+
+
 def test_a_store_of_schema_1_is_upgraded_in_place_keeping_its_data(tmp_path):
     import sqlite3
 

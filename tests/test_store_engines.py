@@ -165,6 +165,33 @@ def test_groupware_waves_runs_and_dns_domains(store):
     assert [d.domain for d in store.dns_domains()] == ["health.gov.bz"]
 
 
+def test_the_copy_back_marks_records_and_pairs_on_both_engines(store):
+    mid = _mailbox(store)
+    inbox = store.ensure_folder(mid, "INBOX", "INBOX", subscribed=True)
+    store.update_folder(inbox.id, dest_uidvalidity=7, dest_uidnext=12)
+    sent = store.ensure_folder(mid, "Sent", "Sent", subscribed=True)        # never saw a UIDNEXT: above its copies
+    store.record_copied(sent.id, [(1, None, 40, "fp", 10, "")])
+    store.mark_for_copy_back([mid])
+    assert store.copy_back_marks(mid) == {"INBOX": (7, 12), "Sent": (None, 41)} and store.marked(mid)
+    store.update_folder(inbox.id, dest_uidnext=15)
+    store.mark_for_copy_back([mid])                                         # a later switch replaces the marks
+    assert store.copy_back_marks(mid)["INBOX"] == (7, 15)
+    back = store.reverse_folder(mid, "INBOX", "INBOX", inbox.id)
+    assert store.reverse_folder(mid, "INBOX", "INBOX", inbox.id).id == back.id
+    store.reverse_pending(back.id, [(12, "fp12", 5, "\\Seen"), (13, "fp13", 6, "")], 30)
+    store.reverse_copied(back.id, inbox.id, [(12, 30, "fp12", 5, "\\Seen")])
+    store.reverse_failed(back.id, 13, "fp13", 6, "refused by the ministry server")
+    records = {r.src_uid: r for r in store.reverse_records(back.id)}
+    assert (records[12].state, records[12].dest_uid) == ("copied", 30) and records[13].state == "failed"
+    pair = next(r for r in store.message_records(inbox.id) if r.src_uid == 30)
+    assert (pair.dest_uid, pair.state, pair.flags) == (12, "copied", "\\Seen"), "the forward copy knows the pair"
+    store.carried_back_flags(back.id, inbox.id, [("\\Flagged", 12)])
+    assert next(r for r in store.message_records(inbox.id) if r.src_uid == 30).flags == "\\Flagged"
+    assert store.copied_back(mid) == (1, 5, [("INBOX", 13, "refused by the ministry server")])
+    store.delete_reverse_records(back.id, [13])
+    assert set(r.src_uid for r in store.reverse_records(back.id)) == {12}
+
+
 def test_a_lease_is_one_holders_until_it_lapses(engine):
     one, two = engine(), engine()
     assert one.take_lease("wave/pilot", holder="host-a:1", purpose="run", ttl=30)

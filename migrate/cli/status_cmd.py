@@ -80,6 +80,13 @@ def render(app: App, v: StatusView) -> None:
         line(g["kind"], f"{g['copied']} of {g['source_items']} items copied"
              + (f", {g['failed']} not copied" if g["failed"] else "") + f" ({where} {g['location']})")
     line("domain", _domain_text(v))
+    if v.copied_back:
+        back = v.copied_back
+        line("copied back", f"{back['messages']} message(s) ({human_bytes(back['bytes'])}) that reached the central "
+                            "host after the switch are on the ministry server again"
+             + (f"; {len(back['not_copied'])} not copied back" if back["not_copied"] else ""))
+        for m in back["not_copied"]:
+            line("", f"  not copied back ({m['folder']}): {m['why']}")
     for i, phone in enumerate(v.phones):
         dids = f", DIDs {' '.join(phone['dids'])}" if phone["dids"] else ""
         vm = f", voicemail {phone['voicemail']}" if phone["voicemail"] else ""
@@ -105,8 +112,14 @@ def render(app: App, v: StatusView) -> None:
 def _domain_text(v: StatusView) -> str:
     """Where the user's domain's mail goes, in the helpdesk's words."""
     mx = f"; MX {', '.join(v.mx_now)}" if v.mx_now else ""
+    if v.domain_state == "rollback-incomplete":
+        where = "the central host" if v.mx_at_central else "the ministry server"
+        return f"{v.domain} is being switched back (rollback not finished: records left); mail goes to {where}{mx}"
+    if v.domain_state == "restored":
+        return f"{v.domain} was switched back to the ministry server; its mail is being copied back{mx}"
     if v.domain_state in lifecycle.DOMAIN_SWITCHED:
-        return f"{v.domain} switched to the central host at {v.switched_at}{mx}"
+        finished = "" if v.domain_state in ("cut-over", "done", "settled") else " (the cut-over is not finished)"
+        return f"{v.domain} switched to the central host at {v.switched_at}{finished}{mx}"
     if v.domain_state == "rolled-back":
         return f"{v.domain} was switched back to the ministry server (rolled back){mx}"
     if v.domain_state == "baselined":

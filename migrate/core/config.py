@@ -521,6 +521,10 @@ class DnsSection(Strict):
     tsig: TsigKey | None = None
     #: Recursive resolvers to look through (delegation, SPF includes) and to watch for propagation.
     resolvers: list[NameServer] = []
+    #: Where the delegation of the ministry zones is looked up, for labs and split-horizon networks whose
+    #: resolvers do not see it: the parent zone's servers, or root servers (root hints). Empty: through the
+    #: resolvers.
+    parent_servers: list[NameServer] = []
     #: What every domain publishes after cut-over.
     targets: DnsRecords
     #: Per-domain differences from ``targets``.
@@ -531,6 +535,8 @@ class DnsSection(Strict):
     propagation_timeout: float = Field(600, gt=0, le=86400)
     #: Labs and demos only: wait at most this many seconds for an old TTL to run out (unset: the whole TTL).
     max_ttl_wait: float | None = Field(None, ge=0)
+    #: How long a cut-over must have held before `dns settle` raises its TTLs again (seconds; default 3 days).
+    settle_after: float = Field(259200, ge=0, le=31536000)
 
     @model_validator(mode="after")
     def _mx_somewhere(self) -> DnsSection:

@@ -156,9 +156,17 @@ class PreflightFailed(MigrateError):
 
 class DnsUpdateRefused(MigrateError):
     """The primary refused an RFC 2136 update (TSIG signature or key, a zone it is not authoritative for, an
-    update policy): nothing was changed."""
+    update policy, the zone's integrity checks): nothing was changed. ``rcode`` is what it answered, ``rrsets``
+    the RRsets the update held, ``causes`` the possible causes, most likely first."""
 
     exit_code = ExitCode.DNS_REFUSED
+
+    def __init__(self, message: str, *, hint: str | None = None, rcode: str = "", rrsets: list[str] | None = None,
+                 causes: list[str] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.rcode = rcode
+        self.rrsets = rrsets or []
+        self.causes = causes or []
 
 
 class DnsChangedMeanwhile(DnsUpdateRefused):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from migrate.core import lifecycle
 from migrate.core.config import Project
-from migrate.core.errors import Problem, UsageError
+from migrate.core.errors import ExitCode, MigrateError, Problem, UsageError
 from migrate.core.registry import register_users
 from migrate.core.store import Store, actor, now
 from migrate.plans.catalog import Catalog
@@ -31,6 +31,13 @@ from migrate.plans.model import (
 )
 from migrate.plans.planfiles import WaveFacts, load_plan, plan_exists, wave_facts, write_index, write_wave
 from migrate.plans.planner import PlannedWave, cutover_domains, propose
+
+
+class NothingToPlan(MigrateError):
+    """Every mailbox was left out (the inventory reached none, or all are flagged skip): there is no wave to
+    plan. Exit 1, as for any command that finished with every item failed."""
+
+    exit_code = ExitCode.PARTIAL
 
 
 @dataclass
@@ -81,6 +88,13 @@ def generate_plan(project: Project, store: Store, directory: Path, *, replace: b
                         [m for m in (catalog.get(e) for e in w.mailboxes) if m is not None], kept=True)
             for w in kept_files.values()]
     proposal = propose(project, catalog.in_sources(), kept=kept)
+    if not proposal.waves:
+        reasons = dict.fromkeys(reason for _email, reason in proposal.excluded)
+        raise NothingToPlan(f"no mailbox can be planned: all {len(proposal.excluded)} were left out ("
+                            + "; ".join(list(reasons)[:3]) + ("; ..." if len(reasons) > 3 else "")
+                            + "); no plan was written",
+                            hint="see govmigrate inventory show; mend what the inventory could not reach, run "
+                                 "govmigrate inventory mail again, then plan generate")
     policy = project.config.waves
     cut = cutover_domains([(w.id, [m.email for m in w.mailboxes]) for w in proposal.waves])
     waves: list[WaveFile] = []

@@ -300,6 +300,17 @@ service stats {{
             raise LabError(f"doveadm {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
+    def deliver(self, login: str, raw: bytes, folder: str = "INBOX") -> None:
+        """Deliver one message as the mail system does: through Dovecot's delivery agent (dovecot-lda), the
+        path LMTP also takes, into ``folder`` of ``login``'s mailbox."""
+        binary = "/usr/lib/dovecot/dovecot-lda"  # Debian installs it there, off PATH
+        if not Path(binary).exists():
+            raise LabError("dovecot-lda (Dovecot's delivery agent, package dovecot-core) is missing")
+        result = subprocess.run([binary, "-c", str(self.conf_path), "-d", login, "-m", folder,
+                                 "-f", "sender@example.org"], input=raw, capture_output=True, timeout=60)
+        if result.returncode != 0:
+            raise LabError(f"dovecot-lda could not deliver to {login}: {result.stderr.decode(errors='replace')}")
+
     def kick(self, login: str) -> int:
         """Disconnect every session of a user (the server sends BYE): a transient fault. Returns how many
         sessions were kicked (doveadm exits non-zero when there were none)."""

@@ -12,7 +12,8 @@ column holds a password or a secret reference's value. One module per area:
 - :mod:`.waves` waves, approvals (each one, with when and why it lapsed), runs;
 - :mod:`.work` leases (the wave lock, connection slots) and the work queue several hosts claim from;
 - :mod:`.fences` the tokens that refuse a lost holder's writes, and the copies it left unrecorded;
-- :mod:`.dns` and :mod:`.phones` the DNS and phone cut-overs.
+- :mod:`.dns` and :mod:`.phones` the DNS and phone cut-overs;
+- :mod:`.reverse` the copy back of mail when a cut-over is rolled back.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from migrate.core.store.events import EventStore
 from migrate.core.store.fences import FencedStore, FenceStore
 from migrate.core.store.mailboxes import MailboxStore
 from migrate.core.store.phones import PhoneStore
+from migrate.core.store.reverse import ReverseStore
 from migrate.core.store.rows import (
     ApprovalRow,
     DnsDomainRow,
@@ -45,6 +47,7 @@ from migrate.core.store.rows import (
     NotCopiedRow,
     OrphanRow,
     ProbeRow,
+    ReverseFolder,
     RunRow,
     SipCheckRow,
     SourceRow,
@@ -66,13 +69,15 @@ __all__ = [
     "BUSY_TIMEOUT_S", "MIGRATED_KINDS", "MIGRATIONS", "SCHEMA_VERSION", "STATE_FILE", "ApprovalRow", "Claim",
     "DnsDomainRow", "Event", "ExtensionRow", "Fence", "FencedStore", "FolderState", "GroupwareRecord",
     "GroupwareSummaryRow", "InventoryFolderRow", "InventoryRow", "KeptSecretRow", "Lease", "MailboxRow",
-    "MessageRecord", "NotCopiedRow", "OrphanRow", "ProbeRow", "RunRow", "SipCheckRow", "SourceRow", "Store",
-    "StoreUnavailable", "VerificationRow", "WaveRow", "WorkItem", "actor", "host", "now", "open_postgres",
+    "MessageRecord", "NotCopiedRow", "OrphanRow", "ProbeRow", "ReverseFolder", "RunRow", "SipCheckRow",
+    "SourceRow", "Store", "StoreUnavailable", "VerificationRow", "WaveRow", "WorkItem", "actor", "host", "now",
+    "open_postgres",
     "open_store", "split_sql", "worker_id",
 ]
 
 
-class Store(EventStore, MailboxStore, SyncStore, WaveStore, WorkStore, DnsStore, PhoneStore, FenceStore):
+class Store(EventStore, MailboxStore, SyncStore, WaveStore, WorkStore, DnsStore, PhoneStore, FenceStore,
+            ReverseStore):
     """Open with :func:`open_store` (a workspace's SQLite file) or :func:`open_postgres`."""
 
     def __enter__(self) -> Store:

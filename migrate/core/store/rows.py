@@ -296,6 +296,38 @@ class DnsDomainRow:
     propagated_at: str | None
     forced_reason: str | None
     detail: str | None
+    #: "name TYPE" → the TTL the RRset had before ``dns prepare`` lowered it (``dns settle`` raises it back).
+    ttls: dict[str, int] | None = None
+    #: When a rollback had the baseline back on every server (the copy back of mail then follows).
+    restored_at: str | None = None
+    settled_at: str | None = None
+    #: What a rollback could not put back, with why, and the files it wrote for the operator.
+    unrestored: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ReverseFolder:
+    """A central folder copied back to the ministry server, and where it goes there (see
+    migrate.mailbox.sync.reverse). Named as the sync engine's parts expect a folder's state: its source is the
+    central folder, its destination the ministry's."""
+
+    id: int
+    mailbox_id: int
+    central_name: str
+    ministry_name: str
+    folder_id: int | None
+    central_uidvalidity: int | None
+    dest_uidvalidity: int | None
+    dest_uidnext: int | None
+    last_copied_at: str | None
+
+    @property
+    def source_name(self) -> str:
+        return self.central_name
+
+    @property
+    def dest_name(self) -> str:
+        return self.ministry_name
 
 
 @dataclass(frozen=True)

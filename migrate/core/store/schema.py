@@ -417,6 +417,47 @@ MIGRATIONS: list[Migration] = [
         PRIMARY KEY (extension, state)
     );
     """),
+    # 13: a DNS cut-over that never strands a domain, and a rollback that loses no mail: the TTLs prepare lowered
+    # (for dns settle), what a rollback could not restore, and the copy back of mail that reached the central host
+    # after the switch (marks taken at the switch, the reverse copy's folders and messages).
+    Migration("""
+    ALTER TABLE dns_domains ADD COLUMN ttls TEXT;          -- JSON: "name TYPE" -> the TTL before prepare lowered it
+    ALTER TABLE dns_domains ADD COLUMN restored_at TEXT;   -- rollback: when the baseline was back on every server
+    ALTER TABLE dns_domains ADD COLUMN settled_at TEXT;    -- dns settle: when the TTLs were raised again
+    ALTER TABLE dns_domains ADD COLUMN unrestored TEXT;    -- JSON: what the rollback could not put back, and why
+    CREATE TABLE copy_back_marks (
+        mailbox_id  INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        dest_name   TEXT NOT NULL,             -- a central folder the forward copy writes to
+        uidvalidity INTEGER,                   -- its UIDVALIDITY when the switch was made
+        uidnext     INTEGER NOT NULL,          -- its UIDNEXT then: mail at or above it arrived after the switch
+        marked_at   TEXT NOT NULL,
+        PRIMARY KEY (mailbox_id, dest_name)
+    );
+    CREATE TABLE reverse_folders (
+        id                  INTEGER PRIMARY KEY,
+        mailbox_id          INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        central_name        TEXT NOT NULL,     -- the central folder read
+        ministry_name       TEXT NOT NULL,     -- the ministry folder written
+        folder_id           INTEGER,           -- the forward folder (folders.id) of the same pair
+        central_uidvalidity INTEGER,
+        dest_uidvalidity    INTEGER,           -- the ministry folder's
+        dest_uidnext        INTEGER,           -- the ministry folder's UIDNEXT as of the last copy back
+        last_copied_at      TEXT,
+        UNIQUE (mailbox_id, central_name)
+    );
+    CREATE TABLE reverse_messages (
+        folder_id   INTEGER NOT NULL REFERENCES reverse_folders(id) ON DELETE CASCADE,
+        src_uid     INTEGER NOT NULL,          -- the central UID
+        dest_uid    INTEGER,                   -- the ministry UID
+        fingerprint TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        flags       TEXT NOT NULL DEFAULT '',
+        state       TEXT NOT NULL,             -- pending | copied | failed
+        dest_uidnext_before INTEGER,           -- for pending rows: where the APPEND would land
+        error       TEXT,
+        PRIMARY KEY (folder_id, src_uid)
+    );
+    """),
 ]
 
 
