@@ -12,6 +12,7 @@ column holds a password or a secret reference's value. One module per area:
 - :mod:`.waves` waves, approvals, runs;
 - :mod:`.work` leases (the wave lock, connection slots) and the work queue several hosts claim from;
 - :mod:`.fences` the tokens that refuse a lost holder's writes, and the copies it left unrecorded;
+- :mod:`.settings` mail rules, out-of-office replies, shared folders and delegates;
 - :mod:`.dns` and :mod:`.phones` the DNS and phone cut-overs.
 """
 
@@ -44,6 +45,7 @@ from migrate.core.store.rows import (
     OrphanRow,
     ProbeRow,
     RunRow,
+    SettingRow,
     SipCheckRow,
     SourceRow,
     WaveRow,
@@ -53,6 +55,7 @@ from migrate.core.store.rows import (
     worker_id,
 )
 from migrate.core.store.schema import MIGRATED_KINDS, MIGRATIONS, SCHEMA_VERSION, split_sql
+from migrate.core.store.settings import SettingsStore
 from migrate.core.store.sync import SyncStore
 from migrate.core.store.waves import WaveStore
 from migrate.core.store.work import Claim, Lease, WorkItem, WorkStore
@@ -62,13 +65,14 @@ STATE_FILE = "state.db"
 __all__ = [
     "BUSY_TIMEOUT_S", "MIGRATED_KINDS", "MIGRATIONS", "SCHEMA_VERSION", "STATE_FILE", "Claim", "DnsDomainRow",
     "Event", "ExtensionRow", "Fence", "FencedStore", "FolderState", "GroupwareRecord", "GroupwareSummaryRow", "InventoryFolderRow",
-    "InventoryRow", "Lease", "MailboxRow", "MessageRecord", "NotCopiedRow", "OrphanRow", "ProbeRow", "RunRow", "SipCheckRow",
+    "InventoryRow", "Lease", "MailboxRow", "MessageRecord", "NotCopiedRow", "OrphanRow", "ProbeRow", "RunRow", "SettingRow", "SipCheckRow",
     "SourceRow", "Store", "StoreUnavailable", "WaveRow", "WorkItem", "actor", "host", "now", "open_postgres",
     "open_store", "split_sql", "worker_id",
 ]
 
 
-class Store(EventStore, MailboxStore, SyncStore, WaveStore, WorkStore, DnsStore, PhoneStore, FenceStore):
+class Store(EventStore, MailboxStore, SyncStore, WaveStore, WorkStore, DnsStore, PhoneStore, FenceStore,
+            SettingsStore):
     """Open with :func:`open_store` (a workspace's SQLite file) or :func:`open_postgres`."""
 
     def __enter__(self) -> Store:
