@@ -135,6 +135,11 @@ class StatusView:
     messages_not_migrated: list[dict[str, Any]] = field(default_factory=list)
     #: Exchange calendars and contacts: per kind, where they went (DAV collection or export file) and counts.
     groupware: list[dict[str, Any]] = field(default_factory=list)
+    #: Mail rules, out-of-office, shared folders and delegates as the last sync left them: kind, name, state,
+    #: state_text (the helpdesk's words), reason.
+    settings: list[dict[str, Any]] = field(default_factory=list)
+    #: The same as the inventory found them (to-move, cannot-move, unknown).
+    settings_inventory: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,7 +193,15 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         messages_not_copied=_not_copied(store, mailbox, "failed"),
         messages_not_migrated=_not_copied(store, mailbox, "skipped"),
         groupware=[{"kind": g.kind, "location": g.location, "source_items": g.source_items, "copied": g.copied,
-                    "failed": g.failed, "last_sync_at": g.last_sync_at} for g in store.groupware_summary(mailbox.id)])
+                    "failed": g.failed, "last_sync_at": g.last_sync_at} for g in store.groupware_summary(mailbox.id)],
+        settings=_settings(store, mailbox, "sync"), settings_inventory=_settings(store, mailbox, "inventory"))
+
+
+def _settings(store: Store, mailbox: MailboxRow, phase: str) -> list[dict[str, Any]]:
+    from migrate.mailbox.settings import STATE_WORDS
+
+    return [{"kind": r.kind, "name": r.name, "state": r.state, "state_text": STATE_WORDS.get(r.state, r.state),
+             "reason": r.reason, "updated_at": r.updated_at} for r in store.settings(mailbox.id, phase)]
 
 
 def _not_copied(store: Store, mailbox: MailboxRow, state: str) -> list[dict[str, Any]]:

@@ -191,7 +191,9 @@ class DovecotServer:
                       f"plugin {{\n  acl = vfile\n  acl_shared_dict = file:{self.root}/shared/shared-mailboxes.db\n"
                       # A master user works as the user it logs in as (owner rights), as on production
                       # servers where the migration account must read and write every mailbox.
-                      "  acl_user = %u\n}\n")
+                      "  acl_user = %u\n"
+                      # Ministry servers let users share with everyone ("anyone"), which a move must see.
+                      "  acl_anyone = allow\n}\n")
         plugins = f"mail_plugins = $mail_plugins {' '.join(mail_plugins)}\n" if mail_plugins else ""
         imap_plugins = (f"  mail_plugins = $mail_plugins {' '.join(imap_plugins_list)}\n"
                         if imap_plugins_list else "")
@@ -443,9 +445,13 @@ service stats {{
             conn.logout()
 
     def setacl(self, login: str, folder: str, identifier: str, rights: str) -> None:
+        """Set (or with empty ``rights`` remove) an identifier's rights on a folder, as its owner."""
         conn = self.connect(login)
         try:
-            typ, data = conn._simple_command("SETACL", _quote(folder).decode(), _qstr(identifier).decode(), rights)
+            args = (_quote(folder).decode(), _qstr(identifier).decode())
+            # No rights: the entry is removed (DELETEACL), as a mail client does when sharing is stopped.
+            typ, data = conn._simple_command("SETACL", *args, rights) if rights else \
+                conn._simple_command("DELETEACL", *args)
             if typ != "OK":
                 raise LabError(f"SETACL {folder} {identifier}: {data}")
         finally:
