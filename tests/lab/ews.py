@@ -30,10 +30,10 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.lab import ews_settings
 from tests.lab.base import LOOPBACK, free_port
 from tests.lab.certs import CertFiles
 from tests.lab.corpus import CorpusMailbox, CorpusMessage
-from tests.lab import ews_settings
 from tests.lab.ews_auth import ConnectionAuth, LabAuth
 from tests.lab.ews_store import LabFolder, LabItem, LabMailbox, LabStore, ews_folder_path
 
