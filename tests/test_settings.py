@@ -340,3 +340,27 @@ def test_exchange_inventory_shows_to_move_and_cannot_be_moved(govmigrate, ews_la
     assert inventory[("rule", "Tagged for audit")] == "cannot-move"
     assert inventory[("vacation", "out of office")] == "to-move"
     assert inventory[("delegate", f"assistant@{box.email.split('@')[1]}")] == "cannot-move"
+
+
+def test_plan_wave_record_and_programme_report_say_what_was_not_moved(govmigrate, imap_lab):
+    lab, ws, boxes = imap_lab
+    source = lab.sources["health"].server
+    owner = boxes[0]
+    source.put_script(owner.login, "roundcube", FILING, active=True)
+    source.setacl(owner.login, "Projects", "anyone", "lr")
+    govmigrate("-w", ws, "inventory", "mail")
+    plan = json.loads(govmigrate("-w", ws, "plan", "generate", "--json", expect=None).stdout)
+    plan_text = "".join(p.read_text() for p in (ws / "plans").glob("*.yaml"))
+    assert "rules/out-of-office/sharing: 3 to move, 1 cannot be moved, tell the user" in plan_text
+    govmigrate("-w", ws, "sync", owner.email)
+    wave = next(w["wave"] for w in plan["waves"] if owner.email in
+                json.dumps(json.loads(govmigrate("-w", ws, "report", "--wave", w["wave"], "--json").stdout)))
+    record = json.loads(govmigrate("-w", ws, "report", "--wave", wave, "--json").stdout)
+    [mine] = [m for m in record["mailboxes"] if m["email"] == owner.email]
+    left = {(s["name"], s["state"]) for s in mine["settings_not_moved"]}
+    assert left == {("roundcube: Copy to my private address", "held"), ("Projects → anyone", "not-moved")}
+    assert mine["settings_moved"] == 2
+    text = govmigrate("-w", ws, "report", "--wave", wave).stdout
+    assert "not moved or moved switched off" in text and "Projects → anyone" in text
+    programme = govmigrate("-w", ws, "report").stdout
+    assert "mail rules, out-of-office, shared folders and delegates: 2 moved, 1 moved, switched off" in programme

@@ -180,6 +180,17 @@ class ProgrammeReport:
     rate_note: str = ""
     notes: list[str] = field(default_factory=list)
     groupware: GroupwareCounts = field(default_factory=lambda: GroupwareCounts())
+    #: Mail rules, out-of-office, shared folders and delegates: state → how many, as the syncs left them
+    #: (moved, held, not-moved, failed) and as the inventory found them (to-move, cannot-move).
+    settings: dict[str, int] = field(default_factory=dict)
+
+
+def _settings_counts(store: Store) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in store.settings():
+        if row.name != "*":
+            counts[row.state] = counts.get(row.state, 0) + 1
+    return counts
 
 
 def _window(doc: dict[str, Any] | None) -> PlanWindow:
@@ -312,7 +323,7 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
             else f"the default rate of {project.config.waves.default_rate_mb_s:g} MB/s (no run measured yet)")
     return ProgrammeReport(project.config.name, now(), totals, ministries, waves, failures,
                            _combine([(w.id, w.completion) for w in waves], totals.unplanned),
-                           rate_note=f"estimates use {rate}", groupware=groupware)
+                           rate_note=f"estimates use {rate}", groupware=groupware, settings=_settings_counts(store))
 
 
 def _ministry_share(wave: WaveLine, members: list[MailboxInfo]) -> Completion:
