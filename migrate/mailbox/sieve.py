@@ -27,7 +27,7 @@ from sievelib.parser import Parser
 
 from migrate.core.errors import LoginFailed, RemoteError
 from migrate.core.secrets import Secret
-from migrate.mailbox.imap import Credentials, Endpoint, describe_failure, tls_context, warn_cleartext
+from migrate.mailbox.imap import Credentials, Endpoint, describe_failure, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ class _Client(Client):
 
     def open(self, login: str, password: str, authz: str) -> None:
         ep = self.endpoint
-        if ep.tls == "none":
-            warn_cleartext(ep.label, (ep.host, ep.port), "the login password")
+        # No TLS here only where the server's IMAP has none either (sieve_endpoint): the project file allowed
+        # clear text for this server, and its IMAP connection, always opened first, has said so once.
         try:
             self.sock = socket.create_connection((ep.host, ep.port), timeout=ep.timeout)
             if not self._Client__get_capabilities():
