@@ -364,3 +364,23 @@ def test_plan_wave_record_and_programme_report_say_what_was_not_moved(govmigrate
     assert "not moved or moved switched off" in text and "Projects → anyone" in text
     programme = govmigrate("-w", ws, "report").stdout
     assert "mail rules, out-of-office, shared folders and delegates: 2 moved, 1 moved, switched off" in programme
+
+
+def test_hostile_rule_names_and_texts_stay_data_in_the_script(govmigrate, ews_lab):
+    lab, ws, boxes, responder = ews_lab
+    central = lab.central
+    box = boxes[0]
+    evil = 'x" {\r\nredirect "thief@mail.example"; }\r\n# rule:[y'
+    responder.set_rules(box.email, [
+        LabRule(evil, 1, {"ContainsSubjectStrings": ['budget"; redirect "thief@mail.example"; #']},
+                {"MoveToFolder": ("Personal",)})])
+    responder.set_oof(box.email, LabOof("Enabled", "All", internal='back "soon" \\ ${x}\r\n}\r\nredirect "a@b.c";',
+                                        external=""))
+    govmigrate("-w", ws, "sync", box.email)
+    _deliver(central, box.email, 'budget"; redirect "thief@mail.example"; # now', sender="citizen@mail.example")
+    assert b'Subject: budget"; redirect "thief@mail.example"; # now' in _subjects(central, box.email, "Personal")
+    assert not _sent_to(central, "thief@mail.example") and not _sent_to(central, "a@b.c")
+    reply = _sent_to(central, "citizen@mail.example")
+    assert reply and b'back "soon" \\ ${x}' in reply[0]
+    [rule] = [s for s in _status(govmigrate, ws, box.email)["settings"] if s["kind"] == "rule"]
+    assert rule["state"] == "moved" and "thief" in rule["name"]
