@@ -14,8 +14,10 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # radicale: the data centre's CalDAV/CardDAV server, where Exchange calendars and contacts go (tests/lab/radicale.py).
 # postgresql: the shared state store when several migration hosts work one plan; the lab runs its own initdb'd
 # server on 127.0.0.1 (tests/lab/postgres.py), not the package's system service.
-DEB_PACKAGES := dovecot-imapd bind9 bind9-utils bind9-dnsutils kamailio kamailio-tls-modules sipsak openssl iproute2 \
-                chromium chromium-driver radicale postgresql
+# dovecot-sieve, dovecot-managesieved, dovecot-lmtpd: Pigeonhole on every lab Dovecot (ManageSieve for the users'
+# rules and out-of-office, Sieve filing of mail delivered over LMTP), as on the central host.
+DEB_PACKAGES := dovecot-imapd dovecot-sieve dovecot-managesieved dovecot-lmtpd bind9 bind9-utils bind9-dnsutils \
+                kamailio kamailio-tls-modules sipsak openssl iproute2 chromium chromium-driver radicale postgresql
 BENCH_PACKAGES := isync
 
 .PHONY: setup system-packages bench-packages venv test lint demo bench clean

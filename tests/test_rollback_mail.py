@@ -51,24 +51,24 @@ def test_a_rollback_copies_back_what_arrived_after_the_switch_once_and_a_new_cut
     ministry, central = p.lab.sources["health"].server, p.lab.central
     # Before the switch, the central team's welcome note reached the central mailbox (by other means), and the
     # last pass copied one more message: the note is not mail from after the switch, and stays where it is.
-    central.deliver(box.email, message("welcome to the central host"))
-    ministry.deliver(box.login, message("before the switch"))
+    central.deliver_local(box.email, message("welcome to the central host"))
+    ministry.deliver_local(box.login, message("before the switch"))
     final_again(p)
     p.prepare_and_let_the_ttl_run_out()
     # The cut-over is stopped right after the switch; while caches still know the old MX, mail reaches both
     # servers before its last delta runs (which copies the old server's and moves past the central host's).
     switched = _cli(p.ws, "cutover", p.wave, env={"GOVMIGRATE_CRASH_AT": "cutover-switched"})
     assert switched.returncode == -signal.SIGKILL and p.dns_state() == "switched"
-    central.deliver(box.email, message("during the switch"))
-    ministry.deliver(box.login, message("to the old server during the switch"))
+    central.deliver_local(box.email, message("during the switch"))
+    ministry.deliver_local(box.login, message("to the old server during the switch"))
     p.g("cutover", p.wave)
     assert p.mx(p.dns.secondary) == CENTRAL_MX and set(p.states().values()) == {"done"}
     before = read_mailbox(ministry, box.login)
 
     # After the switch: the mail system delivers to the central host; the user files mail into a folder made
     # there, and marks a migrated message (flagged, unread) on the central host.
-    central.deliver(box.email, message("after the switch one"))
-    central.deliver(box.email, message("after the switch two"))
+    central.deliver_local(box.email, message("after the switch one"))
+    central.deliver_local(box.email, message("after the switch two"))
     conn = central.connect(box.email)
     conn.create('"Central notes"')
     conn.append('"Central notes"', "(\\Seen $Important)", None, message("filed in a new folder"))
@@ -112,7 +112,7 @@ def test_a_rollback_copies_back_what_arrived_after_the_switch_once_and_a_new_cut
 
     # Mail keeps arriving at the ministry server; the wave is cut over again later: nothing twice on the central
     # host, the copied-back mail and the folder made there included.
-    ministry.deliver(box.login, message("after the rollback"))
+    ministry.deliver_local(box.login, message("after the rollback"))
     final_again(p)
     p.prepare_and_let_the_ttl_run_out()
     p.g("cutover", p.wave)

@@ -119,6 +119,12 @@ def render_record(app: App, record: WaveRecord) -> None:
                               if not m.verified_current else "matched" if m.verified.matches
                               else plural(m.verified.differences, "difference") if not m.verified.error else "failed")}
                 for m in record.mailboxes])
+    left = [{"email": m.email, **s} for m in record.mailboxes for s in m.settings_not_moved]
+    if left:
+        emit_table(app, "rules, out-of-office, shared folders and delegates not moved or moved switched off "
+                        "(tell the users)",
+                   [("email", "mailbox"), ("kind", "what"), ("name", "name"), ("state", "state"),
+                    ("reason", "why")], left)
     for domain in record.domains:
         emit_table(app, f"{domain['domain']}: {domain['state']}",
                    [("name", "name"), ("type", "type"), ("before", "before"), ("after", "after")], domain["changes"])
@@ -190,6 +196,15 @@ def render(app: App, r: ProgrammeReport) -> None:
             out.print(f"  {plural(g.exported_mailboxes, 'mailbox')} had no central DAV server to go to (central.dav is not "
                       f"set): their calendars and contacts are files in {app.workspace.root / 'groupware'} "
                       "(govmigrate status USER names each)", markup=False, highlight=False)
+    c = r.settings
+    if c:
+        from migrate.mailbox.settings import STATE_WORDS
+
+        moved = ", ".join(f"{c[k]} {STATE_WORDS[k]}" for k in ("moved", "held", "not-moved", "failed") if c.get(k))
+        found = ", ".join(f"{c[k]} {STATE_WORDS[k]}" for k in ("to-move", "cannot-move") if c.get(k))
+        out.print("mail rules, out-of-office, shared folders and delegates: "
+                  + "; ".join(p for p in (moved, f"inventory: {found}" if found else "") if p)
+                  + " (report --wave W and status USER list each)", markup=False, highlight=False)
     if r.failures:
         out.print("failures:", markup=False, highlight=False)
         for fl in r.failures:

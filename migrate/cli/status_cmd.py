@@ -79,6 +79,7 @@ def render(app: App, v: StatusView) -> None:
         where = "DAV" if g["location"].startswith(("https://", "http://")) else "file"
         line(g["kind"], f"{g['copied']} of {g['source_items']} items copied"
              + (f", {g['failed']} not copied" if g["failed"] else "") + f" ({where} {g['location']})")
+    _settings(line, v)
     line("domain", _domain_text(v))
     if v.copied_back:
         back = v.copied_back
@@ -107,6 +108,25 @@ def render(app: App, v: StatusView) -> None:
         out.print("  recent events:", markup=False, highlight=False)
         for e in v.events:
             out.print(f"    {e['at']}  {e['action']}: {e['detail']}", markup=False, highlight=False)
+
+
+#: How each kind of setting is named for the helpdesk.
+SETTING_WORDS = {"rule": "mail rule", "vacation": "out-of-office", "sharing": "shared folder", "delegate": "delegate"}
+
+
+def _settings(line, v: StatusView) -> None:
+    """Mail rules, out-of-office, shared folders and delegates: what the last sync did with each (or, before any
+    sync, what the inventory found), each in words the helpdesk can read to the user."""
+    rows, when = (v.settings, "moved by the last sync") if v.settings else (v.settings_inventory, "found by the inventory")
+    if not rows:
+        return
+    line("settings", f"Rules, out-of-office, shared folders and delegates ({when}):")
+    for s in rows:
+        what = SETTING_WORDS.get(s["kind"], s["kind"])
+        if s["name"] == "*":
+            line("", f"  {what}s: {s['state_text']}: {s['reason']}")
+            continue
+        line("", f"  {what} {s['name']!r}: {s['state_text']}" + (f" — {s['reason']}" if s["reason"] else ""))
 
 
 def _domain_text(v: StatusView) -> str:

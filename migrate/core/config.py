@@ -150,6 +150,10 @@ class AdminLogin(Strict):
 class ImapServer(TlsEndpoint):
     type: Literal["imap"]
     login: AdminLogin
+    #: The server's ManageSieve port (RFC 5804, usually 4190) on the same host, with the same login and TLS
+    #: settings (STARTTLS unless ``tls: none``): the users' filter rules and vacation replies are read there.
+    #: Unset: the source is not asked, and its rules are listed as not read.
+    sieve_port: Port | None = None
 
 
 class EwsServer(Strict):
@@ -361,6 +365,24 @@ class CentralHost(Strict):
     folders: FolderPolicy = FolderPolicy()
     #: CalDAV/CardDAV server for Exchange calendars and contacts; without it they are exported to files.
     dav: CentralDav | None = None
+    #: The central host's ManageSieve port (RFC 5804), same host, login and TLS settings as ``imap`` (STARTTLS
+    #: unless ``tls: none``): mail rules and out-of-office replies become Sieve scripts there. null: the host
+    #: has none, and rules and out-of-office replies are listed as not moved.
+    sieve_port: Port | None = 4190
+    #: Domains inside the government besides the sources' own (a domain covers its subdomains): a rule that
+    #: forwards or redirects mail anywhere else is a rule forwarding outside the government.
+    government_domains: list[str] = []
+    #: Rules that forward mail outside the government are moved but left off (and listed) unless this is true:
+    #: forwarding rules are a known way for mail to leave.
+    allow_external_forwarding: bool = False
+
+    @field_validator("government_domains")
+    @classmethod
+    def _government_domains(cls, value: list[str]) -> list[str]:
+        bad = [d for d in value if not _DOMAIN_RE.match(d.lower())]
+        if bad:
+            raise ValueError(f"not a domain: {', '.join(bad)}")
+        return [d.lower() for d in value]
 
 
 class StateStore(Strict):
@@ -632,6 +654,11 @@ class ProjectConfig(Strict):
     phones: PhonesPolicy = PhonesPolicy()
     #: Where the state lives when several hosts share it (default: the workspace's state.db).
     state: StateStore | None = None
+
+    def government_domains(self) -> tuple[str, ...]:
+        """Every domain inside the government: the sources' and ``central.government_domains`` (each covering
+        its subdomains)."""
+        return tuple(sorted({d for s in self.sources for d in s.domains} | set(self.central.government_domains)))
 
     def dial_plan(self, source: Source) -> str:
         """The dial plan a source's extensions are numbered in."""

@@ -95,7 +95,7 @@ class Destination:
     def folders(self, refresh: bool = False) -> dict[str, ListedFolder]:
         if self._folders is None or refresh:
             listed = list_folders(self.client, self.session.capabilities, with_status=False)
-            self._folders = {f.name: f for f in listed}
+            self._folders = {f.name: f for f in listed if self.session.personal(f.name)}
         return self._folders
 
     def layout(self) -> CentralLayout:

@@ -130,6 +130,10 @@ def mailbox_notes(wave: WaveFile, catalog: Catalog) -> dict[str, str]:
         parts += sorted(f for f in info.flags if f in ("vip", "pilot", "skip"))
         if info.row.state not in ("new", "planned"):
             parts.append(info.row.state)
+        to_move, cannot = info.settings.get("to-move", 0), info.settings.get("cannot-move", 0)
+        if to_move or cannot:
+            parts.append(f"rules/out-of-office/sharing: {to_move} to move"
+                         + (f", {cannot} cannot be moved, tell the user" if cannot else ""))
         notes[email.lower()] = ", ".join(parts)
     return notes
 

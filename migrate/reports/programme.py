@@ -250,6 +250,17 @@ class ProgrammeReport:
     domains: int = 0
     domains_cut_over: int = 0
     verification: VerifyCounts = field(default_factory=lambda: VerifyCounts())
+    #: Mail rules, out-of-office, shared folders and delegates: state → how many, as the syncs left them
+    #: (moved, held, not-moved, failed) and as the inventory found them (to-move, cannot-move).
+    settings: dict[str, int] = field(default_factory=dict)
+
+
+def _settings_counts(store: Store) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in store.settings():
+        if row.name != "*":
+            counts[row.state] = counts.get(row.state, 0) + 1
+    return counts
 
 
 def _window(doc: dict[str, Any] | None) -> PlanWindow:
@@ -416,7 +427,7 @@ def build_report(project: Project, store: Store, *, today: dt.datetime | None = 
                                                        unplanned=totals.unplanned, basis=basis),
                            phones=phones, domains=sum(len(m.domains) for m in ministries),
                            domains_cut_over=sum(len(m.domains_cut_over) for m in ministries),
-                           verification=verification)
+                           verification=verification, settings=_settings_counts(store))
 
 
 def _ministry_share(wave: WaveLine, members: list[MailboxInfo]) -> Completion:

@@ -43,6 +43,11 @@ class MailboxRecord:
     verified: VerificationRow | None = None
     verified_current: bool = False
 
+    #: Mail rules, out-of-office, shared folders and delegates: how many the last sync moved, and each one it
+    #: did not move or moved switched off (kind, name, state, reason), for the helpdesk to tell the user.
+    settings_moved: int = 0
+    settings_not_moved: list[dict[str, Any]] = field(default_factory=list)
+
 
 @dataclass
 class ApprovalLine:
@@ -201,6 +206,9 @@ def _mailbox_record(store: Store, mailbox, check: VerificationRow | None = None)
     not_copied = [{"folder": m.folder, "size": m.size, "why": m.error}
                   for m in store.failed_messages(mailbox.id)]
     current = check is not None and not (mailbox.last_sync_at and check.verified_at < mailbox.last_sync_at)
+    settings = store.settings(mailbox.id, "sync")
     return MailboxRecord(mailbox.email, mailbox.display_name, mailbox.state, reached, mailbox.copied_messages,
                          mailbox.copied_bytes, last_failure, failed_at, not_copied, mailbox.last_sync_host,
-                         check, current)
+                         check, current, settings_moved=sum(1 for s in settings if s.state == "moved"),
+                         settings_not_moved=[{"kind": s.kind, "name": s.name, "state": s.state, "reason": s.reason}
+                                             for s in settings if s.state != "moved"])

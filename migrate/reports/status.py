@@ -159,6 +159,11 @@ class StatusView:
     groupware: list[dict[str, Any]] = field(default_factory=list)
     #: A rolled-back cut-over: the mail copied back to the ministry server (messages, bytes), and what was not.
     copied_back: dict[str, Any] | None = None
+    #: Mail rules, out-of-office, shared folders and delegates as the last sync left them: kind, name, state,
+    #: state_text (the helpdesk's words), reason.
+    settings: list[dict[str, Any]] = field(default_factory=list)
+    #: The same as the inventory found them (to-move, cannot-move, unknown).
+    settings_inventory: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -250,7 +255,8 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         messages_not_migrated=_not_copied(store, mailbox, "skipped"),
         groupware=[{"kind": g.kind, "location": g.location, "source_items": g.source_items, "copied": g.copied,
                     "failed": g.failed, "last_sync_at": g.last_sync_at} for g in store.groupware_summary(mailbox.id)],
-        copied_back=_copied_back(store, mailbox))
+        copied_back=_copied_back(store, mailbox),
+        settings=_settings(store, mailbox, "sync"), settings_inventory=_settings(store, mailbox, "inventory"))
 
 
 def _copied_back(store: Store, mailbox: MailboxRow) -> dict[str, Any] | None:
@@ -259,6 +265,13 @@ def _copied_back(store: Store, mailbox: MailboxRow) -> dict[str, Any] | None:
         return None
     return {"messages": messages, "bytes": size, "not_copied": [{"folder": f, "uid": uid, "why": why}
                                                                 for f, uid, why in failed[:MAX_NOT_COPIED]]}
+
+
+def _settings(store: Store, mailbox: MailboxRow, phase: str) -> list[dict[str, Any]]:
+    from migrate.mailbox.settings import STATE_WORDS
+
+    return [{"kind": r.kind, "name": r.name, "state": r.state, "state_text": STATE_WORDS.get(r.state, r.state),
+             "reason": r.reason, "updated_at": r.updated_at} for r in store.settings(mailbox.id, phase)]
 
 
 def _not_copied(store: Store, mailbox: MailboxRow, state: str) -> list[dict[str, Any]]:

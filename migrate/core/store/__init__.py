@@ -12,6 +12,7 @@ column holds a password or a secret reference's value. One module per area:
 - :mod:`.waves` waves, approvals (each one, with when and why it lapsed), runs;
 - :mod:`.work` leases (the wave lock, connection slots) and the work queue several hosts claim from;
 - :mod:`.fences` the tokens that refuse a lost holder's writes, and the copies it left unrecorded;
+- :mod:`.settings` mail rules, out-of-office replies, shared folders and delegates;
 - :mod:`.dns` and :mod:`.phones` the DNS and phone cut-overs;
 - :mod:`.reverse` the copy back of mail when a cut-over is rolled back.
 """
@@ -49,6 +50,7 @@ from migrate.core.store.rows import (
     ProbeRow,
     ReverseFolder,
     RunRow,
+    SettingRow,
     SipCheckRow,
     SourceRow,
     VerificationRow,
@@ -59,6 +61,7 @@ from migrate.core.store.rows import (
     worker_id,
 )
 from migrate.core.store.schema import MIGRATED_KINDS, MIGRATIONS, SCHEMA_VERSION, split_sql
+from migrate.core.store.settings import SettingsStore
 from migrate.core.store.sync import SyncStore
 from migrate.core.store.waves import WaveStore
 from migrate.core.store.work import Claim, Lease, WorkItem, WorkStore
@@ -69,15 +72,15 @@ __all__ = [
     "BUSY_TIMEOUT_S", "MIGRATED_KINDS", "MIGRATIONS", "SCHEMA_VERSION", "STATE_FILE", "ApprovalRow", "Claim",
     "DnsDomainRow", "Event", "ExtensionRow", "Fence", "FencedStore", "FolderState", "GroupwareRecord",
     "GroupwareSummaryRow", "InventoryFolderRow", "InventoryRow", "KeptSecretRow", "Lease", "MailboxRow",
-    "MessageRecord", "NotCopiedRow", "OrphanRow", "ProbeRow", "ReverseFolder", "RunRow", "SipCheckRow",
-    "SourceRow", "Store", "StoreUnavailable", "VerificationRow", "WaveRow", "WorkItem", "actor", "host", "now",
-    "open_postgres",
+    "MessageRecord", "NotCopiedRow", "OrphanRow", "ProbeRow", "ReverseFolder", "RunRow", "SettingRow",
+    "SipCheckRow", "SourceRow", "Store", "StoreUnavailable", "VerificationRow", "WaveRow", "WorkItem", "actor",
+    "host", "now", "open_postgres",
     "open_store", "split_sql", "worker_id",
 ]
 
 
 class Store(EventStore, MailboxStore, SyncStore, WaveStore, WorkStore, DnsStore, PhoneStore, FenceStore,
-            ReverseStore):
+            ReverseStore, SettingsStore):
     """Open with :func:`open_store` (a workspace's SQLite file) or :func:`open_postgres`."""
 
     def __enter__(self) -> Store:

@@ -195,6 +195,24 @@ class NotCopiedRow:
 
 
 @dataclass(frozen=True)
+class SettingRow:
+    """One mail rule, out-of-office reply, shared folder's access entry or delegate of a mailbox: as the
+    inventory found it (phase ``inventory``: to-move | cannot-move | unknown) or as a sync left it (phase
+    ``sync``: moved | held | not-moved | failed). ``name`` "*" with state unknown or failed: the whole kind
+    could not be read, ``reason`` says why."""
+
+    mailbox_id: int
+    phase: str
+    kind: str
+    name: str
+    state: str
+    reason: str = ""
+    target: str | None = None
+    digest: str | None = None
+    updated_at: str | None = None
+
+
+@dataclass(frozen=True)
 class GroupwareSummaryRow:
     """A mailbox's calendar items or contacts (``kind``): where they went, how many the source held, copied
     and failed."""

@@ -458,6 +458,24 @@ MIGRATIONS: list[Migration] = [
         PRIMARY KEY (folder_id, src_uid)
     );
     """),
+    # 14: what users lose in other migrations: mail rules, out-of-office replies, shared folders (their access
+    # lists) and delegates. The inventory counts them (phase inventory: to-move | cannot-move); a sync records
+    # what it did with each (phase sync: moved | held | not-moved | failed), with a digest of what it wrote to
+    # the central host, so a later pass writes only what changed and never overwrites what others changed there.
+    Migration("""
+    CREATE TABLE mailbox_settings (
+        mailbox_id  INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        phase       TEXT NOT NULL,             -- inventory | sync
+        kind        TEXT NOT NULL,             -- rule | vacation | sharing | delegate
+        name        TEXT NOT NULL,             -- the rule's name, "out of office", "folder → user", the delegate
+        state       TEXT NOT NULL,
+        reason      TEXT NOT NULL DEFAULT '',  -- for people: what it became, or why not
+        target      TEXT,                      -- sync: where it went (script, folder and identifier)
+        digest      TEXT,                      -- sync: what was written there (sha256), to see changes
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (mailbox_id, phase, kind, name)
+    );
+    """),
 ]
 
 
