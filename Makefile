@@ -48,9 +48,13 @@ $(VENV)/.installed: pyproject.toml setup.py
 lint: venv
 	$(VENV)/bin/ruff check migrate tests benchmarks
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file to a process: most of its time is spent
+# waiting for the lab's servers, and each process starts its own (free ports, its own loopback /24s).
+TEST_WORKERS ?= 3
+
 test: setup
 	$(VENV)/bin/ruff check migrate tests benchmarks
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m tests.lab.demo
