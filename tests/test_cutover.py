@@ -35,12 +35,13 @@ class Programme:
     """A ministry (Dovecot) with its domain in the DNS lab, a central host, and a workspace whose wave
     holding the domain's mailboxes has been approved and run to its final pass."""
 
-    def __init__(self, tmp: Path, govmigrate, *, propagation_timeout: float | None = None) -> None:
+    def __init__(self, tmp: Path, govmigrate, *, propagation_timeout: float | None = None,
+                 records: dict[str, list[str]] | None = None, stale_secondary: list[str] | None = None) -> None:
         self.ws = tmp / "ws"
         self.govmigrate = govmigrate
         self.lab, self.boxes = scenario.small_lab(self.ws, seed="cutover", users=2, messages=12)
         try:
-            self.dns = start_dns_lab([DOMAIN])
+            self.dns = start_dns_lab([DOMAIN], records=records, stale_secondary=stale_secondary)
         except BaseException:
             self.lab.stop()
             raise
@@ -251,11 +252,21 @@ def test_a_secondary_that_stays_behind_times_out_with_exit_10_and_rollback_works
         assert p.dns.primary.address in behind.stderr or p.dns.secondary.address in behind.stderr
         assert p.mx(p.dns.primary) == CENTRAL_MX and p.mx(p.dns.secondary) == MINISTRY_MX
         assert set(p.states().values()) == {"final-synced"}, "mailboxes advance only once every server serves it"
+        # status says the same on every line: the switch has begun and is not finished.
+        view = json.loads(p.g("status", p.boxes[0].email, "--json").stdout)
+        assert view["domain_state"] == "switched" and view["mx_at_central"] is True
+        assert "the switch of health.gov.bz has begun" in view["state_text"]
+        assert view["next_steps"][0].startswith("The migration team finishes the cut-over of health.gov.bz")
+        assert not any("switches to the central host after" in step for step in view["next_steps"])
+        assert "(the cut-over is not finished)" in p.g("status", p.boxes[0].email).stdout
         p.dns.release_secondary()
         p.g("dns", "rollback", "--wave", p.wave)
         for server in (p.dns.primary, p.dns.secondary):
             assert p.mx(server) == MINISTRY_MX
         assert p.dns_state() == "rolled-back"
+        view = json.loads(p.g("status", p.boxes[0].email, "--json").stdout)
+        assert view["mx_at_central"] is False and "was rolled back" in view["state_text"]
+        assert any("switches to the central host again" in step for step in view["next_steps"])
     finally:
         p.close()
 

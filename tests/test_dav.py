@@ -169,14 +169,14 @@ def test_without_dav_calendars_and_contacts_are_exported_to_private_files(govmig
     status = govmigrate("-w", ws, "status", boxes[0].email).stdout
     assert str(export_path(ws, boxes[0].email, "calendar")) in status.replace("\n", "")
     report = govmigrate("-w", ws, "report").stdout
-    assert "6 of 6 calendar items" in report and "2 mailbox(es) had no central DAV server" in report
+    assert "6 of 6 calendar items" in report and "2 mailboxes had no central DAV server" in report
     rows_csv = list(csv.DictReader(io.StringIO(govmigrate("-w", ws, "report", "--csv").stdout)))
     programme = next(r for r in rows_csv if r["level"] == "programme")
     assert (programme["calendar_items"], programme["calendar_copied"], programme["contacts_copied"]) == ("6", "6", "6")
     html = ws / "programme.html"
     govmigrate("-w", ws, "report", "--html", html)
     page = html.read_text()
-    assert 'data-metric="ministry-calendar">6 / 6<' in page and 'id="groupware-files"' in page
+    assert 'data-metric="ministry-calendar">6 of 6<' in page and 'id="groupware-files"' in page
     results = json.loads(govmigrate("-w", ws, "verify", "--all", "--json").stdout)
     assert all(r["matches"] and {g["dest"] for g in r["groupware"]} == {3} for r in results)
 

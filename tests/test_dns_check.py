@@ -99,10 +99,11 @@ def write_plan(ws: Path, mailboxes: list[str], domains: list[str], wave: str = "
         "cutover_domains": domains, "mailboxes": mailboxes}, sort_keys=False))
 
 
-def dns_workspace(ws: Path, *, records: dict[str, list[str]] | None = None, seed: str = "dns") -> DnsWorkspace:
+def dns_workspace(ws: Path, *, records: dict[str, list[str]] | None = None, seed: str = "dns",
+                  stale_secondary: list[str] | None = None) -> DnsWorkspace:
     lab, boxes = scenario.small_lab(ws, seed=seed, users=2, messages=3)
     try:
-        dns = start_dns_lab([HEALTH], records=records)
+        dns = start_dns_lab([HEALTH], records=records, stale_secondary=stale_secondary)
     except BaseException:
         lab.stop()
         raise
@@ -151,8 +152,8 @@ def test_every_check_passes_on_a_domain_that_publishes_the_central_hosts_records
     result = govmigrate("-w", w.ws, "dns", "check", "--json")
     checks = checks_of(result)
     assert {name: c["status"] for name, c in checks.items()} == {name: "pass" for name in checks}, checks
-    assert set(checks) == {"delegation", "nameservers", "mx", "spf", "dmarc", "dkim", "autodiscover", "imaps-srv",
-                           "submission-srv", "submissions-srv"}
+    assert set(checks) == {"resolvers", "delegation", "glue", "ns-authority", "nameservers", "mx", "spf", "dmarc",
+                           "dkim", "autodiscover", "imaps-srv", "submission-srv", "submissions-srv"}
     assert checks["mx"]["reason"] == "points at the central host: mx1.mail.gov.bz., mx2.mail.gov.bz."
     assert "authorises the central host (include:_spf.mail.gov.bz)" in checks["spf"]["reason"]
     assert checks["dmarc"]["reason"] == "p=quarantine"
@@ -224,8 +225,8 @@ def test_an_mx_that_is_an_alias_fails_with_rfc_2181(govmigrate, make_dns_workspa
     w = make_dns_workspace({HEALTH: [f"@ MX 10 alias.{HEALTH}.", f"alias CNAME mail.{HEALTH}."]})
     mx = checks_of(govmigrate("-w", w.ws, "dns", "check", "--json", expect=1))["mx"]
     assert mx["status"] == "fail"
-    assert mx["reason"] == (f"alias.{HEALTH}. is an alias (CNAME to mail.{HEALTH}.); an MX must name a host with "
-                            "A/AAAA records itself (RFC 2181 §10.3)")
+    assert mx["reason"] == (f"alias.{HEALTH}. is an alias (CNAME to mail.{HEALTH}., which resolves); an MX must "
+                            "name a host with A/AAAA records itself (RFC 2181 §10.3)")
 
 
 def test_an_mx_without_an_address_fails(govmigrate, make_dns_workspace):

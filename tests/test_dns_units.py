@@ -297,7 +297,8 @@ def test_every_exit_code_has_its_row_in_the_readme_table():
     assert ExitCode.DNS_REFUSED == 9 and ExitCode.DNS_PROPAGATION == 10
     for code in ExitCode:
         assert f"\n| {int(code)} | " in readme, f"exit {int(code)} ({code.name}) is missing from README's table"
-    assert "| 9 | a DNS update was refused, or a record changed since it was read: nothing was changed |" in readme
+    assert ("| 9 | a DNS update was refused (the message gives the RCODE, the RRsets and the likely causes, in order), "
+            "or a record changed since it was read: nothing was changed |") in readme
     assert "| 10 | a DNS change was made but not every authoritative server served it before the timeout" in readme
 
 
@@ -306,3 +307,80 @@ def test_change_round_trips_through_the_store_form():
     assert Change.from_dict(change.to_dict()) == change
     assert change.inverse().action == "delete"
     assert dns.rcode.to_text(dns.rcode.NXRRSET) == "NXRRSET"
+
+
+def test_one_rrset_at_a_time_except_where_a_cname_comes_or_goes():
+    mx = RRset.make(DOMAIN, "MX", 60, ["10 mx1.mail.gov.bz"])
+    spf = RRset.txt(DOMAIN, 60, ["v=spf1 -all"])
+    alias = RRset.make(f"autodiscover.{DOMAIN}", "CNAME", 60, ["autodiscover.mail.gov.bz"])
+    host = RRset.make(f"autodiscover.{DOMAIN}", "A", 60, ["192.0.2.1"])
+    cs = ChangeSet(absolute(DOMAIN), absolute(DOMAIN), (
+        Change("MX", mx.name, "MX", mx, None), Change("SPF", spf.name, "TXT", spf, None),
+        Change("autodiscover", alias.name, "CNAME", alias, None), Change("a", host.name, "A", None, host)))
+    units = [[c.rdtype for c in unit] for unit in cs.one_by_one()]
+    assert units == [["MX"], ["TXT"], ["CNAME", "A"]]
+
+
+def test_the_operators_script_and_zone_lines_for_what_a_rollback_could_not_put_back(tmp_path: Path):
+    from migrate.dns.restore import Restore, Unrestored, nsupdate_script, zone_lines
+
+    sec = section(tsig={"name": "govmigrate-key", "secret": "env:GOVMIGRATE_TSIG"})
+    client = DnsClient(sec, tmp_path)
+    now_mx = RRset.make(DOMAIN, "MX", 60, ["10 mx1.mail.gov.bz", "20 mx2.mail.gov.bz"])
+    old_mx = RRset.make(DOMAIN, "MX", 3600, [f"10 smtp.{DOMAIN}"])
+    made = RRset.make(f"_imaps._tcp.{DOMAIN}", "SRV", 60, ["0 1 993 imap.mail.gov.bz"])
+    done = Restore(absolute(DOMAIN), unrestored=[
+        Unrestored(Change("MX", now_mx.name, "MX", now_mx, old_mx), "refused", ["the zone's integrity checks: X"],
+                   rcode="REFUSED"),
+        Unrestored(Change("IMAPS SRV", made.name, "SRV", made, None), "changed since", changed_since=True)])
+    script = nsupdate_script(done, client, header="rollback of health.gov.bz")
+    lines = script.splitlines()
+    assert lines[0] == "; rollback of health.gov.bz"
+    assert "server 127.0.0.1 53" in lines and f"zone {DOMAIN}." in lines
+    mx = lines.index(f"prereq yxrrset {DOMAIN}. MX 10 mx1.mail.gov.bz.")
+    assert lines[mx:mx + 5] == [f"prereq yxrrset {DOMAIN}. MX 10 mx1.mail.gov.bz.",
+                                f"prereq yxrrset {DOMAIN}. MX 20 mx2.mail.gov.bz.", f"update delete {DOMAIN}. MX",
+                                f"update add {DOMAIN}. 3600 MX 10 smtp.{DOMAIN}.", "send"]
+    assert ";   (1) the zone's integrity checks: X" in lines
+    srv = lines.index(f"prereq yxrrset _imaps._tcp.{DOMAIN}. SRV 0 1 993 imap.mail.gov.bz.")
+    assert lines[srv + 1:srv + 3] == [f"update delete _imaps._tcp.{DOMAIN}. SRV", "send"]
+    text = zone_lines(done, header="rollback")
+    assert f"{DOMAIN}. 3600 IN MX 10 smtp.{DOMAIN}." in text
+    assert f"; _imaps._tcp.{DOMAIN}. SRV: absent before the cut-over (delete it)" in text
+
+
+def test_a_zone_the_resolver_cannot_see_is_a_clear_error_naming_parent_servers(monkeypatch):
+    import dns.resolver
+
+    from migrate.dns.client import DnsQueryFailed
+
+    client = DnsClient(section(), None)
+    monkeypatch.setattr(DnsClient, "not_recursing", lambda self: [])
+
+    def no_root_soa(*args, **kwargs):
+        raise dns.resolver.NoRootSOA()
+
+    monkeypatch.setattr(dns.resolver, "zone_for_name", no_root_soa)
+    with pytest.raises(DnsQueryFailed) as refused:
+        client.zone_for(DOMAIN)
+    assert "sees no zone that holds health.gov.bz." in refused.value.message
+    assert "dns.parent_servers" in refused.value.message and "There is no SOA" not in refused.value.message
+
+
+def test_dependencies_deprecation_warnings_are_quiet_ours_are_not(tmp_path: Path):
+    import subprocess
+    import sys
+
+    import migrate
+
+    ours = Path(migrate.__file__).parent / "core" / "x.py"
+    code = ("import warnings, migrate.cli.main\n"
+            "warnings.warn_explicit('a library deprecates', DeprecationWarning, '/usr/lib/elsewhere/lib.py', 1)\n"
+            "class CryptographyDeprecationWarning(UserWarning): pass\n"
+            "warnings.warn_explicit('DSA is deprecated', CryptographyDeprecationWarning, '/usr/lib/x/dsa.py', 2)\n"
+            f"warnings.warn_explicit('ours deprecates', DeprecationWarning, {str(ours)!r}, 3)\n"
+            "warnings.warn_explicit('a library warns', UserWarning, '/usr/lib/elsewhere/lib.py', 4)\n")
+    result = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60)
+    assert "a library deprecates" not in result.stderr and "DSA is deprecated" not in result.stderr
+    assert "ours deprecates" in result.stderr and "a library warns" in result.stderr

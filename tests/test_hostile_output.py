@@ -73,8 +73,12 @@ def test_csv_cells_that_could_be_formulas_start_with_a_quote_and_nothing_else_ch
 
 
 @pytest.mark.parametrize("value, cell", [
-    ("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"), ("@SUM(A1)", "'@SUM(A1)"), ("\t=1", "'\t=1"),
-    ("\r=1", "'\r=1"), ("a=1", "a=1"), ("", ""), (None, ""), (-5, -5), (2.5, 2.5), (["-x", "y"], "'-x y"),
+    ("=1+1", "'=1+1"), ("+1+1", "'+1+1"), ("-1+cmd|' /C calc'!A0", "'-1+cmd|' /C calc'!A0"), ("@SUM(A1)", "'@SUM(A1)"),
+    ("\t=1", "'\t=1"), ("\r=1", "'\r=1"), ("a=1", "a=1"), ("", ""), (None, ""), (-5, -5), (2.5, 2.5),
+    (["-x", "y"], "'-x y"),
+    # One plain number is that number to a spreadsheet, never a formula: a DID stays +5012223333 (issue 24).
+    ("+1", "+1"), ("-1", "-1"), ("+5012223333", "+5012223333"), ("-2.5", "-2.5"),
+    (["+5012223333", "+5012223334"], "'+5012223333 +5012223334"),
 ])
 def test_csv_cell_follows_owasp_for_strings_only(value, cell):
     assert csv_cell(value) == cell

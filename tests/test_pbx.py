@@ -1,7 +1,7 @@
 """Ministry PBX files read as their tools write them: FreePBX Bulk Handler CSVs, Asterisk's pjsip.conf (FreePBX's
 split files, templates), sip.conf and voicemail.conf, Kamailio's subscriber table; merged into one extension per
-number; every bad input named by file, line and field, with nothing half-imported from a bad file; secrets never
-in a message."""
+number; every bad row or section named by file, line and field and left out while the rest of its file is kept,
+the extension it concerns held; secrets never in a message."""
 
 from __future__ import annotations
 
@@ -171,21 +171,29 @@ def test_freepbx_dids_become_e164_on_the_extension_their_destination_names(tmp_p
     assert [p.severity for p in inv.problems] == ["note", "note", "note", "note", "warning"]
 
 
+LEFT_OUT = "left out (the rest of the file is read)"
+
+
 @pytest.mark.parametrize(("did", "why"), [
+    ("12", "is not a valid number in region BZ (+501)"),
     ("1234", "is not a valid number in region BZ (+501)"),
     ("2123456", "is not a valid number in region BZ (+501)"),
     ("822-ABCD", "is not a valid number in region BZ (+501)"),
     ("_822XXXX", "is a dial pattern, not a number"),
 ])
-def test_a_did_that_is_not_a_valid_number_rejects_the_whole_dids_file(tmp_path, did, why):
-    write(tmp_path, "extensions.csv", "extension,name,secret\n2001,Ana,secret-2001-aaaa\n")
+def test_a_did_that_is_not_a_valid_number_leaves_out_its_row_and_holds_its_extension(tmp_path, did, why):
+    # Issue 24: one DID too short gave every extension of the ministry no DIDs at all.
+    write(tmp_path, "extensions.csv", "extension,name,secret\n2001,Ana,secret-2001-aaaa\n2002,Ben,secret-2002-bbbb\n")
     write(tmp_path, "dids.csv", "extension,destination\n"
                                 "8220101,\"from-did-direct,2001,1\"\n"
-                                f"{did},\"from-did-direct,2001,1\"\n")
+                                f"{did},\"from-did-direct,2001,1\"\n"
+                                "8220102,\"from-did-direct,2002,1\"\n")
     inv = read_one(tmp_path, ("freepbx-extensions", "extensions.csv"), ("freepbx-dids", "dids.csv"))
-    assert said(inv, "error") == [f"dids.csv:3: extension: DID {did!r} {why}; the file is left out"]
-    assert inv.files["dids.csv"] == 0
-    assert ext(inv, "2001").dids == [], "nothing half-imported: the valid DID on line 2 is not taken either"
+    error = f"dids.csv:3: extension: DID {did!r} {why}; this row is {LEFT_OUT}; extension 2001 is held"
+    assert said(inv, "error") == [error]
+    assert inv.files["dids.csv"] == 2, "every good row is taken"
+    assert ext(inv, "2001").dids == ["+5018220101"] and ext(inv, "2001").held == [error]
+    assert ext(inv, "2002").dids == ["+5018220102"] and ext(inv, "2002").held == [], "the others are not held"
 
 
 def test_dids_follow_the_configured_region(tmp_path):
@@ -272,41 +280,54 @@ def test_handwritten_pjsip_from_the_lab_generator_reads_as_expected(tmp_path):
     assert_expected(inv, files.expected)
 
 
-@pytest.mark.parametrize(("text", "where"), [
-    ("type=endpoint\n[2001]\ntype=endpoint\n",
-     "pjsip.conf:1: type: a setting outside any [section]; the file is left out"),
-    ("[2001]\ntype=endpoint\n[2002\ntype=endpoint\n",
-     "pjsip.conf:3: [section]: the section header does not close with ']'; the file is left out"),
-    ("[2001]\ntype=endpoint\n\n[2001-auth]\nusername=2001\npassword=not-in-any-message\n",
-     "pjsip.conf:4: type: [2001-auth] has no type= (endpoint, auth, aor, ...); the file is left out"),
-    ("[2001]\ntype=endpiont\n",
-     "pjsip.conf:2: type: [2001] has type=endpiont, which is not a pjsip object type; the file is left out"),
-    ("[2001](phne)\ntype=endpoint\n",
-     "pjsip.conf:1: [2001]: inherits from [phne], which is not defined before it; the file is left out"),
-    ("[2001]\ntype=endpoint\npassword not-in-any-message\n",
-     "pjsip.conf:3: [2001]: a line without '=' in a section; the file is left out"),
-    ("[2001]\ntype=endpoint\n[2001]\ntype=endpoint\n",
-     "pjsip.conf:3: [2001]: a second type=endpoint [2001]; the first is at pjsip.conf:1; the file is left out"),
+@pytest.mark.parametrize(("text", "where", "taken", "held"), [
+    ("type=endpoint\n[2001]\ntype=endpoint\n[2003]\ntype=endpoint\n",
+     f"pjsip.conf:1: type: a setting outside any [section]; {LEFT_OUT}", True, False),
+    ("[2001]\ntype=endpoint\n[2002\ntype=endpoint\n[2003]\ntype=endpoint\n",
+     f"pjsip.conf:3: [section]: the section header does not close with ']'; the section is {LEFT_OUT}; extension "
+     "2002 is held", True, False),
+    ("[2001]\ntype=endpoint\nauth=2001-auth\n\n[2001-auth]\nusername=2001\npassword=not-in-any-message\n"
+     "[2003]\ntype=endpoint\n",
+     f"pjsip.conf:5: type: [2001-auth] has no type= (endpoint, auth, aor, ...); the section is {LEFT_OUT}",
+     True, True),
+    ("[2001]\ntype=endpoint\nauth=2001-auth\n[2001-auth]\ntype=auth\npassword not-in-any-message\n"
+     "[2003]\ntype=endpoint\n",
+     f"pjsip.conf:6: [2001-auth]: a line without '=' in a section; the line is {LEFT_OUT}", True, True),
+    ("[2001]\ntype=endpiont\n[2003]\ntype=endpoint\n",
+     "pjsip.conf:2: type: [2001] has type=endpiont, which is not a pjsip object type; the section is "
+     f"{LEFT_OUT}; extension 2001 is held", False, True),
+    ("[2001](phne)\ntype=endpoint\n[2003]\ntype=endpoint\n",
+     "pjsip.conf:1: [2001]: inherits from [phne], which is not defined before it; read without it; extension 2001 "
+     "is held", True, True),
+    ("[2001]\ntype=endpoint\npassword not-in-any-message\n[2003]\ntype=endpoint\n",
+     f"pjsip.conf:3: [2001]: a line without '=' in a section; the line is {LEFT_OUT}; extension 2001 is held",
+     True, True),
+    ("[2001]\ntype=endpoint\n[2001]\ntype=endpoint\n[2003]\ntype=endpoint\n",
+     "pjsip.conf:3: [2001]: a second type=endpoint [2001]: the first, at pjsip.conf:1, is taken and this one left "
+     "out; extension 2001 is held", True, True),
 ])
-def test_a_malformed_pjsip_section_rejects_the_whole_file_and_only_it(tmp_path, text, where):
+def test_a_malformed_pjsip_section_is_left_out_and_the_rest_of_the_file_is_read(tmp_path, text, where, taken,
+                                                                                  held):
     write(tmp_path, "pjsip.conf", text)
     write(tmp_path, "voicemail.conf", "[default]\n2001 => 1234,Ana López,ana.lopez@health.gov.bz\n")
     inv = read_one(tmp_path, ("pjsip", "pjsip.conf"), ("voicemail", "voicemail.conf"))
     assert said(inv, "error") == [where]
-    assert inv.files == {"pjsip.conf": 0, "voicemail.conf": 1}
+    assert ext(inv, "2003").tech == "pjsip", "the good sections after the bad one are taken"
     ana = ext(inv, "2001")
-    assert ana.origins == ["voicemail.conf:2"], "nothing of the bad pjsip.conf is taken"
-    assert ana.tech is None and "not-in-any-message" not in " ".join(said(inv))
+    assert (ana.tech == "pjsip") is taken and ana.origins[-1] == "voicemail.conf:2"
+    assert ana.held == ([where] if held else []), "the extension the error concerns is held"
+    assert ext(inv, "2003").held == []
+    assert "not-in-any-message" not in " ".join(said(inv))
 
 
-def test_an_error_in_an_included_file_rejects_the_input_that_includes_it(tmp_path):
+def test_an_error_in_an_included_file_is_named_there_and_the_rest_is_read(tmp_path):
     write(tmp_path, "pjsip.conf", "#include pjsip.endpoint.conf\n#include pjsip.auth.conf\n")
     write(tmp_path, "pjsip.endpoint.conf", "[2001]\ntype=endpoint\nauth=2001-auth\n")
     write(tmp_path, "pjsip.auth.conf", "[2001-auth]\ntype=auth\npassword=secret-2001-xyz\n[2002-auth\n")
     inv = read_one(tmp_path, ("pjsip", "pjsip.conf"))
     assert said(inv, "error") == [
-        "pjsip.auth.conf:4: [section]: the section header does not close with ']'; the file is left out"]
-    assert inv.files == {"pjsip.conf": 0} and inv.extensions == []
+        f"pjsip.auth.conf:4: [section]: the section header does not close with ']'; the section is {LEFT_OUT}"]
+    assert inv.files == {"pjsip.conf": 1} and reveal(ext(inv, "2001").secret) == "secret-2001-xyz"
 
 
 def test_includes_missing_cyclic_or_absolute(tmp_path):
@@ -317,8 +338,11 @@ def test_includes_missing_cyclic_or_absolute(tmp_path):
     assert said(inv) == [
         "etc/pjsip.conf:1: #include: pjsip_custom.conf is not here; its sections are not read (copy it beside "
         "this file if it holds extensions)",
-        "etc/pjsip.conf:4: #include: includes pjsip.conf, which includes this file again"]
-    assert inv.files == {"etc/pjsip.conf": 0} and inv.extensions == []
+        "etc/pjsip.conf:4: #include: includes pjsip.conf, which includes this file again",
+        "etc/pjsip.endpoint.conf:1: secret: extension 2001 has no SIP secret in any file; `voip export` will need "
+        "--new-secrets for it"]
+    assert inv.files == {"etc/pjsip.conf": 1}, "the absolute include found beside it is read"
+    assert [e.number for e in inv.extensions] == ["2001"]
 
 
 def test_a_file_listed_and_also_included_is_read_once(tmp_path):
@@ -428,18 +452,22 @@ def test_a_voicemail_email_that_is_not_an_address_is_a_warning_and_the_box_is_ke
     assert warnings[:2] == [
         "voicemail.conf:2: voicemail_email: 'ana.lopez at health' is not an e-mail address (extension 2001); kept, "
         "but voicemail cannot be sent there and it cannot link the extension to a mail user",
-        "voicemail.conf:3: voicemail_email: the value is not an e-mail address (extension 2002); kept, but "
-        "voicemail cannot be sent there and it cannot link the extension to a mail user"]
+        "voicemail.conf:3: voicemail_email: the value is not an e-mail address (extension 2002) and holds the "
+        "record's secret: not kept"]
     assert ext(inv, "2001").voicemail_email == "ana.lopez at health"
+    assert ext(inv, "2002").voicemail_email is None, "a PIN in the e-mail column never reaches the store"
     assert inv.files == {"voicemail.conf": 2}
 
 
-def test_the_same_mailbox_in_two_contexts_rejects_the_file(tmp_path):
-    write(tmp_path, "voicemail.conf", "[default]\n2001 => 4321,Ana\n[sales]\n2001 => 1234,Sales\n")
+def test_the_same_mailbox_in_two_contexts_takes_the_first_and_holds_it(tmp_path):
+    write(tmp_path, "voicemail.conf", "[default]\n2001 => 4321,Ana\n[sales]\n2001 => 1234,Sales\n"
+                                      "2002 => 5555,Ben\n")
     inv = read_one(tmp_path, ("voicemail", "voicemail.conf"))
-    assert said(inv, "error") == [
-        "voicemail.conf:4: number: mailbox 2001 is defined twice: here and at voicemail.conf:2; the file is left out"]
-    assert inv.extensions == [] and inv.files == {"voicemail.conf": 0}
+    error = ("voicemail.conf:4: number: mailbox 2001 is defined twice: here and at voicemail.conf:2; the one at "
+             "voicemail.conf:2 is taken; extension 2001 is held")
+    assert said(inv, "error") == [error]
+    assert (ext(inv, "2001").voicemail_box, ext(inv, "2001").held) == ("2001@default", [error])
+    assert ext(inv, "2002").held == [] and inv.files == {"voicemail.conf": 2}
 
 
 # --------------------------------------------------------------------------------------------- Kamailio
@@ -477,18 +505,21 @@ def test_kamailio_dbtext_subscriber_with_escapes_nulls_and_ha1_only_rows(tmp_pat
 
 @pytest.mark.parametrize(("row", "message"), [
     ("1:2001:health.gov.bz:x\\qy::", "subscriber:3: a backslash that is not one of db_text's escapes "
-                                      "(\\: \\\\ \\n \\r \\t \\0); Kamailio refuses such a table; the file is left out"),
-    ("1:2001:health.gov.bz:a:b:c:extra", "subscriber:3: this row has 7 fields and the header 6 columns; the file "
-                                         "is left out"),
-    ("x:2001:health.gov.bz:secret-here::", "subscriber:3: id: not an integer in an int column; the file is left "
-                                            "out"),
+                                      "(\\: \\\\ \\n \\r \\t \\0); Kamailio refuses such a row; " + LEFT_OUT),
+    ("1:2001:health.gov.bz:a:b:c:extra", f"subscriber:3: this row has 7 fields and the header 6 columns; {LEFT_OUT}"),
+    ("x:2001:health.gov.bz:secret-here::", f"subscriber:3: id: not an integer in an int column; this row is {LEFT_OUT}"),
 ])
-def test_a_kamailio_row_kamailio_would_refuse_rejects_the_file(tmp_path, row, message):
+def test_a_kamailio_row_kamailio_would_refuse_is_left_out_and_its_user_held(tmp_path, row, message):
     write(tmp_path, "subscriber", "id(int,auto) username(string) domain(string) password(string) ha1(string) "
-                                  "ha1b(string)\n2:2000:health.gov.bz:good-secret-2000::\n" + row + "\n")
-    inv = read_one(tmp_path, ("kamailio-dbtext", "subscriber"))
-    assert said(inv, "error") == [message]
-    assert inv.extensions == [] and inv.files == {"subscriber": 0}
+                                  "ha1b(string)\n2:2000:health.gov.bz:good-secret-2000::\n" + row + "\n"
+                                  "3:2002:health.gov.bz:good-secret-2002::\n")
+    write(tmp_path, "vm.conf", "[default]\n2001 => 1234,Ana\n")
+    inv = read_one(tmp_path, ("kamailio-dbtext", "subscriber"), ("voicemail", "vm.conf"))
+    held = message + "; extension 2001 is held"
+    assert said(inv, "error") == [held]
+    assert [e.number for e in inv.extensions] == ["2000", "2001", "2002"] and inv.files["subscriber"] == 2
+    assert ext(inv, "2001").held == [held] and ext(inv, "2001").secret is None
+    assert "secret-here" not in held
 
 
 def test_kamailio_csv_export_of_the_subscriber_table(tmp_path):
@@ -545,15 +576,16 @@ def test_merge_order_and_conflicting_secrets_are_said_with_both_places_never_the
         assert value not in text
 
 
-def test_the_same_number_in_two_files_of_one_family_rejects_the_later_file_naming_both(tmp_path):
+def test_the_same_number_in_two_files_of_one_family_takes_the_earlier_naming_both(tmp_path):
     write(tmp_path, "a.csv", "extension,name,secret\n2001,Ana,secret-2001-aaaa\n2002,Ben,secret-2002-bbbb\n")
     write(tmp_path, "b.csv", "extension,name,secret\n2003,Cy,secret-2003-cccc\n2002,Ben B,secret-2002-dddd\n")
     inv = read_one(tmp_path, ("freepbx-extensions", "a.csv"), ("freepbx-extensions", "b.csv"))
-    assert said(inv, "error") == ["b.csv:3: number: extension 2002 is already defined at a.csv:3; this file is "
-                                  "left out"]
-    assert inv.files == {"a.csv": 2, "b.csv": 0}
-    assert [e.number for e in inv.extensions] == ["2001", "2002"], "2003 of the rejected file is not taken either"
-    assert ext(inv, "2002").name == "Ben"
+    error = ("b.csv:3: number: extension 2002 is already defined at a.csv:3; the one there is taken and this one "
+             "left out; extension 2002 is held")
+    assert said(inv, "error") == [error]
+    assert inv.files == {"a.csv": 2, "b.csv": 1}
+    assert [e.number for e in inv.extensions] == ["2001", "2002", "2003"], "2003 of the later file is taken"
+    assert (ext(inv, "2002").name, ext(inv, "2002").held) == ("Ben", [error])
 
 
 def test_the_same_did_in_two_dids_files_rejects_the_later(tmp_path):
@@ -563,10 +595,12 @@ def test_the_same_did_in_two_dids_files_rejects_the_later(tmp_path):
                                   "+5018220101,\"from-did-direct,2002,1\"\n")
     inv = read_one(tmp_path, ("freepbx-extensions", "ext.csv"), ("freepbx-dids", "dids-a.csv"),
                    ("freepbx-dids", "dids-b.csv"))
-    assert said(inv, "error") == ["dids-b.csv:3: extension: DID +5018220101 is already routed at dids-a.csv:2; "
-                                  "this file is left out"]
-    assert (ext(inv, "2001").dids, ext(inv, "2002").dids) == (["+5018220101"], [])
-    assert inv.files == {"ext.csv": 2, "dids-a.csv": 1, "dids-b.csv": 0}
+    error = ("dids-b.csv:3: extension: DID +5018220101 is already routed at dids-a.csv:2; the route there is taken "
+             "and this one left out; extension 2001 and 2002 are held")
+    assert said(inv, "error") == [error]
+    assert (ext(inv, "2001").dids, ext(inv, "2002").dids) == (["+5018220101"], ["+5018220102"])
+    assert ext(inv, "2001").held == ext(inv, "2002").held == [error], "both ends of the route are held"
+    assert inv.files == {"ext.csv": 2, "dids-a.csv": 1, "dids-b.csv": 1}
 
 
 def test_a_mailbox_without_a_phone_in_the_device_files_is_kept_with_a_warning(tmp_path):
@@ -580,12 +614,15 @@ def test_a_mailbox_without_a_phone_in_the_device_files_is_kept_with_a_warning(tm
     assert ext(inv, "2009").name == "Old Box"
 
 
-def test_the_same_number_twice_in_one_file_rejects_it(tmp_path):
-    write(tmp_path, "a.csv", "extension,name,secret\n2001,Ana,secret-2001-aaaa\n2001,Ana again,secret-2001-bbbb\n")
+def test_the_same_number_twice_in_one_file_takes_the_first_and_holds_it(tmp_path):
+    write(tmp_path, "a.csv", "extension,name,secret\n2001,Ana,secret-2001-aaaa\n2001,Ana again,secret-2001-bbbb\n"
+                             "2002,Ben,secret-2002-cccc\n")
     inv = read_one(tmp_path, ("freepbx-extensions", "a.csv"))
-    assert said(inv, "error") == ["a.csv:3: number: extension 2001 is defined twice: here and at a.csv:2; the file "
-                                  "is left out"]
-    assert inv.extensions == [] and inv.files == {"a.csv": 0}
+    error = ("a.csv:3: number: extension 2001 is defined twice: here and at a.csv:2; the one at a.csv:2 is taken; "
+             "extension 2001 is held")
+    assert said(inv, "error") == [error]
+    assert (ext(inv, "2001").name, ext(inv, "2001").held) == ("Ana", [error])
+    assert ext(inv, "2002").held == [] and inv.files == {"a.csv": 2}
 
 
 def test_a_kamailio_dbtext_and_csv_of_the_same_table_are_one_family(tmp_path):
@@ -594,7 +631,7 @@ def test_a_kamailio_dbtext_and_csv_of_the_same_table_are_one_family(tmp_path):
     write(tmp_path, "subscriber.csv", "id,username,domain,password\n1,2001,health.gov.bz,kam-secret-2001\n")
     inv = read_one(tmp_path, ("kamailio-dbtext", "subscriber"), ("kamailio-csv", "subscriber.csv"))
     assert said(inv, "error") == ["subscriber.csv:2: number: extension 2001 is already defined at subscriber:2; "
-                                  "this file is left out"]
+                                  "the one there is taken and this one left out; extension 2001 is held"]
 
 
 def test_the_same_number_in_two_ministries_sharing_a_dial_plan(tmp_path):
@@ -612,15 +649,18 @@ def test_the_same_number_in_two_ministries_sharing_a_dial_plan(tmp_path):
     })
     inventories = [read_pbx(proj, proj.source(s)) for s in ("education", "health", "finance")]
     problems = check_dial_plans(inventories, proj)
-    assert [str(p) for p in problems] == [
-        "education/pjsip.conf:1: number: extension 2002 is also defined by source health at health/ext.csv:3, and "
-        "both number in dial plan 'gov'; this file is left out"]
-    education = inventories[0]
-    assert education.files == {"education/ext.csv": 1, "education/pjsip.conf": 0}
-    assert [e.number for e in education.extensions] == ["3001"], "3002 came from the rejected file"
-    assert str(problems[0]) in said(education)
-    assert [e.number for e in inventories[1].extensions] == ["2001", "2002"], "the earlier source keeps its own"
-    assert [e.number for e in inventories[2].extensions] == ["2001"], "finance numbers in a dial plan of its own"
+    left = ("education/pjsip.conf:1: number: extension 2002 is also defined by source health at health/ext.csv:3, "
+            "and both number in dial plan 'gov': the one of source health is taken (held) and this one left out")
+    held = ("health/ext.csv:3: number: extension 2002 is also defined by source education at education/pjsip.conf:1, "
+            "and both number in dial plan 'gov': this one is taken and held until one of the files is fixed")
+    assert [str(p) for p in problems] == [left, held]
+    education, health, finance = inventories
+    assert education.files == {"education/ext.csv": 1, "education/pjsip.conf": 1}
+    assert [e.number for e in education.extensions] == ["3001", "3002"], "only 2002 is left out"
+    assert left in said(education) and held in said(health)
+    assert [e.number for e in health.extensions] == ["2001", "2002"], "the earlier source keeps its own"
+    assert ext(health, "2002").held == [held] and ext(health, "2001").held == []
+    assert [e.number for e in finance.extensions] == ["2001"], "finance numbers in a dial plan of its own"
 
 
 def test_check_dial_plans_leaves_out_clashing_extensions_of_an_inventory_built_elsewhere(tmp_path):
@@ -632,9 +672,13 @@ def test_check_dial_plans_leaves_out_clashing_extensions_of_an_inventory_built_e
     education = PbxInventory("education", [Extension("education", "gov", "2001", origins=["e.csv:5"]),
                                            Extension("education", "gov", "2002", origins=["e.csv:6"])])
     problems = check_dial_plans([health, education], proj)
-    assert [str(p) for p in problems] == ["e.csv:5: number: extension 2001 is also defined by source health at "
-                                          "h.csv:2, and both number in dial plan 'gov'; this file is left out"]
+    assert [str(p) for p in problems] == [
+        "e.csv:5: number: extension 2001 is also defined by source health at h.csv:2, and both number in dial plan "
+        "'gov': the one of source health is taken (held) and this one left out",
+        "h.csv:2: number: extension 2001 is also defined by source education at e.csv:5, and both number in dial "
+        "plan 'gov': this one is taken and held until one of the files is fixed"]
     assert [e.number for e in education.extensions] == ["2002"]
+    assert health.extensions[0].held == [str(problems[1])]
 
 
 # ------------------------------------------------------------------------------------------- encodings
@@ -684,12 +728,14 @@ def test_a_utf8_byte_order_mark_is_dropped(tmp_path):
     assert said(inv) == [] and ext(inv, "2001").name == "José Pérez"
 
 
-def test_a_row_whose_cells_do_not_match_the_header_rejects_the_csv(tmp_path):
-    write(tmp_path, "ext.csv", "extension,name,secret\n2001,Ana,secret-2001-aaaa\n2002,Ben\n")
-    inv = read_one(tmp_path, ("freepbx-extensions", "ext.csv"))
-    assert said(inv, "error") == ["ext.csv:3: this row has 2 cells and the header 3; the file is left out "
-                                  "(FreePBX's importer refuses such a file too)"]
-    assert inv.extensions == []
+def test_a_row_whose_cells_do_not_match_the_header_is_left_out_and_its_extension_held(tmp_path):
+    write(tmp_path, "ext.csv", "extension,name,secret\n2001,Ana,secret-2001-aaaa\n2002,Ben\n2003,Cy,secret-2003-c\n")
+    write(tmp_path, "vm.conf", "[default]\n2002 => 1234,Ben\n")
+    inv = read_one(tmp_path, ("freepbx-extensions", "ext.csv"), ("voicemail", "vm.conf"))
+    error = (f"ext.csv:3: this row has 2 cells and the header 3 (FreePBX's importer refuses such a row too); "
+             f"{LEFT_OUT}; extension 2002 is held")
+    assert said(inv, "error") == [error]
+    assert [e.number for e in inv.extensions] == ["2001", "2002", "2003"] and ext(inv, "2002").held == [error]
 
 
 # --------------------------------------------------------------------------------------------- secrets
@@ -733,6 +779,47 @@ def test_secrets_never_appear_in_problems_reprs_or_the_redactor(tmp_path):
         assert value not in everything
     assert not set(SECRETS) & redaction._known, "PBX secrets are never registered with the redactor"
     assert reveal(ext(inv, "2005").voicemail_pin) == SECRETS[5], "the secret is there, only hidden"
+
+
+# ------------------------------------------------------------------------------ faults of real exports (issue 24)
+
+NEWLINE_NAME = "Ana\r\nLópez"
+YAML_NAME = "Reception: main #1 white_glove: true"
+
+
+@pytest.mark.parametrize("conf", ["sip", "pjsip"])
+def test_exports_with_faults_lose_no_good_row_and_hold_what_the_faults_concern(tmp_path, conf):
+    """One DID too short among good ones, one phone's section defined twice, names holding CR/LF or ': ' and '#',
+    a fax line that is a custom device: every good row is read, each fault is an error at its file and line (or,
+    for the fax, no fault at all), and the extensions the errors concern are held."""
+    faults = labpbx.Faults(bad_did=True, duplicate_section=True, names=((0, NEWLINE_NAME), (2, YAML_NAME)),
+                           fax_custom=True)
+    files = labpbx.write_pbx(tmp_path / "pbx", PEOPLE, seed="faults", source_id="finance", domain="finance.gov.bz",
+                             formats=("freepbx-extensions", "freepbx-dids", conf, "voicemail"), faults=faults)
+    proj = project(tmp_path, {"finance": files.mapping(tmp_path)})
+    inv = read_pbx(proj, proj.source("finance"))
+    assert_expected(inv, files.expected)
+    assert len(inv.extensions) == len(PEOPLE) + 3, "the Ministry of Finance keeps every extension"
+    phones_in_conf = len(files.expected) - 1  # all but the fax, a custom device
+    assert inv.files == {"pbx/extensions.csv": len(files.expected), "pbx/dids.csv": sum(
+        len(e.dids) for e in files.expected.values()), f"pbx/{conf}.conf": phones_in_conf,
+        "pbx/voicemail.conf": sum(1 for e in files.expected.values() if e.voicemail_box)}, "every good row is taken"
+    did_at, (first, second) = files.faults["bad_did"], files.faults["duplicate_section"].split(" and ")
+    twice, did_owner = files.faults["duplicate_of"], files.faults["bad_did_for"]
+    winner = second if conf == "sip" else first
+    why = " (chan_sip applies the sections of one name in order: the later one wins)" if conf == "sip" else ""
+    duplicate = (f"pbx/{second}: number: extension {twice} is defined twice: here and at pbx/{first}; the one at "
+                 f"pbx/{winner} is taken{why}; extension {twice} is held") if conf == "sip" else (
+        f"pbx/{second}: [{twice}]: a second type=endpoint [{twice}]: the first, at pbx/{first}, is taken and this "
+        f"one left out; extension {twice} is held")
+    bad_did = (f"pbx/{did_at}: extension: DID '12' is not a valid number in region BZ (+501); this row is "
+               f"{LEFT_OUT}; extension {did_owner} is held")
+    assert said(inv, "error") == [bad_did, duplicate]
+    assert ext(inv, did_owner).held == [bad_did] and ext(inv, twice).held == [duplicate]
+    assert ext(inv, "2001").name == NEWLINE_NAME and ext(inv, "2003").name == YAML_NAME, "names are data, intact"
+    fax = ext(inv, files.faults["fax"])
+    assert (fax.tech, fax.secret, fax.held) == ("custom", None, [])
+    assert not [w for w in said(inv, "warning") if files.faults["fax"] in w], "a fax needs no SIP secret"
 
 
 # ------------------------------------------------------------------------------------------ the lab files
@@ -802,5 +889,5 @@ def assert_expected(inv: PbxInventory, expected: dict[str, labpbx.ExpectedExtens
     for number, want in expected.items():
         got = ext(inv, number)
         assert (got.name, reveal(got.secret), reveal(got.voicemail_pin), tuple(got.dids), got.voicemail_email,
-                got.tech, got.voicemail_box) == (
-            want.name, want.secret, want.pin, want.dids, want.email, want.tech, want.voicemail_box), number
+                got.tech, got.voicemail_box, bool(got.held)) == (
+            want.name, want.secret, want.pin, want.dids, want.email, want.tech, want.voicemail_box, want.held), number

@@ -80,17 +80,20 @@ def test_a_user_sees_mail_and_phone_in_one_view_and_the_plan_moves_them_together
     assert "phones,phones_moved" in csv_text.splitlines()[0]
 
 
-def test_a_malformed_file_is_named_by_line_and_nothing_of_it_is_taken(govmigrate, ministry):
+def test_a_malformed_line_is_named_by_line_the_rest_of_the_file_is_taken_and_the_exit_is_2(govmigrate, ministry):
+    # Issue 24 changed this: a bad line no longer throws its whole file away; it is an error (exit 2), not a warning.
     ws, _lab, _boxes, files = ministry
     pjsip = files.path("pjsip")
     text = pjsip.read_text()
     pjsip.write_text(text + "\nthis line is outside any section\n[broken\n")
-    doc = inventory(govmigrate, ws)
+    doc = inventory(govmigrate, ws, expect=int(ExitCode.USAGE))
     errors = [p for p in doc["problems"] if p["severity"] == "error"]
     assert errors and all(p["file"].endswith("pjsip.conf") and p["line"] for p in errors), errors
-    assert doc["files"]["health"]["pbx/health/pjsip.conf"] == 0
+    assert doc["files"]["health"]["pbx/health/pjsip.conf"] == len(files.expected)
     rows = doc["extensions"]
-    assert rows and not any("pjsip.conf" in o for r in rows for o in r["origins"]), "nothing of it half-imported"
+    assert all(any("pjsip.endpoint.conf" in o for o in r["origins"]) for r in rows), "its good sections are taken"
+    table = govmigrate("-w", ws, "inventory", "phones", expect=int(ExitCode.USAGE))
+    assert next(line for line in table.stderr.splitlines() if "pjsip.conf:" in line).startswith("error: ")
 
 
 def test_a_second_inventory_forgets_what_the_pbx_no_longer_has_unless_it_moved_on(govmigrate, ministry):

@@ -34,8 +34,9 @@ def _secret(ws: Path) -> str:
 
 
 def make_workspace(ws: Path, users: dict[str, list[tuple]], *, waves: dict | None = None,
-                   domains: dict[str, list[str]] | None = None) -> Path:
-    """``users``: source id → rows of (email, flags, bytes or an error text, display name (optional)).
+                   domains: dict[str, list[str]] | None = None, timezone: str | None = None) -> Path:
+    """``users``: source id → rows of (email, flags, bytes or an error text, display name (optional));
+    ``timezone``: the project file's (none: this host's).
 
     Servers point at a closed port: nothing here may contact one. The state store is the workspace's state.db,
     or the lab's PostgreSQL where a test module runs on both engines (``scenario.engine_state``)."""
@@ -66,6 +67,8 @@ def make_workspace(ws: Path, users: dict[str, list[tuple]], *, waves: dict | Non
     state_url = scenario.state_url()
     if state_url:
         doc["state"] = scenario.state_section(state_url)
+    if timezone:
+        doc["timezone"] = timezone
     (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     project = load_project(ws / "migration.yaml")
     store = scenario.workspace_store(ws) if state_url else open_store(ws / "state.db", create=True)
@@ -488,6 +491,16 @@ def test_generate_without_an_inventory_says_to_run_one(govmigrate, tmp_path):
     ws = make_workspace(tmp_path / "ws", {"health": [("a@health.gov.bz", "", None)]})
     result = govmigrate("-w", ws, "plan", "generate", expect=int(ExitCode.USAGE))
     assert "inventory mail" in result.stderr
+
+
+def test_generate_after_an_inventory_that_reached_no_mailbox_is_a_clear_error_not_a_crash(govmigrate, tmp_path):
+    ws = make_workspace(tmp_path / "ws", {"health": [
+        ("a@health.gov.bz", "", "source health (127.0.0.1:9): connection refused (nothing listening)"),
+        ("b@health.gov.bz", "", "source health (127.0.0.1:9): connection refused (nothing listening)")]})
+    result = govmigrate("-w", ws, "plan", "generate", expect=int(ExitCode.PARTIAL))
+    assert "no mailbox can be planned: all 2 were left out" in result.stderr
+    assert "connection refused" in result.stderr and "Traceback" not in result.stderr
+    assert not (ws / "plans" / "index.yaml").exists()
 
 
 def test_a_store_of_schema_1_is_upgraded_in_place_keeping_its_data(tmp_path):

@@ -19,6 +19,9 @@ from tests.conftest import shared_state_if
 from tests.lab import scenario
 from tests.test_plan import MB, generate, make_workspace, plan_doc
 
+#: The programme's zone in these tests: UTC-06:00 all year (no daylight saving).
+BELIZE = "America/Belize"
+
 
 @pytest.fixture(autouse=True, params=["sqlite", "postgresql"])
 def engine(request):
@@ -31,7 +34,7 @@ def programme(tmp_path, govmigrate, *first_date: str):
         "health": [("p@health.gov.bz", "pilot", 2 * MB), ("a@health.gov.bz", "", 30 * MB),
                    ("b@health.gov.bz", "", 10 * MB)],
         "education": [("c@education.gov.bz", "", 4 * MB), ("d@education.gov.bz", "", "login refused")],
-    })
+    }, timezone=BELIZE)
     generate(govmigrate, ws, *first_date, expect=1)
     return ws
 
@@ -70,7 +73,7 @@ def test_counts_per_ministry_and_wave_follow_the_lifecycle(tmp_path, govmigrate)
     education = next(m for m in r.ministries if m.source_id == "education")
     assert (education.counts.planned, education.counts.unplanned) == (1, 1), "d failed inventory: in no wave"
     assert education.completion.status == "partly planned" and "in no wave" in education.completion.note
-    assert education.completion.at == "2030-06-16 04:00"
+    assert education.completion.at == "2030-06-16T04:00-06:00"
     pilot = next(w for w in r.waves if w.id == "pilot")
     assert pilot.counts.done == 1 and pilot.completion.status == "done"
     assert [(f.email, f.wave) for f in r.failures] == [("b@health.gov.bz", "wave-01")]
@@ -81,9 +84,10 @@ def test_completion_is_the_last_window_with_work_left(tmp_path, govmigrate):
     ws = programme(tmp_path, govmigrate, "--first-date", "2030-06-01", "--days-between", "7")
     r = report(ws, dt.datetime(2030, 5, 1))
     ends = {w.id: w.completion.at for w in r.waves}
-    assert ends == {"pilot": "2030-06-02 04:00", "wave-01": "2030-06-09 04:00", "wave-02": "2030-06-16 04:00"}
+    assert ends == {"pilot": "2030-06-02T04:00-06:00", "wave-01": "2030-06-09T04:00-06:00",
+                    "wave-02": "2030-06-16T04:00-06:00"}
     health = next(m for m in r.ministries if m.source_id == "health")
-    assert health.completion.at == "2030-06-09 04:00"
+    assert health.completion.at == "2030-06-09T04:00-06:00"
     # A passed window with work left is overdue, and so is the programme's estimate.
     late = report(ws, dt.datetime(2030, 6, 12))
     statuses = {w.id: w.completion.status for w in late.waves}
@@ -100,12 +104,12 @@ def test_a_wave_without_a_date_has_no_completion(tmp_path, govmigrate):
 
 def test_copy_longer_than_the_window_pushes_the_completion(tmp_path, govmigrate):
     ws = make_workspace(tmp_path / "ws", {"health": [("big@health.gov.bz", "", 90_000 * MB)]},
-                        waves={"default_rate_mb_s": 1, "window": {"hours": 6}, "pilot": {"count": 0}})
+                        waves={"default_rate_mb_s": 1, "window": {"hours": 6}, "pilot": {"count": 0}}, timezone=BELIZE)
     generate(govmigrate, ws, "--first-date", "2030-06-01", expect=1)  # it warns: the copy outlasts the window
     assert plan_doc(ws, "wave-01")["window"]["hours"] == 6
     wave = report(ws, dt.datetime(2030, 5, 1)).waves[0]
     assert wave.remaining_hours == 25.0
-    assert wave.completion.at == "2030-06-02 23:00" and "longer than the window" in wave.completion.note
+    assert wave.completion.at == "2030-06-02T23:00-06:00" and "longer than the window" in wave.completion.note
 
 
 def test_json_and_csv_for_spreadsheets(tmp_path, govmigrate):
@@ -118,6 +122,6 @@ def test_json_and_csv_for_spreadsheets(tmp_path, govmigrate):
     assert [(r["level"], r["id"]) for r in rows] == [("programme", ""), ("ministry", "health"),
                                                      ("ministry", "education"), ("wave", "pilot"),
                                                      ("wave", "wave-01"), ("wave", "wave-02")]
-    assert rows[3]["done"] == "1" and rows[3]["mailboxes"] == "1" and rows[3]["window"] == "2099-06-01 22:00 6h"
+    assert rows[3]["done"] == "1" and rows[3]["mailboxes"] == "1" and rows[3]["window"] == "2099-06-01T22:00-06:00 6h"
     text = govmigrate("-w", ws, "report").stdout
     assert "1 of 5 mailboxes done" in text and "per ministry" in text and "per wave" in text

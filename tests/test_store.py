@@ -60,18 +60,25 @@ def test_mailbox_state_changes_are_events(tmp_path):
         store.close()
 
 
-def test_a_schema_6_store_is_upgraded_in_place_with_its_mailboxes_kept(tmp_path):
-    """Migration 7 (calendars and contacts) adds its tables to a store written before it, keeping the rows."""
-    from migrate.core.store import MIGRATIONS, GroupwareRecord
+def sqlite_at_schema(path, version: int) -> sqlite3.Connection:
+    """A SQLite store as govmigrate wrote it at schema ``version`` (mode 0600), open for writing old rows."""
+    from migrate.core.store import MIGRATIONS
 
-    path = tmp_path / "state.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    for number, migration in enumerate(MIGRATIONS[:6], 1):
+    for number, migration in enumerate(MIGRATIONS[:version], 1):
         for statement in migration.statements("sqlite"):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {number}")
-    conn.close()
     path.chmod(0o600)
+    return conn
+
+
+def test_a_schema_6_store_is_upgraded_in_place_with_its_mailboxes_kept(tmp_path):
+    """Migration 7 (calendars and contacts) adds its tables to a store written before it, keeping the rows."""
+    from migrate.core.store import GroupwareRecord
+
+    path = tmp_path / "state.db"
+    sqlite_at_schema(path, 6).close()
     store = open_store(path)
     try:
         assert store.schema_version == SCHEMA_VERSION >= 7

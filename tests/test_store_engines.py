@@ -23,6 +23,7 @@ from migrate.core.store import (
     open_postgres,
     open_store,
 )
+from tests.test_store import sqlite_at_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -162,6 +163,33 @@ def test_groupware_waves_runs_and_dns_domains(store):
     store.update_dns_domain("Health.gov.bz", state="prepared", old_ttl=3600, baseline=[{"type": "MX"}])
     assert store.dns_domain("HEALTH.gov.bz").baseline == [{"type": "MX"}]
     assert [d.domain for d in store.dns_domains()] == ["health.gov.bz"]
+
+
+def test_the_copy_back_marks_records_and_pairs_on_both_engines(store):
+    mid = _mailbox(store)
+    inbox = store.ensure_folder(mid, "INBOX", "INBOX", subscribed=True)
+    store.update_folder(inbox.id, dest_uidvalidity=7, dest_uidnext=12)
+    sent = store.ensure_folder(mid, "Sent", "Sent", subscribed=True)        # never saw a UIDNEXT: above its copies
+    store.record_copied(sent.id, [(1, None, 40, "fp", 10, "")])
+    store.mark_for_copy_back([mid])
+    assert store.copy_back_marks(mid) == {"INBOX": (7, 12), "Sent": (None, 41)} and store.marked(mid)
+    store.update_folder(inbox.id, dest_uidnext=15)
+    store.mark_for_copy_back([mid])                                         # a later switch replaces the marks
+    assert store.copy_back_marks(mid)["INBOX"] == (7, 15)
+    back = store.reverse_folder(mid, "INBOX", "INBOX", inbox.id)
+    assert store.reverse_folder(mid, "INBOX", "INBOX", inbox.id).id == back.id
+    store.reverse_pending(back.id, [(12, "fp12", 5, "\\Seen"), (13, "fp13", 6, "")], 30)
+    store.reverse_copied(back.id, inbox.id, [(12, 30, "fp12", 5, "\\Seen")])
+    store.reverse_failed(back.id, 13, "fp13", 6, "refused by the ministry server")
+    records = {r.src_uid: r for r in store.reverse_records(back.id)}
+    assert (records[12].state, records[12].dest_uid) == ("copied", 30) and records[13].state == "failed"
+    pair = next(r for r in store.message_records(inbox.id) if r.src_uid == 30)
+    assert (pair.dest_uid, pair.state, pair.flags) == (12, "copied", "\\Seen"), "the forward copy knows the pair"
+    store.carried_back_flags(back.id, inbox.id, [("\\Flagged", 12)])
+    assert next(r for r in store.message_records(inbox.id) if r.src_uid == 30).flags == "\\Flagged"
+    assert store.copied_back(mid) == (1, 5, [("INBOX", 13, "refused by the ministry server")])
+    store.delete_reverse_records(back.id, [13])
+    assert set(r.src_uid for r in store.reverse_records(back.id)) == {12}
 
 
 def test_a_lease_is_one_holders_until_it_lapses(engine):
@@ -309,3 +337,115 @@ def test_what_a_sync_records_of_users_moves_renames_and_deletions_is_fenced(stor
     assert (moved.src_uid, moved.dest_uid, moved.state, moved.moved_from_folder) == (3, 12, "copied", None)
     assert {f.dest_name for f in store.folders(mailbox_id)} == {"INBOX", "Reports 2025"}
     assert [m.accepted for m in store.failed_messages(mailbox_id)] == ["accepted by the ministry"]
+def test_every_approval_is_kept_with_how_it_lapsed_and_each_run_names_its_approval(store):
+    mid = _mailbox(store)
+    store.record_wave("pilot", position=0, plan_file="plans/pilot.yaml", doc={"mailboxes": ["a@health.gov.bz"]})
+    assert not store.lapse_approval("pilot", "nothing to lapse"), "no approval yet"
+    store.approve_wave("pilot", position=0, plan_file="plans/pilot.yaml", plan_hash="ab" * 32,
+                       doc={"mailboxes": ["a@health.gov.bz"]}, who="tester")
+    first = store.start_run("pilot", "prestage")
+    store.record_wave("pilot", position=0, plan_file="plans/pilot.yaml", doc={"mailboxes": ["a@health.gov.bz"],
+                                                                              "extensions": ["gov:2001"]},
+                      changes="1 phone extension added (gov:2001)")
+    unapproved = store.start_run("pilot", "sip-check")   # a step that needs no approval: it runs under none
+    store.approve_wave("pilot", position=0, plan_file="plans/pilot.yaml", plan_hash="cd" * 32,
+                       doc={"mailboxes": ["a@health.gov.bz"], "extensions": ["gov:2001"]}, who="board",
+                       changes="1 phone extension added (gov:2001)")
+    second = store.start_run("pilot", "delta")
+    one, two = store.approvals("pilot")
+    assert (one.approved_by, one.plan_hash, one.doc) == ("tester", "ab" * 32, {"mailboxes": ["a@health.gov.bz"]})
+    assert one.lapsed_at and one.lapse_reason == "the plan was generated again: 1 phone extension added (gov:2001)"
+    assert (two.approved_by, two.lapsed_at, two.changes) == ("board", None, "1 phone extension added (gov:2001)")
+    assert {r.id: r.approval_id for r in store.runs("pilot")} == {first: one.id, unapproved: None, second: two.id}
+    lapsed = [e for e in store.events(obj="wave/pilot") if e.action == "approval-lapsed"]
+    assert [e.detail for e in lapsed] == [one.lapse_reason]
+    store.delete_wave("pilot")
+    assert store.approvals("pilot")[-1].lapse_reason == "the wave was taken out of the plan"
+    store.record_verification(mid, deep=False, matches=False, counts={"missing": 2, "duplicates": 1}, error=None)
+    store.record_verification(mid, deep=True, matches=True, counts={"source_messages": 5, "dest_messages": 5})
+    (check,) = store.verifications().values()
+    assert (check.mailbox_id, check.deep, check.matches, check.missing, check.source_messages) == (mid, True, True,
+                                                                                                  0, 5)
+
+
+def _store_of_schema_9(engine_name: str, tmp_path, request):
+    """A store as govmigrate wrote it before approvals had a history (schema 9): (run SQL, open it)."""
+    from migrate.core.store import MIGRATIONS
+
+    if engine_name == "sqlite":
+        path = tmp_path / "old.db"
+        conn = sqlite_at_schema(path, 9)
+        return (lambda sql, params=(): conn.execute(sql, params)), (lambda: open_store(path))
+    import psycopg
+
+    server = request.getfixturevalue("postgres_server")
+    url = request.getfixturevalue("postgres_url")
+    conn = psycopg.connect(url, password=server.password, autocommit=True)
+    conn.execute("CREATE EXTENSION IF NOT EXISTS citext")
+    conn.execute("CREATE TABLE govmigrate_schema (version INTEGER NOT NULL)")
+    for number, migration in enumerate(MIGRATIONS[:9], 1):
+        for statement in migration.statements("postgresql"):
+            conn.execute(statement)
+        conn.execute("INSERT INTO govmigrate_schema(version) VALUES (%s)", (number,))
+    return ((lambda sql, params=(): conn.execute(sql.replace("?", "%s"), params)),
+            (lambda: open_postgres(url, password=server.password)))
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite", "postgresql"])
+def test_approvals_and_runs_recorded_before_the_history_come_from_the_event_log(engine_name, tmp_path, request):
+    """Migration 11 fills the history from the approve events: the one still on record gets its whole hash and what
+    it covered, an earlier one its hash as the event has it, and each run the last approval before it."""
+    run, opened = _store_of_schema_9(engine_name, tmp_path, request)
+    full = "ef" * 32
+    event = "INSERT INTO events(at, actor, object, action, detail) VALUES (?,?,?,?,?)"
+    run(event, ("2030-01-01T10:00:00Z", "ana", "wave/pilot", "approve", f"plan plans/pilot.yaml sha256 {'ab' * 8}"))
+    run(event, ("2030-01-02T10:00:00Z", "ben", "wave/pilot", "approve", f"plan plans/pilot.yaml sha256 {full[:16]}"))
+    run(event, ("2030-01-01T11:00:00Z", "ana", "wave/wave-01", "approve", f"plan plans/wave-01.yaml sha256 {'cd' * 8}"))
+    run("INSERT INTO waves(id, position, plan_file, plan_hash, approved_by, approved_at, state, updated_at, doc, "
+        "recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?)", ("pilot", 0, "plans/pilot.yaml", full, "ben",
+                                                     "2030-01-02T10:00:00Z", "approved", "2030-01-02T10:00:00Z",
+                                                     '{"mailboxes": ["a@health.gov.bz"]}', "2030-01-02T10:00:00Z"))
+    run("INSERT INTO waves(id, position, plan_file, plan_hash, state, updated_at, doc, recorded_at) "
+        "VALUES (?,?,?,?,?,?,?,?)", ("wave-01", 1, "plans/wave-01.yaml", None, "planned", "2030-01-03T09:00:00Z",
+                                     '{"mailboxes": []}', "2030-01-03T09:00:00Z"))
+    for started in ("2030-01-01T12:00:00Z", "2030-01-03T12:00:00Z"):
+        run("INSERT INTO runs(wave, pass, started_at) VALUES (?,?,?)", ("pilot", "prestage", started))
+    store = opened()
+    try:
+        assert store.schema_version == SCHEMA_VERSION
+        one, two = store.approvals("pilot")
+        assert (one.plan_hash, one.approved_by, one.doc, one.lapsed_at) == ("ab" * 8, "ana", None, None)
+        assert (two.plan_hash, two.approved_by, two.doc, two.plan_file) == (full, "ben",
+                                                                          {"mailboxes": ["a@health.gov.bz"]},
+                                                                          "plans/pilot.yaml")
+        assert [r.approval_id for r in store.runs("pilot")] == [one.id, two.id]
+        (lapsed,) = store.approvals("wave-01")
+        assert lapsed.lapsed_at == "2030-01-03T09:00:00Z" and "generated again" in lapsed.lapse_reason
+    finally:
+        store.close()
+
+
+def test_held_extensions_and_kept_secrets_pending_then_current(store):
+    from migrate.core.store import KeptSecretRow, now
+    from migrate.voip.model import Extension
+
+    store.upsert_source("health", "Ministry of Health", "imap", ["health.gov.bz"])
+    held = ["dids.csv:3: extension: DID '12' is not a valid number; extension 2001 is held"]
+    store.upsert_extension(Extension("health", "health", "2001", "Ana", held=held), seen_at=now())
+    assert store.extension("health:2001").held == held
+    store.upsert_extension(Extension("health", "health", "2001", "Ana"), seen_at=now())  # the file was fixed
+    assert store.extension("health:2001").held == []
+
+    def kept(generation: int) -> KeptSecretRow:
+        return KeptSecretRow("health:2001", "pending", generation, f"v1:sealed-{generation}", None, "key-1", now())
+
+    store.keep_pending_secrets([kept(1)])
+    store.keep_pending_secrets([kept(1)])  # a repeated export keeps one pending set
+    assert list(store.kept_secrets(["health:2001"])["health:2001"]) == ["pending"]
+    store.promote_secrets(["health:2001"])
+    store.keep_pending_secrets([kept(2)])
+    both = store.kept_secrets()["health:2001"]
+    assert (both["current"].generation, both["pending"].generation) == (1, 2)
+    store.promote_secrets(["health:2001"])
+    assert {s: r.generation for s, r in store.kept_secrets()["health:2001"].items()} == {"current": 2}
+    assert store.kept_secrets(["health:2002"]) == {}

@@ -21,7 +21,7 @@ from migrate.cli.output import csv_cell
 from migrate.core.secrets import Secret
 from migrate.voip import export
 from migrate.voip.export import ExportError, write_csv, write_freepbx, write_kamailio
-from migrate.voip.model import Extension
+from migrate.voip.model import PHONE, Extension, line_kind
 from tests.lab.kamailio import (
     DBTEXT_TEMPLATES,
     DOMAIN,
@@ -40,7 +40,8 @@ def secret(value: str) -> Secret:
 
 
 def extensions() -> list[Extension]:
-    """A ministry's PBX as the readers will hand it over: people, a hostile name, a virtual extension."""
+    """A ministry's PBX as the readers will hand it over: people, a hostile name, a virtual extension, a fax line
+    (a custom dial string: not a SIP phone)."""
     return [
         Extension("health", "health", "2001", "Jane Doe", tech="pjsip", transport="udp",
                   secret=secret("Jane-SIP-pass-2001"), dids=["+5012223001", "+5012223002"],
@@ -54,7 +55,9 @@ def extensions() -> list[Extension]:
         Extension("health", "health", "2004", HOSTILE_NAME, tech="pjsip", secret=secret("hostile-name-pass"),
                   voicemail_box="2004", voicemail_pin=secret("9911"), voicemail_email="@evil.example"),
         Extension("health", "health", "2099", "Lobby ring group", tech="virtual", dids=["+5012223099"]),
-        Extension("finance", "finance", "3001", "-Finance Director", tech="iax2", secret=secret("finance-3001-pw")),
+        Extension("finance", "finance", "3001", "-Finance Director", tech="sip", secret=secret("finance-3001-pw")),
+        Extension("health", "health", "2098", "Fax", tech="custom", dids=["+5012223098"],
+                  extra={"dial": "DAHDI/g0/2098"}),
     ]
 
 
@@ -64,7 +67,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def registering(exts: list[Extension]) -> list[Extension]:
-    return [e for e in exts if e.tech != "virtual"]
+    return [e for e in exts if line_kind(e.tech) == PHONE]
+
+
+FAX = {"health:2098": "not a SIP phone (custom): moved by hand, no account on the platform"}
 
 
 # -- FreePBX ---------------------------------------------------------------------------------------------------
@@ -95,7 +101,8 @@ def test_freepbx_extensions_csv_has_the_columns_freepbx_imports_and_one_row_per_
     result = write_freepbx(exts, tmp_path / "fp")
     assert result.files == [tmp_path / "fp" / "extensions.csv", tmp_path / "fp" / "dids.csv"]
     rows = freepbx_would_import(result.files[0])
-    assert [r["extension"] for r in rows] == [e.number for e in exts]
+    assert [r["extension"] for r in rows] == [e.number for e in exts if e.key not in FAX]
+    assert result.by_hand == FAX, "the fax line gets no account: it is moved by hand"
     for column in ("extension", "name", "tech", "secret", "callerid", "outboundcid", "voicemail",
                    "voicemail_enable", "voicemail_vmpwd", "voicemail_email"):
         assert column in rows[0]
@@ -107,7 +114,7 @@ def test_freepbx_extensions_csv_has_the_columns_freepbx_imports_and_one_row_per_
     assert jose["name"] == "José Pérez" and jose["tech"] == "pjsip"  # chan_sip becomes pjsip on the platform
     assert (jose["voicemail"], jose["voicemail_enable"], jose["voicemail_vmpwd"]) == ("novm", "", "")
     assert (lobby["tech"], lobby["secret"]) == ("virtual", "")
-    assert finance["tech"] == "pjsip" and finance["secret"] == "finance-3001-pw"
+    assert finance["tech"] == "pjsip" and finance["secret"] == "finance-3001-pw"  # chan_sip: pjsip too
     assert result.new_secrets == {} and result.new_pins == {}
 
 
@@ -222,6 +229,7 @@ def test_kamailio_tables_are_debians_definitions_with_ha1_and_no_clear_password(
     result = write_kamailio(exts, tmp_path / "k", domain=DOMAIN)
     assert result.files == [tmp_path / "k" / "subscriber", tmp_path / "k" / "dbaliases", tmp_path / "k" / "version"]
     assert result.skipped == {"health:2099": "a virtual extension cannot register"}
+    assert result.by_hand == FAX
     header, rows = dbtext_rows(tmp_path / "k" / "subscriber")
     template = columns((DBTEXT_TEMPLATES / "subscriber").read_text().splitlines()[0])
     ours = columns(header)
@@ -255,7 +263,7 @@ def test_kamailio_aliases_map_every_did_to_its_extension(tmp_path):
     _, rows = dbtext_rows(tmp_path / "k" / "dbaliases")
     assert {(r[1], r[2], r[3], r[4]) for r in rows} == {
         ("+5012223001", DOMAIN, "2001", DOMAIN), ("+5012223002", DOMAIN, "2001", DOMAIN),
-        ("+5012223003", DOMAIN, "2002", DOMAIN)}  # the virtual extension's DID has no subscriber to go to
+        ("+5012223003", DOMAIN, "2002", DOMAIN)}  # the virtual extension's and the fax's DIDs have none to go to
 
 
 @pytest.mark.lab
@@ -387,7 +395,8 @@ def test_the_neutral_csv_is_complete(tmp_path):
     by_key = {r["key"]: r for r in rows}
     assert by_key["health:2002"]["name"] == "José Pérez" and by_key["health:2002"]["tech"] == "sip"
     assert by_key["health:2099"]["secret"] == "" and by_key["health:2099"]["dids"] == "+5012223099"
-    assert by_key["finance:3001"]["tech"] == "iax2"
+    assert by_key["finance:3001"]["tech"] == "sip"
+    assert (by_key["health:2098"]["tech"], by_key["health:2098"]["secret"]) == ("custom", ""), "listed, no account"
 
 
 def test_neutral_csv_keeps_hostile_names_as_data(tmp_path):
@@ -472,7 +481,9 @@ def test_a_missing_secret_is_refused_naming_every_extension_and_nothing_is_writt
     assert "2 extensions have no SIP password" in message
     assert "health:2001 (Jane Doe)" in message and "finance:3001 (-Finance Director)" in message
     assert "health:2002" not in message and "health:2099" not in message  # virtual: needs none
-    assert "new secrets" in (caught.value.hint or "")
+    assert "health:2098" not in message  # the fax: moved by hand, needs none
+    hint = caught.value.hint or ""
+    assert "--new-secrets" in hint and "new_secrets" not in hint and "=True" not in hint, "hints speak in options"
     for ext in exts:
         if ext.secret is not None and ext.secret.reveal():
             assert ext.secret.reveal() not in message

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from migrate.core.errors import ExitCode
+from migrate.voip.export import write_kamailio
 from tests.lab import scenario
 from tests.lab.kamailio import DOMAIN as SIP_DOMAIN
 from tests.lab.kamailio import sipsak, start_kamailio
@@ -73,8 +74,10 @@ def test_the_approved_waves_phones_register_on_kamailio_with_their_pbx_secrets(g
     ws, files, wave, keys = planned
     result = govmigrate("-w", ws, "voip", "export", "--wave", wave, "--format", "kamailio")
     out = ws / "exports" / wave / "kamailio"
-    assert sorted(p.name for p in out.iterdir()) == ["dbaliases", "subscriber", "version"]
-    assert all(mode(p) == 0o600 for p in out.iterdir())
+    assert [p.name for p in out.iterdir()] == ["db_text"], "PBX passwords: no clear passwords file"
+    tables = out / "db_text"
+    assert sorted(p.name for p in tables.iterdir()) == ["dbaliases", "subscriber", "version"]
+    assert all(mode(p) == 0o600 for p in tables.iterdir())
     assert f"{len(keys)} extension(s) provisioned" in result.stderr + result.stdout
     now = states(ws)
     assert {k: now[k] for k in keys} == {k: "provisioned" for k in keys}
@@ -82,7 +85,7 @@ def test_the_approved_waves_phones_register_on_kamailio_with_their_pbx_secrets(g
 
     registrar = start_kamailio()
     try:
-        registrar.load(out)
+        registrar.load(tables)
         numbers = [k.split(":")[1] for k in keys]
         for number in numbers:
             run = sipsak(registrar, number, files.expected[number].secret)
@@ -103,21 +106,27 @@ def test_the_approved_waves_phones_register_on_kamailio_with_their_pbx_secrets(g
 
 
 @pytest.mark.lab
-def test_new_secrets_are_written_once_0600_and_replace_the_pbx_ones(govmigrate, planned):
+def test_new_secrets_are_written_0600_inside_out_and_replace_the_pbx_ones(govmigrate, planned):
     ws, files, wave, keys = planned
     out = ws / "k"
+    out.mkdir()
+    write_kamailio([], out, domain=SIP_DOMAIN)  # the tables an earlier govmigrate wrote straight into --out
+    (out / "notes.txt").write_text("the operator's own file")
     result = govmigrate("-w", ws, "voip", "export", "--wave", wave, "--format", "kamailio", "--out", out,
                         "--new-secrets")
-    clear = ws / "k-new-secrets.csv"
-    assert mode(clear) == 0o600 and all(mode(p) == 0o600 for p in out.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == ["db_text", "notes.txt", "phones-passwords.csv"], \
+        "old tables that would be loaded by mistake are gone; nothing else is touched"
+    clear = out / "phones-passwords.csv"
+    assert sorted(p.name for p in ws.iterdir() if p.name.startswith("k")) == ["k"], "nothing beside --out"
+    assert mode(clear) == 0o600 and all(mode(p) == 0o600 for p in (out / "db_text").iterdir())
     with open(clear, newline="", encoding="utf-8") as handle:
         rows = {r["extension"]: r for r in csv.DictReader(handle)}
     assert sorted(rows) == sorted(k.split(":")[1] for k in keys)
-    assert all(r["secret_origin"] == "new" for r in rows.values())
+    assert all(r["secret_origin"] == "kept" for r in rows.values())
     assert str(clear) in result.stderr + result.stdout
     registrar = start_kamailio()
     try:
-        registrar.load(out)
+        registrar.load(out / "db_text")
         for number, row in rows.items():
             assert sipsak(registrar, number, row["secret"]).registered, number
             assert sipsak(registrar, number, files.expected[number].secret).statuses == [401, 403]
@@ -155,14 +164,47 @@ def test_an_unapproved_wave_is_not_exported(govmigrate, planned):
     assert not (ws / "exports").exists()
 
 
-def test_an_export_the_pbx_files_no_longer_support_writes_nothing_and_changes_no_state(govmigrate, planned):
+def test_an_export_of_extensions_the_pbx_files_no_longer_have_writes_nothing_and_changes_no_state(govmigrate,
+                                                                                                   planned):
     ws, files, wave, keys = planned
     before = states(ws)
-    pjsip = files.path("pjsip")
-    pjsip.write_text(pjsip.read_text() + "\n[broken-section\ntype=endpoint\n")
+    for path in [files.path("pjsip"), files.path("voicemail"), *files.included]:
+        path.write_text("")
     result = govmigrate("-w", ws, "voip", "export", "--wave", wave, "--format", "kamailio", expect=ExitCode.USAGE)
     assert "nothing was written" in result.stderr and keys[0] in result.stderr
-    assert "pjsip.conf:" in result.stderr, "the file's error is named by line"
+    assert "not in the PBX files as they are now" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (ws / "exports").exists()
     assert states(ws) == before
+
+
+def test_an_extension_held_by_a_pbx_file_error_is_not_exported_unless_forced_with_a_reason(govmigrate, planned):
+    # Issue 24: an error in a PBX file holds the extension it concerns, which is neither exported nor cut over
+    # until the file is fixed or the operator decides (--force --reason, recorded).
+    ws, files, wave, keys = planned
+    before = states(ws)
+    number = keys[0].split(":")[1]
+    endpoints = next(p for p in files.included if p.name == "pjsip.endpoint.conf")
+    endpoints.write_text(endpoints.read_text() + f"\n[{number}]\ntype=endpoint\n")
+    result = govmigrate("-w", ws, "voip", "export", "--wave", wave, "--format", "csv", expect=ExitCode.PREFLIGHT)
+    assert f"{keys[0]}: held by an error in the PBX files: pbx/health/pjsip.endpoint.conf:" in result.stderr
+    assert "nothing was written" in result.stderr and "--force --reason" in result.stderr
+    assert not (ws / "exports").exists() and states(ws) == before
+    inventory = govmigrate("-w", ws, "inventory", "phones", "--json", expect=ExitCode.USAGE)
+    held = {f"health:{r['number']}": r["held"] for r in json.loads(inventory.stdout)["extensions"] if r["held"]}
+    assert list(held) == [keys[0]] and "a second type=endpoint" in held[keys[0]]
+    forced = govmigrate("-w", ws, "voip", "export", "--wave", wave, "--format", "csv", "--force", "--reason",
+                        "the first section is the right one")
+    assert "gate forced (the first section is the right one)" in forced.stderr
+    assert {states(ws)[k] for k in keys} == {"provisioned"}
+    log = govmigrate("-w", ws, "log", "--json", expect=None).stdout
+    assert "gate-forced" in log and "the first section is the right one" in log
+
+
+def test_new_secrets_need_the_key_the_project_file_names(govmigrate, planned):
+    ws, _files, wave, _keys = planned
+    scenario.set_phones(ws, secrets_key=None)
+    result = govmigrate("-w", ws, "voip", "export", "--wave", wave, "--format", "kamailio", "--new-secrets",
+                        expect=ExitCode.USAGE)
+    assert "phones.secrets_key" in result.stderr and "openssl rand" in result.stderr
+    assert not (ws / "exports").exists()

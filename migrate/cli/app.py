@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from migrate.core.errors import MigrateError
+from migrate.core.errors import MigrateError, Problem
 from migrate.core.printable import printable
 from migrate.core.secrets import RedactingWriter
 from migrate.core.workspace import Workspace, open_workspace
@@ -111,6 +111,21 @@ class App:
             import logging
 
             logging.getLogger("migrate").warning(message)
+
+    def problem(self, problem: Problem) -> None:
+        """A problem found in a file a person wrote, by its severity: ``error: FILE:LINE: FIELD: MESSAGE`` (a
+        command that found one ends with exit 2, by its result), ``warning: ...`` (exit 1, as :meth:`warn`),
+        ``note: ...`` (nothing wrong). With --log-json each is a log record at its level."""
+        if problem.severity == "warning":
+            self.warn(str(problem))
+        elif problem.severity == "note":
+            self.info(f"note: {problem}")
+        elif self.log_json:
+            import logging
+
+            logging.getLogger("migrate").error(str(problem))
+        else:
+            self.err.print(f"error: {problem}", style="red", markup=False, highlight=False)
 
     def close(self) -> None:
         if self._store is not None:

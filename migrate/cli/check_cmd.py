@@ -1,4 +1,4 @@
-"""`govmigrate check`: validate the project file and the user lists it names, offline."""
+"""`govmigrate check`: validate the project file, the user lists and the PBX files it names, offline."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from migrate.core.userlist import read_user_list
 @click.command()
 @pass_app
 def command(app: App) -> None:
-    """Validate migration.yaml and every user list it names, without contacting any server.
+    """Validate migration.yaml, every user list and every PBX file it names, without contacting any server.
 
-    Every problem is listed as FILE:LINE: FIELD: MESSAGE and the command exits 2 if there is any.
-    A secret reference that does not resolve yet (an unset variable) is only a warning here.
+    Every problem is listed as FILE:LINE: FIELD: MESSAGE and the command exits 2 if there is any
+    error (in a PBX file too: a bad row, a number defined twice), 1 if there are only warnings. A
+    secret reference that does not resolve yet (an unset variable) is only a warning here.
     """
     ws = app.workspace
     project = ws.load_project()  # raises ValidationFailed (exit 2) with every problem listed
@@ -32,9 +33,14 @@ def command(app: App) -> None:
         for entry in entries if needs_password else ():
             if entry.password_ref and entry.password_ref != "prompt":
                 problems.extend(user_password_problems(project, entry.password_ref, filename, entry.line))
+    pbx = [s for s in project.config.sources if s.pbx is not None]
+    if pbx:
+        from migrate.voip.inventory import read_all
+
+        problems.extend(read_all(project, pbx)[1])
     errors = [p for p in problems if p.severity == "error"]
     if errors:
-        raise ValidationFailed(f"{ws.project_file} and its user lists", problems)
+        raise ValidationFailed(f"{ws.project_file} and the files it names", problems)
     notes = [p for p in problems if p.severity == "note"]
     problems = [p for p in problems if p.severity != "note"]
     for warning in problems:
@@ -44,5 +50,6 @@ def command(app: App) -> None:
     sources = project.config.sources
     app.out.print(f"{ws.project_file}: ok — {len(sources)} source{'s' if len(sources) != 1 else ''}, "
                   f"{total_users} mailbox{'es' if total_users != 1 else ''}"
+                  + (f", the PBX files of {len(pbx)} source{'s' if len(pbx) != 1 else ''}" if pbx else "")
                   + (f", {len(problems)} warning{'s' if len(problems) != 1 else ''}" if problems else ""),
                   markup=False, highlight=False)

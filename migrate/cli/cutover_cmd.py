@@ -40,9 +40,11 @@ class CutoverResult:
 def command(app: App, wave: str, dry_run: bool, force: bool, reason: str | None, fmt: str) -> CutoverResult:
     """Cut over WAVE's domains (its plan's cutover_domains) to the central host, then its phones.
 
-    For each domain, in order: the gate (every mailbox of the domain final-synced, and the TTLs lowered
-    by `govmigrate dns prepare` at least one old TTL ago; otherwise exit 8 listing why, unless --force
-    with --reason); a baseline of the records (in the store and reports/dns-baseline-WAVE-DOMAIN.zone);
+    For each domain, in order: the gate (every mailbox of the domain final-synced, the TTLs lowered by
+    `govmigrate dns prepare` at least one old TTL ago, and no failure of `govmigrate dns check` for the
+    domain; otherwise exit 8 listing why, unless --force with --reason; force still refuses when a server
+    would never serve the change: one that stays behind the primary's serial for propagation_timeout); a
+    baseline of the records (in the store and reports/dns-baseline-WAVE-DOMAIN.zone, 0600);
     one RFC 2136 update signed with TSIG whose prerequisites require every record to be exactly as in the
     baseline (exit 9 and no change if someone changed one); a wait until every authoritative server serves
     it (exit 10 on timeout); the domain's mailboxes to cut-over; and a last delta sync for mail that

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from migrate.cli.app import App, pass_app
-from migrate.cli.output import emit_json, output_options, plain
+from migrate.cli.output import emit_json, emit_table, output_options, plain
 from migrate.cli.run_cmd import run_with_progress, wave_run
 from migrate.core.errors import Finished, MigrateError, UsageError
 from migrate.dns.changes import ChangeSet, plan_domain
@@ -27,8 +27,9 @@ def command() -> None:
     """Check ministry DNS records and prepare their cut-over to the central host.
 
     Reads the dns: section of migration.yaml: the authoritative servers of the ministry zones (updates go
-    to the primary, signed with the TSIG key), the resolvers to look through, and what every domain
-    publishes after its cut-over. `check` and `plan` change nothing; `prepare` lowers TTLs.
+    to the primary, signed with the TSIG key), the resolvers to look through (or the parent zone's servers,
+    parent_servers), and what every domain publishes after its cut-over. `check` and `plan` change nothing;
+    `prepare` lowers TTLs; `rollback` undoes a cut-over, mail included; `settle` raises the TTLs again.
     """
 
 
@@ -90,9 +91,11 @@ def _no_domains(app: App, wave: str, chosen: list[str], as_json: bool, doc: dict
 def check(app: App, domains: tuple[str, ...], wave: str | None, fmt: str) -> Finished:
     """Check the DNS records of ministry domains: pass, warn or fail, with the reason.
 
-    By default every domain of every source. Per domain: delegation (the parent's NS set is the zone's),
-    nameservers (every authoritative server answers, with one SOA serial), MX (targets have A/AAAA, no
-    CNAME; whether they are the central host's yet), SPF (syntax, at most 10 DNS lookups with nested
+    By default every domain of every source. Per domain: resolvers (they recurse), delegation (the
+    parent's NS set is the zone's), glue (the parent's addresses for the zone's name servers are the
+    zone's), ns-authority (every name server the parent lists answers with authority), nameservers (every
+    configured authoritative server answers, with one SOA serial), MX (targets have A/AAAA and are no
+    alias, whether or not the alias resolves; whether they are the central host's yet), SPF (syntax, at most 10 DNS lookups with nested
     includes counted and 2 void lookups, the central host authorised), DMARC (valid, its policy), DKIM
     (the central selector's key present and usable), autodiscover and the client SRV records
     (_imaps._tcp, _submission._tcp, _submissions._tcp), and MTA-STS and TLS-RPT where configured.
@@ -243,13 +246,18 @@ def _print_prepared(app: App, p: Prepared) -> None:
 @output_options(csv=False)
 @pass_app
 def rollback(app: App, wave: str, fmt: str) -> StepResult:
-    """Undo the cut-over of the wave's domains: put each domain's baseline back.
+    """Undo the cut-over of the wave's domains: the baseline back, and the mail that arrived since copied back.
 
-    One RFC 2136 update per domain, signed with TSIG, whose prerequisites require every record to be
-    exactly as the cut-over left it (someone else's change since is never overwritten: exit 9, nothing
-    changed); then a wait until every authoritative server serves the baseline. The domain's mailboxes go
-    back to final-synced, with events; copying goes on with `govmigrate run WAVE --pass final --again`
-    until the cut-over is repeated. Takes the wave's lock (exit 7 while a cut-over of it runs).
+    Per domain: the baseline put back with one RFC 2136 update signed with TSIG whose prerequisites require
+    every record to be exactly as the cut-over left it; when the primary refuses it whole, one RRset at a
+    time, so every RRset it allows is restored and each it refuses (its integrity checks, a policy, someone's
+    change since, never overwritten) is listed with why and written as an nsupdate script and zone-file lines
+    beside the baseline (reports/dns-rollback-WAVE-DOMAIN.nsupdate and .zone). Then a wait until every
+    authoritative server serves it, and until caches of the switched MX have expired; then the mail that
+    reached the central host since the switch, and flags users changed there, are copied back to the ministry
+    server (nothing twice), and each mailbox goes back to final-synced. Run it again to finish what is left:
+    it sends only what is missing and copies back only what is new. Takes the wave's lock (exit 7 while a
+    cut-over of it runs). Exits 1 when records or mailboxes are left, each listed.
     """
     with wave_run(app, wave, dry_run=False) as wr:
         if not wr.domains():
@@ -259,9 +267,50 @@ def rollback(app: App, wave: str, fmt: str) -> StepResult:
             return result
         result = run_with_progress(app, wr, step("rollback"), StepOptions(), label="rollback")
     if fmt == "json":
-        emit_json({"wave": wave, "domains": [o.as_dict() for o in result.domains]})
+        emit_json({"wave": wave, "exit_code": int(result.exit_code),
+                   "domains": [o.as_dict() for o in result.domains]})
         return result
     for o in result.domains:
         app.out.print(plain(f"{o.domain}: {o.before} → {o.after}: {o.detail}" if o.before != o.after
                             else f"{o.domain}: {o.detail}"))
+        if o.unrestored:
+            emit_table(app, f"{o.domain}: not put back", [("name", "name"), ("type", "type"), ("baseline", "baseline"),
+                                                          ("now", "now"), ("why", "why")], o.unrestored)
+        for path in o.files:
+            app.out.print(plain(f"  {path}"))
+        failed = [m for m in o.mailboxes if not m["ok"]]
+        if failed:
+            emit_table(app, f"{o.domain}: not copied back", [("email", "mailbox"), ("error", "why")], failed)
+    return result
+
+
+# -- settle -------------------------------------------------------------------------------------------
+
+
+@command.command("settle")
+@click.option("--wave", required=True, metavar="WAVE", help="The wave whose cut-over domains to settle.")
+@click.option("--force", is_flag=True, help="Settle before dns.settle_after has passed (with --reason).")
+@click.option("--reason", metavar="TEXT", help="Why it is settled early (recorded).")
+@output_options(csv=False)
+@pass_app
+def settle(app: App, wave: str, force: bool, reason: str | None, fmt: str) -> StepResult:
+    """Raise the TTLs of a done cut-over again, once it has held for dns.settle_after.
+
+    Each RRset the switch wrote gets the TTL it had before `dns prepare` lowered it (an RRset the switch
+    created: the highest of those), with one RFC 2136 update signed with TSIG whose prerequisites require
+    the records to be as the switch left them (exit 9 and no change if someone changed one); then a wait
+    until every authoritative server serves it. Before dns.settle_after (3 days by default) the gate refuses
+    (exit 8) unless --force with --reason. Domains whose cut-over is not done are listed and left (exit 1).
+    """
+    with wave_run(app, wave, dry_run=False) as wr:
+        result = run_with_progress(app, wr, step("settle"), StepOptions(force=force, reason=reason), label="settle")
+    if fmt == "json":
+        emit_json({"wave": wave, "exit_code": int(result.exit_code), "domains": [o.as_dict() for o in result.domains],
+                   "blocked": [{"domain": d, "why": why} for d, why in result.blocked],
+                   "already": [{"domain": d, "why": why} for d, why in result.already]})
+        return result
+    for o in result.domains:
+        app.out.print(plain(f"{o.domain}: {o.before} → {o.after}: {o.detail}"))
+    for domain, why in result.blocked + result.already:
+        app.out.print(plain(f"{domain}: {why}"))
     return result

@@ -48,15 +48,20 @@ def command() -> None:
 @source_option
 @output_options
 @pass_app
-def phones(app: App, source_ids: tuple[str, ...], fmt: str) -> None:
+def phones(app: App, source_ids: tuple[str, ...], fmt: str) -> Finished:
     """Read every ministry PBX's files (the pbx: inputs of each source) and record each extension.
 
-    Per extension: number, name, tech and transport, caller ID, voicemail box and e-mail, whether a PIN
-    and a SIP secret exist (never their values), DIDs routed to it (E.164, phones.region), the device if
-    known, and the file and line it was read from. Each is tied to its mail user by the voicemail e-mail,
-    then by a user column, then by display name (reported as "by name only": confirm it); extensions with
-    no user are listed per ministry. A file with an error (a malformed section, a number used twice, a DID
-    that is not a number) contributes nothing and is named with its line; the command then exits 1.
+    Per extension: number, name, tech and transport, caller IDs (the outbound one too), voicemail box
+    and e-mail, whether a PIN and a SIP secret exist (never their values), DIDs routed to it (E.164,
+    phones.region), the device if known, and the file and line it was read from. Each is tied to its
+    mail user by the voicemail e-mail, then by a user column, then by display name (reported as "by
+    name only": confirm it); extensions with no user are listed per ministry.
+
+    A bad row or section (a malformed pjsip section, a number defined twice, a DID that is not a number)
+    is an error naming its file, line and field: it is left out, the rest of the file is read, and the
+    extension it concerns is recorded as held (neither exported nor cut over until the file is fixed,
+    or the operator passes --force --reason). Exit 2 when any file has an error, 1 when there are only
+    warnings.
     """
     from migrate.reports.phones import CSV_COLUMNS, phone_rows, unlinked
     from migrate.voip.inventory import run_phone_inventory
@@ -75,23 +80,34 @@ def phones(app: App, source_ids: tuple[str, ...], fmt: str) -> None:
             mine = [r for r in rows if r["source"] == source_id]
             for r in mine:
                 r["who"] = r["user"] + (" (by name only: confirm)" if r["link"] == "name" else "")
-                r["vm"] = r["voicemail_box"] + (f" → {r['voicemail_email']}" if r["voicemail_email"] else "")
+                # The box's e-mail only where it is not the user's own address (it mostly is: that linked them).
+                email = r["voicemail_email"]
+                r["vm"] = r["voicemail_box"] + (f" → {email}" if email and email.lower() != r["user"].lower() else "")
+                r["shown_state"] = r["state"] + (" (HELD)" if r["held"] else "") + (
+                    " (moved by hand)" if r["line"] == "by-hand" else "")
             emit_table(app, f"{source_id}: {len(mine)} extension(s)",
                        [("number", "ext"), ("name", "name"), ("who", "user"), ("dids", "DIDs"),
-                        ("vm", "voicemail"), ("secret", "secret"), ("wave", "wave"), ("state", "state")], mine,
-                       no_wrap=("number", "dids"))
+                        ("outbound_cid", "outbound CID"), ("vm", "voicemail"), ("secret", "secret"), ("wave", "wave"),
+                        ("shown_state", "state")], mine, no_wrap=("number", "dids", "who"))
         for source_id, rooms in unlinked(rows).items():
             app.info(f"{source_id}: {len(rooms)} extension(s) with no user: "
                      + ", ".join(f"{r['number']} {r['name']}".strip() for r in rooms))
+        for r in rows:
+            if r["line"] == "by-hand":
+                app.info(f"{r['source']}:{r['number']} is not a SIP phone ({r['tech']}): it gets no account on the "
+                         "hosted platform and is moved by hand")
     for key in result.forgotten:
         app.info(f"{key} is no longer in the PBX files: forgotten")
     for key in result.stale:
         app.warn(f"{key} is no longer in the PBX files, but it is already past 'new': left as it is")
     for problem in result.problems:
-        if problem.severity == "note":
-            app.info(f"note: {problem}")
-        else:
-            app.warn(str(problem) + ("" if problem.severity == "error" else "  (warning)"))
+        app.problem(problem)
+    errors = [p for p in result.problems if p.severity == "error"]
+    held = [r for r in rows if r["held"]]
+    if errors:
+        app.info(f"{len(errors)} error(s) in the PBX files: the rows they name are left out, the rest is recorded"
+                 + (f"; {len(held)} extension(s) held until the files are fixed" if held else ""))
+    return Finished(invalid=bool(errors))
 
 
 @command.command("mail")

@@ -13,12 +13,14 @@ import click
 from migrate import __version__
 from migrate.cli.app import App
 from migrate.core.errors import ExitCode, MigrateError, ValidationFailed
-from migrate.core.logs import setup_logging
+from migrate.core.logs import quiet_dependency_warnings, setup_logging
 from migrate.core.printable import printable
 from migrate.core.secrets import redact
 from migrate.core.workspace import default_workspace_dir
 
 log = logging.getLogger(__name__)
+# Before any command's module (and so any dependency) is imported.
+quiet_dependency_warnings()
 
 # Command modules, in the order `govmigrate --help` lists them.
 COMMAND_MODULES = ["init", "check", "inventory", "plan", "run", "worker", "sync", "verify", "cutover", "dns", "voip",

@@ -16,7 +16,8 @@ from migrate.waves.step import StepOptions
 from migrate.waves.table import step
 
 #: How each result reads in the tables (plain words: colour is not the only signal).
-MARK = {"pass": "pass", "note": "pass (note)", "warn": "WARN", "fail": "FAIL", "skip": "skipped"}
+MARK = {"pass": "pass", "note": "pass (note)", "warn": "WARN", "fail": "FAIL", "skip": "skipped",
+        "n/a": "not a phone"}
 
 
 @click.group()
@@ -37,8 +38,10 @@ def check(app: App, wave: str | None, numbers: tuple[str, ...], fmt: str) -> Ste
     the project file; 2. options: OPTIONS to every target over UDP, TCP and TLS, with the round-trip
     time; 3. tls: the certificate's chain, its name (RFC 5922) and days to expiry; 4. register: each
     provisioned extension registers with digest authentication, then removes its binding again
-    (Expires: 0). Results are pass, pass (note), WARN, FAIL or skipped; each is stored and is an
-    event. Changes no extension's state (govmigrate cutover does). Exits 1 if any check failed.
+    (Expires: 0), a 423 answered with the Min-Expires asked for, a redirect within the platform's
+    domain followed. Results are pass, pass (note), WARN, FAIL, skipped (not provisioned yet) or "not
+    a phone" (virtual, or moved by hand); each is stored and is an event. Changes no extension's state
+    (govmigrate cutover does). Exits 1 if any check failed, warned or was skipped.
     """
     result: StepResult | SipCheckReport
     if wave is not None:
@@ -70,8 +73,9 @@ def print_report(app: App, report: SipCheckReport) -> None:
                    [{**c.as_dict(), "result": MARK[c.result]} for c in registers], no_wrap=("subject", "result"))
     counts = {r: sum(c.result == r for c in registers) for r in MARK}
     app.info(f"{len(registers)} extension(s): {counts['pass'] + counts['note']} registered, {counts['warn']} with "
-             f"warnings, {counts['fail']} failing, {counts['skip']} skipped; {len(report.failed)} check(s) failed "
-             f"in {report.seconds:.1f} s (at most {report.concurrency} transactions at once per registrar)")
+             f"warnings, {counts['fail']} failing, {counts['skip']} skipped, {counts['n/a']} not a phone; "
+             f"{len(report.failed)} check(s) failed in {report.seconds:.1f} s (at most {report.concurrency} "
+             "transactions at once per registrar)")
 
 
 def print_phone_step(app: App, result: StepResult) -> None:

@@ -8,7 +8,7 @@ from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_json, emit_table, human_bytes, output_options
 from migrate.core import lifecycle
 from migrate.core.errors import UsageError
-from migrate.reports.status import StatusView, status_view
+from migrate.reports.status import StatusView, find_users, status_view
 
 
 @click.command()
@@ -16,7 +16,7 @@ from migrate.reports.status import StatusView, status_view
 @output_options(csv=False)
 @pass_app
 def command(app: App, user: str, fmt: str) -> None:
-    """Where is USER (email, login, or part of a name or address) in the migration?
+    """Where is USER (email, login, or part of a name or address, without regard to case or accents)?
 
     Shows the user's wave and its maintenance window, the mailbox's state with messages copied of
     the total and the last sync, any failure in plain words, and what happens next. Reads the state
@@ -24,7 +24,7 @@ def command(app: App, user: str, fmt: str) -> None:
     """
     as_json = fmt == "json"
     store = app.store
-    matches = store.find_mailboxes(user)
+    matches = find_users(store, user)
     if not matches:
         raise UsageError(f"no mailbox matches {user!r}", hint="try part of the name or address; the user must be "
                                                                 "in a ministry's user list")
@@ -84,12 +84,25 @@ def render(app: App, v: StatusView) -> None:
         where = "DAV" if g["location"].startswith(("https://", "http://")) else "file"
         line(g["kind"], f"{g['copied']} of {g['source_items']} items copied"
              + (f", {g['failed']} not copied" if g["failed"] else "") + f" ({where} {g['location']})")
+    _settings(line, v)
     line("domain", _domain_text(v))
+    if v.copied_back:
+        back = v.copied_back
+        line("copied back", f"{back['messages']} message(s) ({human_bytes(back['bytes'])}) that reached the central "
+                            "host after the switch are on the ministry server again"
+             + (f"; {len(back['not_copied'])} not copied back" if back["not_copied"] else ""))
+        for m in back["not_copied"]:
+            line("", f"  not copied back ({m['folder']}): {m['why']}")
     for i, phone in enumerate(v.phones):
         dids = f", DIDs {' '.join(phone['dids'])}" if phone["dids"] else ""
         vm = f", voicemail {phone['voicemail']}" if phone["voicemail"] else ""
         by_name = " (linked by name only: the migration team confirms)" if phone["linked_by"] == "name" else ""
         line("phone" if i == 0 else "", f"extension {phone['extension']}{dids}{vm}: {phone['state_text']}{by_name}")
+        if phone["line"] == "by-hand":
+            line("", "  not a SIP phone: the migration team moves this line by hand")
+        if phone["held"]:
+            line("", f"  held: an error in the ministry's PBX files concerns it ({phone['held'][0]}); the "
+                     "migration team fixes the file before it moves")
         if phone.get("sip_check"):
             line("", f"  last SIP check {phone['sip_check']['checked_at']}: {phone['sip_check']['text']}")
     if not v.phones:
@@ -102,11 +115,36 @@ def render(app: App, v: StatusView) -> None:
             out.print(f"    {e['at']}  {e['action']}: {e['detail']}", markup=False, highlight=False)
 
 
+#: How each kind of setting is named for the helpdesk.
+SETTING_WORDS = {"rule": "mail rule", "vacation": "out-of-office", "sharing": "shared folder", "delegate": "delegate"}
+
+
+def _settings(line, v: StatusView) -> None:
+    """Mail rules, out-of-office, shared folders and delegates: what the last sync did with each (or, before any
+    sync, what the inventory found), each in words the helpdesk can read to the user."""
+    rows, when = (v.settings, "moved by the last sync") if v.settings else (v.settings_inventory, "found by the inventory")
+    if not rows:
+        return
+    line("settings", f"Rules, out-of-office, shared folders and delegates ({when}):")
+    for s in rows:
+        what = SETTING_WORDS.get(s["kind"], s["kind"])
+        if s["name"] == "*":
+            line("", f"  {what}s: {s['state_text']}: {s['reason']}")
+            continue
+        line("", f"  {what} {s['name']!r}: {s['state_text']}" + (f" — {s['reason']}" if s["reason"] else ""))
+
+
 def _domain_text(v: StatusView) -> str:
     """Where the user's domain's mail goes, in the helpdesk's words."""
     mx = f"; MX {', '.join(v.mx_now)}" if v.mx_now else ""
+    if v.domain_state == "rollback-incomplete":
+        where = "the central host" if v.mx_at_central else "the ministry server"
+        return f"{v.domain} is being switched back (rollback not finished: records left); mail goes to {where}{mx}"
+    if v.domain_state == "restored":
+        return f"{v.domain} was switched back to the ministry server; its mail is being copied back{mx}"
     if v.domain_state in lifecycle.DOMAIN_SWITCHED:
-        return f"{v.domain} switched to the central host at {v.switched_at}{mx}"
+        finished = "" if v.domain_state in ("cut-over", "done", "settled") else " (the cut-over is not finished)"
+        return f"{v.domain} switched to the central host at {v.switched_at}{finished}{mx}"
     if v.domain_state == "rolled-back":
         return f"{v.domain} was switched back to the ministry server (rolled back){mx}"
     if v.domain_state == "baselined":

@@ -29,31 +29,45 @@ def command() -> None:
               help="freepbx: Bulk Handler extensions.csv and dids.csv; kamailio: db_text subscriber, dbaliases "
                    "and version tables; csv: the neutral CSV (README: Phones).")
 @click.option("--out", type=click.Path(path_type=Path), metavar="PATH",
-              help="Where to write: a file for csv, a directory for freepbx and kamailio "
-                   "(default: exports/WAVE/phones.csv or exports/WAVE/FORMAT/ in the workspace).")
+              help="Where to write: a file for csv, a directory for freepbx and kamailio (everything goes inside "
+                   "it; default: exports/WAVE/phones.csv or exports/WAVE/FORMAT/ in the workspace).")
 @click.option("--new-secrets", is_flag=True,
-              help="Give every extension a new strong SIP password (and PIN-less voicemail boxes a new PIN) "
-                   "instead of the PBX's own.")
+              help="Give every SIP phone that has no password from govmigrate yet a new strong one (and PIN-less "
+                   "voicemail boxes a PIN), made once and kept sealed in the state store: every later export and "
+                   "sip check uses the same ones.")
+@click.option("--rotate-secrets", is_flag=True,
+              help="Make new passwords for every SIP phone of the wave on purpose, replacing the kept ones.")
 @click.option("--algorithm", type=click.Choice(["MD5", "SHA-256"]), default="MD5", show_default=True,
               help="Kamailio: the digest algorithm of the ha1/ha1b columns (the registrar's auth setting).")
+@click.option("--force", is_flag=True, help="Export extensions held by errors in the PBX files as the files read "
+                                            "now (with --reason, which is recorded).")
+@click.option("--reason", metavar="TEXT", help="Why held extensions are exported anyway (recorded).")
 @output_options(csv=False)
 @pass_app
-def export(app: App, wave_id: str, fmt_name: str, out: Path | None, new_secrets: bool, algorithm: str,
-           fmt: str) -> StepResult:
+def export(app: App, wave_id: str, fmt_name: str, out: Path | None, new_secrets: bool, rotate_secrets: bool,
+           algorithm: str, force: bool, reason: str | None, fmt: str) -> StepResult:
     """Write WAVE's extensions as the hosted platform's provisioning files, and mark them provisioned.
 
-    The wave must be approved as it stands (exit 6). Secrets are read again from the PBX files (the
-    state store never holds them), or made new with --new-secrets; a Kamailio export with new secrets
-    also writes OUT-new-secrets.csv, the clear passwords the phones are configured with. Every file is
-    created mode 0600: keep them as secret as the passwords. An extension the files no longer have, or
-    one that would register without a secret, refuses the whole export with each named (exit 2):
-    nothing is written and nothing changes state. Exporting again rewrites the files; extensions already
-    provisioned keep their state.
+    The wave must be approved as it stands (exit 6). Each SIP phone gets the password govmigrate keeps
+    for it (made once by --new-secrets, sealed in the state store with the key phones.secrets_key
+    names; --rotate-secrets makes new ones), else its PBX's own, read again from the PBX files. A
+    Kamailio export writes OUT/db_text/ (the tables) and, when it carries kept passwords,
+    OUT/phones-passwords.csv (the clear passwords the phones are configured with). Every file is
+    created mode 0600: keep them as secret as the passwords. Lines that are not SIP phones (a fax's
+    custom dial string) get no account and are listed as moved by hand. An extension the files no
+    longer have, or one that would register without a secret, refuses the whole export with each named
+    (exit 2); one held by an error in the PBX files refuses it too (exit 8) unless --force --reason.
+    Nothing is written and nothing changes state when it is refused. Exporting again rewrites the files
+    with the same passwords; extensions already provisioned keep their state.
     """
-    options = StepOptions(params={"format": fmt_name, "out": out, "new_secrets": new_secrets, "algorithm": algorithm})
+    options = StepOptions(force=force, reason=reason,
+                          params={"format": fmt_name, "out": out, "new_secrets": new_secrets,
+                                  "rotate_secrets": rotate_secrets, "algorithm": algorithm})
     with wave_run(app, wave_id, dry_run=False) as wr:
         result = run_with_progress(app, wr, step("provision"), options, label="export")
-    export_done: Export = result.details["export"]
+    export_done: Export | None = result.details.get("export")
+    if export_done is None:  # nothing to export
+        return result
     if fmt == "json":
         emit_json(export_done.as_dict(wave_id, result.warnings))
     else:
@@ -64,11 +78,13 @@ def export(app: App, wave_id: str, fmt_name: str, out: Path | None, new_secrets:
                  + (f", {len(export_done.again)} already provisioned exported again" if export_done.again else ""))
         for key, why in export_done.skipped.items():
             app.info(f"{key} left out: {why}")
-        if new_secrets:
+        for key, why in export_done.by_hand.items():
+            app.info(f"{key} moved by hand: {why}")
+        if export_done.kept:
             where = export_done.secrets_file or export_done.files[0]
-            app.info(f"new SIP passwords for {export_done.new_secrets} extension(s)"
-                     + (f" and new voicemail PINs for {export_done.new_pins}" if export_done.new_pins else "")
-                     + f" are in {where} and nowhere else: configure the phones from it, then keep it safe")
+            app.info(f"{export_done.kept} SIP phone(s) have passwords govmigrate keeps ({export_done.made} made by this "
+                     f"export" + (f", {export_done.made_pins} voicemail PIN(s) too" if export_done.made_pins else "")
+                     + f"): they are in {where}; configure the phones from it, then keep it safe")
     return result
 
 

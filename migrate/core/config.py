@@ -25,6 +25,7 @@ from pydantic import (
 
 from migrate.core.errors import Problem, ValidationFailed
 from migrate.core.secrets import SecretRef, parse_ref
+from migrate.core.timezones import Zone, zone_named
 from migrate.core.yamlsrc import Located, dotted, load_yaml_file, pydantic_problems
 
 PROJECT_FILE = "migration.yaml"
@@ -149,6 +150,10 @@ class AdminLogin(Strict):
 class ImapServer(TlsEndpoint):
     type: Literal["imap"]
     login: AdminLogin
+    #: The server's ManageSieve port (RFC 5804, usually 4190) on the same host, with the same login and TLS
+    #: settings (STARTTLS unless ``tls: none``): the users' filter rules and vacation replies are read there.
+    #: Unset: the source is not asked, and its rules are listed as not read.
+    sieve_port: Port | None = None
 
 
 class EwsServer(Strict):
@@ -360,6 +365,24 @@ class CentralHost(Strict):
     folders: FolderPolicy = FolderPolicy()
     #: CalDAV/CardDAV server for Exchange calendars and contacts; without it they are exported to files.
     dav: CentralDav | None = None
+    #: The central host's ManageSieve port (RFC 5804), same host, login and TLS settings as ``imap`` (STARTTLS
+    #: unless ``tls: none``): mail rules and out-of-office replies become Sieve scripts there. null: the host
+    #: has none, and rules and out-of-office replies are listed as not moved.
+    sieve_port: Port | None = 4190
+    #: Domains inside the government besides the sources' own (a domain covers its subdomains): a rule that
+    #: forwards or redirects mail anywhere else is a rule forwarding outside the government.
+    government_domains: list[str] = []
+    #: Rules that forward mail outside the government are moved but left off (and listed) unless this is true:
+    #: forwarding rules are a known way for mail to leave.
+    allow_external_forwarding: bool = False
+
+    @field_validator("government_domains")
+    @classmethod
+    def _government_domains(cls, value: list[str]) -> list[str]:
+        bad = [d for d in value if not _DOMAIN_RE.match(d.lower())]
+        if bad:
+            raise ValueError(f"not a domain: {', '.join(bad)}")
+        return [d.lower() for d in value]
 
 
 class StateStore(Strict):
@@ -412,7 +435,7 @@ class PilotPolicy(Strict):
 
 
 class Window(Strict):
-    #: Start of the maintenance window, local time, "HH:MM".
+    #: Start of the maintenance window, in the programme's time zone, "HH:MM".
     start: str = "22:00"
     hours: float = Field(6.0, gt=0, le=72)
 
@@ -526,6 +549,10 @@ class DnsSection(Strict):
     tsig: TsigKey | None = None
     #: Recursive resolvers to look through (delegation, SPF includes) and to watch for propagation.
     resolvers: list[NameServer] = []
+    #: Where the delegation of the ministry zones is looked up, for labs and split-horizon networks whose
+    #: resolvers do not see it: the parent zone's servers, or root servers (root hints). Empty: through the
+    #: resolvers.
+    parent_servers: list[NameServer] = []
     #: What every domain publishes after cut-over.
     targets: DnsRecords
     #: Per-domain differences from ``targets``.
@@ -536,6 +563,8 @@ class DnsSection(Strict):
     propagation_timeout: float = Field(600, gt=0, le=86400)
     #: Labs and demos only: wait at most this many seconds for an old TTL to run out (unset: the whole TTL).
     max_ttl_wait: float | None = Field(None, ge=0)
+    #: How long a cut-over must have held before `dns settle` raises its TTLs again (seconds; default 3 days).
+    settle_after: float = Field(259200, ge=0, le=31536000)
 
     @model_validator(mode="after")
     def _mx_somewhere(self) -> DnsSection:
@@ -596,6 +625,10 @@ class PhonesPolicy(Strict):
     unlinked: Literal["last-wave", "phones-only"] = "last-wave"
     #: The SIP domain of the hosted platform (the Kamailio export's domain and ha1); default: sip.domain.
     sip_domain: str | None = None
+    #: The key that seals the SIP passwords and voicemail PINs govmigrate makes (voip export --new-secrets) in the
+    #: state store, as a secret reference (file:PATH, 0600, or env:NAME); at least 32 characters. Every host
+    #: sharing a store needs the same key.
+    secrets_key: SecretRefStr | None = None
 
     @field_validator("region")
     @classmethod
@@ -607,9 +640,17 @@ class PhonesPolicy(Strict):
         return value.upper()
 
 
+def _zone_name(value: str) -> str:
+    zone_named(value)
+    return value
+
+
 class ProjectConfig(Strict):
     version: Literal[1]
     name: str = Field(min_length=1)
+    #: The programme's time zone (IANA name): wave windows are wall-clock times in it and reports show every
+    #: time in it. None: the migration host's own zone (reports say so).
+    timezone: Annotated[str, AfterValidator(_zone_name)] | None = None
     central: CentralHost
     sources: list[Source] = Field(min_length=1)
     waves: WavePolicy = WavePolicy()
@@ -619,6 +660,11 @@ class ProjectConfig(Strict):
     phones: PhonesPolicy = PhonesPolicy()
     #: Where the state lives when several hosts share it (default: the workspace's state.db).
     state: StateStore | None = None
+
+    def government_domains(self) -> tuple[str, ...]:
+        """Every domain inside the government: the sources' and ``central.government_domains`` (each covering
+        its subdomains)."""
+        return tuple(sorted({d for s in self.sources for d in s.domains} | set(self.central.government_domains)))
 
     def dial_plan(self, source: Source) -> str:
         """The dial plan a source's extensions are numbered in."""
@@ -637,6 +683,11 @@ class Project:
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    @property
+    def zone(self) -> Zone:
+        """The programme's time zone (the project file's ``timezone``, else this host's)."""
+        return Zone.of(self.config.timezone)
 
     def source(self, source_id: str) -> Source:
         for source in self.config.sources:
@@ -747,6 +798,8 @@ def secret_refs(config: ProjectConfig) -> list[tuple[tuple, str]]:
         refs.append((("dns", "tsig", "secret"), config.dns.tsig.secret))
     if config.state and config.state.password:
         refs.append((("state", "password"), config.state.password))
+    if config.phones.secrets_key:
+        refs.append((("phones", "secrets_key"), config.phones.secrets_key))
     return refs
 
 
@@ -780,9 +833,16 @@ def _secret_problems(project: Project, ref: str, filename: str, line: int | None
     except SecretError as exc:
         return [Problem(filename, line, field, f"{exc.message.split(': ', 1)[-1]}",
                         "error" if isinstance(exc, SecretTooShort) else "warning")]
+    if field == "phones.secrets_key" and len(value) < KEY_LENGTH:
+        return [Problem(filename, line, field, f"the key is {len(value)} characters long; it needs at least "
+                                               f"{KEY_LENGTH} (make one with: openssl rand -base64 32)")]
     if not value.isascii():
         return [Problem(filename, line, field, *non_ascii(value))]
     return []
+
+
+#: The shortest key phones.secrets_key may name (migrate.core.sealed.MIN_KEY_LENGTH).
+KEY_LENGTH = 32
 
 
 _IMAP_NON_ASCII = ("holds non-ASCII characters, which IMAP LOGIN cannot carry: govmigrate logs in with "

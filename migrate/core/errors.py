@@ -48,15 +48,20 @@ class ExitCode(IntEnum):
 @dataclass(frozen=True)
 class Finished:
     """How a command ended, for one whose result cannot say it itself: ``partial``, some items failed or were
-    skipped (exit 1). The error boundary (migrate.cli.main) reads ``exit_code`` off whatever a command returns."""
+    skipped (exit 1); ``invalid``, a file it read has errors (exit 2). The error boundary (migrate.cli.main) reads
+    ``exit_code`` off whatever a command returns."""
 
     partial: bool = False
     locked: bool = False
+    #: An input file a person wrote (a PBX file) has errors: what could be read was still recorded (exit 2).
+    invalid: bool = False
 
     @property
     def exit_code(self) -> ExitCode:
         if self.locked:
             return ExitCode.LOCKED
+        if self.invalid:
+            return ExitCode.USAGE
         return ExitCode.PARTIAL if self.partial else ExitCode.OK
 
 
@@ -151,9 +156,17 @@ class PreflightFailed(MigrateError):
 
 class DnsUpdateRefused(MigrateError):
     """The primary refused an RFC 2136 update (TSIG signature or key, a zone it is not authoritative for, an
-    update policy): nothing was changed."""
+    update policy, the zone's integrity checks): nothing was changed. ``rcode`` is what it answered, ``rrsets``
+    the RRsets the update held, ``causes`` the possible causes, most likely first."""
 
     exit_code = ExitCode.DNS_REFUSED
+
+    def __init__(self, message: str, *, hint: str | None = None, rcode: str = "", rrsets: list[str] | None = None,
+                 causes: list[str] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.rcode = rcode
+        self.rrsets = rrsets or []
+        self.causes = causes or []
 
 
 class DnsChangedMeanwhile(DnsUpdateRefused):

@@ -58,13 +58,17 @@ PHONE_MOVED = (CUT_OVER, DONE)
 
 
 #: A domain's DNS cut-over (``dns_domains.state``): unchanged → prepared (TTLs lowered) → baselined → switched →
-#: propagated → cut-over (its mailboxes advanced) → done (the last delta copied), or rolled-back.
+#: propagated → cut-over (its mailboxes advanced) → done (the last delta copied) → settled (TTLs raised again);
+#: or, rolled back: restored (the baseline is back on every server; the copy back of mail follows) →
+#: rolled-back, or rollback-incomplete (the primary refused some RRsets: listed, with an nsupdate script).
 #: Where a domain's cut-over has not begun: the gate applies.
 DOMAIN_NOT_BEGUN = ("unchanged", "prepared", "rolled-back")
 #: Where the records have (or may have) been changed: what a rollback undoes.
-DOMAIN_BEGUN = ("baselined", "switched", "propagated", "cut-over", "done")
+DOMAIN_BEGUN = ("baselined", "switched", "propagated", "cut-over", "done", "settled")
 #: Where the domain's MX points at the central host.
-DOMAIN_SWITCHED = ("switched", "propagated", "cut-over", "done")
+DOMAIN_SWITCHED = ("switched", "propagated", "cut-over", "done", "settled")
+#: A rollback that has begun and not finished: running the rollback again finishes it.
+DOMAIN_ROLLING_BACK = ("restored", "rollback-incomplete")
 
 
 def level(mailbox: MailboxRow) -> str:

@@ -11,6 +11,8 @@ import json
 import logging
 import sys
 import time
+import warnings
+from pathlib import Path
 from typing import TextIO
 
 from migrate.core.printable import printable
@@ -102,3 +104,30 @@ def setup_logging(*, verbose: int = 0, quiet: bool = False, log_json: bool = Fal
     for noisy in ("imapclient", "exchangelib", "urllib3", "requests_ntlm", "spnego", "migrate.voip.sip.trace"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
     return handler
+
+
+#: Where govmigrate's own code lives: a deprecation warning raised there is ours, and is shown.
+_OURS = str(Path(__file__).resolve().parents[1])
+
+
+def quiet_dependency_warnings() -> None:
+    """Drop the deprecation warnings the libraries we depend on raise in their own code (dnspython's DSA support
+    on a newer cryptography prints CryptographyDeprecationWarning at import): they are for those libraries'
+    authors and would be noise on every command's stderr. Every other warning, and any warning govmigrate's
+    own code raises, is shown as before."""
+    shown = warnings.showwarning
+    if getattr(shown, "quiet_dependencies", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if _deprecation(category) and not str(Path(filename).resolve()).startswith(_OURS):
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    show.quiet_dependencies = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
+def _deprecation(category: type[Warning]) -> bool:
+    return issubclass(category, (DeprecationWarning, PendingDeprecationWarning)) or any(
+        "Deprecation" in cls.__name__ for cls in category.__mro__)

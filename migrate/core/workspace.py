@@ -103,12 +103,26 @@ def init_workspace(root: Path) -> Workspace:
         target = root / rel
         if not target.exists():
             target.write_text(text, encoding="utf-8")
+    _make_key(root / "secrets" / "phones.key")
     store = open_store(ws.state_file, create=True)
     try:
         store.add_event("workspace", "init", f"created {root}")
     finally:
         store.close()
     return ws
+
+
+def _make_key(path: Path) -> None:
+    """A random key for phones.secrets_key (32 bytes, base64), mode 0600 from creation, in a 0700 directory."""
+    import base64
+    import secrets
+
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    if path.exists():
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(base64.b64encode(secrets.token_bytes(32)).decode("ascii") + "\n")
 
 
 def open_workspace(root: Path) -> Workspace:

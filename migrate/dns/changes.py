@@ -73,6 +73,20 @@ class ChangeSet:
         """The change set that undoes this one (a rollback): every ``after`` back to its ``before``."""
         return ChangeSet(self.domain, self.zone, tuple(c.inverse() for c in self.changes))
 
+    def one_by_one(self) -> list[ChangeSet]:
+        """One change set per RRset, in order, except that the RRsets at a name where a CNAME comes or goes move
+        together (a CNAME cannot stand beside other data: replacing one with the other is a single update)."""
+        aliased = {c.name for c in self.changes if c.rdtype == "CNAME"}
+        units: dict[tuple[str, str], list[Change]] = {}
+        for change in self.changes:
+            key = (change.name, "") if change.name in aliased else change.key
+            units.setdefault(key, []).append(change)
+        return [ChangeSet(self.domain, self.zone, tuple(group)) for group in units.values()]
+
+    def only(self, changes) -> ChangeSet:
+        """The same domain and zone with just ``changes``."""
+        return ChangeSet(self.domain, self.zone, tuple(changes))
+
     @property
     def old_ttl(self) -> int | None:
         """The highest TTL among the RRsets as they are before the change (what caches may hold)."""
@@ -149,14 +163,15 @@ def primary_holds(client: DnsClient, changeset: ChangeSet) -> str:
     or "neither" (someone changed something else meanwhile). A run that was killed between sending an update
     and recording it finds out here whether the update landed."""
     current = client.read([c.key for c in changeset])
-    if all(_same(current.get(c.key), c.after) for c in changeset):
+    if all(same(current.get(c.key), c.after) for c in changeset):
         return "after"
-    if all(_same(current.get(c.key), c.before) for c in changeset):
+    if all(same(current.get(c.key), c.before) for c in changeset):
         return "before"
     return "neither"
 
 
-def _same(now: RRset | None, wanted: RRset | None) -> bool:
+def same(now: RRset | None, wanted: RRset | None) -> bool:
+    """Whether an RRset as served holds the wanted data (both absent counts)."""
     return now is None if wanted is None else wanted.same_data(now)
 
 

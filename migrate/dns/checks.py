@@ -2,7 +2,10 @@
 
 The domain's own records are read from its authoritative servers (the primary first): what the zone
 publishes now, not what a cache remembers. Names outside the zone (MX targets, SPF includes, the parent's
-servers) are looked up through the configured resolvers, as the world sees them.
+servers) are looked up through the configured resolvers, as the world sees them, which must recurse (checked
+first); the delegation is read from the parent zone's servers themselves, found through the resolvers or, with
+``dns.parent_servers``, by following referrals. An MX or SRV target that is an alias is named as one whether or
+not the alias resolves.
 
 Records the cut-over creates (DKIM, client SRV, MTA-STS, TLS-RPT) are "not yet" (warn) while the MX does
 not point at the central host, and missing (fail) once it does. Whether a record points at the central
@@ -23,6 +26,7 @@ from migrate.core.config import DnsRecords, DnsSection
 from migrate.core.errors import MigrateError
 from migrate.core.fanout import fanout
 from migrate.dns.client import DnsClient, DnsQueryFailed, label, resolve_addresses
+from migrate.dns.delegation import Delegation
 from migrate.dns.mailauth import (
     evaluate_dmarc,
     evaluate_spf,
@@ -82,6 +86,53 @@ class _Domain:
         self._down: set[str] = set()
         #: Whether the MX points at the central host (None: unknown); set by the MX check.
         self.mx_central: bool | None = None
+        self._delegation: Delegation | None = None
+
+    def delegation(self) -> Delegation:
+        """What the parent zone's servers say about the zone, asked once for the checks that read it."""
+        if self._delegation is None:
+            assert self.zone is not None
+            self._delegation = self.client.delegation(self.zone)
+        return self._delegation
+
+    def in_zone(self, host: str) -> bool:
+        return self.zone is not None and dns.name.from_text(absolute(host)).is_subdomain(
+            dns.name.from_text(self.zone))
+
+    def addresses(self, host: str) -> list[str]:
+        """``host``'s A and AAAA: from the zone's own servers for a name in the zone (what it publishes now),
+        through the resolvers for any other."""
+        if not self.in_zone(host):
+            return resolve_addresses(self.client, host)
+        found: list[str] = []
+        for rdtype in ("A", "AAAA"):
+            rrset = self.rrset(host, rdtype)
+            found += list(rrset.rdatas) if rrset else []
+        return found
+
+    def alias(self, host: str) -> str | None:
+        """When ``host`` is an alias (a CNAME), what it says of it: its target and what became of that, whether
+        the target resolves or not (an MX or SRV naming an alias is wrong either way)."""
+        if self.in_zone(host):
+            rrset = self.rrset(host, "CNAME")
+            target = absolute(rrset.rdatas[0]) if rrset else None
+        else:
+            answer = self.client.resolve(host, "CNAME")
+            target = absolute(answer.rrset[0].target) if answer is not None and answer.rrset else None
+        if target is None:
+            return None
+        try:
+            if self.in_zone(target) and self.rrset(target, "CNAME") is None and not self.addresses(target):
+                exists = any(self.rrset(target, t) is not None for t in ("TXT", "MX", "SRV"))
+                fate = "which has no A or AAAA record" if exists else "which does not exist"
+            elif not self.in_zone(target) and self.client.resolve(target, "A") is None \
+                    and self.client.resolve(target, "AAAA") is None:
+                fate = "which does not resolve"
+            else:
+                fate = "which resolves"
+        except MigrateError as exc:
+            fate = f"which could not be looked up ({exc.message})"
+        return f"{host} is an alias (CNAME to {target}, {fate})"
 
     def at(self, label_: str) -> str:
         return absolute(f"{label_}.{self.domain}")
@@ -122,6 +173,19 @@ class _Domain:
 # -- the checks ---------------------------------------------------------------------------------------
 
 
+def check_resolvers(d: _Domain) -> CheckResult:
+    """The resolvers recurse: an authoritative-only server named as a resolver answers only for its own zones
+    and would make every other name look missing (or part of its zone)."""
+    client = d.client
+    lazy = client.not_recursing()
+    details = {"resolvers": client.resolver_label, "parent_servers": [label(ns) for ns in client.section.parent_servers]}
+    if lazy:
+        via = (" (the delegation is looked up from dns.parent_servers; names outside the ministry zones still "
+               "need a recursive resolver)" if client.section.parent_servers else "")
+        return CheckResult("resolvers", FAIL, "; ".join(lazy) + via, details)
+    return CheckResult("resolvers", PASS, f"{client.resolver_label} answers recursively", details)
+
+
 def check_delegation(d: _Domain) -> CheckResult:
     """The parent's NS set (the referral its servers give) equals the zone's own NS set."""
     if d.zone is None:
@@ -132,38 +196,18 @@ def check_delegation(d: _Domain) -> CheckResult:
         details["note"] = f"{d.domain} has no zone of its own; it lives in {zone}"
     if zone == ".":
         return CheckResult("delegation", FAIL, "the domain resolves to the root zone", details)
-    client = d.client
     try:
-        parent = client.zone_for(dns.name.from_text(zone).parent().to_text())
-        parent_ns = client.resolve(parent, "NS")
-        ns_names = sorted(absolute(rd.target) for rd in parent_ns.rrset) if parent_ns and parent_ns.rrset else []
-        if not ns_names:
-            return CheckResult("delegation", FAIL, f"the parent zone {parent} lists no nameservers", details)
+        found = d.delegation()
         own = d.rrset(zone, "NS")
     except MigrateError as exc:
         return CheckResult("delegation", FAIL, exc.message, details)
+    parent = found.parent
     details["parent"] = parent
     zone_set = sorted(absolute(t) for t in own.rdatas) if own else []
     details["zone_ns"] = zone_set
-    referrals: dict[str, list[str]] = {}
-    problems: list[str] = []
-    for host in ns_names:
-        try:
-            addresses = resolve_addresses(client, host)
-        except MigrateError as exc:
-            problems.append(f"parent server {host}: {exc.message}")
-            continue
-        if not addresses:
-            problems.append(f"parent server {host} has no address")
-        for address in addresses:
-            who = f"{host} ({address})"
-            try:
-                response = client.query_at(address, 53, zone, "NS", who=who, authoritative=False)
-            except MigrateError as exc:
-                problems.append(exc.message)
-                continue
-            referrals[who] = _referral(response, zone)
+    referrals = {v.server.who: v.ns for v in found.views}
     details["parent_ns"] = referrals
+    problems = found.problems
     if not referrals:
         return CheckResult("delegation", FAIL, "no server of the parent zone " + parent + " answered: "
                            + "; ".join(problems), details)
@@ -187,13 +231,89 @@ def check_delegation(d: _Domain) -> CheckResult:
     return CheckResult("delegation", PASS, reason, details)
 
 
-def _referral(response, zone: str) -> list[str]:
-    qname = dns.name.from_text(zone)
-    for section in (response.answer, response.authority):
-        for rrset in section:
-            if rrset.name == qname and rrset.rdtype == dns.rdatatype.NS:
-                return sorted(absolute(rd.target) for rd in rrset)
-    return []
+def _parent_view(d: _Domain, check: str) -> Delegation | CheckResult:
+    """What the parent's servers say of the zone, or the failed check saying why it is not known."""
+    if d.zone is None:
+        return CheckResult(check, FAIL, f"the zone of {d.domain} was not found: {d.zone_error}")
+    try:
+        return d.delegation()
+    except MigrateError as exc:
+        return CheckResult(check, FAIL, exc.message)
+
+
+def check_glue(d: _Domain) -> CheckResult:
+    """The parent's glue for the zone's name servers (the addresses it hands out with the referral) is what the
+    zone itself says those names' addresses are."""
+    found = _parent_view(d, "glue")
+    if isinstance(found, CheckResult):
+        return found
+    glue = found.glue()
+    details: dict[str, Any] = {"glue": {k: sorted(v) for k, v in glue.items()}, "zone": {}}
+    problems: list[str] = []
+    for name in found.listed():
+        if not d.in_zone(name):
+            continue  # a server named outside the zone needs no glue; its own zone says where it is
+        try:
+            own = sorted(d.addresses(name))
+        except MigrateError as exc:
+            problems.append(f"{name}: {exc.message}")
+            continue
+        details["zone"][name] = own
+        at_parent = sorted(glue.get(name, ()))
+        if not at_parent:
+            problems.append(f"the parent gives no glue for {name}, a name inside the zone (resolvers cannot reach it)")
+        elif not own:
+            problems.append(f"the parent's glue says {name} is at {', '.join(at_parent)}; the zone has no address "
+                            "for it")
+        elif set(at_parent) != set(own):
+            problems.append(f"the parent's glue says {name} is at {', '.join(at_parent)}; the zone says "
+                            f"{', '.join(own)}")
+    if problems:
+        return CheckResult("glue", FAIL, "; ".join(problems), details)
+    if not details["zone"]:
+        return CheckResult("glue", PASS, "the zone's name servers are named outside it: no glue needed", details)
+    return CheckResult("glue", PASS, "the parent's glue matches the zone's addresses for "
+                       + ", ".join(details["zone"]), details)
+
+
+def check_ns_authority(d: _Domain) -> CheckResult:
+    """Every name server the parent lists answers for the zone with authority, at every address it is known by
+    (the parent's glue, the zone's own records, the resolvers for a name outside the zone)."""
+    found = _parent_view(d, "ns-authority")
+    if isinstance(found, CheckResult):
+        return found
+    assert d.zone is not None
+    glue = found.glue()
+    targets: list[tuple[str, str, str]] = []
+    problems: list[str] = []
+    for name in found.listed():
+        known: dict[str, str] = {address: "glue" for address in glue.get(name, ())}
+        try:
+            for address in d.addresses(name):
+                known.setdefault(address, "zone" if d.in_zone(name) else "resolver")
+        except MigrateError as exc:
+            problems.append(f"{name}: {exc.message}")
+        if not known:
+            problems.append(f"{name} has no address")
+        targets += [(name, address, how) for address, how in sorted(known.items())]
+
+    def ask(target: tuple[str, str, str]) -> str | None:
+        name, address, how = target
+        who = f"{name} ({address}, from the {how})"
+        try:
+            answer = d.client.query_at(address, 53, d.zone, "SOA", who=who)
+        except MigrateError as exc:
+            return exc.message
+        if not any(rrset.rdtype == dns.rdatatype.SOA for rrset in answer.answer):
+            return f"{who} answers without the zone's SOA"
+        return None
+
+    failures = [f for f in fanout(targets, ask, workers=8, name="dns-ns") if f]
+    details = {"asked": [f"{n} ({a}, {h})" for n, a, h in targets]}
+    if failures or problems:
+        return CheckResult("ns-authority", FAIL, "; ".join(problems + failures), details)
+    return CheckResult("ns-authority", PASS, f"every name server the parent lists answers for {d.zone} with "
+                       f"authority ({len(targets)} address{'es' if len(targets) != 1 else ''})", details)
 
 
 def check_nameservers(d: _Domain) -> CheckResult:
@@ -239,13 +359,12 @@ def check_mx(d: _Domain) -> CheckResult:
             problems.append("a null MX (RFC 7505): the domain says it accepts no mail")
             continue
         try:
-            answer = d.client.resolve(host, "A")
-            if answer is not None and absolute(answer.canonical_name) != host:
-                entry["cname"] = absolute(answer.canonical_name)
-                problems.append(f"{host} is an alias (CNAME to {entry['cname']}); an MX must name a host with "
-                                "A/AAAA records itself (RFC 2181 §10.3)")
+            alias = d.alias(host)
+            if alias is not None:
+                entry["alias"] = alias
+                problems.append(f"{alias}; an MX must name a host with A/AAAA records itself (RFC 2181 §10.3)")
                 continue
-            entry["addresses"] = resolve_addresses(d.client, host)
+            entry["addresses"] = d.addresses(host)
         except MigrateError as exc:
             problems.append(f"{host}: {exc.message}")
             continue
@@ -376,7 +495,10 @@ def _srv_check(d: _Domain, check: str, label_: str, port: int, configured: str |
             notes.append("the service is declared unavailable (target '.')")
             continue
         try:
-            if not resolve_addresses(d.client, host):
+            alias = d.alias(host)
+            if alias is not None:
+                problems.append(f"{alias}; an SRV target must be a host name, not an alias (RFC 2782)")
+            elif not d.addresses(host):
                 problems.append(f"{host} has no A or AAAA record")
         except MigrateError as exc:
             problems.append(f"{host}: {exc.message}")
@@ -471,7 +593,10 @@ def check_tls_rpt(d: _Domain) -> CheckResult:
 
 #: In the order they run and are shown; the MX check runs before those that depend on where the MX points.
 CHECKS: list[tuple[str, Callable[[_Domain], CheckResult]]] = [
+    ("resolvers", check_resolvers),
     ("delegation", check_delegation),
+    ("glue", check_glue),
+    ("ns-authority", check_ns_authority),
     ("nameservers", check_nameservers),
     ("mx", check_mx),
     ("spf", check_spf),

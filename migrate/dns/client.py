@@ -1,5 +1,6 @@
 """Talking to the configured DNS servers: authoritative queries (no recursion), SOA serials, the zone a domain
-lives in (through the resolvers), AXFR, and the TSIG key that signs transfers and updates.
+lives in (through the resolvers, which must recurse, or by referrals from ``dns.parent_servers``), what the
+parent zone's servers say of it, AXFR, and the TSIG key that signs transfers and updates.
 
 Failures become MigrateErrors that say which server and what happened: a server that does not answer is
 :class:`DnsServerUnreachable` (exit 4 for a command that depends on it; a failed check elsewhere), an answer
@@ -30,9 +31,11 @@ import dns.xfr
 import dns.zone
 
 from migrate.core.config import DnsSection, NameServer, Project
-from migrate.core.errors import DnsServerUnreachable, RemoteError, TransientError, UsageError
+from migrate.core.errors import DnsServerUnreachable, MigrateError, TransientError, UsageError
 from migrate.core.retry import call_with_retry
 from migrate.core.secrets import SecretRef, register, resolve
+from migrate.dns.delegation import Delegation, Walker, delegation, resolver_parent_servers
+from migrate.dns.failures import DnsQueryFailed
 from migrate.dns.records import RRset, absolute
 
 log = logging.getLogger(__name__)
@@ -43,8 +46,7 @@ QUERY_TIMEOUT = 2.0
 QUERY_ATTEMPTS = 2
 
 
-class DnsQueryFailed(RemoteError):
-    """A DNS server answered, but not with what was asked: refused, not authoritative, SERVFAIL."""
+__all__ = ["DnsClient", "DnsQueryFailed", "Tsig", "dns_section", "label", "resolve_addresses", "tsig_problem"]
 
 
 class _Timeout(TransientError):
@@ -89,6 +91,7 @@ class DnsClient:
         self.base_dir = base_dir
         self.timeout = timeout
         self._tsig: Tsig | None = None
+        self._not_recursing: list[str] | None = None
 
     # -- servers ----------------------------------------------------------------------------------
 
@@ -193,8 +196,45 @@ class DnsClient:
         except dns.exception.DNSException as exc:
             raise DnsQueryFailed(f"the resolver ({self.resolver_label}) failed on {absolute(name)} {rdtype}: {exc}")
 
+    def not_recursing(self) -> list[str]:
+        """The resolvers that do not recurse for us (their answers lack the RA flag: an authoritative-only server,
+        or one that refuses recursion to this host), each with what it said; asked once per client."""
+        if self._not_recursing is None:
+            found = []
+            for server in self.resolver().nameservers:
+                address, port = str(getattr(server, "address", server)), int(getattr(server, "port", 53))
+                who = address if port == 53 else f"{address}:{port}"
+                message = dns.message.make_query(dns.name.root, "NS", use_edns=0)
+                try:
+                    response, _ = dns.query.udp_with_fallback(message, address, timeout=self.timeout, port=port)
+                except (dns.exception.DNSException, OSError):
+                    continue  # not answering is a different fault, reported where a lookup fails
+                if not response.flags & dns.flags.RA:
+                    rcode = dns.rcode.to_text(response.rcode())
+                    found.append(f"{who} does not recurse (it answers {rcode} without the RA flag: an authoritative "
+                                 "server, or a resolver that does not serve this host)")
+            self._not_recursing = found
+        return self._not_recursing
+
+    def _walker(self) -> Walker | None:
+        return Walker(self, self.section.parent_servers) if self.section.parent_servers else None
+
     def zone_for(self, domain: str) -> str:
-        """The zone ``domain`` lives in: the closest enclosing name with an SOA, found through the resolvers."""
+        """The zone ``domain`` lives in: the closest enclosing name with an SOA, found by following referrals
+        from ``dns.parent_servers`` where the project file names them, else through the resolvers (which must
+        recurse: an authoritative-only server would make every name look like part of its own zone)."""
+        walker = self._walker()
+        if walker is not None:
+            try:
+                return walker.zone_for(domain)
+            except MigrateError as exc:
+                raise DnsQueryFailed(f"the zone of {absolute(domain)} was not found from {walker.label}: "
+                                     f"{exc.message}")
+        lazy = self.not_recursing()
+        if lazy:
+            raise DnsQueryFailed(f"the zone of {absolute(domain)} cannot be found through the resolver: "
+                                 + "; ".join(lazy) + ". Name a recursive resolver in dns.resolvers, or the parent "
+                                 "zone's servers (or root hints) in dns.parent_servers")
         try:
             return absolute(dns.resolver.zone_for_name(absolute(domain), resolver=self.resolver(),
                                                        lifetime=self.timeout * QUERY_ATTEMPTS * 2))
@@ -204,8 +244,22 @@ class DnsClient:
         except dns.resolver.NoNameservers as exc:
             raise DnsQueryFailed(f"the resolver ({self.resolver_label}) could not find the zone of "
                                  f"{absolute(domain)}: {_first_error(exc)}")
+        except dns.resolver.NoRootSOA:
+            raise DnsQueryFailed(f"{self.resolver_label} sees no zone that holds {absolute(domain)} (no delegation "
+                                 "leads to it from the root it knows): on a split-horizon network or in a lab, name "
+                                 "the parent zone's servers (or root hints) in dns.parent_servers, or a resolver "
+                                 "that sees the ministry zones in dns.resolvers")
         except dns.exception.DNSException as exc:
             raise DnsQueryFailed(f"no zone found for {absolute(domain)} through {self.resolver_label}: {exc}")
+
+    def delegation(self, zone: str) -> Delegation:
+        """What the parent zone's servers say about ``zone`` (NS set and glue), asked of each of them."""
+        walker = self._walker()
+        if walker is not None:
+            parent, servers, problems = walker.parent_servers(zone)
+        else:
+            parent, servers, problems = resolver_parent_servers(self, zone, resolve_addresses)
+        return delegation(self, zone, parent, servers, problems)
 
     # -- TSIG and zone transfers ------------------------------------------------------------------
 

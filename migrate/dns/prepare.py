@@ -94,8 +94,11 @@ def prepare_domain(client: DnsClient, section: DnsSection, store: Store, domain:
         result.notes.append("already prepared")
         return result
     if lowered:
-        # Before the update: a run killed after it would otherwise read only the lowered TTLs.
-        store.update_dns_domain(domain, wave=wave, old_ttl=old_ttl,
+        # Before the update: a run killed after it would otherwise read only the lowered TTLs. Each RRset's own
+        # TTL too, for dns settle (a TTL recorded by an earlier run is the original; it is kept).
+        ttls = {" ".join(c.key): c.before.ttl for c in lowered if c.before is not None}
+        ttls.update((row.ttls or {}) if row else {})
+        store.update_dns_domain(domain, wave=wave, old_ttl=old_ttl, ttls=ttls,
                                 detail=f"lowering the TTL of {len(lowered)} RRset(s) to {section.cutover_ttl} s")
         apply_changes(client, lowered)
     wait_propagated(client, served_ttls(plan, section.cutover_ttl))

@@ -45,7 +45,12 @@ class Propagation:
 
     @property
     def done(self) -> bool:
-        return all(v.current for v in self.views) and len({v.serial for v in self.views}) == 1
+        return self.served and len({v.serial for v in self.views}) == 1
+
+    @property
+    def served(self) -> bool:
+        """Every server serves the change's data (whatever its serial)."""
+        return all(v.current for v in self.views)
 
     def lagging(self) -> list[str]:
         """Each server that is not there yet, and why, for people."""
@@ -89,18 +94,19 @@ def look(client: DnsClient, changeset: ChangeSet) -> Propagation:
 
 def wait_propagated(client: DnsClient, changeset: ChangeSet, *, timeout: float | None = None, interval: float = 1.0,
                     on_look: Callable[[Propagation], None] | None = None, stop: threading.Event | None = None,
-                    clock: Callable[[], float] = time.monotonic,
-                    sleep: Callable[[float], None] = time.sleep) -> Propagation:
+                    clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                    same_serial: bool = True) -> Propagation:
     """Look again every ``interval`` seconds until every authoritative server serves ``changeset``'s new data
-    with one SOA serial; ``timeout`` defaults to the project file's ``propagation_timeout``. ``on_look`` sees
-    each look (progress); setting ``stop`` ends the wait with :class:`Interrupted`."""
+    with one SOA serial (``same_serial=False``: the data is enough, for a rollback whose change a secondary that
+    does not transfer never saw); ``timeout`` defaults to the project file's ``propagation_timeout``. ``on_look``
+    sees each look (progress); setting ``stop`` ends the wait with :class:`Interrupted`."""
     timeout = client.section.propagation_timeout if timeout is None else timeout
     deadline = clock() + timeout
     while True:
         seen = look(client, changeset)
         if on_look is not None:
             on_look(seen)
-        if seen.done:
+        if seen.done or (not same_serial and seen.served):
             return seen
         if clock() >= deadline:
             lagging = seen.lagging()
@@ -113,4 +119,34 @@ def wait_propagated(client: DnsClient, changeset: ChangeSet, *, timeout: float |
         if stop is not None and stop.is_set():
             raise Interrupted("interrupted while waiting for the DNS change to reach every server; run the same "
                               "command again to resume")
+        sleep(min(interval, max(0.0, deadline - clock())))
+
+
+def wait_serials(client: DnsClient, zone: str, *, timeout: float, interval: float = 1.0,
+                 on_look: Callable[[list[str]], None] | None = None, stop: threading.Event | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    """Look every ``interval`` seconds until every authoritative server answers for ``zone`` with the primary's
+    serial, for at most ``timeout`` seconds; returns the servers still behind (or not answering), each with what
+    it serves, or [] once they agree. Changes nothing: what a gate asks before a switch is made."""
+    deadline = clock() + timeout
+
+    def serial(server) -> tuple[str, int | None, str | None]:
+        try:
+            return label(server), client.serial(server, zone), None
+        except MigrateError as exc:
+            return label(server), None, exc.message
+
+    while True:
+        found = fanout(client.servers, serial, workers=8, name="dns-serials")
+        top = found[0][1] if found else None  # the primary's: the serial a change is made on
+        lagging = [f"{who}: {error}" if error else f"{who} serves serial {value} (the primary: {top})"
+                   for who, value, error in found if error or value != top]
+        if top is None:
+            lagging = [f"{who}: {error}" for who, _value, error in found if error] or lagging
+        if not lagging:
+            return []
+        if on_look is not None:
+            on_look(lagging)
+        if clock() >= deadline or (stop is not None and stop.is_set()):
+            return lagging
         sleep(min(interval, max(0.0, deadline - clock())))

@@ -4,7 +4,8 @@ everything or nothing.
 Prerequisites make it safe against people: every RRset it replaces or deletes must still hold exactly the
 data that was read (value-dependent prerequisite, RFC 2136 §2.4.2), and every RRset it creates must still
 be absent (§2.4.3). If anything changed meanwhile, the server changes nothing and
-:class:`DnsChangedMeanwhile` names the RRset and what it holds now.
+:class:`DnsChangedMeanwhile` names the RRset and what it holds now. Any other refusal (REFUSED, NOTAUTH,
+SERVFAIL) is explained by :mod:`migrate.dns.diagnose`: what is known, and the causes by likelihood.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import dns.update
 from migrate.core.errors import DnsChangedMeanwhile, DnsServerUnreachable, DnsUpdateRefused, MigrateError
 from migrate.dns.changes import ChangeSet
 from migrate.dns.client import DnsClient, DnsQueryFailed, label, tsig_problem
+from migrate.dns.diagnose import refused
 from migrate.dns.records import describe, relative
 
 log = logging.getLogger(__name__)
@@ -98,17 +100,9 @@ def apply_changes(client: DnsClient, changeset: ChangeSet) -> None:
         return
     if rcode in (dns.rcode.NXRRSET, dns.rcode.YXRRSET, dns.rcode.NXDOMAIN, dns.rcode.YXDOMAIN):
         raise _changed_meanwhile(client, changeset, rcode)
-    if rcode == dns.rcode.NOTAUTH:
-        raise DnsUpdateRefused(f"the primary {who} is not authoritative for the zone {changeset.zone} (NOTAUTH): "
-                               "nothing was changed",
-                               hint="dns.nameservers must name the primary master of the ministry zones")
-    if rcode == dns.rcode.REFUSED:
-        raise DnsUpdateRefused(f"the primary {who} refused the update of {changeset.zone} (REFUSED: its update "
-                               "policy does not allow this key to change these records): nothing was changed",
-                               hint=f"allow updates signed by the key {client.section.tsig.name if client.section.tsig else ''} "
-                                    f"in the zone's allow-update or update-policy")
-    raise DnsUpdateRefused(f"the primary {who} answered the update of {changeset.zone} with "
-                           f"{dns.rcode.to_text(rcode)}: nothing was changed")
+    # REFUSED, NOTAUTH, SERVFAIL, ...: what is known, and the causes in order of likelihood (a probe tells the key
+    # and policy apart from the records themselves).
+    raise refused(client, changeset, rcode)
 
 
 def _changed_meanwhile(client: DnsClient, changeset: ChangeSet, rcode: int) -> DnsChangedMeanwhile:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -99,7 +99,7 @@ class Destination:
     def folders(self, refresh: bool = False) -> dict[str, ListedFolder]:
         if self._folders is None or refresh:
             listed = list_folders(self.client, self.session.capabilities, with_status=False)
-            self._folders = {f.name: f for f in listed}
+            self._folders = {f.name: f for f in listed if self.session.personal(f.name)}
         return self._folders
 
     def layout(self) -> CentralLayout:
@@ -301,18 +301,21 @@ class Destination:
 
 class LazyDestination:
     """The central host session, opened on first use (a pass that finds nothing to do never logs in there),
-    and opened again after a command failed half-way closed it."""
+    and opened again after a command failed half-way closed it. ``opener`` opens another server's session as a
+    destination instead (the ministry server, for the copy back of a rollback)."""
 
-    def __init__(self, endpoint: Endpoint, creds: Credentials, email: str) -> None:
+    def __init__(self, endpoint: Endpoint | None, creds: Credentials | None, email: str, *,
+                 opener: Callable[[], Destination] | None = None) -> None:
         self._args = (endpoint, creds, email)
+        self._opener = opener
         self._dest: Destination | None = None
 
     def __getattr__(self, name: str):
         if self._dest is None or self._dest.broken:
             if self._dest is not None:
-                log.info("%s: reconnecting to the central host after an interrupted command", self._args[2])
+                log.info("%s: reconnecting after an interrupted command", self._args[2])
                 self._dest.close()
-            self._dest = Destination.open(*self._args)
+            self._dest = self._opener() if self._opener is not None else Destination.open(*self._args)
         return getattr(self._dest, name)
 
     def close(self) -> None:

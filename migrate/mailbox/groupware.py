@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from migrate.core.errors import ConnectFailed, LoginFailed, RemoteError, TlsFailed, TransientError
+from migrate.core.files import write_private
 from migrate.core.store import GroupwareRecord, MailboxRow, Store
 
 log = logging.getLogger(__name__)
@@ -108,22 +108,6 @@ def file_uids(kind: str, path: Path) -> set[str]:
 
 def export_path(workspace: Path, email: str, kind: str) -> Path:
     return workspace / EXPORT_DIR / (quote(email.lower(), safe="@._-+") + SUFFIX[kind])
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``path`` 0600 from creation and replace it atomically: a reader sees the old file or the new."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def merged_calendar(objects: list[bytes]) -> bytes:

@@ -84,9 +84,16 @@ class Session:
     prefix: str = ""
     greeting: str = ""
     tls: dict[str, Any] = field(default_factory=dict)
+    #: The prefixes of the other users' and shared namespaces (RFC 2342): folders there are not this mailbox's.
+    foreign: tuple[str, ...] = ()
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
+
+    def personal(self, name: str) -> bool:
+        """Whether a listed folder is the user's own: not in another user's or a shared namespace (a server
+        with a shared namespace lists there the folders others shared with the user)."""
+        return not any(name.startswith(p) or name == p.rstrip(self.separator) for p in self.foreign)
 
     def close(self) -> None:
         try:
@@ -326,7 +333,10 @@ def open_session(endpoint: Endpoint, creds: Credentials, user_login: str,
 def _learn_namespace(session: Session) -> None:
     client = session.client
     if session.has("NAMESPACE"):
-        personal = client.namespace().personal
+        namespaces = client.namespace()
+        personal = namespaces.personal
+        session.foreign = tuple(_text(prefix) for prefix, _sep in (*(namespaces.other or ()),
+                                                                  *(namespaces.shared or ())) if prefix)
         if personal:
             prefix, sep = personal[0]
             session.prefix = prefix or ""
@@ -340,6 +350,10 @@ def _learn_namespace(session: Session) -> None:
     sep = session.separator
     if names and all(n == "INBOX" or n.startswith(f"INBOX{sep}") for n in names) and len(names) > 1:
         session.prefix = f"INBOX{sep}"
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def storage_quota(session: Session) -> tuple[int, int] | None:

@@ -23,6 +23,7 @@ from migrate.core.registry import register_users
 from migrate.core.retry import call_with_retry
 from migrate.core.secrets import redact
 from migrate.core.store import Store
+from migrate.core.store.settings import KINDS
 from migrate.core.userlist import UserEntry
 from migrate.mailbox.measurements import MailboxMeasurement, SourceProbe, iso
 from migrate.mailbox.sources import Sources
@@ -234,6 +235,8 @@ def _finish(store: Store, source_id: str, entry: UserEntry, m: MailboxMeasuremen
                                largest=m.largest, oldest=iso(m.oldest), newest=iso(m.newest),
                                quota_used=m.quota_used, quota_limit=m.quota_limit,
                                folders=[f.as_record() for f in m.folders])
+        if m.settings is not None:
+            store.record_settings(row.id, "inventory", KINDS, [item.row(row.id, "inventory") for item in m.settings])
     with result._lock:
         result.mailboxes[source_id].append(m)
     if m.ok:

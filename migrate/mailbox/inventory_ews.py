@@ -127,7 +127,13 @@ class EwsReader:
     def measure(self, entry: UserEntry) -> MailboxMeasurement:
         # Throttling was waited out by the EWS client and arrives as Throttled (not retried again); a lost
         # connection is transient and retried by the inventory's one per-mailbox retry layer.
-        return measure_mailbox(self._open_mailbox(entry.email), entry.email)
+        from migrate.mailbox.settings import inventory_items
+
+        box = self._open_mailbox(entry.email)
+        measured = measure_mailbox(box, entry.email)
+        measured.settings = inventory_items(self.project, self.sources, self.source, entry.email, entry.login, {},
+                                            box)
+        return measured
 
     def _open_mailbox(self, email: str) -> EwsMailbox:
         try:

@@ -58,6 +58,8 @@ class ImapReader:
         self.server: ImapServer = source.server
         self.endpoint = sources.endpoint(source)
         self.creds: Credentials = sources.credentials(source)  # SecretError if unresolvable
+        #: The source's login names (lower case) → addresses, from the user list (set by the probe).
+        self.logins: dict[str, str] = {}
 
     def close(self) -> None:
         """Nothing held between calls."""
@@ -65,6 +67,7 @@ class ImapReader:
     # -- probe ------------------------------------------------------------------------------------
 
     def probe(self, entries: list[UserEntry]) -> SourceProbe:
+        self.logins = {e.login.lower(): e.email for e in entries}
         ep = self.endpoint
         detail: dict[str, Any] = {"kind": "imap", "endpoint": f"{ep.host}:{ep.port}", "tls_mode": ep.tls,
                                   "verify_certificate": ep.verify}
@@ -180,9 +183,15 @@ class ImapReader:
     def measure(self, entry: UserEntry) -> MailboxMeasurement:
         with self.sources.session(self.source, entry.email, entry.login) as session:
             try:
-                return measure_session(session, entry.email)
+                measured = measure_session(session, entry.email)
             except Exception as exc:
                 raise describe_failure(exc, self.endpoint)
+            from migrate.mailbox.settings import inventory_items
+            from migrate.mailbox.source_imap import ImapSourceMailbox
+
+            measured.settings = inventory_items(self.project, self.sources, self.source, entry.email, entry.login,
+                                                self.logins, ImapSourceMailbox(session))
+            return measured
 
 
 def measure_session(session: Session, email: str) -> MailboxMeasurement:
@@ -194,7 +203,7 @@ def measure_session(session: Session, email: str) -> MailboxMeasurement:
     statuses = _list_status(session)
     for flags, _sep, name in listing:
         attrs = {(f.decode() if isinstance(f, bytes) else f).lower() for f in flags}
-        if "\\nonexistent" in attrs:
+        if "\\nonexistent" in attrs or not session.personal(name.decode() if isinstance(name, bytes) else name):
             continue
         noselect = "\\noselect" in attrs
         if noselect and "\\haschildren" in attrs:

@@ -71,6 +71,8 @@ class MailboxMeasurement:
     quota_used: int | None = None
     quota_limit: int | None = None
     folders: list[FolderMeasurement] = field(default_factory=list)
+    #: Mail rules, out-of-office, shared folders and delegates (migrate.mailbox.settings.Item); None: not read.
+    settings: list | None = None
 
     @classmethod
     def failed(cls, email: str, reason: str) -> MailboxMeasurement:

@@ -39,7 +39,7 @@ class ImapSourceMailbox:
         listed = list_folders(self.client, self.session.capabilities, with_status=True)
         out = []
         for f in listed:
-            if not f.selectable:
+            if not f.selectable or not self.session.personal(f.name):
                 continue
             info = SourceFolderInfo(f.name, source_path(f.name, f.delimiter or self.session.separator,
                                                         self.session.prefix), f.special_use, f.subscribed)

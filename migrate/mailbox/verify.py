@@ -7,7 +7,9 @@ messages on the destination: copies the engine made of messages since deleted (o
 are *stale*, a difference until a pass carrying deletions removes them; others arrived by other means (new
 mail after the MX cut-over) and are not a mismatch. The folder sets are compared too: a central folder the
 engine copied into whose source folder is gone (renamed or deleted there, and not yet carried) is an
-*orphaned* folder, a difference. ``deep`` also compares every matched pair's full bytes.
+*orphaned* folder, a difference. ``deep`` also compares every matched pair's full bytes. Each mailbox's result
+(counts of each kind of difference) is recorded in the store, replacing the one before, for the reports' data
+consistency.
 """
 
 from __future__ import annotations
@@ -345,6 +347,9 @@ def verify_mailboxes(project: Project, store: Store, mailboxes: list[MailboxRow]
                 result = MailboxCheck(mailbox.email, error=exc.message)
             sink(ProgressEvent("done" if result.matches else "failed", mailbox.email,
                                detail="" if result.matches else (result.error or "differs")))
+            # The report's "data consistency" per wave reads the last verification of each mailbox.
+            store.record_verification(mailbox.id, deep=deep, matches=result.matches, counts=result.totals(),
+                                      error=result.error)
             return result
 
     sink(ProgressEvent("plan", total_messages=len(mailboxes)))

@@ -6,7 +6,7 @@ checks and the reports see one consistent picture.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from migrate.core.config import Project
 from migrate.core.store import MailboxRow, Store
@@ -21,6 +21,9 @@ class MailboxInfo:
     inventory_error: str | None
     inventory_messages: int | None
     inventory_bytes: int | None
+    #: Mail rules, out-of-office, shared folders and delegates the inventory found: state (to-move,
+    #: cannot-move, unknown) → how many.
+    settings: dict[str, int] = field(default_factory=dict)
 
     @property
     def email(self) -> str:
@@ -62,13 +65,18 @@ class Catalog:
         for src in store.sources():
             ministries.setdefault(src.id, src.ministry)
         inventory = {inv.email.lower(): inv for inv in store.inventory()}
+        settings: dict[int, dict[str, int]] = {}
+        for s in store.settings(phase="inventory"):
+            if s.name != "*":
+                counts = settings.setdefault(s.mailbox_id, {})
+                counts[s.state] = counts.get(s.state, 0) + 1
         self.by_email: dict[str, MailboxInfo] = {}
         for row in store.mailboxes():
             inv = inventory.get(row.email.lower())
             self.by_email[row.email.lower()] = MailboxInfo(
                 row=row, ministry=ministries.get(row.source_id, row.source_id), measured=inv.ok if inv else None,
                 inventory_error=inv.error if inv else None, inventory_messages=inv.messages if inv else None,
-                inventory_bytes=inv.bytes if inv else None)
+                inventory_bytes=inv.bytes if inv else None, settings=settings.get(row.id, {}))
         self.source_order = [s.id for s in project.config.sources]
         #: PBX extensions by "<dial plan>:<number>" (from the last `inventory phones`).
         self.extensions = {e.key: e for e in store.extensions()}

@@ -1,9 +1,11 @@
 """What people do to a plan after it is generated: approve a wave, move a mailbox, see what changed.
 
-* ``approve`` records the wave's hash, who approved it and when (an event in the log), and makes the
-  store's membership follow the file. A run refuses a wave whose file no longer has that hash.
+* ``approve`` records the wave's hash, who approved it and when (an event in the log, and an approval of the
+  wave's history with what changed since the one before), and makes the store's membership follow the file.
+  A run refuses a wave whose file no longer has that hash.
 * ``move`` takes a mailbox out of its wave's file and into another's, rewrites every wave whose
-  ``cutover_domains`` change with it, and leaves those waves needing approval again.
+  ``cutover_domains`` change with it, and leaves those waves needing approval again (their approvals lapse,
+  with what changed).
 * ``diff`` compares the files with what the store recorded when the waves were generated or approved.
 """
 
@@ -12,15 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
 from migrate.core import lifecycle
 from migrate.core.config import Project
 from migrate.core.errors import UsageError
 from migrate.core.store import Store, WaveRow
 from migrate.plans.catalog import Catalog
 from migrate.plans.estimate import Rates
-from migrate.plans.model import IndexFile, WaveFile
+from migrate.plans.model import IndexFile, WaveFile, describe_change, field_changes, full_doc
 from migrate.plans.planfiles import Plan, write_index, write_wave
 from migrate.plans.planner import cutover_domains
 
@@ -42,9 +42,11 @@ def approve_wave(plan: Plan, wave_id: str, store: Store, catalog: Catalog, *, wh
     plan.require_valid(wave_id)
     data = wp.data
     assert data is not None
+    earlier = store.approvals(wave_id)
+    changes = describe_change(earlier[-1].doc, data.canonical()) if earlier and earlier[-1].doc else None
     with store.tx():
         store.approve_wave(wave_id, position=plan.position(wave_id), plan_file=plan.relative(wp.path),
-                           plan_hash=data.hash, doc=data.canonical(), who=who)
+                           plan_hash=data.hash, doc=data.canonical(), who=who, changes=changes)
         store.set_wave_positions(plan.order)
         listed = {e.lower() for e in data.mailboxes}
         for email in data.mailboxes:
@@ -111,6 +113,10 @@ def move_mailbox(plan: Plan, email: str, to_wave: str, project: Project, store: 
         write_index(plan.index_path, index, data, facts, [])
     store.add_event(f"mailbox/{email}", "move",
                     f"{from_wave or 'no wave'} -> {to_wave} in the plan files; approve again: {', '.join(moved.changed)}")
+    for wave_id in moved.changed:
+        recorded = store.wave(wave_id)
+        store.lapse_approval(wave_id, f"{email} was moved ({from_wave or 'no wave'} → {to_wave}); its plan file "
+                             f"changed: {describe_change(recorded.doc if recorded else None, data[wave_id].canonical())}")
     return moved
 
 
@@ -132,14 +138,6 @@ class WaveDiff:
                 "added": [{"email": e, "from": w} for e, w in self.added],
                 "removed": [{"email": e, "to": w} for e, w in self.removed],
                 "changes": [{"field": f, "recorded": a, "file": b} for f, a, b in self.changes]}
-
-
-def _recorded(doc: dict[str, Any]) -> dict[str, Any]:
-    """A wave as the store recorded it (canonical: defaults left out), with every field back, to compare."""
-    try:
-        return WaveFile.model_validate(doc).full()
-    except ValidationError:
-        return doc
 
 
 def diff_plan(plan: Plan, store: Store) -> list[WaveDiff]:
@@ -171,18 +169,12 @@ def diff_plan(plan: Plan, store: Store) -> list[WaveDiff]:
         d = WaveDiff(wave_id, "new" if row is None or row.doc is None else "same", approval,
                      row.approved_by if row else None, row.approved_at if row else None)
         if row is not None and row.doc is not None:
-            before = _recorded(row.doc)
+            before = full_doc(row.doc)
             was = {e.lower() for e in before.get("mailboxes", [])}
             now_ = {e.lower() for e in doc["mailboxes"]}
             d.added = [(e, recorded_of.get(e)) for e in sorted(now_ - was)]
             d.removed = [(e, current_of.get(e)) for e in sorted(was - now_)]
-            for key in ("title", "kind", "white_glove", "notes", "cutover_domains", "extensions"):
-                if before.get(key) != doc.get(key):
-                    d.changes.append((key, before.get(key), doc.get(key)))
-            for key in ("date", "start", "hours"):
-                old, new = (before.get("window") or {}).get(key), doc["window"].get(key)
-                if old != new:
-                    d.changes.append((f"window.{key}", old, new))
+            d.changes = field_changes(before, doc)
             if d.added or d.removed or d.changes:
                 d.status = "changed"
         out.append(d)

@@ -15,14 +15,29 @@ from pathlib import Path
 
 from migrate.core import lifecycle
 from migrate.core.config import Project
-from migrate.core.errors import Problem, UsageError
+from migrate.core.errors import ExitCode, MigrateError, Problem, UsageError
 from migrate.core.registry import register_users
 from migrate.core.store import Store, actor, now
 from migrate.plans.catalog import Catalog
 from migrate.plans.estimate import Rates
-from migrate.plans.model import INDEX_FILE, PLAN_VERSION, Excluded, IndexFile, PlanWindow, WaveFile
+from migrate.plans.model import (
+    INDEX_FILE,
+    PLAN_VERSION,
+    Excluded,
+    IndexFile,
+    PlanWindow,
+    WaveFile,
+    describe_change,
+)
 from migrate.plans.planfiles import WaveFacts, load_plan, plan_exists, wave_facts, write_index, write_wave
 from migrate.plans.planner import PlannedWave, cutover_domains, propose
+
+
+class NothingToPlan(MigrateError):
+    """Every mailbox was left out (the inventory reached none, or all are flagged skip): there is no wave to
+    plan. Exit 1, as for any command that finished with every item failed."""
+
+    exit_code = ExitCode.PARTIAL
 
 
 @dataclass
@@ -73,6 +88,13 @@ def generate_plan(project: Project, store: Store, directory: Path, *, replace: b
                         [m for m in (catalog.get(e) for e in w.mailboxes) if m is not None], kept=True)
             for w in kept_files.values()]
     proposal = propose(project, catalog.in_sources(), kept=kept)
+    if not proposal.waves:
+        reasons = dict.fromkeys(reason for _email, reason in proposal.excluded)
+        raise NothingToPlan(f"no mailbox can be planned: all {len(proposal.excluded)} were left out ("
+                            + "; ".join(list(reasons)[:3]) + ("; ..." if len(reasons) > 3 else "")
+                            + "); no plan was written",
+                            hint="see govmigrate inventory show; mend what the inventory could not reach, run "
+                                 "govmigrate inventory mail again, then plan generate")
     policy = project.config.waves
     cut = cutover_domains([(w.id, [m.email for m in w.mailboxes]) for w in proposal.waves])
     waves: list[WaveFile] = []
@@ -111,7 +133,9 @@ def generate_plan(project: Project, store: Store, directory: Path, *, replace: b
             result.facts[wave.wave] = wave_facts(wave, catalog, rates, project)
             continue
         result.facts[wave.wave] = write_wave(path, wave, catalog, rates, project)
-        store.record_wave(wave.wave, position=i, plan_file=f"{directory.name}/{path.name}", doc=wave.canonical())
+        recorded = store.wave(wave.wave)
+        store.record_wave(wave.wave, position=i, plan_file=f"{directory.name}/{path.name}", doc=wave.canonical(),
+                          changes=describe_change(recorded.doc, wave.canonical()) if recorded and recorded.doc else "")
     index = IndexFile(version=PLAN_VERSION, programme=project.config.name, generated_at=now(),
                       generated_by=actor(), waves=[w.wave for w in waves],
                       excluded=[Excluded(email=e, reason=r) for e, r in proposal.excluded])

@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from migrate.core.config import Strict, short_name
 
@@ -145,6 +145,54 @@ _EXTENSION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}:[0-9A-Za-z*#+_.-]{1,32}$"
 def doc_hash(doc: dict[str, Any]) -> str:
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def full_doc(doc: dict[str, Any] | None) -> dict[str, Any]:
+    """A wave as the store recorded it (canonical: defaults left out) with every field back, to compare; as it is
+    if it no longer validates."""
+    try:
+        return WaveFile.model_validate(doc).full()
+    except ValidationError:
+        return dict(doc or {})
+
+
+#: The fields a wave's change is told by (besides its mailboxes and extensions), in the order people read them.
+COMPARED_FIELDS = ("title", "kind", "white_glove", "notes", "cutover_domains")
+
+
+def field_changes(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(field, before, after) for each field and window part that differs between two full wave documents."""
+    changes = [(key, before.get(key), after.get(key)) for key in (*COMPARED_FIELDS, "extensions")
+               if before.get(key) != after.get(key)]
+    for key in ("date", "start", "hours"):
+        old, new = (before.get("window") or {}).get(key), (after.get("window") or {}).get(key)
+        if old != new:
+            changes.append((f"window.{key}", old, new))
+    return changes
+
+
+def _listed(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def describe_change(before_doc: dict[str, Any] | None, after_doc: dict[str, Any]) -> str:
+    """What changed in a wave between two recorded documents, in words for a change board (``nothing in the
+    wave changed`` when nothing did)."""
+    before, after = full_doc(before_doc), full_doc(after_doc)
+    parts = []
+    for key, noun in (("mailboxes", "mailbox"), ("extensions", "phone extension")):
+        was, now_ = set(before.get(key) or []), set(after.get(key) or [])
+        for items, verb in ((sorted(now_ - was), "added"), (sorted(was - now_), "taken out")):
+            if items:
+                plural = noun + ("es" if noun.endswith("x") else "s") if len(items) != 1 else noun
+                parts.append(f"{len(items)} {plural} {verb} ({_listed(items)})")
+    for key, old, new in field_changes(before, after):
+        if key == "extensions":
+            continue
+        parts.append(f"{key.replace('_', ' ').replace('.', ' ')} {old if old not in (None, '') else 'none'} → "
+                     f"{new if new not in (None, '') else 'none'}")
+    return "; ".join(parts) or "nothing in the wave changed"
 
 
 class Excluded(Strict):

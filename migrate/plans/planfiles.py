@@ -111,6 +111,8 @@ def extension_notes(wave: WaveFile, catalog: Catalog) -> dict[str, str]:
             parts.append("DIDs " + " ".join(ext.dids))
         if ext.state not in ("new", "planned"):
             parts.append(ext.state)
+        if ext.held:
+            parts.append("HELD by an error in the PBX files (govmigrate inventory phones says which)")
         notes[key] = ", ".join(parts)
     return notes
 
@@ -128,6 +130,10 @@ def mailbox_notes(wave: WaveFile, catalog: Catalog) -> dict[str, str]:
         parts += sorted(f for f in info.flags if f in ("vip", "pilot", "skip"))
         if info.row.state not in ("new", "planned"):
             parts.append(info.row.state)
+        to_move, cannot = info.settings.get("to-move", 0), info.settings.get("cannot-move", 0)
+        if to_move or cannot:
+            parts.append(f"rules/out-of-office/sharing: {to_move} to move"
+                         + (f", {cannot} cannot be moved, tell the user" if cannot else ""))
         notes[email.lower()] = ", ".join(parts)
     return notes
 
@@ -439,7 +445,7 @@ def write_wave(path: Path, wave: WaveFile, catalog: Catalog, rates: Rates, proje
     facts = wave_facts(wave, catalog, rates, project)
     text = render_wave(wave, header=wave_header(wave, facts, catalog), mailbox_notes=mailbox_notes(wave, catalog),
                        extension_notes=extension_notes(wave, catalog))
-    _atomic_write(path, text)
+    _atomic_write(path, _reads_back(text, wave, path))
     return facts
 
 
@@ -459,7 +465,19 @@ def write_index(path: Path, index: IndexFile, waves: dict[str, WaveFile], facts:
             when = f"{w.date.isoformat()} {w.start}" if w.date else "not scheduled"
             notes[wave_id] = (f"{f.mailboxes} mailboxes, {human_bytes(f.bytes)}, {format_hours(f.estimate.hours)}, "
                               f"{when}")
-    _atomic_write(path, render_index(index, header=header, wave_notes=notes))
+    _atomic_write(path, _reads_back(render_index(index, header=header, wave_notes=notes), index, path))
+
+
+def _reads_back(text: str, model: WaveFile | IndexFile, path: Path) -> str:
+    """``text``, after proving it reads back as exactly ``model``'s data: a plan file govmigrate writes never
+    breaks, and nothing in its comments becomes data."""
+    try:
+        again = type(model).model_validate(yaml.safe_load(text))
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise AssertionError(f"{path.name} as rendered does not read back: {exc}") from None
+    if again != model:
+        raise AssertionError(f"{path.name} as rendered reads back as other data than it was written from")
+    return text
 
 
 def _atomic_write(path: Path, text: str) -> None:

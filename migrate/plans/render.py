@@ -1,13 +1,16 @@
 """Plan files as text: YAML meant for people, with govmigrate's facts and advice as comments.
 
-The data is written so that it reads back exactly (``load_yaml`` of the text gives the model's data);
-comments are regenerated whenever govmigrate writes a file, so people put their remarks in ``notes``.
+The data is written so that it reads back exactly (``load_yaml`` of the text gives the model's data): a scalar
+that cannot be plain is written by PyYAML's emitter (double-quoted, every control character and line break
+escaped). Comments are regenerated whenever govmigrate writes a file, so people put their remarks in ``notes``;
+they carry names from PBX files and user lists, so every character that YAML or a terminal would take for a
+line break or a control (CR, LF, NEL, the Unicode line and paragraph separators, the other C0 and C1 controls)
+is written as an escape (``\n``): no text from outside can end a comment and start a line of data.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from typing import Any
 
@@ -16,6 +19,14 @@ import yaml
 from migrate.plans.model import IndexFile, WaveFile
 
 _PLAIN_RE = re.compile(r"^[A-Za-z0-9@._/()+-][A-Za-z0-9@._/()+, :-]*$")
+#: What may not stand in a comment as it is: C0 and C1 controls, DEL, and YAML's and Unicode's line breaks.
+_UNSAFE_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def comment_text(text: str) -> str:
+    """Text for a comment: one line, whatever it holds (``Ana\nwhite_glove: true`` stays on the comment's line)."""
+    return _UNSAFE_RE.sub(lambda m: _ESCAPES.get(m.group(), f"\\u{ord(m.group()):04x}"), text)
 
 
 def scalar(value: Any) -> str:
@@ -34,7 +45,8 @@ def scalar(value: Any) -> str:
         value = str(value)
     if value and _PLAIN_RE.match(value) and not value.endswith(" ") and _reads_back(value):
         return value
-    return json.dumps(value, ensure_ascii=False)
+    return yaml.safe_dump(value, default_style='"', allow_unicode=True, width=2**31 - 1,
+                          explicit_end=False).removesuffix("\n")
 
 
 def _reads_back(text: str) -> bool:
@@ -49,12 +61,12 @@ def _aligned(rows: list[tuple[str, str]], indent: str = "") -> list[str]:
     width = max((len(text) for text, note in rows if note), default=0)
     out = []
     for text, note in rows:
-        out.append(f"{indent}{text.ljust(width)}  # {note}" if note else f"{indent}{text}")
+        out.append(f"{indent}{text.ljust(width)}  # {comment_text(note)}" if note else f"{indent}{text}")
     return out
 
 
 def comment_block(lines: list[str]) -> list[str]:
-    return [f"# {line}".rstrip() for line in lines]
+    return [f"# {comment_text(line)}".rstrip() for line in lines]
 
 
 def render_wave(wave: WaveFile, *, header: list[str], mailbox_notes: dict[str, str],
@@ -76,7 +88,7 @@ def render_wave(wave: WaveFile, *, header: list[str], mailbox_notes: dict[str, s
     lines += _aligned([
         (f"date: {scalar(w.date)}",
          "day of the maintenance window, YYYY-MM-DD (null: not scheduled yet)"),
-        (f"start: {scalar(w.start)}", "local time"),
+        (f"start: {scalar(w.start)}", "in the programme's time zone (migration.yaml: timezone)"),
         (f"hours: {scalar(w.hours)}", "length of the window"),
     ], indent="  ")
     if wave.cutover_domains:

@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from migrate.core.store import ExtensionRow, Store
+from migrate.voip.model import line_kind
 
 CSV_COLUMNS = ("source", "dial_plan", "number", "name", "user", "link", "tech", "transport", "callerid",
-               "voicemail_box", "voicemail_email", "pin", "secret", "dids", "device", "wave", "state", "origin")
+               "outbound_cid", "voicemail_box", "voicemail_email", "pin", "secret", "dids", "device", "wave", "state",
+               "held", "origin")
 
 
 def phone_rows(store: Store, source_ids: list[str] | None = None) -> list[dict[str, Any]]:
@@ -24,9 +26,10 @@ def phone_rows(store: Store, source_ids: list[str] | None = None) -> list[dict[s
 def row(e: ExtensionRow, user: str | None) -> dict[str, Any]:
     return {"source": e.source_id, "dial_plan": e.dial_plan, "number": e.number, "name": e.name, "user": user or "",
             "link": e.link or "", "tech": e.tech or "", "transport": e.transport or "", "callerid": e.callerid or "",
-            "voicemail_box": e.voicemail_box or "", "voicemail_email": e.voicemail_email or "",
+            "outbound_cid": e.outbound_cid or "", "voicemail_box": e.voicemail_box or "", "voicemail_email": e.voicemail_email or "",
             "pin": "yes" if e.pin_present else "no", "secret": "yes" if e.secret_present else "no",
             "dids": list(e.dids), "device": e.device or "", "wave": e.wave or "", "state": e.state,
+            "held": "; ".join(e.held), "line": line_kind(e.tech),
             "origin": e.origins[0] if e.origins else "", "origins": list(e.origins)}
 
 

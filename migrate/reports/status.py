@@ -17,6 +17,8 @@ from migrate.core.store import MailboxRow, Store
 from migrate.dns.changes import mx_now
 from migrate.plans.catalog import Catalog
 from migrate.plans.model import PlanWindow
+from migrate.voip.link import normal_name
+from migrate.voip.model import line_kind
 
 STATE_TEXT = {
     lifecycle.NEW: "Not in any approved migration wave yet.",
@@ -53,6 +55,21 @@ PLAIN_REASONS: list[tuple[str, str]] = [
     (r"flagged skip", "The ministry's user list marks this mailbox to be left out (flag skip)."),
     (r"inventory failed|not measured", "The mailbox could not be measured in the inventory, so it was not planned."),
 ]
+
+
+def find_users(store: Store, text: str) -> list[MailboxRow]:
+    """The helpdesk's lookup: an exact address or login first; else every mailbox whose display name or address
+    holds ``text``, compared without case or accents ("jose perez" finds "José Pérez")."""
+    found = store.find_mailboxes(text)
+    wanted = normal_name(text)
+    if not wanted:
+        return found
+    seen = {m.id for m in found}
+    if found and any(m.email.lower() == text.lower() or m.login.lower() == text.lower() for m in found):
+        return found
+    more = [m for m in store.mailboxes() if m.id not in seen
+            and (wanted in normal_name(m.display_name) or wanted in normal_name(m.email))]
+    return sorted([*found, *more], key=lambda m: m.email)
 
 
 def plain_reason(reason: str | None) -> str | None:
@@ -117,6 +134,11 @@ class StatusView:
     domain: str
     domain_state: str
     switched_at: str | None
+    #: Where the switch stands for the helpdesk (:func:`domain_phase`): not-switched, switching, switched,
+    #: switching-back, rolled-back.
+    domain_phase: str
+    #: Whether the domain's MX points at the central host now (as far as the cut-over's record knows).
+    mx_at_central: bool
     mx_now: list[str] | None
     messages_copied: int
     messages_total: int | None
@@ -140,9 +162,58 @@ class StatusView:
     messages_stale: int = 0
     #: Of messages_refused, those someone accepted leaving behind (a final pass forced with a reason).
     messages_accepted: int = 0
+    #: A rolled-back cut-over: the mail copied back to the ministry server (messages, bytes), and what was not.
+    copied_back: dict[str, Any] | None = None
+    #: Mail rules, out-of-office, shared folders and delegates as the last sync left them: kind, name, state,
+    #: state_text (the helpdesk's words), reason.
+    settings: list[dict[str, Any]] = field(default_factory=list)
+    #: The same as the inventory found them (to-move, cannot-move, unknown).
+    settings_inventory: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def mx_at_central(state: str, unrestored: dict[str, Any] | None) -> bool:
+    """Whether a domain's MX points at the central host, from its cut-over state (a rollback that could not
+    put the MX back leaves it there)."""
+    if state == "rollback-incomplete":
+        return not (unrestored or {}).get("mx_restored", False)
+    return state in lifecycle.DOMAIN_SWITCHED
+
+
+def domain_phase(state: str) -> str:
+    """Where a domain's switch stands, for the helpdesk: not-switched, switching (being switched now), switched
+    (its MX at the central host), switching-back (a rollback under way, not finished), rolled-back."""
+    if state == "baselined":
+        return "switching"
+    if state in lifecycle.DOMAIN_ROLLING_BACK:
+        return "switching-back"
+    if state in lifecycle.DOMAIN_SWITCHED:
+        return "switched"
+    if state == "rolled-back":
+        return "rolled-back"
+    return "not-switched"
+
+
+def _state_text(mailbox: MailboxRow, domain: str, phase: str, not_copied: int = 0, accepted: int = 0) -> str:
+    """The mailbox's state in plain words, true to where its domain's switch stands; once the final pass is past,
+    the messages it could not copy are said there too."""
+    if mailbox.state == lifecycle.FINAL_SYNCED and phase == "switched":
+        return (f"All mail copied in the final pass; the switch of {domain} has begun (its MX points at the central "
+                "host) and is not finished: new mail may arrive on either server until it is.")
+    if mailbox.state == lifecycle.FINAL_SYNCED and phase in ("switching-back", "rolled-back"):
+        return (f"The switch of {domain} was rolled back: the user works on the ministry server again; mail that "
+                "reached the central host meanwhile is copied back there.")
+    text = STATE_TEXT.get(mailbox.state, mailbox.state)
+    if not_copied and mailbox.state in lifecycle.MOVED:
+        left = (f"{not_copied} message(s) could not be copied (listed below"
+                + (f"; {accepted} accepted to stay behind" if accepted else "") + ")")
+        if mailbox.state == lifecycle.FINAL_SYNCED:
+            return (f"Copied in the final pass, except {left}; waiting for the switch of the domain to the central "
+                    "host.")
+        return f"{text} Except: {left}."
+    return text
 
 
 def _wave_info(store: Store, wave_id: str | None) -> WaveInfo | None:
@@ -174,19 +245,23 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
     total = info.messages if info else mailbox.src_messages
     not_copied = store.failed_messages(mailbox.id)
     accepted = sum(1 for m in not_copied if m.accepted is not None)
+    domain_state = dns_row.state if dns_row else "unchanged"
+    phase = domain_phase(domain_state)
+    mx_central = mx_at_central(domain_state, dns_row.unrestored if dns_row else None)
     return StatusView(
         email=mailbox.email, login=mailbox.login, display_name=mailbox.display_name,
         ministry=info.ministry if info else mailbox.source_id, source_id=mailbox.source_id,
         flags=sorted(mailbox.flags), state=mailbox.state,
-        state_text=state_text(mailbox.state, len(not_copied), accepted),
+        state_text=_state_text(mailbox, domain, phase, len(not_copied), accepted),
         reason=reason, reason_text=reason_text, wave=wave, cutover_wave=cutover_wave,
         phones=[{"extension": e.number, "dial_plan": e.dial_plan, "name": e.name, "dids": list(e.dids),
                  "voicemail": e.voicemail_box, "voicemail_email": e.voicemail_email, "state": e.state,
                  "state_text": PHONE_TEXT.get(e.state, e.state), "reason": e.state_reason, "wave": e.wave,
-                 "linked_by": e.link, "sip_check": _last_register_check(store, e.key)} for e in extensions],
-        domain=domain, domain_state=dns_row.state if dns_row else "unchanged",
+                 "linked_by": e.link, "sip_check": _last_register_check(store, e.key), "held": list(e.held),
+                 "line": line_kind(e.tech)} for e in extensions],
+        domain=domain, domain_state=domain_state, domain_phase=phase, mx_at_central=mx_central,
         switched_at=dns_row.switched_at if dns_row else None,
-        mx_now=mx_now(dns_row.changes, dns_row.state in lifecycle.DOMAIN_SWITCHED) if dns_row else None,
+        mx_now=mx_now(dns_row.changes, mx_central) if dns_row else None,
         # Never more copied than the source holds: what is counted apart (stale) or was measured before the
         # source shrank is not shown as copied beyond it.
         messages_copied=min(mailbox.copied_messages, total) if total is not None else mailbox.copied_messages,
@@ -195,13 +270,30 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         bytes_copied=mailbox.copied_bytes, bytes_total=info.size if info else mailbox.src_bytes,
         messages_refused=len(not_copied), last_sync_at=mailbox.last_sync_at,
         last_sync_result=mailbox.last_sync_result, last_sync_host=mailbox.last_sync_host,
-        next_steps=next_steps(mailbox, wave, cutover_wave, domain) + phone_steps(extensions, wave),
+        next_steps=next_steps(mailbox, wave, cutover_wave, domain, phase) + phone_steps(extensions, wave),
         events=[{"at": e.at, "action": e.action, "detail": e.detail, "actor": e.actor}
                 for e in store.events(obj=f"mailbox/{mailbox.email}", limit=events)],
         messages_not_copied=_not_copied(store, mailbox, "failed"),
         messages_not_migrated=_not_copied(store, mailbox, "skipped"),
         groupware=[{"kind": g.kind, "location": g.location, "source_items": g.source_items, "copied": g.copied,
-                    "failed": g.failed, "last_sync_at": g.last_sync_at} for g in store.groupware_summary(mailbox.id)])
+                    "failed": g.failed, "last_sync_at": g.last_sync_at} for g in store.groupware_summary(mailbox.id)],
+        copied_back=_copied_back(store, mailbox),
+        settings=_settings(store, mailbox, "sync"), settings_inventory=_settings(store, mailbox, "inventory"))
+
+
+def _copied_back(store: Store, mailbox: MailboxRow) -> dict[str, Any] | None:
+    messages, size, failed = store.copied_back(mailbox.id)
+    if not messages and not failed:
+        return None
+    return {"messages": messages, "bytes": size, "not_copied": [{"folder": f, "uid": uid, "why": why}
+                                                                for f, uid, why in failed[:MAX_NOT_COPIED]]}
+
+
+def _settings(store: Store, mailbox: MailboxRow, phase: str) -> list[dict[str, Any]]:
+    from migrate.mailbox.settings import STATE_WORDS
+
+    return [{"kind": r.kind, "name": r.name, "state": r.state, "state_text": STATE_WORDS.get(r.state, r.state),
+             "reason": r.reason, "updated_at": r.updated_at} for r in store.settings(mailbox.id, phase)]
 
 
 def _not_copied(store: Store, mailbox: MailboxRow, state: str) -> list[dict[str, Any]]:
@@ -209,24 +301,24 @@ def _not_copied(store: Store, mailbox: MailboxRow, state: str) -> list[dict[str,
             for m in store.failed_messages(mailbox.id, state)[:MAX_NOT_COPIED]]
 
 
-def state_text(state: str, not_copied: int, accepted: int) -> str:
-    """The state in plain words; once the final pass is past, the messages it could not copy are said there too."""
-    text = STATE_TEXT.get(state, state)
-    if not_copied and state in lifecycle.MOVED:
-        left = (f"{not_copied} message(s) could not be copied (listed below"
-                + (f"; {accepted} accepted to stay behind" if accepted else "") + ")")
-        if state == lifecycle.FINAL_SYNCED:
-            return (f"Copied in the final pass, except {left}; waiting for the switch of the domain to the central "
-                    "host.")
-        return f"{text} Except: {left}."
-    return text
-
-
-def next_steps(mailbox: MailboxRow, wave: WaveInfo | None, cutover_wave: str | None, domain: str) -> list[str]:
+def next_steps(mailbox: MailboxRow, wave: WaveInfo | None, cutover_wave: str | None, domain: str,
+               phase: str = "not-switched") -> list[str]:
     state = mailbox.state
     when = f"in wave {wave.id}, window {wave.window_text()}" if wave else ""
     switch = (f"{domain} switches to the central host after wave {cutover_wave}" if cutover_wave
               else f"the switch of {domain} to the central host is not planned yet")
+    if phase == "rolled-back":
+        switch = (f"{domain} switches to the central host again once the migration team repeats the cut-over"
+                  + (f" of wave {cutover_wave}" if cutover_wave else ""))
+    if phase == "switching-back" and state not in (lifecycle.SKIPPED, lifecycle.NEW):
+        return [f"The switch of {domain} back to the ministry server is not finished: the migration team runs "
+                f"govmigrate dns rollback --wave {cutover_wave or '<wave>'} again (it lists what is left); until "
+                "then the user keeps working where the domain's mail goes (above)."]
+    if phase == "switched" and state in (lifecycle.FINAL_SYNCED, lifecycle.FAILED) \
+            and lifecycle.rank(lifecycle.level(mailbox)) <= lifecycle.rank(lifecycle.FINAL_SYNCED):
+        return [f"The migration team finishes the cut-over of {domain} (govmigrate cutover "
+                f"{cutover_wave or '<wave>'}) or rolls it back (govmigrate dns rollback --wave "
+                f"{cutover_wave or '<wave>'}); until then new mail may arrive on either server."]
     if state == lifecycle.SKIPPED:
         return ["Nothing: this mailbox is not migrated. Ask the project team if that is wrong."]
     if state == lifecycle.NEW or wave is None:
@@ -264,7 +356,9 @@ def _last_register_check(store: Store, key: str) -> dict[str, Any] | None:
     words = {"pass": "its account registered on the hosted platform",
              "warn": "its account registered on the hosted platform (with a warning for the migration team)",
              "fail": "its account could not register on the hosted platform; the migration team is on it",
-             "skip": "not checked yet (not set up on the platform yet)"}
+             "skip": "not checked yet (not set up on the platform yet)",
+             "n/a": "nothing to register (not a SIP phone)",
+             "note": "its account registered on the hosted platform"}
     return {"result": last.result, "checked_at": last.checked_at, "text": words.get(last.result, ""),
             "detail": last.detail}
 

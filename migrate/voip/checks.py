@@ -4,17 +4,26 @@ Per run, in order, each result stored (``sip_checks``) and an event:
 
 1. **resolve** the SIP domain per RFC 3263 (:mod:`migrate.voip.resolve`): ``fail`` names the record that leads
    nowhere; the targets that resolve are still checked.
-2. **options** to every target × transport, with the round-trip time: 200 ``pass``; 401, 403, 404, 405, 407
-   ``note`` (it answers: a registrar may want credentials even for OPTIONS); any other 3xx–6xx ``warn``
-   (a 503 after the bounded Retry-After wait too); no answer, a refused connection, a malformed answer
-   ``fail``.
+2. **options** to every target × transport, with the round-trip time: 200 ``pass``; 401 and 407 ``note``
+   ("answers, requires authentication": a registrar may want credentials even for OPTIONS); 403, 404, 405
+   ``note`` (it is there and speaks SIP); a 3xx ``warn`` naming where it points; any other 4xx–6xx ``warn`` (a
+   503 after the bounded Retry-After wait too); no answer, a refused connection, a malformed answer ``fail``;
+   a TLS connection that was refused ``fail`` "OPTIONS not sent: TLS ...".
 3. **tls**, per TLS target: the chain against ``sip.ca_file``, the name per RFC 5922 (SAN DNS name or
    ``sip:`` URI equal to the SIP domain), days to expiry (``warn`` within ``sip.expiry_warning_days``).
 4. **register**, per extension: REGISTER with digest (MD5 or SHA-256, as challenged, ``qop=auth``) over the
    best reachable target (the extension's own transport where the PBX named one), then an un-REGISTER with
-   ``Expires: 0`` so no test binding stays. The secret is the one the platform was given: the file a
-   ``voip export --new-secrets`` wrote it to, else the PBX files, read again (the store never holds it). An
-   extension not provisioned yet, or virtual, is ``skip``; one with no usable secret ``fail`` saying so.
+   ``Expires: 0`` so no test binding stays. The secret is the one the platform was given: the one govmigrate
+   keeps for it (:mod:`migrate.voip.kept`), else the PBX files', read again. A 423 is answered with the
+   registrar's Min-Expires (``note``, said); a 3xx is followed when it points within the platform's SIP domain,
+   and reported with where it points otherwise (``fail``). A refusal says what it means: 404 (or 604) an
+   extension the platform does not have; 403, or a second challenge after credentials, a wrong password *or*
+   an unknown extension, unless the registrar tells them apart (a made-up extension is registered once per
+   registrar to learn that: 404 for it means the refused one exists and its password is wrong). An extension
+   not provisioned yet is ``skip``; a line that is not a SIP phone (virtual, or moved by hand) ``n/a``; one
+   with no usable secret ``fail`` saying so.
+
+The report exits 1 when any check failed, warned or was skipped (the README's exit-code table).
 
 Transactions run through the shared runner (:func:`migrate.core.fanout.fanout`), at most ``sip.concurrency``
 at once per registrar address, so a wave of 300 phones does not flood the platform.
@@ -22,14 +31,15 @@ at once per registrar address, so a wave of 300 phones does not flood the platfo
 
 from __future__ import annotations
 
-import csv
+import secrets
 import threading
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+import sipmessage
 
 from migrate.core import lifecycle
 from migrate.core.config import Project, SipSection
@@ -40,13 +50,27 @@ from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.secrets import Secret
 from migrate.core.store import ExtensionRow, Store
 from migrate.voip.inventory import read_all
-from migrate.voip.resolve import Resolution, resolve
-from migrate.voip.sip.client import SipClient, SipError, SipTlsFailed, Target, Timers, TlsInfo
+from migrate.voip.kept import KeptSecrets
+from migrate.voip.model import PHONE, line_kind, line_text
+from migrate.voip.resolve import Resolution, redirect_targets, resolve
+from migrate.voip.sip.client import (
+    RegisterResult,
+    SipClient,
+    SipError,
+    SipTlsFailed,
+    Target,
+    Timers,
+    TlsInfo,
+)
+from migrate.voip.sip.message import printable
 
-#: Check results, best first. ``note`` passes (with something worth knowing); ``skip`` was not checked.
-RESULTS = ("pass", "note", "warn", "fail", "skip")
+#: Check results, best first. ``note`` passes (with something worth knowing); ``skip`` was not checked (and
+#: should have been); ``n/a``: nothing to check (a line that is not a SIP phone).
+RESULTS = ("pass", "note", "warn", "fail", "skip", "n/a")
 #: OPTIONS answers that prove the server is there and speaks SIP, though not with a 200.
 NOTED_STATUSES = (401, 403, 404, 405, 407)
+#: OPTIONS answers that say the server wants credentials first.
+AUTH_STATUSES = (401, 407)
 
 
 @dataclass
@@ -87,8 +111,13 @@ class SipCheckReport:
         return [c for c in self.checks if c.result == "warn"]
 
     @property
+    def skipped(self) -> list[Check]:
+        return [c for c in self.checks if c.result == "skip"]
+
+    @property
     def exit_code(self) -> ExitCode:
-        return ExitCode.PARTIAL if self.failed else ExitCode.OK
+        """1 when a check failed, warned or was skipped (README: exit codes); else 0."""
+        return ExitCode.PARTIAL if self.failed or self.warnings or self.skipped else ExitCode.OK
 
     @property
     def platform_ok(self) -> bool:
@@ -105,7 +134,8 @@ class SipCheckReport:
                 "targets": [t.label() for t in self.resolution.targets] if self.resolution else [],
                 "lookups": self.resolution.steps if self.resolution else [],
                 "checks": [c.as_dict() for c in self.checks], "failed": len(self.failed),
-                "warnings": len(self.warnings), "concurrency": self.concurrency, "seconds": round(self.seconds, 3)}
+                "warnings": len(self.warnings), "skipped": len(self.skipped), "concurrency": self.concurrency,
+                "seconds": round(self.seconds, 3)}
 
 
 def sip_section(project: Project) -> SipSection:
@@ -162,13 +192,16 @@ def run_checks(project: Project, store: Store, rows: list[ExtensionRow], *, wave
     try:
         reachable = fanout(targets, lambda t: _probe(project, sip, t, recorder, budget),
                            workers=min(64, max(1, len(targets))), name="sip-options", stop=stop)
-        usable = [t for t, ok in zip(targets, reachable, strict=True) if ok]
-        secrets = _Secrets(project, store)
+        usable = [t for t, why in zip(targets, reachable, strict=True) if why is None]
+        unusable = [f"{target_subject(t)}: {why}" for t, why in zip(targets, reachable, strict=True) if why]
+        secrets_of = _Secrets(project, store)
+        secrets_of.kept.load([r.key for r in rows])
+        context = _Registering(project, sip, usable, unusable, secrets_of, budget)
         workers = min(64, sip.concurrency * max(1, len({(t.address, t.port) for t in usable})))
 
         def register(row: ExtensionRow) -> None:
             progress(ProgressEvent("start", row.key))
-            check = _register(project, sip, row, usable, secrets, budget)
+            check = context.register(row)
             recorder.add(check, event_obj=f"extension/{row.key}")
             progress(ProgressEvent("done" if check.result != "fail" else "failed", row.key, messages=1,
                                    detail=check.detail))
@@ -246,8 +279,8 @@ def client_for(sip: SipSection, project: Project, target: Target) -> SipClient:
 
 # -- OPTIONS and TLS -------------------------------------------------------------------------------------------
 
-def _probe(project: Project, sip: SipSection, target: Target, recorder: _Recorder, budget: _Budget) -> bool:
-    """OPTIONS to one target (and its TLS check); True when it can take registrations."""
+def _probe(project: Project, sip: SipSection, target: Target, recorder: _Recorder, budget: _Budget) -> str | None:
+    """OPTIONS to one target (and its TLS check); None when it can take registrations, else why not."""
     subject = target_subject(target)
     failure: SipError | None = None
     with budget.slot(target), client_for(sip, project, target) as client:
@@ -259,9 +292,9 @@ def _probe(project: Project, sip: SipSection, target: Target, recorder: _Recorde
     if target.transport == "tls" and info is not None:
         recorder.add(_tls_check(sip, subject, info, verified=sip.verify_certificate))
     if failure is not None:
-        not_sent = "not sent: " if isinstance(failure, SipTlsFailed) else ""
-        recorder.add(Check(subject, "options", "fail", f"{not_sent}{failure}"))
-        return False
+        text = f"OPTIONS not sent: {failure}" if isinstance(failure, SipTlsFailed) else str(failure)
+        recorder.add(Check(subject, "options", "fail", text))
+        return text
     response = exchange.response
     data = {"status": response.status, "rtt_ms": round(exchange.rtt * 1000, 1),
             "retransmissions": exchange.retransmissions, "server": response.header("Server")}
@@ -269,17 +302,24 @@ def _probe(project: Project, sip: SipSection, target: Target, recorder: _Recorde
     rtt = f"{exchange.rtt * 1000:.1f} ms"
     if response.status == 200:
         recorder.add(Check(subject, "options", "pass", f"200 OK in {rtt}", data))
-        return True
+        return None
+    if response.status in AUTH_STATUSES:
+        recorder.add(Check(subject, "options", "note", f"answers, requires authentication ({said}) in {rtt}", data))
+        return None
     if response.status in NOTED_STATUSES:
         recorder.add(Check(subject, "options", "note", f"answers {said} in {rtt}: it is there and speaks SIP", data))
-        return True
+        return None
     if response.status >= 500:
-        recorder.add(Check(subject, "options", "warn", f"answers {said} in {rtt}"
-                           + _retry_after_text(response.header("Retry-After"), sip.retry_after_limit)
-                           + ": the platform is there but not serving", data))
-        return False
-    recorder.add(Check(subject, "options", "warn", f"answers {said} in {rtt}", data))
-    return False
+        text = (f"answers {said} in {rtt}" + _retry_after_text(response.header("Retry-After"), sip.retry_after_limit)
+                + ": the platform is there but not serving")
+    elif 300 <= response.status < 400:
+        contacts = [printable(c) for c in response.headers("Contact")]
+        data["contacts"] = contacts
+        text = f"answers {said} in {rtt}, pointing to " + (", ".join(contacts) or "nowhere (no Contact)")
+    else:
+        text = f"answers {said} in {rtt}"
+    recorder.add(Check(subject, "options", "warn", text, data))
+    return text
 
 
 def _retry_after_text(value: str | None, limit: float) -> str:
@@ -310,52 +350,157 @@ def _tls_check(sip: SipSection, subject: str, info: TlsInfo, *, verified: bool) 
 
 # -- REGISTER --------------------------------------------------------------------------------------------------
 
-def _register(project: Project, sip: SipSection, row: ExtensionRow, usable: list[Target], secrets: _Secrets,
-              budget: _Budget) -> Check:
-    if not lifecycle.extension_reached(row, lifecycle.PROVISIONED):
-        return Check(row.key, "register", "skip", f"not provisioned yet ({row.state}): govmigrate voip export "
-                                                  f"--wave {row.wave or 'WAVE'} first")
-    if (row.tech or "").lower() == "virtual":
-        return Check(row.key, "register", "skip", "virtual extension: it has no phone to register")
-    secret, why = secrets.get(row)
-    if secret is None:
-        return Check(row.key, "register", "fail", f"no usable secret: {why}")
-    if not usable:
-        return Check(row.key, "register", "fail", "no target of the platform answered OPTIONS: nothing to register "
-                                                  "with")
-    target = _target_for(row, usable)
-    subject = target_subject(target)
-    with budget.slot(target), client_for(sip, project, target) as client:
-        # register() and unregister() report what went wrong in their result; they do not raise for it.
-        try:
-            result = client.register(row.number, secret, expires=sip.register_expires)
-        except ValueError as exc:  # a number that cannot be a SIP user name: refused before anything is sent
-            return Check(row.key, "register", "fail", f"not sent: {exc}", {"target": subject})
-        data = {"target": subject, "statuses": [r.status for r in result.replies], "algorithm": result.algorithm,
-                "rtt_ms": round(result.rtt * 1000, 1), "contacts": result.contacts, "expires": result.expires}
+class _Registering:
+    """The REGISTER check of each extension over the targets that answered, with what every registration of the
+    run shares: the secrets, the connection budget, and what each registrar says for an unknown extension."""
+
+    def __init__(self, project: Project, sip: SipSection, usable: list[Target], unusable: list[str],
+                 secrets: _Secrets, budget: _Budget) -> None:
+        self.project, self.sip, self.usable, self.unusable = project, sip, usable, unusable
+        self.secrets, self.budget = secrets, budget
+        self.domain = sip.domain.lower()
+        self._unknown: dict[tuple[str, str, int], int | None] = {}
+        self._lock = threading.Lock()
+
+    def register(self, row: ExtensionRow) -> Check:
+        if line_kind(row.tech) != PHONE:
+            return Check(row.key, "register", "n/a", line_text(row.tech))
+        if not lifecycle.extension_reached(row, lifecycle.PROVISIONED):
+            return Check(row.key, "register", "skip", f"not provisioned yet ({row.state}): govmigrate voip export "
+                                                      f"--wave {row.wave or 'WAVE'} first")
+        secret, why = self.secrets.get(row)
+        if secret is None:
+            return Check(row.key, "register", "fail", f"no usable secret: {why}")
+        if not self.usable:
+            return Check(row.key, "register", "fail", "no target of the platform can take a registration: "
+                                                      + ("; ".join(self.unusable) or "none was found"))
+        target = _target_for(row, self.usable)
+        attempt = self._attempt(row, secret, target)
+        if isinstance(attempt, Check):
+            return attempt
+        result, data = attempt
+        if result.redirect:
+            followed = self._follow(row, secret, target, result)
+            if isinstance(followed, Check):
+                return followed
+            result, data, target = followed
         if result.status != 200:
-            return Check(row.key, "register", "fail", _refused(result.status, result.replies, result.error, subject),
-                         data)
-        removed = client.unregister(result)
-        if result.unregister_error:
-            data["unregister_error"] = result.unregister_error
-    data["unregistered"] = removed
-    text = (f"registered over {subject} ({result.algorithm or 'no'} digest, "
-            f"{' → '.join(str(s) for s in data['statuses'])}) in {result.rtt * 1000:.1f} ms")
-    if not removed:
-        return Check(row.key, "register", "warn", text + f"; the un-REGISTER was not accepted: the test binding "
-                                                         f"stays until it expires ({result.expires or '?'} s)", data)
-    return Check(row.key, "register", "pass", text + "; binding removed again", data)
+            return Check(row.key, "register", "fail", self._refused(row, result, data["target"], target), data)
+        text = (f"registered over {data['target']} ({result.algorithm or 'no'} digest, "
+                f"{' → '.join(str(s) for s in data['statuses'])}) in {result.rtt * 1000:.1f} ms")
+        if "redirected_by" in data:
+            text = f"redirected by {data['redirected_by']} within {self.domain}; " + text
+        notes = []
+        if result.min_expires:
+            notes.append(f"the registrar asked for at least {result.min_expires} s (423 Interval Too Brief): sent "
+                         f"again with Expires {result.min_expires}, as RFC 3261 §10.2.8 says; phones must allow it")
+        if not data["unregistered"]:
+            return Check(row.key, "register", "warn", "; ".join([text, *notes]) + "; the un-REGISTER was not "
+                         f"accepted: the test binding stays until it expires ({result.expires or '?'} s)", data)
+        return Check(row.key, "register", "note" if notes else "pass",
+                     "; ".join([text, *notes, "binding removed again"]), data)
+
+    def _attempt(self, row: ExtensionRow, secret: Secret, target: Target) -> tuple[RegisterResult, dict] | Check:
+        """REGISTER (and, when it got 200, the un-REGISTER) over one target."""
+        subject = target_subject(target)
+        with self.budget.slot(target), client_for(self.sip, self.project, target) as client:
+            # register() and unregister() report what went wrong in their result; they do not raise for it.
+            try:
+                result = client.register(row.number, secret, expires=self.sip.register_expires)
+            except ValueError as exc:  # a number that cannot be a SIP user name: refused before anything is sent
+                return Check(row.key, "register", "fail", f"not sent: {exc}", {"target": subject})
+            data: dict[str, Any] = {
+                "target": subject, "statuses": [r.status for r in result.replies], "algorithm": result.algorithm,
+                "rtt_ms": round(result.rtt * 1000, 1), "contacts": result.contacts, "expires": result.expires}
+            if result.min_expires:
+                data["min_expires"] = result.min_expires
+            if result.redirect:
+                data["redirect"] = [printable(c) for c in result.redirect]
+            data["unregistered"] = client.unregister(result) if result.status == 200 else False
+            if result.unregister_error:
+                data["unregister_error"] = result.unregister_error
+        return result, data
+
+    def _follow(self, row: ExtensionRow, secret: Secret, target: Target,
+                result: RegisterResult) -> tuple[RegisterResult, dict, Target] | Check:
+        """A 3xx: follow the first Contact within the platform's SIP domain (once), else say where it points."""
+        subject = target_subject(target)
+        said = f"{result.status} {result.replies[-1].reason}".strip() if result.replies else str(result.status)
+        where = ", ".join(printable(c) for c in result.redirect)
+        data = {"target": subject, "statuses": [r.status for r in result.replies],
+                "redirect": [printable(c) for c in result.redirect]}
+        inside = [u for u in (_sip_uri(c) for c in result.redirect) if u is not None and self._within(u.host)]
+        if not inside:
+            return Check(row.key, "register", "fail",
+                         f"redirected by {subject} ({said}) to {where}: outside the platform's domain {self.domain}, "
+                         "not followed (a phone would register with another platform)", data)
+        uri = inside[0]
+        transport = (uri.parameters.get("transport") or target.transport).lower()
+        if transport not in ("udp", "tcp", "tls"):
+            transport = target.transport
+        targets, problem = redirect_targets(self.project, uri.host, uri.port, transport)
+        if not targets:
+            return Check(row.key, "register", "fail", f"redirected by {subject} ({said}) to {printable(str(uri))} "
+                                                      f"within {self.domain}, which does not resolve: {problem}", data)
+        attempt = self._attempt(row, secret, targets[0])
+        if isinstance(attempt, Check):
+            return attempt
+        followed, data = attempt
+        data["redirected_by"] = f"{subject} ({said})"
+        data["statuses"] = [r.status for r in result.replies] + data["statuses"]
+        if followed.redirect:
+            return Check(row.key, "register", "fail", f"redirected by {subject} ({said}) to {data['target']}, which "
+                                                      f"redirects again to {', '.join(data['redirect'])}: not followed "
+                                                      "twice", data)
+        return followed, data, targets[0]
+
+    def _within(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        return host == self.domain or host.endswith("." + self.domain)
+
+    def _refused(self, row: ExtensionRow, result: RegisterResult, subject: str, target: Target) -> str:
+        said = " → ".join(f"{r.status} {r.reason}".strip() for r in result.replies) or "no reply"
+        status = result.status
+        challenged = any(r.status in (401, 407) for r in result.replies[:-1])
+        if status in (404, 604):
+            return (f"refused over {subject} ({said}): the platform does not have extension {row.number}; load the "
+                    "wave's export on the platform")
+        if (status == 403 or status in (401, 407)) and challenged:
+            unknown = self._unknown_status(target, status)
+            if unknown in (404, 604):
+                return (f"refused over {subject} ({said}): a wrong password. The platform has extension "
+                        f"{row.number} (this registrar answers {unknown} for an extension it does not have), but "
+                        "not with this password: load the wave's export again")
+            return (f"refused over {subject} ({said}): a wrong password, or an extension the platform does not "
+                    "have; this registrar answers both alike" + (f" (a made-up extension got {unknown} too)"
+                                                                 if unknown else "")
+                    + ": load the wave's export on the platform, then check the password")
+        if status in (401, 407):
+            return f"refused over {subject} ({said}): the credentials were not accepted"
+        return f"not registered over {subject} ({said})" + (f": {result.error}" if result.error else "")
+
+    def _unknown_status(self, target: Target, refused: int) -> int | None:
+        """What the registrar answers for an extension it does not have: a made-up one is registered (with a
+        made-up password) once per registrar address and transport. None when it could not be learned."""
+        where = (target.transport, target.address, target.port)
+        with self._lock:
+            if where in self._unknown:
+                return self._unknown[where]
+        user = f"govmigrate-probe-{secrets.token_hex(4)}"
+        with self.budget.slot(target), client_for(self.sip, self.project, target) as client:
+            result = client.register(user, Secret(secrets.token_urlsafe(18), "probe", remember=False), expires=60)
+            if result.status == 200:  # a registrar that takes anyone: remove the binding again
+                client.unregister(result)
+        with self._lock:
+            self._unknown[where] = result.status
+        return result.status
 
 
-def _refused(status: int | None, replies: list, error: str | None, subject: str) -> str:
-    said = " → ".join(f"{r.status} {r.reason}".strip() for r in replies) or "no reply"
-    if status == 403:
-        return (f"refused over {subject} ({said}): a wrong password, or an extension the platform does not have "
-                "(load the wave's export on the platform)")
-    if status in (401, 407):
-        return f"refused over {subject} ({said}): the credentials were not accepted"
-    return f"not registered over {subject} ({said})" + (f": {error}" if error else "")
+def _sip_uri(text: str) -> sipmessage.URI | None:
+    try:
+        return sipmessage.URI.parse(text)
+    except ValueError:
+        return None
 
 
 def _target_for(row: ExtensionRow, usable: list[Target]) -> Target:
@@ -365,33 +510,20 @@ def _target_for(row: ExtensionRow, usable: list[Target]) -> Target:
 
 
 class _Secrets:
-    """The secret the platform was given for each extension: the new one an export wrote, else the PBX's."""
+    """The secret the platform was given for each extension: the one govmigrate keeps for it, else the PBX's."""
 
     def __init__(self, project: Project, store: Store) -> None:
         self.project, self.store = project, store
+        self.kept = KeptSecrets(project, store)
         self.lock = threading.Lock()
         self._pbx: dict[str, dict[str, Secret | None]] = {}
-        self._files: dict[str, dict[str, str]] = {}
 
     def get(self, row: ExtensionRow) -> tuple[Secret | None, str]:
         with self.lock:
-            path = self.store.extension_secret_file(row.id)
-            if path:
-                return self._from_file(row, Path(path))
+            secret, why = self.kept.current(row.key, row.id)
+            if secret is not None or why:
+                return secret, why
             return self._from_pbx(row)
-
-    def _from_file(self, row: ExtensionRow, path: Path) -> tuple[Secret | None, str]:
-        if str(path) not in self._files:
-            try:
-                self._files[str(path)] = _read_secrets_csv(path)
-            except OSError as exc:
-                return None, (f"its new secret was written to {path}, which cannot be read ({exc.strerror}); export "
-                              "again with --new-secrets and load the files on the platform")
-        table = self._files[str(path)]
-        value = table.get(row.key) or table.get(row.number)
-        if not value:
-            return None, f"{path} has no password for it any more; export the wave again"
-        return Secret(value, f"{path.name}:{row.key}"), ""
 
     def _from_pbx(self, row: ExtensionRow) -> tuple[Secret | None, str]:
         if row.source_id not in self._pbx:
@@ -405,18 +537,3 @@ class _Secrets:
         if table[row.key] is None:
             return None, "the PBX gives it no password; export the wave with --new-secrets"
         return table[row.key], ""
-
-
-def _read_secrets_csv(path: Path) -> dict[str, str]:
-    """key and number → secret, from a neutral CSV or FreePBX extensions.csv that ``voip export`` wrote."""
-    table: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            secret = row.get("secret") or ""
-            if not secret:
-                continue
-            if row.get("key"):
-                table[row["key"]] = secret
-            if row.get("extension"):
-                table.setdefault(row["extension"], secret)
-    return table

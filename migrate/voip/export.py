@@ -23,10 +23,13 @@ changed: one that would start a formula, holds a control character or is FreePBX
 ``new_secrets``). db_text values are escaped as Kamailio's db_text reads them (``\\``, ``\:``, ``\n``,
 ``\r``, ``\t``, ``\0`` for a backslash, colon, newline, CR, tab and NUL).
 
-**Which extensions.** ``virtual`` extensions (FreePBX's users without a device) are written to the FreePBX and
-neutral files without a password; they cannot register, so the Kamailio tables leave them (and their DIDs) out
-and :attr:`ExportResult.skipped` says so. Every other technology (pjsip, sip, iax2, dahdi, custom) becomes a
-SIP phone on the hosted platform: ``pjsip`` in the FreePBX file, its original technology kept in the neutral CSV.
+**Which extensions** (:func:`migrate.voip.model.line_kind`). SIP phones (``pjsip``, ``sip``, or no technology
+named) get an account: ``pjsip`` in the FreePBX file. ``virtual`` extensions (FreePBX's users without a device)
+are written to the FreePBX and neutral files without a password; they cannot register, so the Kamailio tables
+leave them (and their DIDs) out and :attr:`ExportResult.skipped` says so. Every other line (``custom`` dial
+strings such as a fax line, ``dahdi`` analogue ports, ``iax2``) is not a SIP phone: it gets no account in any
+platform file and is reported as moved by hand (:attr:`ExportResult.by_hand`); the neutral CSV lists it with
+its own technology and no password.
 
 Formats
 -------
@@ -42,7 +45,9 @@ Formats
 * ``dids.csv``: ``description``, ``extension`` (the DID, E.164), ``cidnum`` (empty: any caller) and
   ``destination`` (``from-did-direct,<extension>,1``: FreePBX's inbound route to an extension).
 
-``kamailio`` (:func:`write_kamailio`): a db_text database directory for auth_db and alias_db.
+``kamailio`` (:func:`write_kamailio`): a db_text database directory for auth_db and alias_db (a wave's export,
+:func:`render_format`, puts it in ``OUT/db_text/`` and the clear passwords govmigrate made in
+``OUT/phones-passwords.csv``, the neutral CSV's columns, for configuring the phones: never for the platform).
 
 * ``subscriber`` (version 7): ``id``, ``username`` (the extension number), ``domain`` (the SIP domain),
   ``password`` (always NULL: the column is declared ``password(string,null)`` so no clear password is ever
@@ -70,8 +75,8 @@ Formats
 ``callerid``              the caller ID the PBX set, or empty
 ``outbound_cid``          the outbound caller ID, or empty
 ``secret``                the SIP password (empty for virtual extensions)
-``secret_origin``         ``pbx`` (read from the PBX files), ``new`` (made by this export), ``given`` (passed
-                          by the caller) or empty
+``secret_origin``         ``pbx`` (read from the PBX files), ``kept`` (made by govmigrate once and kept),
+                          ``new`` (made by this call), ``given`` (passed by the caller) or empty
 ``voicemail_box``         the voicemail box number, or empty
 ``voicemail_email``       where voicemail is sent, or empty
 ``voicemail_pin``         the voicemail PIN, or empty
@@ -101,10 +106,11 @@ from migrate.core.cells import FORMULA_STARTS, formula_safe
 from migrate.core.config import Project
 from migrate.core.errors import UsageError
 from migrate.core.secrets import Secret
-from migrate.voip.model import Extension
+from migrate.voip.model import BY_HAND, PHONE, VIRTUAL, Extension, line_kind, line_text
 
-__all__ = ["ExportError", "ExportResult", "csv_text_cell", "dbtext_value", "generate_secret", "ha1",
-           "write_csv", "write_freepbx", "write_kamailio"]
+__all__ = ["ExportError", "ExportResult", "Rendered", "csv_text_cell", "dbtext_value", "generate_pin",
+           "generate_secret", "ha1", "render_csv", "render_format", "render_freepbx", "render_kamailio", "write_all",
+           "write_csv", "write_freepbx", "write_kamailio", "write_rendered"]
 
 FREEPBX_EXTENSION_COLUMNS = ("extension", "name", "tech", "secret", "callerid", "outboundcid", "voicemail",
                              "voicemail_enable", "voicemail_vmpwd", "voicemail_email")
@@ -146,6 +152,20 @@ class ExportResult:
     new_pins: dict[str, Secret] = field(default_factory=dict)
     #: Extension key → why it is not in the files (Kamailio: virtual extensions, which cannot register).
     skipped: dict[str, str] = field(default_factory=dict)
+    #: Extension key → why it gets no account anywhere: lines that are not SIP phones, moved by hand.
+    by_hand: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Rendered:
+    """An export checked and rendered, not written yet: every file's path and text, and what it amounts to.
+    :func:`write_all` writes them all or none."""
+
+    files: list[tuple[Path, str]]
+    result: ExportResult
+    #: Files an earlier export wrote that this one has nothing for (a passwords file no longer due): removed
+    #: once the new files are in place.
+    stale: list[Path] = field(default_factory=list)
 
 
 # -- cells --------------------------------------------------------------------------------------------------
@@ -201,7 +221,7 @@ def generate_secret() -> Secret:
     return Secret("".join(_random.choice(_SECRET_ALPHABET) for _ in range(SECRET_LENGTH)), "new", remember=False)
 
 
-def _generate_pin() -> Secret:
+def generate_pin() -> Secret:
     return Secret("".join(_random.choice(string.digits) for _ in range(PIN_LENGTH)), "new", remember=False)
 
 
@@ -213,7 +233,12 @@ def _label(ext: Extension) -> str:
 
 
 def _registers(ext: Extension) -> bool:
-    return (ext.tech or "").lower() != "virtual"
+    """A SIP phone: it gets an account (a password) on the platform."""
+    return line_kind(ext.tech) == PHONE
+
+
+def _by_hand(extensions: Sequence[Extension]) -> dict[str, str]:
+    return {e.key: line_text(e.tech) for e in extensions if line_kind(e.tech) == BY_HAND}
 
 
 def _check_dids(extensions: Sequence[Extension]) -> list[str]:
@@ -290,8 +315,8 @@ def _resolve_secrets(extensions: Sequence[Extension], given: Mapping[str, Secret
             parts.append(f"{len(unusable)} SIP password{'s' if len(unusable) != 1 else ''} cannot be written as "
                          f"they are: {'; '.join(unusable)}")
         raise ExportError("; ".join(parts) + "; nothing was written",
-                          hint="export with new secrets (new_secrets=True, --new-secrets) to give every extension "
-                               "a new strong password")
+                          hint="export with --new-secrets to give every extension a new strong password (made once "
+                               "and kept)")
     return chosen, origin, made
 
 
@@ -303,7 +328,7 @@ def _refuse(problems: list[str]) -> None:
 # -- files --------------------------------------------------------------------------------------------------
 
 
-def _write_all(files: list[tuple[Path, str]]) -> list[Path]:
+def write_all(files: list[tuple[Path, str]]) -> list[Path]:
     """Write every file or none: each into a temporary file created 0600 beside its target (never a wider mode,
     not even before a chmod), flushed to disk, then renamed over the target (a symlink there is replaced, never
     followed)."""
@@ -351,18 +376,21 @@ def _freepbx_paths(out: Path | str | tuple[Path | str, Path | str]) -> tuple[Pat
 # -- the formats --------------------------------------------------------------------------------------------
 
 
-def write_freepbx(extensions: Sequence[Extension], out: Path | str | tuple[Path | str, Path | str], *,
-                  secrets: Mapping[str, Secret] | None = None, new_secrets: bool = False) -> ExportResult:
-    """FreePBX Bulk Handler files: ``out`` is a directory (``extensions.csv`` and ``dids.csv`` in it) or the
-    pair of paths (extensions, DIDs). See the module docstring for the columns."""
+def render_freepbx(extensions: Sequence[Extension], out: Path | str | tuple[Path | str, Path | str], *,
+                   secrets: Mapping[str, Secret] | None = None, new_secrets: bool = False,
+                   pins: Mapping[str, Secret] | None = None) -> Rendered:
+    """The FreePBX files, checked and rendered (:func:`write_freepbx` writes them). ``pins``: voicemail PINs
+    made for boxes the PBX gave none (extension key → PIN), as ``secrets`` gives passwords."""
     extensions = list(extensions)
+    by_hand = _by_hand(extensions)
+    extensions = [e for e in extensions if e.key not in by_hand]
     problems = _check_unique(extensions, by_number=True) + _check_dids(extensions)
     problems += [f"{_label(e)}: FreePBX extension numbers are digits only" for e in extensions
                  if not _NUMBER_RE.match(e.number)]
     _refuse(problems)
     chosen, _, made = _resolve_secrets(extensions, secrets, new_secrets, csv_format=True, freepbx=True)
 
-    pins: dict[str, Secret] = {}
+    chosen_pins: dict[str, Secret] = {}
     new_pins: dict[str, Secret] = {}
     missing_pin: list[str] = []
     bad_pin: list[str] = []
@@ -371,8 +399,10 @@ def write_freepbx(extensions: Sequence[Extension], out: Path | str | tuple[Path 
             continue
         pin = ext.voicemail_pin.reveal() if ext.voicemail_pin is not None else ""
         if not pin:
-            if new_secrets:
-                pins[ext.key] = new_pins[ext.key] = _generate_pin()
+            if pins and ext.key in pins:
+                chosen_pins[ext.key] = pins[ext.key]
+            elif new_secrets:
+                chosen_pins[ext.key] = new_pins[ext.key] = generate_pin()
             else:
                 missing_pin.append(_label(ext))
             continue
@@ -380,7 +410,7 @@ def write_freepbx(extensions: Sequence[Extension], out: Path | str | tuple[Path 
         if problem:
             bad_pin.append(f"{_label(ext)}: {problem}")
         else:
-            pins[ext.key] = ext.voicemail_pin  # type: ignore[assignment]
+            chosen_pins[ext.key] = ext.voicemail_pin  # type: ignore[assignment]
     if missing_pin or bad_pin:
         parts = []
         if missing_pin:
@@ -388,7 +418,7 @@ def write_freepbx(extensions: Sequence[Extension], out: Path | str | tuple[Path 
         if bad_pin:
             parts.append("; ".join(bad_pin))
         raise ExportError("; ".join(parts) + "; nothing was written",
-                          hint="export with new secrets (--new-secrets) to give PIN-less boxes a new PIN")
+                          hint="export with --new-secrets to give PIN-less boxes a new PIN (made once and kept)")
 
     ext_rows = []
     did_rows = []
@@ -405,30 +435,38 @@ def write_freepbx(extensions: Sequence[Extension], out: Path | str | tuple[Path 
             csv_text_cell(_one_line(ext.outbound_cid)),
             "default" if box else "novm",
             "yes" if box else "",
-            pins[ext.key].reveal() if box else "",
+            chosen_pins[ext.key].reveal() if box else "",
             csv_text_cell(_one_line(ext.voicemail_email)) if box else "",
         ])
         for did in ext.dids:
             did_rows.append([csv_text_cell(f"{name} ({ext.number})"), did, "",
                              f"from-did-direct,{ext.number},1"])
     extensions_path, dids_path = _freepbx_paths(out)
-    files = _write_all([(extensions_path, _csv_text(FREEPBX_EXTENSION_COLUMNS, ext_rows)),
-                        (dids_path, _csv_text(FREEPBX_DID_COLUMNS, did_rows))])
-    return ExportResult(files=files, new_secrets=made, new_pins=new_pins)
+    return Rendered([(extensions_path, _csv_text(FREEPBX_EXTENSION_COLUMNS, ext_rows)),
+                     (dids_path, _csv_text(FREEPBX_DID_COLUMNS, did_rows))],
+                    ExportResult(new_secrets=made, new_pins=new_pins, by_hand=by_hand))
 
 
-def write_kamailio(extensions: Sequence[Extension], out_dir: Path | str, *, domain: str,
-                   secrets: Mapping[str, Secret] | None = None, new_secrets: bool = False,
-                   algorithm: str = "MD5") -> ExportResult:
-    """Kamailio db_text tables in ``out_dir``: ``subscriber``, ``dbaliases`` and ``version`` (see the module
-    docstring). ``domain`` is the SIP domain, the realm the HA1 values are computed for."""
+def write_freepbx(extensions: Sequence[Extension], out: Path | str | tuple[Path | str, Path | str], *,
+                  secrets: Mapping[str, Secret] | None = None, new_secrets: bool = False,
+                  pins: Mapping[str, Secret] | None = None) -> ExportResult:
+    """FreePBX Bulk Handler files: ``out`` is a directory (``extensions.csv`` and ``dids.csv`` in it) or the
+    pair of paths (extensions, DIDs). See the module docstring for the columns."""
+    return _write(render_freepbx(extensions, out, secrets=secrets, new_secrets=new_secrets, pins=pins))
+
+
+def render_kamailio(extensions: Sequence[Extension], out_dir: Path | str, *, domain: str,
+                    secrets: Mapping[str, Secret] | None = None, new_secrets: bool = False,
+                    algorithm: str = "MD5") -> Rendered:
+    """The Kamailio tables, checked and rendered (:func:`write_kamailio` writes them)."""
     domain = domain.strip().lower().rstrip(".")
     if not _DOMAIN_RE.match(domain):
         raise ExportError(f"{domain!r} is not a SIP domain name (e.g. voice.gov.bz)")
     if algorithm not in ALGORITHMS:
         raise ExportError(f"digest algorithm {algorithm!r}: use one of {', '.join(ALGORITHMS)}")
     extensions = list(extensions)
-    skipped = {e.key: "a virtual extension cannot register" for e in extensions if not _registers(e)}
+    by_hand = _by_hand(extensions)
+    skipped = {e.key: "a virtual extension cannot register" for e in extensions if line_kind(e.tech) == VIRTUAL}
     subscribers = [e for e in extensions if _registers(e)]
     problems = _check_unique(subscribers, by_number=True) + _check_dids(subscribers)
     problems += [f"{_label(e)}: {e.number!r} is not usable as a SIP user name (letters, digits, '.', '_', '-')"
@@ -451,15 +489,26 @@ def write_kamailio(extensions: Sequence[Extension], out_dir: Path | str, *, doma
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: give a directory for the Kamailio export (it writes subscriber, dbaliases "
                           "and version)")
-    files = _write_all([(out / "subscriber", SUBSCRIBER_HEADER + "\n" + "".join(subscriber_rows)),
-                        (out / "dbaliases", DBALIASES_HEADER + "\n" + "".join(alias_rows)),
-                        (out / "version", VERSION_HEADER + "\n" + "".join(version_rows))])
-    return ExportResult(files=files, new_secrets=made, skipped=skipped)
+    return Rendered([(out / "subscriber", SUBSCRIBER_HEADER + "\n" + "".join(subscriber_rows)),
+                     (out / "dbaliases", DBALIASES_HEADER + "\n" + "".join(alias_rows)),
+                     (out / "version", VERSION_HEADER + "\n" + "".join(version_rows))],
+                    ExportResult(new_secrets=made, skipped=skipped, by_hand=by_hand))
 
 
-def write_csv(extensions: Sequence[Extension], path: Path | str, *, secrets: Mapping[str, Secret] | None = None,
-              new_secrets: bool = False) -> ExportResult:
-    """The neutral CSV (columns in the module docstring): everything govmigrate knows of each extension."""
+def write_kamailio(extensions: Sequence[Extension], out_dir: Path | str, *, domain: str,
+                   secrets: Mapping[str, Secret] | None = None, new_secrets: bool = False,
+                   algorithm: str = "MD5") -> ExportResult:
+    """Kamailio db_text tables in ``out_dir``: ``subscriber``, ``dbaliases`` and ``version`` (see the module
+    docstring). ``domain`` is the SIP domain, the realm the HA1 values are computed for."""
+    return _write(render_kamailio(extensions, out_dir, domain=domain, secrets=secrets, new_secrets=new_secrets,
+                                  algorithm=algorithm))
+
+
+def render_csv(extensions: Sequence[Extension], path: Path | str, *, secrets: Mapping[str, Secret] | None = None,
+               new_secrets: bool = False, pins: Mapping[str, Secret] | None = None,
+               origins: Mapping[str, str] | None = None) -> Rendered:
+    """The neutral CSV, checked and rendered (:func:`write_csv` writes it). ``origins``: what to say in
+    ``secret_origin`` for given secrets (default ``given``)."""
     extensions = list(extensions)
     _refuse(_check_unique(extensions, by_number=False) + _check_dids(extensions))
     chosen, origin, made = _resolve_secrets(extensions, secrets, new_secrets, csv_format=True, freepbx=False)
@@ -467,10 +516,13 @@ def write_csv(extensions: Sequence[Extension], path: Path | str, *, secrets: Map
     for ext in extensions:
         secret = chosen.get(ext.key)
         pin = ext.voicemail_pin.reveal() if ext.voicemail_pin is not None else ""
+        if not pin and ext.voicemail_box and pins and ext.key in pins:
+            pin = pins[ext.key].reveal()
         if pin:
             problem = _secret_problem(pin, "voicemail PIN", csv_format=True, freepbx=False)
             if problem:
                 raise ExportError(f"{_label(ext)}: {problem}; nothing was written")
+        where = origin.get(ext.key, "")
         rows.append([
             csv_text_cell(ext.key),
             csv_text_cell(ext.source_id),
@@ -482,7 +534,7 @@ def write_csv(extensions: Sequence[Extension], path: Path | str, *, secrets: Map
             csv_text_cell(ext.callerid),
             csv_text_cell(ext.outbound_cid),
             secret.reveal() if secret else "",
-            origin.get(ext.key, ""),
+            (origins or {}).get(ext.key, where) if where == "given" else where,
             csv_text_cell(ext.voicemail_box),
             csv_text_cell(ext.voicemail_email),
             pin,
@@ -492,13 +544,27 @@ def write_csv(extensions: Sequence[Extension], path: Path | str, *, secrets: Map
             csv_text_cell("; ".join(ext.origins)),
             csv_text_cell(json.dumps(ext.extra, ensure_ascii=False, sort_keys=True)) if ext.extra else "",
         ])
-    files = _write_all([(Path(path), _csv_text(NEUTRAL_COLUMNS, rows))])
-    return ExportResult(files=files, new_secrets=made)
+    return Rendered([(Path(path), _csv_text(NEUTRAL_COLUMNS, rows))],
+                    ExportResult(new_secrets=made, by_hand=_by_hand(extensions)))
+
+
+def write_csv(extensions: Sequence[Extension], path: Path | str, *, secrets: Mapping[str, Secret] | None = None,
+              new_secrets: bool = False, pins: Mapping[str, Secret] | None = None) -> ExportResult:
+    """The neutral CSV (columns in the module docstring): everything govmigrate knows of each extension."""
+    return _write(render_csv(extensions, path, secrets=secrets, new_secrets=new_secrets, pins=pins))
+
+
+def _write(rendered: Rendered) -> ExportResult:
+    rendered.result.files = write_all(rendered.files)
+    return rendered.result
 
 
 # -- one wave's files ---------------------------------------------------------------------------------------
 
 FORMATS = ("freepbx", "kamailio", "csv")
+#: Inside a Kamailio export's directory: the db_text tables, and the clear passwords for the phones.
+DB_TEXT_DIR = "db_text"
+PASSWORDS_FILE = "phones-passwords.csv"
 
 
 def default_out(exports_dir: Path, wave_id: str, fmt: str) -> Path:
@@ -507,34 +573,55 @@ def default_out(exports_dir: Path, wave_id: str, fmt: str) -> Path:
     return base / "phones.csv" if fmt == "csv" else base / fmt
 
 
-def secrets_file_for(out: Path) -> Path:
-    return out.with_name(out.name + "-new-secrets.csv")
+def render_format(fmt: str, extensions: list[Extension], out: Path, *, domain: str | None,
+                  secrets: Mapping[str, Secret], pins: Mapping[str, Secret], algorithm: str = "MD5") -> Rendered:
+    """One wave's export in one format, everything inside ``out``, checked and rendered; nothing is written.
 
-
-def write_format(fmt: str, extensions: list[Extension], out: Path, *, domain: str | None, new_secrets: bool,
-                 algorithm: str = "MD5") -> tuple[ExportResult, Path | None]:
-    """Write one format; for Kamailio with new secrets also the neutral CSV holding them (same passwords)."""
+    ``secrets`` and ``pins``: the passwords and PINs govmigrate made and keeps (extension key → value); the
+    others come from the PBX files. A Kamailio export puts its tables in ``out/db_text/`` and, when it carries
+    kept passwords, the clear ones in ``out/phones-passwords.csv`` (the phones are configured from it; the
+    tables hold only digests)."""
     if fmt == "freepbx":
-        return write_freepbx(extensions, out, new_secrets=new_secrets), None
+        return render_freepbx(extensions, out, secrets=secrets, pins=pins)
     if fmt == "csv":
-        return write_csv(extensions, out, new_secrets=new_secrets), None
+        return render_csv(extensions, out, secrets=secrets, pins=pins, origins={k: "kept" for k in secrets})
     if fmt != "kamailio":
         raise UsageError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
     if not domain:
         raise UsageError("the Kamailio export needs the SIP domain its digests are computed for",
                          hint="set phones: sip_domain: (or sip: domain:) in migration.yaml, e.g. voice.gov.bz")
-    if algorithm not in ALGORITHMS:
-        raise UsageError(f"digest algorithm {algorithm!r}: use one of {', '.join(ALGORITHMS)}")
-    if not new_secrets:
-        return write_kamailio(extensions, out, domain=domain, algorithm=algorithm), None
-    # The clear passwords the phones are configured from, made first, then their digests: the same secrets.
-    clear = secrets_file_for(out)
-    registering = [e for e in extensions if (e.tech or "").lower() != "virtual"]
-    made: Mapping[str, Secret] = write_csv(registering, clear, new_secrets=True).new_secrets
-    result = write_kamailio(extensions, out, domain=domain, secrets=made, algorithm=algorithm)
-    result.new_secrets = dict(made)
-    result.files.append(clear)
-    return result, clear
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: give a directory for the Kamailio export (it writes {DB_TEXT_DIR}/ and "
+                          f"{PASSWORDS_FILE} in it)")
+    rendered = render_kamailio(extensions, out / DB_TEXT_DIR, domain=domain, secrets=secrets, algorithm=algorithm)
+    kept = [e for e in extensions if e.key in secrets and _registers(e)]
+    clear = out / PASSWORDS_FILE
+    if kept:
+        rendered.files += render_csv(kept, clear, secrets=secrets, pins=pins,
+                                     origins={k: "kept" for k in secrets}).files
+    else:
+        rendered.stale.append(clear)
+    # Tables an earlier govmigrate wrote straight into OUT: left there, they would be loaded by mistake.
+    rendered.stale += [out / t for t in TABLE_VERSIONS if _ours(out / t)]
+    return rendered
+
+
+def _ours(path: Path) -> bool:
+    """A db_text table this module wrote (its first line is one of our headers)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline().rstrip("\n")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first in (SUBSCRIBER_HEADER, DBALIASES_HEADER, VERSION_HEADER)
+
+
+def write_rendered(rendered: Rendered) -> ExportResult:
+    """Write a rendered export (all files or none), then remove what it made stale."""
+    result = _write(rendered)
+    for path in rendered.stale:
+        path.unlink(missing_ok=True)
+    return result
 
 
 def sip_domain(project: Project) -> str | None:

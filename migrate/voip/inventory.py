@@ -1,10 +1,11 @@
 """``inventory phones``: read every ministry PBX's files, record each extension in the store, and tie it to
 its mail user.
 
-A file with an error contributes nothing (it is listed with the problem, by file and line); the rest of the
-ministry's files are taken. Extensions a later inventory no longer finds are dropped while nothing has
-happened to them yet, and reported if something has. Secrets never reach the store: only whether an
-extension has a SIP secret and a voicemail PIN.
+A bad row or section of a file is left out with an error naming its file, line and field; the rest of the file is
+taken, and the extension the error concerns is recorded *held* (it is neither exported nor cut over until the
+file is fixed or the operator overrides it). Extensions a later inventory no longer finds are dropped while
+nothing has happened to them yet, and reported if something has. Secrets never reach the store: only whether
+an extension has a SIP secret and a voicemail PIN.
 """
 
 from __future__ import annotations
@@ -53,16 +54,16 @@ def pbx_sources(project: Project, source_ids: list[str] | None = None) -> list[S
 
 def read_all(project: Project, sources: list[Source]) -> tuple[dict[str, PbxInventory], list[Problem]]:
     """Read the sources' PBX files (and, for the duplicate check, every other source sharing a dial plan with
-    them); a file that repeats another ministry's number in a shared dial plan is rejected like any file
-    with an error."""
+    them); a number two ministries of one dial plan define stays with the one listed first (held) and is left
+    out of the other."""
     from migrate.voip.pbx import check_dial_plans, read_pbx
 
     plans = {project.config.dial_plan(s) for s in sources}
     related = [s for s in project.config.sources if s.pbx is not None and project.config.dial_plan(s) in plans]
     inventories = fanout(related, lambda s: read_pbx(project, s), workers=4, name="pbx")
     by_source = {inv.source_id: inv for inv in inventories}
-    # The same number in two ministries sharing a dial plan: the later source loses the files that define it
-    # (check_dial_plans drops them and adds the problems to that source's own list).
+    # The same number in two ministries sharing a dial plan: the later source loses it, the earlier one holds it
+    # (check_dial_plans adds the problems to both sources' own lists).
     check_dial_plans(inventories, project)
     problems = [p for s in sources for p in by_source[s.id].problems]
     return {s.id: by_source[s.id] for s in sources}, problems
@@ -91,17 +92,19 @@ def run_phone_inventory(project: Project, store: Store, source_ids: list[str] | 
         result.forgotten += store.forget_extensions(source.id, unseen_since=started)
         result.stale += [e.key for e in store.extensions(source_id=source.id) if e.seen_at < started]
         linked = sum(1 for e in inventory.extensions if result.links[e.key].mailbox is not None)
-        rejected = [f for f, n in inventory.files.items() if n == 0]
+        errors = sorted({p.file for p in inventory.problems if p.severity == "error"})
+        held = [e.key for e in inventory.extensions if e.held]
         store.add_event(f"source/{source.id}", "phones",
                         f"{len(inventory.extensions)} extensions, {linked} linked to a user"
-                        + (f"; files with errors, not taken: {', '.join(rejected)}" if rejected else ""))
+                        + (f"; errors in {', '.join(errors)}" if errors else "")
+                        + (f"; held: {', '.join(held)}" if held else ""))
     return result
 
 
 def current_extensions(project: Project, rows: list[ExtensionRow]) -> tuple[dict[str, Extension], list[str]]:
-    """The wave's extensions as the PBX files have them now (with their secrets), and the files' errors (as
-    ``file:line: message``). Refuses, naming each, those the files no longer give: a file with an error, or
-    an extension removed since the inventory."""
+    """The wave's extensions as the PBX files have them now (with their secrets and what holds them), and the
+    files' errors (as ``file:line: message``). Refuses, naming each, those the files no longer give (an extension
+    removed since the inventory, or one another ministry now takes)."""
     source_ids = sorted({r.source_id for r in rows})
     inventories, problems = read_all(project, [project.source(s) for s in source_ids])
     current = {e.key: e for inv in inventories.values() for e in inv.extensions}
@@ -119,4 +122,14 @@ def errors_text(errors: list[str]) -> str:
     if not errors:
         return ""
     more = f" and {len(errors) - 5} more" if len(errors) > 5 else ""
-    return f" (the PBX files have errors, and a file with an error gives nothing: {'; '.join(errors[:5])}{more})"
+    return f" (the PBX files have errors: {'; '.join(errors[:5])}{more})"
+
+
+def held_now(project: Project, rows: list[ExtensionRow]) -> dict[str, list[str]]:
+    """Extension key → the errors in the PBX files as they are now that hold it (only those held)."""
+    if not rows:
+        return {}
+    sources = [project.source(s) for s in sorted({r.source_id for r in rows})]
+    inventories, _problems = read_all(project, [s for s in sources if s.pbx is not None])
+    wanted = {r.key for r in rows}
+    return {e.key: list(e.held) for inv in inventories.values() for e in inv.extensions if e.key in wanted and e.held}

@@ -13,6 +13,34 @@ from dataclasses import dataclass, field
 from migrate.core.errors import Problem
 from migrate.core.secrets import Secret
 
+#: What a line is, by its technology (:func:`line_kind`).
+PHONE = "phone"
+VIRTUAL = "virtual"
+BY_HAND = "by-hand"
+#: Technologies whose devices are SIP phones: they get an account on the hosted platform (no technology named,
+#: as in a Kamailio subscriber table, is a SIP account too).
+SIP_TECHS = frozenset({"", "pjsip", "sip"})
+
+
+def line_kind(tech: str | None) -> str:
+    """``phone``: a SIP phone, given an account on the platform; ``virtual``: a user without a device (FreePBX's
+    virtual extensions), nothing registers; ``by-hand``: anything else (custom dial strings such as a fax line,
+    DAHDI analogue ports, IAX2): not a SIP account, moved by hand and reported so."""
+    tech = (tech or "").strip().lower()
+    if tech in SIP_TECHS:
+        return PHONE
+    return VIRTUAL if tech == "virtual" else BY_HAND
+
+
+def line_text(tech: str | None) -> str:
+    """Why a line gets no account, for people ("" for a SIP phone)."""
+    kind = line_kind(tech)
+    if kind == VIRTUAL:
+        return "a virtual extension: no phone to register"
+    if kind == BY_HAND:
+        return f"not a SIP phone ({(tech or '').strip()}): moved by hand, no account on the platform"
+    return ""
+
 
 @dataclass
 class Extension:
@@ -42,6 +70,9 @@ class Extension:
     origins: list[str] = field(default_factory=list)
     #: Columns and options govmigrate does not use, kept as they were.
     extra: dict[str, str] = field(default_factory=dict)
+    #: The PBX file errors that concern it ("file:line: field: message"): while any is there it is *held*,
+    #: neither exported nor cut over unless the operator overrides it (--force --reason).
+    held: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -51,13 +82,13 @@ class Extension:
 
 @dataclass
 class PbxInventory:
-    """Everything read from one source's PBX files: the extensions (files with errors contribute nothing),
-    and every problem found, each with its file and line."""
+    """Everything read from one source's PBX files: the extensions (an error leaves its row or section out and
+    holds the extension it concerns), and every problem found, each with its file and line."""
 
     source_id: str
     extensions: list[Extension] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    #: file → how many records were taken from it (0 for a file rejected because of an error).
+    #: file → how many records were taken from it.
     files: dict[str, int] = field(default_factory=dict)
 
     @property

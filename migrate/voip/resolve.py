@@ -223,3 +223,18 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def redirect_targets(project: Project, host: str, port: int | None, transport: str, *,
+                     timeout: float = LOOKUP_TIMEOUT) -> tuple[list[Target], str]:
+    """Where a registrar's redirect points: the host's A/AAAA records through the configured resolvers, on the
+    port given (else the transport's standard one). ([], why) when it does not resolve."""
+    lookups = _Lookups(resolvers_for(project), timeout)
+    found = Resolution(host)
+    try:
+        addresses = _addresses(host.lower(), lookups, found)
+    except LookupFailed as exc:
+        return [], str(exc)
+    if not addresses:
+        return [], "; ".join(f.detail for f in found.findings)
+    return [Target(transport, host.lower(), a, port or DEFAULT_PORT[transport]) for a in addresses], ""

@@ -4,13 +4,19 @@ sync, and its rollback.
 Per domain, in order, each part recorded in ``dns_domains`` and as an event ``dns/<domain>``, so that a cut-over
 stopped anywhere (Ctrl-C, a kill, a server that does not answer) resumes where it stopped:
 
-1. **Gate** (the step's pre-flight): every mailbox of the domain is final-synced, and ``dns prepare`` lowered
-   the TTLs at least one old TTL ago. Otherwise the cut-over refuses and lists why (exit 8), unless forced
-   with a reason, which is recorded.
+1. **Gate** (the step's pre-flight): every mailbox of the domain is final-synced, ``dns prepare`` lowered
+   the TTLs at least one old TTL ago, and ``dns check`` finds no failure for the domain (its authoritative
+   servers agree on the serial and answer, every server the parent lists answers with authority, the glue is
+   the zone's, no MX names an alias, ...). Otherwise the cut-over refuses and lists why (exit 8), unless forced
+   with a reason, which is recorded. A forced switch still refuses when the change could not reach every
+   server: one that stays behind the primary's serial (or silent) for ``propagation_timeout``, the time the
+   switch would wait for it, does not transfer the zone, and a switch would strand the domain half-switched.
 2. **Baseline**: the RRsets the switch will change go into the store, and the whole zone (AXFR with TSIG where
-   the primary allows it) to ``reports/dns-baseline-<wave>-<domain>.zone``.
+   the primary allows it) to ``reports/dns-baseline-<wave>-<domain>.zone`` (0600: it is the whole zone).
 3. **Update**: one RFC 2136 UPDATE over TCP, signed with TSIG, whose prerequisites require every RRset to be
-   exactly as in the baseline: if someone changed one meanwhile, nothing changes (exit 9).
+   exactly as in the baseline: if someone changed one meanwhile, nothing changes (exit 9). Just before it,
+   each mailbox's central folders are marked (their UIDNEXT as the forward copy last saw it), so that a
+   rollback can tell the mail that arrives after the switch from what was copied (migrate.mailbox.sync.reverse).
 4. **Wait**: until every authoritative server serves the new records with one SOA serial (exit 10 on timeout).
 5. **Advance**: every mailbox of the domain goes to ``cut-over``.
 6. **Final delta**: a last sync pass for mail that reached the old server while the change propagated; each
@@ -31,16 +37,18 @@ from migrate.core import lifecycle
 from migrate.core.config import DnsSection
 from migrate.core.crashpoints import crashpoint
 from migrate.core.errors import Interrupted
+from migrate.core.files import write_private
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.store import DnsDomainRow, MailboxRow, Store, now
 from migrate.dns.baseline import take_baseline
 from migrate.dns.changes import ChangeSet, mx_text, plan_domain, primary_holds
+from migrate.dns.checks import FAIL, check_domain
 from migrate.dns.client import DnsClient, dns_section
 from migrate.dns.prepare import parse_time
-from migrate.dns.propagation import Propagation, wait_propagated
+from migrate.dns.propagation import Propagation, wait_propagated, wait_serials
 from migrate.dns.update import apply_changes
 from migrate.waves.context import WaveRun
-from migrate.waves.results import Finding, Gate, StepResult
+from migrate.waves.results import Finding, Gate, Outcome, StepResult
 from migrate.waves.step import OVERRIDE, Step, StepOptions
 from migrate.waves.sync_pass import sync_pass
 
@@ -57,6 +65,11 @@ class DomainOutcome:
     changes: list[dict[str, Any]] = field(default_factory=list)
     baseline_file: str | None = None
     detail: str = ""
+    #: A rollback: the RRsets it could not put back (with why), the files it wrote for the operator, and what
+    #: the copy back did per mailbox.
+    unrestored: list[dict[str, Any]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    mailboxes: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -75,6 +88,33 @@ def domain_mailboxes(store: Store, domains: list[str]) -> dict[str, list[Mailbox
         if d in wanted:
             out[d].append(m)
     return out
+
+
+def dns_findings(client: DnsClient, section: DnsSection, domain: str, *, force: bool,
+                 progress: ProgressSink = no_progress) -> list[Finding]:
+    """The gate's view of a domain's DNS: every failure of ``dns check`` (forceable). With ``force``, and the
+    authoritative servers not agreeing: a wait of ``propagation_timeout`` (what the switch would wait) for them to
+    serve the primary's serial; a server still behind or silent then is a finding force cannot pass: a switch
+    would reach the primary and never that server, and strand the domain half-switched."""
+    # The primary is what the whole cut-over depends on: one that does not answer stops it (exit 4), not a finding.
+    client.query(client.primary, domain, "SOA", authoritative=False)
+    report = check_domain(client, section, domain)
+    found = [Finding(None, "dns-check", f"{domain}: {c.check}: {c.reason}") for c in report.checks if c.status == FAIL]
+    if force and report.check("nameservers").status == FAIL:
+        timeout = section.propagation_timeout
+
+        def on_look(lagging: list[str]) -> None:
+            progress(ProgressEvent("note", domain, detail=f"{domain}: forced; waiting up to {timeout:g} s for "
+                                   + "; ".join(lagging)))
+
+        left = wait_serials(client, report.zone or domain, timeout=timeout, on_look=on_look)
+        if left:
+            found.append(Finding(None, "dns-propagation", f"{domain}: a change could not reach every authoritative "
+                                 f"server: {'; '.join(left)}, and it did not catch up within {timeout:g} s (the time "
+                                 "the switch waits): it does not transfer the zone from the primary (its primaries, "
+                                 "allow-transfer, NOTIFY, the TSIG key) or does not answer. Mend it, or take it out "
+                                 "of the zone's NS set and dns.nameservers", overridable=False))
+    return found
 
 
 class DnsSwitch(Step[MailboxRow]):
@@ -102,8 +142,10 @@ class DnsSwitch(Step[MailboxRow]):
 
     def gate(self, run: WaveRun, work: list[MailboxRow], options: StepOptions,
              progress: ProgressSink = no_progress) -> Gate:
-        """Every mailbox final-synced (or further), and the TTLs lowered at least one old TTL ago."""
-        dns_section(run.project, tsig=True)
+        """Every mailbox final-synced (or further), the TTLs lowered at least one old TTL ago, and no failure of
+        ``dns check`` for the domain; with ``--force``, also that a change would reach every server."""
+        section = dns_section(run.project, tsig=True)
+        client = DnsClient(section, run.project.base_dir)
         result = Gate(checked=[m.email for m in work])
         for m in work:
             reached = lifecycle.level(m)
@@ -114,8 +156,15 @@ class DnsSwitch(Step[MailboxRow]):
         for domain in run.domains():
             row = run.store.dns_domain(domain)
             state = row.state if row else "unchanged"
+            if state in lifecycle.DOMAIN_ROLLING_BACK:
+                result.findings.append(Finding(None, "dns-rollback", f"{domain}: its rollback has not finished "
+                                               f"({state}): run govmigrate dns rollback --wave "
+                                               f"{(row.wave if row else None) or run.wave_id} again first",
+                                               overridable=False))
+                continue
             if state not in lifecycle.DOMAIN_NOT_BEGUN:
                 continue  # begun: the gate was passed (or forced) then; the cut-over resumes
+            result.findings += dns_findings(client, section, domain, force=options.force, progress=progress)
             if state != "prepared" or not row or not row.safe_after:
                 result.findings.append(Finding(None, "dns-ttl", f"{domain}: its TTLs were not lowered: run "
                                                f"govmigrate dns prepare --wave {run.wave_id} first"))
@@ -142,28 +191,28 @@ class DnsSwitch(Step[MailboxRow]):
         for domain, mailboxes in by_domain.items():
             if stop.is_set():
                 raise Interrupted("the cut-over was stopped between domains; run the same command again to resume")
-            switch = _DomainSwitch(run, client, section, domain, mailboxes, result, progress, stop)
-            result.domains.append(switch.outcome)
-            switch.run()
+            _DomainSwitch(run, client, section, domain, mailboxes, result, progress, stop).run()
 
 
-class _DomainSwitch:
-    """One domain's cut-over, from wherever the last run left it."""
+class DomainWork:
+    """What a DNS step does for one domain, shared by the cut-over, the rollback and dns settle: the domain's row
+    as the step found it, its outcome in the step's result, notes as progress, and each state change recorded
+    with its event ``dns/<domain>`` in one transaction."""
 
-    def __init__(self, run: WaveRun, client: DnsClient, section: DnsSection, domain: str,
-                 mailboxes: list[MailboxRow], result: StepResult, progress: ProgressSink,
-                 stop: threading.Event) -> None:
+    def __init__(self, run: WaveRun, client: DnsClient, section: DnsSection, domain: str, result: StepResult,
+                 progress: ProgressSink, stop: threading.Event) -> None:
         self.run_ = run
         self.store = run.store
         self.client = client
         self.section = section
         self.domain = domain
-        self.mailboxes = mailboxes
         self.result = result
         self.progress = progress
         self.stop = stop
-        row = self.store.dns_domain(domain)
-        self.outcome = DomainOutcome(domain, row.state if row else "unchanged", row.state if row else "unchanged")
+        self.row = self.store.dns_domain(domain)
+        state = self.row.state if self.row else "unchanged"
+        self.outcome = DomainOutcome(domain, state, state)
+        result.domains.append(self.outcome)
 
     def note(self, text: str) -> None:
         self.outcome.detail = text
@@ -173,9 +222,59 @@ class _DomainSwitch:
         with self.store.tx():
             row = self.store.update_dns_domain(self.domain, state=state, detail=detail, **fields)
             self.store.add_event(f"dns/{self.domain}", action, detail)
+        self.row = row
         self.outcome.after = state
         self.note(detail)
         return row
+
+    def run(self) -> bool:
+        """The domain's part of the step; True when it ended where the step takes it."""
+        raise NotImplementedError
+
+
+class DomainStep(Step[str]):
+    """A DNS step whose items are the wave's cut-over domains (the rollback, dns settle): each domain in turn, by
+    its :attr:`work` (a :class:`DomainWork`), its outcome recorded as it ends."""
+
+    items = "domain"
+    #: The step in a word, for its run record ("rollback", "settle").
+    verb = ""
+    work: type[DomainWork] = DomainWork
+
+    def execute(self, run: WaveRun, result: StepResult, work: list[str], options: StepOptions,
+                progress: ProgressSink, stop: threading.Event) -> None:
+        section = dns_section(run.project, tsig=True)
+        client = DnsClient(section, run.project.base_dir)
+        for domain in work:
+            if stop.is_set():
+                raise Interrupted(f"{self.verb} was stopped between domains; run the same command again to resume")
+            one = self.work(run, client, section, domain, result, progress, stop)
+            ok = one.run()
+            run.record(result, Outcome(domain, one.outcome.before, one.outcome.after, ok,
+                                       error=None if ok else one.outcome.detail))
+
+    def key(self, item: str) -> str:
+        return item
+
+    def load(self, run: WaveRun, keys: list[str]) -> list[str]:
+        return keys
+
+    def describe(self, count: int, options: StepOptions) -> str:
+        return f"{self.verb} of {count} domain(s)"
+
+    def summary(self, result: StepResult, outcome_text: str) -> str:
+        domains = ", ".join(f"{d.domain} {d.after}" for d in result.domains) or "no domain"
+        return f"{self.verb} {outcome_text}: {domains}"
+
+
+class _DomainSwitch(DomainWork):
+    """One domain's cut-over, from wherever the last run left it."""
+
+    def __init__(self, run: WaveRun, client: DnsClient, section: DnsSection, domain: str,
+                 mailboxes: list[MailboxRow], result: StepResult, progress: ProgressSink,
+                 stop: threading.Event) -> None:
+        super().__init__(run, client, section, domain, result, progress, stop)
+        self.mailboxes = mailboxes
 
     def run(self) -> None:
         row = self.store.dns_domain(self.domain)
@@ -217,9 +316,9 @@ class _DomainSwitch:
         wave = self.run_.wave_id
         taken = take_baseline(self.client, plan)
         path = self.run_.reports_dir / f"dns-baseline-{wave}-{self.domain}.zone"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(taken.file_text(f"govmigrate: baseline of {self.domain} before the cut-over of wave "
-                                        f"{wave}, {now()}"))
+        # The whole zone (every host name and address of the ministry): readable by its owner only.
+        write_private(path, taken.file_text(f"govmigrate: baseline of {self.domain} before the cut-over of wave "
+                                            f"{wave}, {now()}"))
         reason = self.result.force_reason
         detail = (f"baseline of {len(plan)} RRset(s) recorded; {path.name}"
                   + (f" (no zone transfer: {taken.note})" if taken.zone_text is None else "")
@@ -235,6 +334,10 @@ class _DomainSwitch:
         if primary_holds(self.client, changes) == "after":
             detail = "the records already were the central host's (applied by an earlier run)"
         else:  # "before", or "neither": then the prerequisites refuse it and say what changed
+            # Where the central folders stand before mail can arrive there: a rollback copies back what is above.
+            everyone = [m for m in domain_mailboxes(self.store, [self.domain])[self.domain]
+                        if m.state != lifecycle.SKIPPED]
+            self.store.mark_for_copy_back([m.id for m in everyone])
             apply_changes(self.client, changes)
             detail = f"switched: {len(changes)} RRset(s) updated on the primary; " + mx_text(changes)
         self.record("switched", "switch", detail, switched_at=now())

@@ -4,13 +4,15 @@ confirmation that the numbers moved.
 * ``sip check --wave WAVE`` (:class:`SipCheck`): the checks of :mod:`migrate.voip.checks` over the wave's
   extensions, each result stored; no state changes.
 * ``cutover WAVE``, after the wave's DNS (or alone, for a wave with phones and no domain)
-  (:class:`PhoneRegistration`): the same checks are the gate; while any fails (the platform does not resolve or
-  answer, an extension is not provisioned, has no usable secret, or is refused) nothing changes state, unless
-  ``--force --reason``: then the extensions that did register go ahead and the others stay where they are.
-  Virtual extensions register nothing and are not held up by it. Each that registered goes to ``registered``.
+  (:class:`PhoneRegistration`): the same checks are the gate, and no extension may be held by an error in the
+  PBX files; while anything fails (the platform does not resolve or answer, an extension is held, not
+  provisioned, has no usable secret, or is refused) nothing changes state, unless ``--force --reason``: then the
+  extensions that did register go ahead and the others stay where they are. Lines that are not SIP phones
+  (virtual extensions, lines moved by hand) register nothing and are not held up by it. Each that registered
+  goes to ``registered``.
 * ``sip confirm --wave WAVE`` (:class:`PhoneConfirm`): the operator says the wave's DIDs route to the hosted
-  platform (number porting happens outside govmigrate); refused while an extension is not registered, unless
-  forced with a reason. Each goes to ``cut-over``.
+  platform (number porting happens outside govmigrate, as does moving the lines that are not SIP phones);
+  refused while a SIP phone is not registered, unless forced with a reason. Each goes to ``cut-over``.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from migrate.core.errors import UsageError
 from migrate.core.progress import ProgressSink, no_progress
 from migrate.core.store import ExtensionRow
 from migrate.voip.checks import SipCheckReport, run_checks, select_extensions, sip_section
+from migrate.voip.inventory import held_now
+from migrate.voip.model import PHONE, line_kind, line_text
 from migrate.waves.context import WaveRun
 from migrate.waves.results import Finding, Gate, Outcome, StepResult
 from migrate.waves.step import OVERRIDE, Step, StepOptions
 
 
-def _virtual(row: ExtensionRow) -> bool:
-    return (row.tech or "").lower() == "virtual"
+def _no_phone(row: ExtensionRow) -> bool:
+    """A line that registers nothing: a virtual extension, or one moved by hand (a fax's custom dial string)."""
+    return line_kind(row.tech) != PHONE
 
 
 class _PhoneStep(Step[ExtensionRow]):
@@ -72,8 +77,9 @@ class SipCheck(_PhoneStep):
 
     def summary(self, result: StepResult, outcome_text: str) -> str:
         report: SipCheckReport = result.details["report"]
-        return (f"{len(report.extensions)} extension(s) checked, {len(result.failed)} failed; "
-                f"{len(report.failed)} check(s) failed, {len(report.warnings)} warning(s)")
+        return (f"{len(report.extensions)} extension(s) checked, {len(result.failed)} failed, "
+                f"{len(result.blocked)} skipped; {len(report.failed)} check(s) failed, {len(report.warnings)} "
+                "warning(s)")
 
     def execute(self, run: WaveRun, result: StepResult, work: list[ExtensionRow], options: StepOptions,
                 progress: ProgressSink, stop: threading.Event) -> None:
@@ -83,11 +89,16 @@ class SipCheck(_PhoneStep):
         registers = report.register_checks()
         for row in work:
             check = registers.get(row.key)
+            if check is not None and check.result == "skip":  # not checked: exit 1, as the README's table says
+                result.blocked.append((row.key, check.detail))
+                continue
             ok = check is None or check.result != "fail"
             run.record(result, Outcome(row.key, row.state, row.state, ok, error=None if ok else check.detail))
         platform = [c for c in report.failed if c.kind != "register"]
         if platform:
             result.incomplete.append(f"{len(platform)} platform check(s) failed")
+        if report.warnings:
+            result.incomplete.append(f"{len(report.warnings)} check(s) warned")
 
 
 class PhoneRegistration(_PhoneStep):
@@ -107,10 +118,13 @@ class PhoneRegistration(_PhoneStep):
         for check in report.checks:
             if check.kind != "register" and check.result == "fail":
                 gate.findings.append(Finding(check.subject, "sip", f"{check.kind}: {check.detail}"))
+        held = held_now(run.project, work)
         registers = report.register_checks()
         for row in work:
+            for reason in held.get(row.key, []):
+                gate.findings.append(Finding(row.key, "pbx", f"held by an error in the PBX files: {reason}"))
             check = registers.get(row.key)
-            if check is None or (_virtual(row) and check.result == "skip"):
+            if check is None or _no_phone(row):
                 continue
             if check.result in ("fail", "skip"):
                 gate.findings.append(Finding(row.key, "register", check.detail))
@@ -135,12 +149,12 @@ class PhoneRegistration(_PhoneStep):
             check = registers.get(row.key)
             if lifecycle.extension_reached(row, lifecycle.REGISTERED):
                 result.already.append((row.key, f"{row.state} already"))
-            elif check is not None and check.result in ("pass", "warn") and check.data.get("statuses"):
+            elif check is not None and check.result in ("pass", "note", "warn") and check.data.get("statuses"):
                 if not run.dry_run:
                     run.store.set_extension_state(row.id, lifecycle.REGISTERED,
                                                   f"REGISTER over {check.data.get('target')} passed{forced}")
                 run.record(result, Outcome(row.key, row.state, lifecycle.REGISTERED, True))
-            elif check is not None and not (_virtual(row) and check.result == "skip"):
+            elif check is not None and not _no_phone(row):
                 run.record(result, Outcome(row.key, row.state, row.state, False, error=check.detail))
         if report.failed:
             result.incomplete.append(f"{len(report.failed)} SIP check(s) failed")
@@ -166,8 +180,7 @@ class PhoneConfirm(_PhoneStep):
              progress: ProgressSink = no_progress) -> Gate:
         gate = Gate(checked=[r.key for r in work])
         for row in work:
-            ready = lifecycle.extension_reached(row, lifecycle.REGISTERED) or (
-                _virtual(row) and lifecycle.extension_reached(row, lifecycle.PROVISIONED))
+            ready = lifecycle.extension_reached(row, lifecycle.REGISTERED) or _no_phone(row)
             if not ready:
                 gate.findings.append(Finding(row.key, "registered", f"not registered ({row.state}): govmigrate "
                                                                     f"cutover {run.wave_id} registers the wave's "
@@ -188,6 +201,7 @@ class PhoneConfirm(_PhoneStep):
             f" (forced: {options.reason})" if options.force else "")
         for row in work:
             if not run.dry_run:
-                run.store.set_extension_state(row.id, lifecycle.CUT_OVER, why)
+                run.store.set_extension_state(row.id, lifecycle.CUT_OVER, why + (
+                    f"; {line_text(row.tech)}" if _no_phone(row) else ""))
             run.record(result, Outcome(row.key, row.state, lifecycle.CUT_OVER, True))
         run.event("sip-confirm", f"{len(work)} extension(s) cut over: {why}")

@@ -24,10 +24,13 @@ class Finding:
     check: str
     message: str
     severity: str = "error"
+    #: ``--force --reason`` can go past it. False: nothing can (a change that could not reach every server).
+    overridable: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         # "email": the key the run's JSON has always carried for a mailbox's finding.
-        return {"email": self.item, "check": self.check, "message": self.message, "severity": self.severity}
+        return {"email": self.item, "check": self.check, "message": self.message, "severity": self.severity,
+                "overridable": self.overridable}
 
 
 @dataclass
@@ -45,6 +48,11 @@ class Gate:
     @property
     def errors(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def blocking(self) -> list[Finding]:
+        """Problems even ``--force --reason`` does not go past."""
+        return [f for f in self.errors if not f.overridable]
 
     @property
     def fatal(self) -> list[Finding]:

@@ -61,6 +61,14 @@ def start(run: WaveRun, step: Step, options: StepOptions = DEFAULTS, *,
     if not gate.errors:
         return result
     listed = "; ".join(f"{f.item or 'all'}: {f.message}" for f in gate.errors[:EVENT_FINDINGS])
+    if options.force and step.force == OVERRIDE and gate.blocking:
+        # Some things force cannot change: a switch that could not reach every server would strand the domain.
+        run.event("gate-refused", f"{step.name}: forced ({options.reason}), but: "
+                  + "; ".join(f"{f.item or 'all'}: {f.message}" for f in gate.blocking[:EVENT_FINDINGS]))
+        message, _hint = step.refusal(run, gate)
+        raise PreflightFailed(f"{message}; --force cannot go past {len(gate.blocking)} of them: "
+                              + "; ".join(f.message for f in gate.blocking[:EVENT_FINDINGS]),
+                              hint="fix those first (the message says what and where); the others may be forced")
     if options.force and step.force == OVERRIDE:
         # A gate passed by force: every item goes ahead; what was overridden, and why, is recorded.
         result.forced = [(f.item or "all", f.message) for f in gate.errors]

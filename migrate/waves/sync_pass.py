@@ -133,7 +133,7 @@ class PassLifecycle:
         elif not report.ok and self.stop.is_set():
             outcome.stopped, outcome.error = True, report.error
         elif not outcome.ok:
-            outcome.error = report.error or _incomplete(report)
+            outcome.error = report.error or incomplete(report)
         elif report.ok:
             self._not_copied(mailbox, report, outcome)
         if not self.dry_run and not outcome.stopped and not outcome.locked and not outcome.given_up:
@@ -186,11 +186,13 @@ def _whole(report: MailboxReport) -> bool:
     return not report.folder_errors and not any(g.failed or g.error for g in report.groupware)
 
 
-def _incomplete(report: MailboxReport) -> str:
+def incomplete(report: MailboxReport, refused: str = "could not be copied") -> str:
+    """Why a mailbox's pass did not complete, in a line: messages refused (``refused`` says by whom) and folders
+    that failed, each with the first reason."""
     parts = []
     if report.failed_messages:
         first = next((why for f in report.folders for _m, why in f.failed), "")
-        parts.append(f"{report.failed_messages} message(s) could not be copied ({first})")
+        parts.append(f"{report.failed_messages} message(s) {refused} ({first})")
     if report.folder_errors:
         first = next((f"{f.source}: {f.error}" for f in report.folders if f.error), "")
         parts.append(f"{report.folder_errors} folder(s) failed ({first})")

@@ -39,6 +39,8 @@ STEPS: dict[str, Entry] = {
     "phones": Entry("phones", "PhoneRegistration", (), "extensions: cutover WAVE (after its domains)"),
     "sip-confirm": Entry("phones", "PhoneConfirm", (), "extensions: sip confirm --wave WAVE"),
     "rollback": Entry("rollback", "DnsRollback", (), "domains: dns rollback --wave WAVE"),
+    "copy-back": Entry("copy_back", "CopyBackStep", (), "mailboxes of rolled-back domains: run WAVE --step copy-back"),
+    "settle": Entry("settle", "DnsSettle", (), "domains: dns settle --wave WAVE"),
 }
 
 _built: dict[str, Step] = {}

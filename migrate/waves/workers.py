@@ -176,7 +176,7 @@ class Worker:
                         self._gave_up(claim, f"the state store was away: {exc.message}")
                     else:
                         _ = self.store.schema_version   # waits for the store as any call does
-                except StoreUnavailable as still:
+                except MigrateError as still:  # still away (exit 4), or refusing us now (a dropped database)
                     self._fail(still)
             except MigrateError as exc:  # the store refused us (a dropped database, a revoked login)
                 self._fail(exc)

@@ -100,6 +100,22 @@ def spf_with_lookups(lookups: int, *, tail: str = "-all") -> str:
     return " ".join(["v=spf1", *(f"include:{name}" for name in SPF_INCLUDES[:lookups]), tail])
 
 
+def written_by_someone_else(domain: str) -> dict[str, list[str]]:
+    """Zone lines of a ministry zone with the mistakes real ones carry (start the lab with
+    ``stale_secondary=[domain]`` for the fourth: a secondary one serial behind that never transfers):
+
+    * the MX names ``smtp.<domain>``, an alias (CNAME) of ``relay.<domain>``, which does not exist; BIND loads
+      such a zone with a warning, but refuses an update that adds that MX again (its integrity check);
+    * the parent's glue for ``ns2.<domain>`` is the primary's address; the zone says the secondary's;
+    * the parent lists a third name server, ``ns3.<domain>``, at an address of the lab where nothing listens.
+    """
+    return {
+        domain: [f"@ MX 10 smtp.{domain}.", f"smtp CNAME relay.{domain}."],
+        PARENT_ZONE: [f"{domain}. NS ns1.{domain}.", f"{domain}. NS ns2.{domain}.", f"{domain}. NS ns3.{domain}.",
+                      f"ns2.{domain}. A {{net}}.11", f"ns3.{domain}. A {{net}}.14"],
+    }
+
+
 def txt_rdata(text: str) -> str:
     """``text`` as TXT rdata in zone-file syntax: quoted, split into strings of at most 255 bytes."""
     data = text.encode()
@@ -298,7 +314,8 @@ class DnsLab:
 
     CENTRAL = CENTRAL
 
-    def __init__(self, domains: list[str], records: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, domains: list[str], records: dict[str, list[str]] | None = None,
+                 stale_secondary: list[str] | None = None) -> None:
         self.domains = [d.lower().rstrip(".") for d in domains]
         for domain in self.domains:
             if not domain.endswith("." + PARENT_ZONE) or domain == "mail.gov.bz":
@@ -322,6 +339,11 @@ class DnsLab:
         self._our_addresses: list[str] = []
         self._refused: set[str] = set()
         self._held = False
+        #: Zones the secondary serves from a copy one serial behind and never transfers (see start_dns_lab).
+        self._stale = {d.lower().rstrip(".") for d in stale_secondary or []}
+        if self._stale - set(self.domains):
+            raise ValueError(f"stale_secondary: {', '.join(sorted(self._stale - set(self.domains)))} is not a "
+                             "ministry domain of this lab")
         self.parent: BindServer
         self.primary: BindServer
         self.secondary: BindServer
@@ -338,9 +360,14 @@ class DnsLab:
 
     # -- zone content -----------------------------------------------------------------------------------
 
-    def _ministry_zone(self, domain: str) -> str:
+    def _lines(self, zone: str) -> list[str]:
+        """The test's lines for ``zone``, with ``{net}`` standing for the lab's /24 (e.g. ``{net}.14``: an
+        address of the lab where nothing listens)."""
+        return [line.replace("{net}", self.prefix) for line in self.records.get(zone, [])]
+
+    def _ministry_zone(self, domain: str, serial: int = SERIAL) -> str:
         z = _Records(domain + ".")
-        z.add(f"@ SOA ns1.{domain}. hostmaster.{domain}. {SERIAL} 3600 600 1209600 300")
+        z.add(f"@ SOA ns1.{domain}. hostmaster.{domain}. {serial} 3600 600 1209600 300")
         z.add(f"@ NS ns1.{domain}.")
         z.add(f"@ NS ns2.{domain}.")
         z.add(f"ns1 A {self.primary.address}")
@@ -350,7 +377,7 @@ class DnsLab:
         z.add('@ TXT "v=spf1 mx -all"')
         z.add('_dmarc TXT "v=DMARC1; p=none"')
         z.add(f"autodiscover CNAME mail.{domain}.")
-        z.override(self.records.get(domain, []))
+        z.override(self._lines(domain))
         return z.text()
 
     def _parent_zone(self) -> str:
@@ -368,7 +395,7 @@ class DnsLab:
             z.add(f"{domain}. NS ns2.{domain}.")
             z.add(f"ns1.{domain}. A {self.primary.address}")
             z.add(f"ns2.{domain}. A {self.secondary.address}")
-        z.override(self.records.get(PARENT_ZONE, []))
+        z.override(self._lines(PARENT_ZONE))
         return z.text()
 
     def _root_zone(self) -> str:
@@ -378,7 +405,7 @@ class DnsLab:
         z.add(f"{ROOT_NS} A {self.parent.address}")
         z.add(f"{PARENT_ZONE}. NS {PARENT_NS}")
         z.add(f"{PARENT_NS} A {self.parent.address}")
-        z.override(self.records.get(".", []))
+        z.override(self._lines("."))
         return z.text()
 
     # -- configuration ----------------------------------------------------------------------------------
@@ -435,11 +462,12 @@ key "{self.tsig_name}" {{ algorithm {self.tsig_algorithm}; secret "{self.tsig_se
                          f'allow-update {{ key "{key}"; }}; allow-transfer {{ key "{self.tsig_name}"; }}; '
                          f"notify explicit; also-notify {{ {self.secondary.address}; }}; notify-delay 0; }};\n")
         elif server.role == "secondary":
-            # Held: transfers come from a port of the primary's address where nothing listens, so the
-            # secondary keeps serving what it has and its serials fall behind.
-            port = " port 54" if self._held else ""
+            # Held (or a stale zone): transfers come from a port of the primary's address where nothing
+            # listens, so the secondary keeps serving what it has and its serials fall behind.
             for domain in self.domains:
+                port = " port 54" if self._held or domain in self._stale else ""
                 conf += (f'zone "{domain}" {{ type secondary; file "{d}/zones/{domain}.db"; '
+                         f"masterfile-format text; "
                          f'primaries {{ {self.primary.address}{port} key "{self.tsig_name}"; }}; '
                          f'allow-transfer {{ key "{self.tsig_name}"; }}; }};\n')
         else:
@@ -462,6 +490,9 @@ key "{self.tsig_name}" {{ algorithm {self.tsig_algorithm}; secret "{self.tsig_se
         elif server.role == "primary":
             for domain in self.domains:
                 (server.root / "zones" / f"{domain}.db").write_text(self._ministry_zone(domain))
+        elif server.role == "secondary":
+            for domain in self._stale:  # someone copied the zone file by hand, one change ago
+                (server.root / "zones" / f"{domain}.db").write_text(self._ministry_zone(domain, SERIAL - 1))
         elif server.role == "resolver":
             (server.root / "root.hint").write_text(f". 3600000 NS {ROOT_NS}\n{ROOT_NS} 3600000 A {self.parent.address}\n")
         self._write_conf(server)
@@ -518,7 +549,8 @@ key "{self.tsig_name}" {{ algorithm {self.tsig_algorithm}; secret "{self.tsig_se
 
     def _serials_agree(self) -> bool:
         try:
-            return all(self.serial(self.primary, d) == self.serial(self.secondary, d) for d in self.domains)
+            return all(self.serial(self.primary, d) == self.serial(self.secondary, d) for d in self.domains
+                       if d not in self._stale)
         except LabError:
             return False
 
@@ -679,7 +711,7 @@ key "{self.tsig_name}" {{ algorithm {self.tsig_algorithm}; secret "{self.tsig_se
         if response.rcode() != dns.rcode.NOERROR:
             raise LabError(f"the primary refused the lab's update of {owner} {rdtype}: "
                            f"{dns.rcode.to_text(response.rcode())}")
-        if not self._held and self.secondary.running:
+        if not self._held and zone.rstrip(".").lower() not in self._stale and self.secondary.running:
             self._wait_until(lambda: self.serial(self.primary, zone) == self.serial(self.secondary, zone),
                              f"the secondary to transfer {zone}", self.secondary)
 
@@ -712,8 +744,10 @@ key "{self.tsig_name}" {{ algorithm {self.tsig_algorithm}; secret "{self.tsig_se
         self._reconfigure(self.secondary)
 
     def release_secondary(self) -> None:
-        """The secondary takes transfers again and catches up at once (this returns when it has)."""
+        """The secondary takes transfers again (stale zones too) and catches up at once (this returns when it
+        has)."""
         self._held = False
+        self._stale = set()
         self._reconfigure(self.secondary)
         for domain in self.domains:
             self.rndc(self.secondary, "retransfer", domain)
@@ -837,17 +871,21 @@ def _run_as() -> tuple[int | None, int | None]:
     return account.pw_uid, account.pw_gid
 
 
-def start_dns_lab(domains: list[str], *, records: dict[str, list[str]] | None = None) -> DnsLab:
+def start_dns_lab(domains: list[str], *, records: dict[str, list[str]] | None = None,
+                  stale_secondary: list[str] | None = None) -> DnsLab:
     """Start the four servers for these ministry domains (names under gov.bz) and return when each answers:
     every zone's SOA on the primary and the secondary (same serial), the resolver resolving mx1.mail.gov.bz.
 
     ``records`` adds lines per zone (a ministry domain, "gov.bz" or "."), in zone-file syntax with names
-    relative to the zone; a line replaces the default RRset of the same name and type. A server that will
-    not start (a broken line, say) raises :class:`LabError` with its log."""
+    relative to the zone; a line replaces the default RRset of the same name and type; ``{net}`` in a line is
+    the lab's /24 (``{net}.14`` is an address of the lab where nothing listens). ``stale_secondary`` names
+    zones the secondary serves from a copy one serial behind and never transfers (its primary is a port
+    where nothing listens), as a zone file copied by hand would be; :meth:`DnsLab.release_secondary` mends
+    it. A server that will not start (a broken line, say) raises :class:`LabError` with its log."""
     which("named", "bind9")
     tried: set[str] = set()
     for attempt in range(3):
-        lab = DnsLab(domains, records)
+        lab = DnsLab(domains, records, stale_secondary)
         _live.append(lab)
         try:
             lab._take_addresses(tried)

@@ -8,6 +8,11 @@ Three shapes cover what the migration meets:
 * ``central``: the central host on mdbox, with special-use Sent, Drafts, Trash, Junk and Archive
   auto-created, a master user and quota.
 
+Every server also runs Pigeonhole (ManageSieve on ``sieve_port``, the sieve plugin for mail delivered over
+LMTP on ``lmtp_port``; what Sieve sends goes to ``outbox/``) and the acl plugin with a shared namespace
+(``shared/<owner>/<folder>``), as the central host is configured; a master user works with the rights of the
+user it logs in as (``acl_user = %u``).
+
 Every server serves TLS unless told otherwise: an implicit-TLS listener (``tls_port``) and STARTTLS on the
 plain port, with a certificate for 127.0.0.1 and localhost from the session's lab CA (``ca_file``). Each
 has its own master password, with the server's name in it, so a leaked one says where it came from.
@@ -62,6 +67,13 @@ class DovecotConfig:
     quick_auth_failures: bool = False
     #: SASL mechanisms offered; "login" alone means no AUTH=PLAIN (an older server's look).
     auth_mechanisms: str = "plain login"
+    #: Pigeonhole: a ManageSieve listener (RFC 5804, STARTTLS with the server's certificate) and the sieve
+    #: plugin for LMTP delivery (an LMTP listener of its own), so mail delivered is filed by the user's
+    #: active script. Vacation replies and redirects leave through ``sendmail_path`` into ``outbox/``.
+    sieve: bool = True
+    #: The acl plugin (RFC 4314, vfile) and a shared namespace (``shared/<user>/...``) that lists the folders
+    #: others shared with the user, as the central host is configured.
+    acl: bool = True
 
     def __post_init__(self) -> None:
         if self.master_user and self.master_password is None:
@@ -103,6 +115,9 @@ class DovecotServer:
         elif config.tls:
             self.certs = config.tls
         self.tls_port = free_port() if self.certs else None
+        #: ManageSieve (RFC 5804; STARTTLS where the server has TLS) and LMTP (RFC 2033), with ``sieve``.
+        self.sieve_port = free_port() if config.sieve else None
+        self.lmtp_port = free_port() if config.sieve else None
         self.process: ServerProcess | None = None
         self._mail_uid, self._mail_gid, self._internal, self._login_user = self._accounts()
 
@@ -152,16 +167,61 @@ class DovecotServer:
                         "  master = yes\n  result_success = continue\n}\n")
         passdbs += f"passdb {{\n  driver = passwd-file\n  args = {self.root}/users\n}}\n"
         quota = ""
-        plugins = ""
+        mail_plugins: list[str] = []
+        imap_plugins_list: list[str] = []
         if c.quota_bytes or c.max_mail_size:
-            plugins = "mail_plugins = $mail_plugins quota\n"
+            mail_plugins.append("quota")
+            imap_plugins_list.append("imap_quota")
             rule = f"*:storage={c.quota_bytes}B" if c.quota_bytes else "*:storage=0"
             quota = ("plugin {\n  quota = count:User quota\n  quota_vsizes = yes\n"
                      f"  quota_rule = {rule}\n")
             if c.max_mail_size:
                 quota += f"  quota_max_mail_size = {c.max_mail_size}\n"
             quota += "}\n"
-        imap_plugins = "  mail_plugins = $mail_plugins imap_quota\n" if plugins else ""
+        shared = ""
+        if c.acl:
+            mail_plugins.append("acl")
+            imap_plugins_list.append("imap_acl")
+            # Another user's folders, as the central host shows what was shared with a user: its own
+            # mail location with that user's name (%%u is the owner, expanded per shared folder).
+            other = self._mail_location().replace("%u", "%%u")
+            shared = (f"namespace shared {{\n  type = shared\n  separator = {c.separator}\n"
+                      f"  prefix = shared{c.separator}%%u{c.separator}\n  location = {other}\n"
+                      "  subscriptions = no\n  list = children\n}\n"
+                      f"plugin {{\n  acl = vfile\n  acl_shared_dict = file:{self.root}/shared/shared-mailboxes.db\n"
+                      # A master user works as the user it logs in as (owner rights), as on production
+                      # servers where the migration account must read and write every mailbox.
+                      "  acl_user = %u\n"
+                      # Ministry servers let users share with everyone ("anyone"), which a move must see.
+                      "  acl_anyone = allow\n}\n")
+        plugins = f"mail_plugins = $mail_plugins {' '.join(mail_plugins)}\n" if mail_plugins else ""
+        imap_plugins = (f"  mail_plugins = $mail_plugins {' '.join(imap_plugins_list)}\n"
+                        if imap_plugins_list else "")
+        protocols = "imap"
+        sieve = ""
+        if c.sieve:
+            protocols = "imap sieve lmtp"
+            sieve = f"""plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+}}
+sendmail_path = {self.root}/sendmail
+protocol lmtp {{
+  mail_plugins = $mail_plugins sieve
+  postmaster_address = postmaster@lab.gov.bz
+}}
+service managesieve-login {{
+  inet_listener sieve {{
+    address = {LOOPBACK}
+    port = {self.sieve_port}
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = {LOOPBACK}
+    port = {self.lmtp_port}
+  }}
+}}
+"""
         capability = f"  imap_capability = {c.capability}\n" if c.capability else ""
         failure_delay = ""
         if c.quick_auth_failures:
@@ -180,7 +240,7 @@ base_dir = {self.root}/run
 state_dir = {self.root}/state
 instance_name = govlab-{c.name}-{self.port}
 log_path = {self.log_path}
-protocols = imap
+protocols = {protocols}
 listen = {LOOPBACK}
 {tls}disable_plaintext_auth = no
 auth_mechanisms = {c.auth_mechanisms}
@@ -199,7 +259,7 @@ mailbox_list_index = yes
   separator = {c.separator}
   prefix = {c.prefix}
 {special}}}
-{passdbs}userdb {{
+{shared}{sieve}{passdbs}userdb {{
   driver = passwd-file
   args = {self.root}/users
   default_fields = home={self.root}/home/%u
@@ -241,10 +301,12 @@ service stats {{
     def start(self) -> DovecotServer:
         c = self.config
         binary = which("dovecot", "dovecot-imapd")
-        for sub in ("run", "state", "mail", "home"):
+        for sub in ("run", "state", "mail", "home", "shared", "outbox"):
             (self.root / sub).mkdir(exist_ok=True)
-        for sub in ("mail", "home"):
+        for sub in ("mail", "home", "shared", "outbox"):
             os.chown(self.root / sub, self._mail_uid, self._mail_gid)
+        if c.sieve:
+            self._write_sendmail()
         self._write_users()
         if c.master_user:
             (self.root / "master-users").write_text(f"{c.master_user}:{{PLAIN}}{c.master_password}\n")
@@ -255,7 +317,20 @@ service stats {{
                       greeting=b"* OK")
         if self.tls_port:
             wait_for_port(self.tls_port, proc=self.process.proc, log=self.log_path, what=f"dovecot ({c.name}) TLS")
+        if self.sieve_port:
+            wait_for_port(self.sieve_port, proc=self.process.proc, log=self.log_path,
+                          what=f"dovecot ({c.name}) ManageSieve", greeting=b'"IMPLEMENTATION"')
+            wait_for_port(self.lmtp_port, proc=self.process.proc, log=self.log_path,
+                          what=f"dovecot ({c.name}) LMTP", greeting=b"220 ")
         return self
+
+    def _write_sendmail(self) -> None:
+        """What Pigeonhole sends (vacation replies, redirects) lands in ``outbox/`` as one file each: the
+        command line's arguments (sender and recipients) on the first line, then the message."""
+        script = self.root / "sendmail"
+        script.write_text('#!/bin/sh\nout="$(dirname "$0")/outbox/$(date +%s%N)-$$.eml"\n'
+                          'printf \'%s\\n\' "$*" > "$out.tmp"\ncat >> "$out.tmp"\nmv "$out.tmp" "$out"\n')
+        script.chmod(0o755)
 
     def stop(self) -> None:
         if self.process:
@@ -300,6 +375,17 @@ service stats {{
             raise LabError(f"doveadm {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
+    def deliver_local(self, login: str, raw: bytes, folder: str = "INBOX") -> None:
+        """Deliver one message as a local mail system does: through Dovecot's delivery agent (dovecot-lda), into
+        ``folder`` of ``login``'s mailbox (:meth:`deliver` goes over LMTP, as the MTA in front of a server does)."""
+        binary = "/usr/lib/dovecot/dovecot-lda"  # Debian installs it there, off PATH
+        if not Path(binary).exists():
+            raise LabError("dovecot-lda (Dovecot's delivery agent, package dovecot-core) is missing")
+        result = subprocess.run([binary, "-c", str(self.conf_path), "-d", login, "-m", folder,
+                                 "-f", "sender@example.org"], input=raw, capture_output=True, timeout=60)
+        if result.returncode != 0:
+            raise LabError(f"dovecot-lda could not deliver to {login}: {result.stderr.decode(errors='replace')}")
+
     def kick(self, login: str) -> int:
         """Disconnect every session of a user (the server sends BYE): a transient fault. Returns how many
         sessions were kicked (doveadm exits non-zero when there were none)."""
@@ -309,6 +395,78 @@ service stats {{
         if result.returncode not in (0, 68):  # 68: no such user connected
             raise LabError(f"doveadm kick {login} failed: {result.stderr.strip()}")
         return 0 if result.returncode else max(1, result.stdout.count("\n"))
+
+    # -- Sieve, LMTP and ACLs, seen independently of govmigrate's code ------------------------------------
+
+    def deliver(self, recipient: str, raw: bytes, *, sender: str = "someone@outside.example") -> None:
+        """Deliver one message over LMTP, as the MTA in front of the server does: the recipient's active
+        Sieve script files it."""
+        import smtplib
+
+        with smtplib.LMTP(LOOPBACK, self.lmtp_port, timeout=60) as lmtp:
+            refused = lmtp.sendmail(sender, [recipient], raw)
+        if refused:
+            raise LabError(f"LMTP refused {recipient}: {refused}")
+
+    def sent(self) -> list[tuple[str, bytes]]:
+        """What Pigeonhole sent out (vacation replies, redirects), oldest first: (sendmail's arguments, message)."""
+        out = []
+        for path in sorted((self.root / "outbox").glob("*.eml")):
+            args, _, message = path.read_bytes().partition(b"\n")
+            out.append((args.decode(errors="replace"), message))
+        return out
+
+    def _sieve_dir(self, login: str) -> Path:
+        return self.root / "home" / login / "sieve"
+
+    def put_script(self, login: str, name: str, text: str, *, active: bool = False) -> None:
+        """Write a Sieve script where Pigeonhole keeps the user's scripts (and make it the active one)."""
+        home = self.root / "home" / login
+        directory = self._sieve_dir(login)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"{name}.sieve").write_text(text)
+        for path in (home, directory, directory / f"{name}.sieve"):
+            os.chown(path, self._mail_uid, self._mail_gid)
+        if active:
+            link = home / ".dovecot.sieve"
+            link.unlink(missing_ok=True)
+            link.symlink_to(directory / f"{name}.sieve")
+            os.lchown(link, self._mail_uid, self._mail_gid)
+
+    def scripts(self, login: str) -> tuple[str | None, dict[str, str]]:
+        """(the active script's name, every script's text by name), read from disk."""
+        directory = self._sieve_dir(login)
+        texts = {p.stem: p.read_text() for p in directory.glob("*.sieve")} if directory.is_dir() else {}
+        link = self.root / "home" / login / ".dovecot.sieve"
+        active = Path(os.readlink(link)).stem if link.is_symlink() else None
+        return active, texts
+
+    def getacl(self, login: str, folder: str) -> dict[str, str]:
+        """Identifier → rights of a folder, as GETACL shows them to its owner."""
+        conn = self.connect(login)
+        try:
+            typ, data = conn._simple_command("GETACL", _quote(folder).decode())
+            if typ != "OK":
+                raise LabError(f"GETACL {folder}: {data}")
+            words = []
+            for line in conn.untagged_responses.pop("ACL", []):
+                words += _acl_words(line)
+            return dict(zip(words[1::2], words[2::2], strict=False))
+        finally:
+            conn.logout()
+
+    def setacl(self, login: str, folder: str, identifier: str, rights: str) -> None:
+        """Set (or with empty ``rights`` remove) an identifier's rights on a folder, as its owner."""
+        conn = self.connect(login)
+        try:
+            args = (_quote(folder).decode(), _qstr(identifier).decode())
+            # No rights: the entry is removed (DELETEACL), as a mail client does when sharing is stopped.
+            typ, data = conn._simple_command("SETACL", *args, rights) if rights else \
+                conn._simple_command("DELETEACL", *args)
+            if typ != "OK":
+                raise LabError(f"SETACL {folder} {identifier}: {data}")
+        finally:
+            conn.logout()
 
     def folder_dir(self, login: str, path: tuple[str, ...]) -> Path:
         """The on-disk directory of a maildir folder (to break it on purpose)."""
@@ -410,6 +568,13 @@ def _wait_any(reader, tag: str) -> None:
             if line.split(b" ", 2)[1] == b"BAD":
                 raise LabError(line.decode(errors="replace"))
             return
+
+
+def _acl_words(line: bytes) -> list[str]:
+    """The words of an untagged ACL reply (the folder, then identifier and rights pairs), quotes undone."""
+    import shlex
+
+    return shlex.split(line.decode("utf-8", "replace"), posix=True)
 
 
 def _qstr(text: str) -> bytes:

@@ -30,6 +30,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.lab import ews_settings
 from tests.lab.base import LOOPBACK, free_port
 from tests.lab.certs import CertFiles
 from tests.lab.corpus import CorpusMailbox, CorpusMessage
@@ -665,6 +666,8 @@ class _Operations:
         if "folder:DistinguishedFolderId" in shape.field_uris and folder.distinguished and \
                 self.ctx.api >= API_VERSIONS.index("Exchange2016"):
             _el(element, T, "DistinguishedFolderId", folder.distinguished)
+        if "folder:PermissionSet" in shape.field_uris:
+            ews_settings.render_permissions(element, folder)
 
     def FindItem(self, req: ET.Element) -> ET.Element:
         shape = Shape.parse(req.find(f"{{{M}}}ItemShape"))
@@ -815,6 +818,62 @@ class _Operations:
                 _el(mailbox, T, "EmailAddress", box.email)
                 _el(mailbox, T, "RoutingType", "SMTP")
                 _el(mailbox, T, "MailboxType", "Mailbox")
+        return response
+
+    def _addressed(self, address: str | None) -> LabMailbox:
+        """The mailbox a request names by address (its own without one), with access checked."""
+        if address:
+            try:
+                box = self.ctx.store.mailbox(address)
+            except KeyError:
+                raise EwsFailure("ErrorNonExistentMailbox", "The SMTP address has no mailbox associated with it.") \
+                    from None
+        else:
+            box = self.ctx.own_mailbox()
+        self.ctx.check_access(box)
+        return box
+
+    def GetInboxRules(self, req: ET.Element) -> ET.Element:
+        response = _el(None, M, "GetInboxRulesResponse")
+        try:
+            box = self._addressed((req.findtext(f"{{{M}}}MailboxSmtpAddress") or "").strip())
+        except EwsFailure as failure:
+            response.set("ResponseClass", "Error")
+            _el(response, M, "MessageText", failure.text)
+            _el(response, M, "ResponseCode", failure.code)
+            return response
+        response.set("ResponseClass", "Success")
+        _el(response, M, "ResponseCode", "NoError")
+        _el(response, M, "OutlookRuleBlobExists", _bool(bool(box.rules)))
+        if box.rules:
+            ews_settings.render_rules(response, box)
+        return response
+
+    def GetUserOofSettingsRequest(self, req: ET.Element) -> ET.Element:
+        response = _el(None, M, "GetUserOofSettingsResponse")
+        address = (req.findtext(f"{{{T}}}Mailbox/{{{T}}}Address") or "").strip()
+        try:
+            box = self._addressed(address)
+        except EwsFailure as failure:
+            _message(response, "", failure)
+            return response
+        _message(response, "")
+        ews_settings.render_oof(response, box.oof)
+        return response
+
+    def GetDelegate(self, req: ET.Element) -> ET.Element:
+        response = _el(None, M, "GetDelegateResponse")
+        address = (req.findtext(f"{{{M}}}Mailbox/{{{T}}}EmailAddress") or "").strip()
+        try:
+            box = self._addressed(address)
+        except EwsFailure as failure:
+            response.set("ResponseClass", "Error")
+            _el(response, M, "MessageText", failure.text)
+            _el(response, M, "ResponseCode", failure.code)
+            return response
+        response.set("ResponseClass", "Success")
+        _el(response, M, "ResponseCode", "NoError")
+        ews_settings.render_delegates(response, box)
         return response
 
     def ConvertId(self, req: ET.Element) -> ET.Element:
@@ -1044,6 +1103,33 @@ class EwsResponder:
 
     def delete_folder(self, email: str, path: tuple[str, ...]) -> None:
         self.store.delete_folder(email, path)
+    # Inbox rules, out-of-office, folder permissions and delegates (tests.lab.ews_settings).
+
+    def set_rules(self, email: str, rules: list) -> None:
+        with self.store.lock:
+            self.store.mailbox(email).rules = list(rules)
+
+    def set_oof(self, email: str, oof) -> None:
+        with self.store.lock:
+            self.store.mailbox(email).oof = oof
+
+    def set_permissions(self, email: str, folder_path: tuple[str, ...], permissions: list) -> None:
+        with self.store.lock:
+            folder = self.store.mailbox(email).folder(*folder_path)
+            folder.permissions = list(permissions)
+            folder.touch()
+
+    def set_delegates(self, email: str, delegates: list) -> None:
+        with self.store.lock:
+            self.store.mailbox(email).delegates = list(delegates)
+
+    def add_settings(self, email: str) -> dict:
+        """Give a mailbox the typical settings of :func:`tests.lab.ews_settings.corpus_for`; returns them."""
+        found = ews_settings.corpus_for(email)
+        self.set_rules(email, found["rules"])
+        self.set_oof(email, found["oof"])
+        self.set_delegates(email, found["delegates"])
+        return found
 
     def item_ids(self, email: str, folder_path: tuple[str, ...]) -> list[str]:
         with self.store.lock:

@@ -165,6 +165,8 @@ class LabFolder:
     items: list[LabItem] = field(default_factory=list)
     tombstones: list[LabItem] = field(default_factory=list)
     version: int = 1
+    #: Its PermissionSet (tests.lab.ews_settings.LabPermission): empty means Default and Anonymous with None.
+    permissions: list = field(default_factory=list)
 
     @property
     def change_key(self) -> str:
@@ -219,6 +221,11 @@ class LabMailbox:
         self.folders_by_id: dict[str, LabFolder] = {}
         self.distinguished: dict[str, LabFolder] = {}
         self._folder_serial = 0
+        #: Inbox rules, out-of-office settings and delegates (tests.lab.ews_settings), served by GetInboxRules,
+        #: GetUserOofSettings and GetDelegate.
+        self.rules: list = []
+        self.oof = None
+        self.delegates: list = []
         self.root = self._new_folder("Root", None, None, "root")
         self.top = self._new_folder("Top of Information Store", None, self.root, "msgfolderroot")
         for wk, name in WELL_KNOWN_MAIL.items():

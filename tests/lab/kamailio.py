@@ -9,6 +9,8 @@ temporary directory and generated configuration:
 
   - ``.1`` the registrar: UDP and TCP on 5060, TLS on 5061 with a certificate from the lab CA for the SIP
     domain, ``sip.<domain>``, ``localhost`` and the address;
+    and UDP and TCP on 5070 too: a second registrar of the platform that a redirect can point to (requests
+    there are never redirected);
   - ``.2`` TLS on 5061 with a certificate from the lab CA issued for another name (``wrong.example.net``);
   - ``.3`` TLS on 5061 with an expired certificate from the lab CA for the right names.
 
@@ -33,9 +35,20 @@ temporary directory and generated configuration:
   OPTIONS to the server (no user part) → 200; OPTIONS to a user → the alias_db lookup in ``dbaliases``: 200
   with ``X-Govlab-Target: <extension>`` for a DID, else 404. Anything else → 405.
 
-* **Faults** for the SIP checks, switched at run time (shared variables, set through the control socket):
-  :meth:`KamailioServer.drop` makes a transport silent; :meth:`KamailioServer.busy` answers every request
-  with 503 and a Retry-After.
+* **Faults** for the SIP checks, switched at run time (shared variables, set through the control socket), each
+  off by default:
+
+  - :meth:`KamailioServer.drop` makes a transport silent; :meth:`KamailioServer.busy` answers every request
+    with 503 and a Retry-After;
+  - :meth:`KamailioServer.min_expires` answers a REGISTER that authenticated with a shorter Expires 423
+    (Interval Too Brief) and ``Min-Expires`` (RFC 3261 §10.2.8), as registrars that protect their location
+    table do;
+  - :meth:`KamailioServer.redirect` answers every REGISTER on 5060 with 302 and a Contact (another registrar:
+    ``sip:sip.<domain>:5070`` within the platform, or a host elsewhere);
+  - :meth:`KamailioServer.options_auth` answers OPTIONS to the server with 407 and a Proxy-Authenticate
+    challenge, as platforms that authenticate every request do;
+  - :meth:`KamailioServer.unknown_user` answers 404 for a user the subscriber table does not have (instead of
+    the 403 it shares with a wrong password), as registrars that tell the two apart do.
 
 A server that does not start raises :class:`LabError` with the end of its log.
 """
@@ -63,6 +76,7 @@ from tests.lab.certs import CertFiles, lab_ca
 DOMAIN = "voice.gov.bz"
 SIP_PORT = 5060
 SIPS_PORT = 5061
+REDIRECT_PORT = 5070
 WRONG_NAME = "wrong.example.net"
 START_TIMEOUT = 20.0
 #: Where Debian's kamailio package keeps its db_text table templates (the lab's empty tables are copies).
@@ -133,6 +147,8 @@ class KamailioServer:
 
     port = SIP_PORT
     tls_port = SIPS_PORT
+    #: UDP and TCP on the registrar's address: the platform's second registrar, which never redirects.
+    redirect_port = REDIRECT_PORT
 
     @property
     def domain(self) -> str:
@@ -268,7 +284,8 @@ require_certificate = no
 
     def _render(self) -> str:
         c = self.config
-        listen = f"listen=udp:{self.address}:{self.port}\nlisten=tcp:{self.address}:{self.port}\n"
+        listen = "".join(f"listen={proto}:{self.address}:{port}\n" for port in (self.port, self.redirect_port)
+                         for proto in ("udp", "tcp"))
         tls_core = "enable_tls=no\n"
         tls_module = ""
         if c.tls:
@@ -333,6 +350,11 @@ modparam("pv", "shvset", "drop_udp=i:0")
 modparam("pv", "shvset", "drop_tcp=i:0")
 modparam("pv", "shvset", "drop_tls=i:0")
 modparam("pv", "shvset", "busy=i:0")
+modparam("pv", "shvset", "min_expires=i:0")
+modparam("pv", "shvset", "redirect=i:0")
+modparam("pv", "shvset", "redirect_to=s:sip:nowhere.invalid")
+modparam("pv", "shvset", "options_auth=i:0")
+modparam("pv", "shvset", "unknown_404=i:0")
 
 request_route {{
 {prelude}    if (($pr == "udp" && $shv(drop_udp) == 1) || ($pr == "tcp" && $shv(drop_tcp) == 1)
@@ -364,6 +386,11 @@ request_route {{
 }}
 
 route[REGISTRAR] {{
+    if ($shv(redirect) == 1 && $Rp == {self.port}) {{
+        append_to_reply("Contact: <$shv(redirect_to)>\r\n");
+        sl_send_reply("302", "Moved Temporarily");
+        exit;
+    }}
     if ($td != "{c.domain}") {{
         xlog("L_NOTICE", "govlab register refused: domain $td is not {c.domain}\\n");
         sl_send_reply("403", "Forbidden");
@@ -376,10 +403,20 @@ route[REGISTRAR] {{
             auth_challenge("{c.domain}", "1");
             exit;
         }}
+        if ($var(rc) == -3 && $shv(unknown_404) == 1) {{
+            sl_send_reply("404", "Not Found");
+            exit;
+        }}
         sl_send_reply("403", "Forbidden");
         exit;
     }}
     consume_credentials();
+    if ($shv(min_expires) > 0 && is_present_hf("Expires") && $(hdr(Expires){{s.int}}) > 0
+            && $(hdr(Expires){{s.int}}) < $shv(min_expires)) {{
+        append_to_reply("Min-Expires: $shv(min_expires)\r\n");
+        sl_send_reply("423", "Interval Too Brief");
+        exit;
+    }}
     if (!save("location")) {{
         sl_reply_error();
         exit;
@@ -390,6 +427,10 @@ route[REGISTRAR] {{
 
 route[OPTIONS] {{
     if ($rU == $null) {{
+        if ($shv(options_auth) == 1 && !is_present_hf("Proxy-Authorization")) {{
+            proxy_challenge("{c.domain}", "1");
+            exit;
+        }}
         sl_send_reply("200", "OK");
         exit;
     }}
@@ -507,18 +548,19 @@ route[OPTIONS] {{
 
     # -- control -------------------------------------------------------------------------------------
 
-    def kamcmd(self, *args: str) -> str:
-        """An RPC through the server's own control socket."""
+    def kamcmd(self, *args: str, errors_ok: bool = False) -> str:
+        """An RPC through the server's own control socket; an RPC error (``error: ...`` on stdout, which kamcmd
+        exits 0 for) raises unless ``errors_ok``."""
         result = subprocess.run([which("kamcmd", "kamailio"), "-s", f"unix:{self.ctl_socket}", *args],
                                 capture_output=True, text=True, timeout=30)
-        if result.returncode != 0:
+        if result.returncode != 0 or (result.stdout.startswith("error") and not errors_ok):
             raise LabError(f"kamcmd {' '.join(args)} failed: {(result.stderr or result.stdout).strip()}\n"
                            f"{self.excerpt()}")
         return result.stdout
 
     def contacts(self, user: str) -> list[str]:
         """The contacts registered for ``user`` in the SIP domain (usrloc, in memory)."""
-        out = self.kamcmd("ul.lookup", "location", f"{user}@{self.domain}")
+        out = self.kamcmd("ul.lookup", "location", f"{user}@{self.domain}", errors_ok=True)
         if "AOR not found" in out:
             return []
         if out.startswith("error"):
@@ -533,6 +575,38 @@ route[OPTIONS] {{
     def busy(self, retry_after: int | None) -> None:
         """Answer every request with 503 and ``Retry-After: retry_after`` (seconds); None: answer normally."""
         self.kamcmd("pv.shvSet", "busy", "int", str(retry_after or 0))
+
+    def min_expires(self, seconds: int | None) -> None:
+        """Answer an authenticated REGISTER whose Expires is shorter than ``seconds`` with 423 Interval Too Brief
+        and ``Min-Expires: seconds``; None: take any expiry."""
+        self.kamcmd("pv.shvSet", "min_expires", "int", str(seconds or 0))
+
+    def redirect(self, contact: str | None) -> None:
+        """Answer every REGISTER on port 5060 with 302 Moved Temporarily and ``Contact: <contact>``; None: register
+        as usual. (Port 5070, the second registrar, never redirects.)"""
+        if contact:
+            self.kamcmd("pv.shvSet", "redirect_to", "str", contact)
+        self.kamcmd("pv.shvSet", "redirect", "int", "1" if contact else "0")
+
+    def options_auth(self, on: bool) -> None:
+        """Answer OPTIONS to the server with 407 Proxy Authentication Required and a challenge."""
+        self.kamcmd("pv.shvSet", "options_auth", "int", "1" if on else "0")
+
+    def unknown_user(self, status: int) -> None:
+        """What a REGISTER for a user the subscriber table lacks gets after its credentials: 403 (the default, the
+        same as a wrong password) or 404."""
+        if status not in (403, 404):
+            raise ValueError("403 or 404")
+        self.kamcmd("pv.shvSet", "unknown_404", "int", "1" if status == 404 else "0")
+
+    def reset(self) -> None:
+        """Every run-time fault off: the behaviour a server starts with."""
+        self.drop()
+        self.busy(None)
+        self.min_expires(None)
+        self.redirect(None)
+        self.options_auth(False)
+        self.unknown_user(403)
 
     # -- the lab's own SIP view ----------------------------------------------------------------------
 
@@ -721,7 +795,8 @@ def _module_dir() -> str:
 
 def _ports_free(prefix: str) -> bool:
     """Every port the lab would listen on under ``prefix`` can be bound now (probed as Kamailio binds)."""
-    probes = [(f"{prefix}.1", SIP_PORT, socket.SOCK_DGRAM), (f"{prefix}.1", SIP_PORT, socket.SOCK_STREAM)]
+    probes = [(f"{prefix}.1", port, kind) for port in (SIP_PORT, REDIRECT_PORT)
+              for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM)]
     probes += [(f"{prefix}.{host}", SIPS_PORT, socket.SOCK_STREAM) for host in (1, 2, 3)]
     for address, port, kind in probes:
         with socket.socket(socket.AF_INET, kind) as sock:

@@ -11,6 +11,11 @@ Windows-1252, as older PBX tools write "José Pérez".
 
 :func:`write_pbx` returns the files and what a reader must find in them (:class:`ExpectedExtension`, per
 number); :meth:`PbxFiles.mapping` and :func:`add_pbx` put the ``pbx:`` section in a workspace's migration.yaml.
+
+Faults real exports carry, on request (:class:`Faults`): one DID among the good ones that is not a number
+(``12``), one phone's section defined twice in sip.conf or pjsip.conf, names from the FreePBX export that hold a
+line break or ``: `` and ``#`` (a CSV cell may hold anything), and the fax line as FreePBX keeps a fax: a custom
+device (a dial string), not a SIP phone. :attr:`PbxFiles.faults` says where each is.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import hashlib
 import io
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -67,7 +72,22 @@ class ExpectedExtension:
     link: str | None
     tech: str | None
     voicemail_box: str | None
+    #: An error in the files concerns it: the reader holds it.
+    held: bool = False
 
+
+@dataclass(frozen=True)
+class Faults:
+    """What to get wrong in the files, as exports from other people's PBXs do."""
+
+    #: A DID row whose number is ``12`` (too short), routed to the first phone that has DIDs.
+    bad_did: bool = False
+    #: The second phone's section written twice in sip.conf (or its endpoint in pjsip.conf).
+    duplicate_section: bool = False
+    #: Phone index → the name the FreePBX extensions export gives it (line breaks, ": ", "#" and all).
+    names: tuple[tuple[int, str], ...] = ()
+    #: The Fax line as a FreePBX custom device (tech custom, a dial string, no secret): not a SIP phone.
+    fax_custom: bool = False
 
 @dataclass
 class PbxFiles:
@@ -81,6 +101,9 @@ class PbxFiles:
     main_number: str = ""
     #: Every other file written (the pjsip files pjsip.conf includes).
     included: list[Path] = field(default_factory=list)
+    #: Where each fault asked for is: bad_did ("file:line") and the extension it routes to (bad_did_for),
+    #: duplicate_section ("file:line and file:line") and its number (duplicate_of), fax (the number).
+    faults: dict[str, str] = field(default_factory=dict)
 
     def mapping(self, ws: Path) -> dict:
         """The source's ``pbx:`` section, paths relative to the workspace (where migration.yaml is)."""
@@ -106,12 +129,13 @@ class _Phone:
     pin: str | None
     dids: list[str]         # national, seven digits
     link: str | None        # "email" | "name" | None, as designed
+    tech: str | None = None  # as FreePBX keeps it, where it is not the PBX's own (a custom fax device)
 
 
 def write_pbx(directory: Path, boxes: list[Person], *, seed: str, source_id: str, domain: str,
               formats: tuple[str, ...] = ("freepbx-extensions", "freepbx-dids"), first: int = 2001,
               latin1: tuple[str, ...] = (), pjsip_split: bool = True, upper_case_headers: bool = False,
-              dial_plan: str | None = None) -> PbxFiles:
+              dial_plan: str | None = None, faults: Faults = Faults()) -> PbxFiles:
     """Write the ministry's PBX files into ``directory`` and say what they hold."""
     if not set(formats) - {"freepbx-dids"}:
         raise ValueError("a DIDs file alone defines no extension; add an extensions format")
@@ -123,12 +147,17 @@ def write_pbx(directory: Path, boxes: list[Person], *, seed: str, source_id: str
     directory.mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"{seed}/{source_id}/pbx")
     phones, main = _phones(rng, boxes, first)
+    if faults.fax_custom:
+        fax = next(p for p in phones if p.name == "Fax")
+        fax.tech, fax.secret = "custom", ""
     tech = "sip" if "sip" in formats else "pjsip"
     files = PbxFiles(source_id, directory, [], {}, dial_plan, "+501" + main)
+    names = dict(faults.names)
+    twice = phones[1].number if faults.duplicate_section else None
     writers = {
-        "freepbx-extensions": lambda: _freepbx_extensions(phones, tech, upper_case_headers),
-        "freepbx-dids": lambda: _freepbx_dids(phones, main),
-        "sip": lambda: _sip_conf(phones),
+        "freepbx-extensions": lambda: _freepbx_extensions(phones, tech, upper_case_headers, names),
+        "freepbx-dids": lambda: _freepbx_dids(phones, main, bad=faults.bad_did),
+        "sip": lambda: _sip_conf(phones, twice=twice),
         "voicemail": lambda: _voicemail_conf(phones, domain),
         "kamailio-dbtext": lambda: _kamailio_dbtext(phones, domain),
         "kamailio-csv": lambda: _kamailio_csv(phones, domain),
@@ -137,7 +166,7 @@ def write_pbx(directory: Path, boxes: list[Person], *, seed: str, source_id: str
         encoding = "cp1252" if fmt in latin1 else "utf-8"
         path = directory / FILENAMES[fmt]
         if fmt == "pjsip":
-            parts = _pjsip_split(phones) if pjsip_split else {"pjsip.conf": _pjsip_single(phones)}
+            parts = _pjsip_split(phones, twice) if pjsip_split else {"pjsip.conf": _pjsip_single(phones)}
             for name, text in parts.items():
                 (directory / name).write_bytes(text.encode(encoding))
                 if name != "pjsip.conf":
@@ -145,8 +174,32 @@ def write_pbx(directory: Path, boxes: list[Person], *, seed: str, source_id: str
         else:
             path.write_bytes(writers[fmt]().encode(encoding))
         files.inputs.append((fmt, path, "auto"))
-    files.expected = _expected(phones, formats, tech)
+    files.expected = _expected(phones, formats, tech, names)
+    _locate_faults(files, faults, phones, twice)
     return files
+
+
+def _locate_faults(files: PbxFiles, faults: Faults, phones: list[_Phone], twice: str | None) -> None:
+    """Say where each fault is, and which extensions a reader holds for it."""
+    held: set[str] = set()
+    if faults.bad_did and "freepbx-dids" in {f for f, _, _ in files.inputs}:
+        lines = files.path("freepbx-dids").read_text(encoding="utf-8").split("\n")
+        line = next(i for i, text in enumerate(lines, 1) if text.startswith(",12,"))
+        files.faults["bad_did"] = f"{FILENAMES['freepbx-dids']}:{line}"
+        files.faults["bad_did_for"] = next(p.number for p in phones if p.dids)
+        held.add(files.faults["bad_did_for"])
+    if twice is not None:
+        conf = next((f for f, _, _ in files.inputs if f in ("sip", "pjsip")), None)
+        if conf is not None:
+            path = files.directory / ("sip.conf" if conf == "sip" else "pjsip.endpoint.conf")
+            lines = path.read_text(encoding="utf-8").split("\n")
+            at = [i for i, text in enumerate(lines, 1) if text == f"[{twice}]"]
+            files.faults["duplicate_section"] = f"{path.name}:{at[0]} and {path.name}:{at[-1]}"
+            files.faults["duplicate_of"] = twice
+            held.add(twice)
+    if faults.fax_custom:
+        files.faults["fax"] = next(p.number for p in phones if p.name == "Fax")
+    files.expected = {n: replace(e, held=n in held) for n, e in files.expected.items()}
 
 
 def add_pbx(ws: Path, source_id: str, files: PbxFiles) -> None:
@@ -193,17 +246,21 @@ def _phones(rng: random.Random, boxes: list[Person], first: int) -> tuple[list[_
     return phones, main
 
 
-def _expected(phones: list[_Phone], formats: tuple[str, ...], tech: str) -> dict[str, ExpectedExtension]:
+def _expected(phones: list[_Phone], formats: tuple[str, ...], tech: str,
+              names: dict[int, str]) -> dict[str, ExpectedExtension]:
     devices = {"freepbx-extensions", "pjsip", "sip", "kamailio-dbtext", "kamailio-csv"} & set(formats)
     vm_formats = {"freepbx-extensions", "voicemail"} & set(formats)
     named = {"freepbx-extensions", "pjsip", "sip"} & set(formats)
     expected = {}
-    for phone in phones:
-        present = bool(devices) or (phone.voicemail and "voicemail" in formats)
+    for index, phone in enumerate(phones):
+        custom = phone.tech == "custom"
+        present = bool(devices - ({"pjsip", "sip"} if custom else set())) or (phone.voicemail and "voicemail" in formats)
         if not present:
             continue
         has_box = phone.voicemail and bool(vm_formats)
         name = phone.name if (named or (has_box and "voicemail" in formats)) else ""
+        if index in names and "freepbx-extensions" in formats:
+            name = names[index]
         email = phone.email if has_box else None
         if phone.user is None:
             link = None
@@ -216,11 +273,13 @@ def _expected(phones: list[_Phone], formats: tuple[str, ...], tech: str) -> dict
             box = f"{phone.number}@default"
         expected[phone.number] = ExpectedExtension(
             number=phone.number, name=name,
-            secret=phone.secret if devices - {"freepbx-dids"} else None,
+            secret=(phone.secret or None) if devices - {"freepbx-dids"} else None,
             pin=phone.pin if has_box else None,
             dids=tuple("+501" + d for d in phone.dids) if "freepbx-dids" in formats else (),
             email=email, user=phone.user, link=link,
-            tech=tech if named else None, voicemail_box=box)
+            tech=("custom" if custom and "freepbx-extensions" in formats else None if custom else
+                  tech if named else None),
+            voicemail_box=box)
     return expected
 
 
@@ -250,13 +309,14 @@ def _csv(rows: list[list[str]]) -> str:
     return out.getvalue()
 
 
-def _freepbx_extensions(phones: list[_Phone], tech: str, upper: bool) -> str:
+def _freepbx_extensions(phones: list[_Phone], tech: str, upper: bool, names: dict[int, str]) -> str:
     header = [c.upper() if upper else c for c in FREEPBX_COLUMNS]
     rows = [header]
-    for p in phones:
+    for index, p in enumerate(phones):
         n = p.number
+        name = names.get(index, p.name)
         values = {
-            "extension": n, "name": p.name, "description": p.name, "tech": tech,
+            "extension": n, "name": name, "description": name, "tech": p.tech or tech,
             "outboundcid": f'"{p.name}" <{p.dids[0]}>' if p.dids else "", "ringtimer": "0",
             "callwaiting": "enabled", "call_screen": "0", "pinless": "disabled", "concurrency_limit": "3",
             "devicetype": "fixed", "user": n, "id": n, "dial": f"{'PJSIP' if tech == 'pjsip' else 'SIP'}/{n}",
@@ -270,6 +330,9 @@ def _freepbx_extensions(phones: list[_Phone], tech: str, upper: bool) -> str:
             "findmefollow_strategy": "ringallv2-prim", "findmefollow_grptime": "20", "findmefollow_grplist": n,
             "findmefollow_postdest": f"ext-local,{n},dest",
         }
+        if p.tech == "custom":  # FreePBX's custom device: a dial string, no secret, no SIP driver
+            values.update({"dial": f"DAHDI/g0/{n}", "secret": "", "sipdriver": "", "transport": "",
+                           "dtmfmode": "", "max_contacts": "", "allow": ""})
         rows.append([values.get(column, "") for column in FREEPBX_COLUMNS])
     return _csv(rows)
 
@@ -279,7 +342,7 @@ def _did_forms(national: str, i: int) -> str:
     return (national, "501" + national, "+501" + national)[i % 3]
 
 
-def _freepbx_dids(phones: list[_Phone], main: str) -> str:
+def _freepbx_dids(phones: list[_Phone], main: str, *, bad: bool = False) -> str:
     rows = [list(FREEPBX_DID_COLUMNS)]
 
     def route(did: str, destination: str, description: str) -> list[str]:
@@ -294,6 +357,8 @@ def _freepbx_dids(phones: list[_Phone], main: str) -> str:
         for national in p.dids:
             rows.append(route(_did_forms(national, i), f"from-did-direct,{p.number},1", f"{p.name} direct"))
             i += 1
+            if bad and i == 1:  # a typo among good rows: a number far too short
+                rows.append(route("12", f"from-did-direct,{p.number},1", f"{p.name} old"))
     return _csv(rows)
 
 
@@ -312,17 +377,22 @@ def _endpoint_lines(p: _Phone) -> list[str]:
     return lines
 
 
-def _pjsip_split(phones: list[_Phone]) -> dict[str, str]:
+def _pjsip_split(phones: list[_Phone], twice: str | None = None) -> dict[str, str]:
     """As FreePBX writes it: pjsip.conf includes the generated files (and the custom ones, here empty)."""
     head = ";--------------------------------------------------------------------------------;\n" \
            "; Do NOT edit this file as it is auto-generated by FreePBX.                      ;\n" \
            ";--------------------------------------------------------------------------------;\n"
     endpoint, auth, aor = [head], [head], [head]
     for p in phones:
+        if p.tech == "custom":
+            continue  # a custom device has no pjsip endpoint
         endpoint.append(f"[{p.number}]\n" + "\n".join(_endpoint_lines(p)) + "\n\n")
         auth.append(f"[{p.number}-auth]\ntype=auth\nauth_type=userpass\npassword={p.secret}\nusername={p.number}\n\n")
         aor.append(f"[{p.number}]\ntype=aor\nmax_contacts=1\nremove_existing=yes\nqualify_frequency=60\n"
                    "maximum_expiration=7200\nminimum_expiration=60\n\n")
+    if twice is not None:  # a hand edit that pasted one endpoint again
+        endpoint.append(f"[{twice}]\n" + "\n".join(_endpoint_lines(next(p for p in phones if p.number == twice)))
+                        + "\n\n")
     endpoint.append("[telco-trunk]\ntype=endpoint\ntransport=0.0.0.0-udp\ncontext=from-pstn\ndisallow=all\n"
                     "allow=ulaw,alaw\naors=telco-trunk\nsend_rpid=no\nrewrite_contact=yes\n\n")
     aor.append("[telco-trunk]\ntype=aor\nqualify_frequency=60\ncontact=sip:sip.telco.example.bz:5060\n\n")
@@ -348,6 +418,8 @@ def _pjsip_single(phones: list[_Phone]) -> str:
            "[userpass](!)\ntype=auth\nauth_type=userpass\n\n",
            "[single](!)\ntype=aor\nmax_contacts=1\nremove_existing=yes\n\n"]
     for p in phones:
+        if p.tech == "custom":
+            continue
         lines = [f"[{p.number}](phone)", f"auth={p.number}", f"aors={p.number}", f'callerid="{p.name}" <{p.number}>']
         if p.voicemail:
             lines.append(f"mailboxes={p.number}@default")
@@ -357,10 +429,13 @@ def _pjsip_single(phones: list[_Phone]) -> str:
     return "".join(out)
 
 
-def _sip_conf(phones: list[_Phone]) -> str:
+def _sip_conf(phones: list[_Phone], twice: str | None = None) -> str:
     out = ["[general]\ncontext=default\nallowguest=no\nudpbindaddr=0.0.0.0:5060\ntcpenable=yes\n"
            "transport=udp\nsrvlookup=yes\nlanguage=es\n\n"]
-    for p in phones:
+    again = [p for p in phones if p.number == twice]
+    for p in [*phones, *again]:
+        if p.tech == "custom":
+            continue
         lines = [f"[{p.number}]", "type=friend", "host=dynamic", f"secret={p.secret}",
                  f'callerid="{p.name}" <{p.number}>', "context=from-internal", "transport=udp,tcp",
                  "disallow=all", "allow=ulaw", "allow=alaw", "nat=force_rport,comedia", "qualify=yes"]
@@ -390,7 +465,7 @@ def _voicemail_conf(phones: list[_Phone], domain: str) -> str:
 
 def _kamailio_rows(phones: list[_Phone], domain: str) -> list[list[str]]:
     rows = []
-    for i, p in enumerate(phones, start=1):
+    for i, p in enumerate([p for p in phones if p.tech != "custom"], start=1):
         ha1 = hashlib.md5(f"{p.number}:{domain}:{p.secret}".encode(), usedforsecurity=False).hexdigest()
         ha1b = hashlib.md5(f"{p.number}@{domain}:{domain}:{p.secret}".encode(), usedforsecurity=False).hexdigest()
         rows.append([str(i), p.number, domain, p.secret, ha1, ha1b])

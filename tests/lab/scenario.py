@@ -200,6 +200,7 @@ def source_entry(ws: Path, src: LabSource, **overrides) -> dict:
             "timeout": 30,
             "login": {"method": "master_user", "user": cfg.master_user,
                       "password": _secret_file(ws, f"{src.id}-master", cfg.master_password)},
+            **({"sieve_port": server.sieve_port} if server.sieve_port else {}),
         },
         "users": f"users/{src.id}.csv",
         "connections": 4,
@@ -259,6 +260,7 @@ def write_workspace(ws: Path, lab: Lab, *, sources: list[str] | None = None, ext
             "login": {"method": "master_user", "user": c.config.master_user,
                       "password": _secret_file(ws, "central-master", c.config.master_password)},
             "connections": 16,
+            "sieve_port": c.sieve_port,
             **(central_overrides or {}),
         },
         "sources": [source_entry(ws, s) for s in chosen] + list(extra_sources),
@@ -298,8 +300,15 @@ def _set_section(ws: Path, section: str, settings: dict) -> None:
     (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
+#: The key a lab workspace's phones.secrets_key names (tests that need none pass secrets_key=None).
+PHONES_KEY = "lab-phones-key-0123456789abcdefghijklmnop"
+
+
 def set_phones(ws: Path, **settings) -> None:
-    """Set keys of the project file's ``phones:`` section (e.g. ``sip_domain``)."""
+    """Set keys of the project file's ``phones:`` section (e.g. ``sip_domain``). ``secrets_key`` names a key in
+    ws/secrets unless the caller gives one (None: no key)."""
+    if "secrets_key" not in settings:
+        settings["secrets_key"] = _secret_file(ws, "phones.key", PHONES_KEY)
     _set_section(ws, "phones", settings)
 
 
@@ -318,12 +327,14 @@ def add_dns(ws: Path, dns_lab) -> None:
 
 def provisioned_phones(ws: Path, extensions: list, sip: dict) -> tuple[Path, object]:
     """A workspace with no mail at all, only these extensions (``migrate.voip.model.Extension`` with secrets)
-    provisioned, their secrets in ``ws/phones.csv`` as a ``voip export --new-secrets`` leaves them, and the
-    project file's ``sip:`` section. For the SIP checks' benchmark and limit tests; returns (project file,
-    open store)."""
+    provisioned, their secrets kept sealed in the store as a ``voip export --new-secrets`` leaves them, and the
+    project file's ``sip:`` and ``phones:`` sections. For the SIP checks' benchmark and limit tests; returns
+    (project file, open store)."""
     from migrate.core import lifecycle
+    from migrate.core.sealed import Sealer
+    from migrate.core.secrets import Secret
     from migrate.core.store import open_store
-    from migrate.voip.export import write_csv
+    from migrate.voip.kept import sealed_row
     from tests.lab.base import LOOPBACK, free_port
 
     (ws / "users").mkdir(parents=True)
@@ -336,16 +347,18 @@ def provisioned_phones(ws: Path, extensions: list, sip: dict) -> tuple[Path, obj
                         "server": {"type": "imap", "host": LOOPBACK, "port": free_port(), "tls": "implicit",
                                    "login": login},
                         "users": "users/health.csv"}],
-           "sip": sip}
+           "sip": sip, "phones": {"secrets_key": _secret_file(ws, "phones.key", PHONES_KEY)}}
     (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    secrets_csv = ws / "phones.csv"
-    write_csv(extensions, secrets_csv)
+    sealer = Sealer(Secret(PHONES_KEY, remember=False))
     store = open_store(ws / "state.db", create=True)
     store.upsert_source("health", "Ministry of Health", "imap", ["health.gov.bz"])
+    kept = []
     for ext in extensions:
         ext_id = store.upsert_extension(ext, seen_at="2026-11-30T00:00:00Z")
         store.set_extension_state(ext_id, lifecycle.PROVISIONED, "provisioned by the lab")
-        store.set_extension_secret_file(ext_id, str(secrets_csv))
+        kept.append(sealed_row(sealer, ext.key, 1, ext.secret, None))
+    store.keep_pending_secrets(kept)
+    store.promote_secrets([e.key for e in extensions])
     return ws / "migration.yaml", store
 
 

@@ -8,11 +8,13 @@ column holds a password or a secret reference's value. One module per area:
 
 - :mod:`.events` the append-only event log;
 - :mod:`.mailboxes` sources, mailboxes, inventory;
-- :mod:`.sync` folders and message records, calendars and contacts, throughput;
-- :mod:`.waves` waves, approvals, runs;
+- :mod:`.sync` folders and message records, calendars and contacts, throughput, each mailbox's last verification;
+- :mod:`.waves` waves, approvals (each one, with when and why it lapsed), runs;
 - :mod:`.work` leases (the wave lock, connection slots) and the work queue several hosts claim from;
 - :mod:`.fences` the tokens that refuse a lost holder's writes, and the copies it left unrecorded;
-- :mod:`.dns` and :mod:`.phones` the DNS and phone cut-overs.
+- :mod:`.settings` mail rules, out-of-office replies, shared folders and delegates;
+- :mod:`.dns` and :mod:`.phones` the DNS and phone cut-overs;
+- :mod:`.reverse` the copy back of mail when a cut-over is rolled back.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from migrate.core.store.events import EventStore
 from migrate.core.store.fences import FencedStore, FenceStore
 from migrate.core.store.mailboxes import MailboxStore
 from migrate.core.store.phones import PhoneStore
+from migrate.core.store.reverse import ReverseStore
 from migrate.core.store.rows import (
+    ApprovalRow,
     DnsDomainRow,
     Event,
     ExtensionRow,
@@ -38,14 +42,18 @@ from migrate.core.store.rows import (
     GroupwareSummaryRow,
     InventoryFolderRow,
     InventoryRow,
+    KeptSecretRow,
     MailboxRow,
     MessageRecord,
     NotCopiedRow,
     OrphanRow,
     ProbeRow,
+    ReverseFolder,
     RunRow,
+    SettingRow,
     SipCheckRow,
     SourceRow,
+    VerificationRow,
     WaveRow,
     actor,
     host,
@@ -53,6 +61,7 @@ from migrate.core.store.rows import (
     worker_id,
 )
 from migrate.core.store.schema import MIGRATED_KINDS, MIGRATIONS, SCHEMA_VERSION, split_sql
+from migrate.core.store.settings import SettingsStore
 from migrate.core.store.sync import SyncStore
 from migrate.core.store.waves import WaveStore
 from migrate.core.store.work import Claim, Lease, WorkItem, WorkStore
@@ -60,15 +69,18 @@ from migrate.core.store.work import Claim, Lease, WorkItem, WorkStore
 STATE_FILE = "state.db"
 
 __all__ = [
-    "BUSY_TIMEOUT_S", "MIGRATED_KINDS", "MIGRATIONS", "SCHEMA_VERSION", "STATE_FILE", "Claim", "DnsDomainRow",
-    "Event", "ExtensionRow", "Fence", "FencedStore", "FolderState", "GroupwareRecord", "GroupwareSummaryRow", "InventoryFolderRow",
-    "InventoryRow", "Lease", "MailboxRow", "MessageRecord", "NotCopiedRow", "OrphanRow", "ProbeRow", "RunRow", "SipCheckRow",
-    "SourceRow", "Store", "StoreUnavailable", "WaveRow", "WorkItem", "actor", "host", "now", "open_postgres",
+    "BUSY_TIMEOUT_S", "MIGRATED_KINDS", "MIGRATIONS", "SCHEMA_VERSION", "STATE_FILE", "ApprovalRow", "Claim",
+    "DnsDomainRow", "Event", "ExtensionRow", "Fence", "FencedStore", "FolderState", "GroupwareRecord",
+    "GroupwareSummaryRow", "InventoryFolderRow", "InventoryRow", "KeptSecretRow", "Lease", "MailboxRow",
+    "MessageRecord", "NotCopiedRow", "OrphanRow", "ProbeRow", "ReverseFolder", "RunRow", "SettingRow",
+    "SipCheckRow", "SourceRow", "Store", "StoreUnavailable", "VerificationRow", "WaveRow", "WorkItem", "actor",
+    "host", "now", "open_postgres",
     "open_store", "split_sql", "worker_id",
 ]
 
 
-class Store(EventStore, MailboxStore, SyncStore, WaveStore, WorkStore, DnsStore, PhoneStore, FenceStore):
+class Store(EventStore, MailboxStore, SyncStore, WaveStore, WorkStore, DnsStore, PhoneStore, FenceStore,
+            ReverseStore, SettingsStore):
     """Open with :func:`open_store` (a workspace's SQLite file) or :func:`open_postgres`."""
 
     def __enter__(self) -> Store:

@@ -15,13 +15,13 @@ from migrate.core.store.rows import (
 
 class DnsStore(StoreBase):
     _DNS_COLS = ("domain, wave, state, old_ttl, prepared_at, safe_after, baseline, baseline_file, changes, "
-                 "switched_at, propagated_at, forced_reason, detail")
+                 "switched_at, propagated_at, forced_reason, detail, ttls, restored_at, settled_at, unrestored")
     _DNS_FIELDS = frozenset(_DNS_COLS.replace(" ", "").split(",")) - {"domain"}
 
     @staticmethod
     def _dns(row: Row) -> DnsDomainRow:
         values = list(row)
-        for i in (6, 8):
+        for i in (6, 8, 13, 16):
             values[i] = json.loads(values[i]) if values[i] else None
         return DnsDomainRow(*values)
 

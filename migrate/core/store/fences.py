@@ -85,7 +85,7 @@ class FencedStore:
         "ensure_folder", "update_folder", "forget_folder_messages", "delete_folder", "record_pending",
         "record_copied", "record_failed", "record_not_migrated", "update_message_flags", "delete_message_records",
         "record_keyword_names", "record_groupware_items", "record_groupware_pass", "record_throughput",
-        "record_mailbox_sync", "set_mailbox_state", "add_event", "forget_orphans",
+        "record_mailbox_sync", "set_mailbox_state", "add_event", "forget_orphans", "record_settings",
         # What users did between passes: moves, renames and deletions carried, messages accepted left behind.
         "record_moved", "mark_vanished", "rename_dest_folders", "accept_not_copied",
     })

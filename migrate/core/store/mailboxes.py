@@ -1,4 +1,4 @@
-"""Sources, mailboxes and what the inventory measured of them."""
+"""Sources, mailboxes, what the inventory measured of them, and what their last verification found."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from migrate.core.store.rows import (
     MailboxRow,
     ProbeRow,
     SourceRow,
+    VerificationRow,
     host,
     now,
 )
@@ -174,3 +175,26 @@ class MailboxStore(StoreBase):
         return [InventoryFolderRow(*r)
                 for r in self._query("SELECT name, special_use, messages, bytes, error, kind FROM inventory_folders "
                                      "WHERE mailbox_id = ? ORDER BY kind != 'mail', name", (mailbox_id,))]
+
+    # -- verification -----------------------------------------------------------------------------
+
+    _VERIFY_COLS = ("mailbox_id, verified_at, deep, matches, source_messages, dest_messages, missing, duplicates, "
+                    "flag_mismatches, date_mismatches, content_mismatches, folder_problems, error")
+
+    def record_verification(self, mailbox_id: int, *, deep: bool, matches: bool, counts: dict[str, int],
+                            error: str | None = None) -> None:
+        """A mailbox's verification: it replaces the one before. ``counts``: source_messages, dest_messages,
+        missing, duplicates, flag_mismatches, date_mismatches, content_mismatches, folder_problems."""
+        keys = ("source_messages", "dest_messages", "missing", "duplicates", "flag_mismatches", "date_mismatches",
+                "content_mismatches", "folder_problems")
+        values = (mailbox_id, now(), int(deep), int(matches), *(int(counts.get(k, 0)) for k in keys),
+                  redact(error) if error else None)
+        updates = ", ".join(f"{c.strip()}=excluded.{c.strip()}" for c in self._VERIFY_COLS.split(",")[1:])
+        with self.tx() as c:
+            c.execute(f"INSERT INTO verifications({self._VERIFY_COLS}) VALUES ({','.join('?' * len(values))}) "
+                      f"ON CONFLICT(mailbox_id) DO UPDATE SET {updates}", values)
+
+    def verifications(self) -> dict[int, VerificationRow]:
+        """Each verified mailbox's last verification, by mailbox id."""
+        rows = self._query(f"SELECT {self._VERIFY_COLS} FROM verifications")
+        return {r[0]: VerificationRow(r[0], r[1], bool(r[2]), bool(r[3]), *r[4:]) for r in rows}

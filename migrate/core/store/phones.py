@@ -10,6 +10,7 @@ from migrate.core.secrets import redact
 from migrate.core.store.base import Row, StoreBase
 from migrate.core.store.rows import (
     ExtensionRow,
+    KeptSecretRow,
     SipCheckRow,
     now,
 )
@@ -18,13 +19,13 @@ from migrate.core.store.rows import (
 class PhoneStore(StoreBase):
     _EXT_COLS = ("id, source_id, dial_plan, number, name, tech, transport, callerid, outbound_cid, voicemail_box, "
                  "voicemail_email, pin_present, secret_present, dids, device, origins, extra, mailbox_id, link, "
-                 "wave, state, state_reason, prior_state, seen_at")
+                 "wave, state, state_reason, prior_state, seen_at, held")
 
     @staticmethod
     def _extension(row: Row) -> ExtensionRow:
         values = list(row)
         values[11], values[12] = bool(values[11]), bool(values[12])
-        for i in (13, 15, 16):
+        for i in (13, 15, 16, 24):
             values[i] = json.loads(values[i])
         return ExtensionRow(*values)
 
@@ -35,17 +36,17 @@ class PhoneStore(StoreBase):
             c.execute(
                 "INSERT INTO extensions(source_id, dial_plan, number, name, tech, transport, callerid, outbound_cid, "
                 "voicemail_box, voicemail_email, pin_present, secret_present, dids, device, origins, extra, seen_at, "
-                "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(dial_plan, number) DO UPDATE SET "
+                "updated_at, held) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(dial_plan, number) DO UPDATE SET "
                 "source_id=excluded.source_id, name=excluded.name, tech=excluded.tech, transport=excluded.transport, "
                 "callerid=excluded.callerid, outbound_cid=excluded.outbound_cid, voicemail_box=excluded.voicemail_box, "
                 "voicemail_email=excluded.voicemail_email, pin_present=excluded.pin_present, "
                 "secret_present=excluded.secret_present, dids=excluded.dids, device=excluded.device, "
                 "origins=excluded.origins, extra=excluded.extra, seen_at=excluded.seen_at, "
-                "updated_at=excluded.updated_at",
+                "updated_at=excluded.updated_at, held=excluded.held",
                 (ext.source_id, ext.dial_plan, ext.number, ext.name, ext.tech, ext.transport, ext.callerid,
                  ext.outbound_cid, ext.voicemail_box, ext.voicemail_email, int(ext.voicemail_pin is not None),
                  int(ext.secret is not None), json.dumps(ext.dids), ext.device, json.dumps(ext.origins),
-                 json.dumps(ext.extra, sort_keys=True), seen_at, now()))
+                 json.dumps(ext.extra, sort_keys=True), seen_at, now(), json.dumps(list(ext.held))))
             return c.execute("SELECT id FROM extensions WHERE dial_plan = ? AND number = ?",
                              (ext.dial_plan, ext.number)).fetchone()[0]
 
@@ -88,14 +89,48 @@ class PhoneStore(StoreBase):
                 self.add_event(f"extension/{row[0]}:{row[1]}", "state",
                                f"{row[2]} -> {state}" + (f": {reason}" if reason else ""))
 
-    def set_extension_secret_file(self, extension_id: int, path: str | None) -> None:
-        """Where the extension's current SIP secret is when an export made it a new one (None: the PBX files)."""
-        with self.tx() as c:
-            c.execute("UPDATE extensions SET secret_file = ?, updated_at = ? WHERE id = ?", (path, now(), extension_id))
-
     def extension_secret_file(self, extension_id: int) -> str | None:
+        """The 0600 file an export made before the secrets were kept (schema 6) wrote its new secret to."""
         rows = self._query("SELECT secret_file FROM extensions WHERE id = ?", (extension_id,))
         return rows[0][0] if rows else None
+
+    # -- kept secrets (sealed) --------------------------------------------------------------------
+
+    def kept_secrets(self, keys: list[str] | None = None) -> dict[str, dict[str, KeptSecretRow]]:
+        """extension key → state (pending, current) → its sealed secrets; all extensions' when ``keys`` is None."""
+        rows = self._query("SELECT extension, state, generation, sip_secret, pin, key_id, made_at FROM phone_secrets "
+                           "ORDER BY extension, state", ())
+        wanted = set(keys) if keys is not None else None
+        out: dict[str, dict[str, KeptSecretRow]] = {}
+        for row in rows:
+            if wanted is None or row[0] in wanted:
+                out.setdefault(row[0], {})[row[1]] = KeptSecretRow(*row)
+        return out
+
+    def keep_pending_secrets(self, rows: list[KeptSecretRow]) -> None:
+        """Keep sealed secrets an export made, before its files are written (state pending), in one transaction."""
+        with self.tx() as c:
+            for r in rows:
+                c.execute("INSERT INTO phone_secrets(extension, state, generation, sip_secret, pin, key_id, made_at) "
+                          "VALUES (?, 'pending', ?, ?, ?, ?, ?) ON CONFLICT (extension, state) DO UPDATE SET "
+                          "generation=excluded.generation, sip_secret=excluded.sip_secret, pin=excluded.pin, "
+                          "key_id=excluded.key_id, made_at=excluded.made_at",
+                          (r.extension, r.generation, r.sip_secret, r.pin, r.key_id, r.made_at))
+
+    def promote_secrets(self, keys: list[str]) -> None:
+        """The export's files are written: each pending set becomes the current one (the one the platform has),
+        and the files an export made before secrets were kept are no longer read. One transaction."""
+        with self.tx() as c:
+            for key in keys:
+                pending = c.execute("SELECT 1 FROM phone_secrets WHERE extension = ? AND state = 'pending'",
+                                    (key,)).fetchone()
+                if pending is not None:
+                    c.execute("DELETE FROM phone_secrets WHERE extension = ? AND state = 'current'", (key,))
+                    c.execute("UPDATE phone_secrets SET state = 'current' WHERE extension = ? AND state = 'pending'",
+                              (key,))
+                dial_plan, _, number = key.partition(":")
+                c.execute("UPDATE extensions SET secret_file = NULL WHERE dial_plan = ? AND number = ?",
+                          (dial_plan, number))
 
     # -- SIP checks -------------------------------------------------------------------------------
 

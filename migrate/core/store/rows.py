@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -208,6 +208,24 @@ class NotCopiedRow:
 
 
 @dataclass(frozen=True)
+class SettingRow:
+    """One mail rule, out-of-office reply, shared folder's access entry or delegate of a mailbox: as the
+    inventory found it (phase ``inventory``: to-move | cannot-move | unknown) or as a sync left it (phase
+    ``sync``: moved | held | not-moved | failed). ``name`` "*" with state unknown or failed: the whole kind
+    could not be read, ``reason`` says why."""
+
+    mailbox_id: int
+    phase: str
+    kind: str
+    name: str
+    state: str
+    reason: str = ""
+    target: str | None = None
+    digest: str | None = None
+    updated_at: str | None = None
+
+
+@dataclass(frozen=True)
 class GroupwareSummaryRow:
     """A mailbox's calendar items or contacts (``kind``): where they went, how many the source held, copied
     and failed."""
@@ -242,10 +260,54 @@ class RunRow:
     detail: str
     #: The migration host it ran on (None for runs recorded before hosts were).
     host: str | None
+    #: The approval (``approvals.id``) in force when it started; None when the wave had none.
+    approval_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The run under its columns' names (``pass``, not ``pass_name``), for JSON."""
         return {("pass" if key == "pass_name" else key): value for key, value in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class ApprovalRow:
+    """One approval of a wave: who approved which plan hash when, what the wave held then (``doc``; None for an
+    approval recorded before govmigrate kept it), and when and why it stopped covering the wave."""
+
+    id: int
+    wave: str
+    plan_hash: str
+    plan_file: str
+    approved_by: str
+    approved_at: str
+    doc: dict[str, Any] | None
+    lapsed_at: str | None
+    lapse_reason: str | None
+    #: What changed in the wave since the approval before this one (None: the first, or not recorded).
+    changes: str | None
+
+
+@dataclass(frozen=True)
+class VerificationRow:
+    """A mailbox's last verification (``govmigrate verify``): counts of each kind of difference."""
+
+    mailbox_id: int
+    verified_at: str
+    deep: bool
+    matches: bool
+    source_messages: int
+    dest_messages: int
+    missing: int
+    duplicates: int
+    flag_mismatches: int
+    date_mismatches: int
+    content_mismatches: int
+    folder_problems: int
+    error: str | None
+
+    @property
+    def differences(self) -> int:
+        return (self.missing + self.duplicates + self.flag_mismatches + self.date_mismatches
+                + self.content_mismatches + self.folder_problems)
 
 
 @dataclass(frozen=True)
@@ -265,6 +327,38 @@ class DnsDomainRow:
     propagated_at: str | None
     forced_reason: str | None
     detail: str | None
+    #: "name TYPE" → the TTL the RRset had before ``dns prepare`` lowered it (``dns settle`` raises it back).
+    ttls: dict[str, int] | None = None
+    #: When a rollback had the baseline back on every server (the copy back of mail then follows).
+    restored_at: str | None = None
+    settled_at: str | None = None
+    #: What a rollback could not put back, with why, and the files it wrote for the operator.
+    unrestored: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ReverseFolder:
+    """A central folder copied back to the ministry server, and where it goes there (see
+    migrate.mailbox.sync.reverse). Named as the sync engine's parts expect a folder's state: its source is the
+    central folder, its destination the ministry's."""
+
+    id: int
+    mailbox_id: int
+    central_name: str
+    ministry_name: str
+    folder_id: int | None
+    central_uidvalidity: int | None
+    dest_uidvalidity: int | None
+    dest_uidnext: int | None
+    last_copied_at: str | None
+
+    @property
+    def source_name(self) -> str:
+        return self.central_name
+
+    @property
+    def dest_name(self) -> str:
+        return self.ministry_name
 
 
 @dataclass(frozen=True)
@@ -295,10 +389,25 @@ class ExtensionRow:
     state_reason: str | None
     prior_state: str | None
     seen_at: str
+    #: The PBX file errors that hold it (``file:line: field: message``); empty: not held.
+    held: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
         return f"{self.dial_plan}:{self.number}"
+
+
+@dataclass(frozen=True)
+class KeptSecretRow:
+    """A phone's kept SIP password and voicemail PIN, sealed (``migrate.core.sealed``): never in clear here."""
+
+    extension: str
+    state: str
+    generation: int
+    sip_secret: str | None
+    pin: str | None
+    key_id: str
+    made_at: str
 
 
 @dataclass(frozen=True)

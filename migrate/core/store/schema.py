@@ -348,7 +348,135 @@ MIGRATIONS: list[Migration] = [
     );
     CREATE INDEX orphans_by_mailbox ON orphans(mailbox_id);
     """),
-    # 11: what users do between passes. A folder keeps the source's own id for it where the source has one
+    # 11: what a change board reads: every approval of a wave (what it covered, when and why it lapsed), the
+    # approval each run ran under, and each mailbox's last verification. Approvals given before this migration
+    # come from the event log (their hash as the event recorded it, its first 16 characters; what they covered
+    # is known only for the one still on record); their runs are matched to the last approval before them.
+    Migration("""
+    CREATE TABLE approvals (
+        id           INTEGER PRIMARY KEY,
+        wave         TEXT NOT NULL,
+        plan_hash    TEXT NOT NULL,
+        plan_file    TEXT NOT NULL DEFAULT '',
+        approved_by  TEXT NOT NULL,
+        approved_at  TEXT NOT NULL,
+        doc          TEXT,                     -- the wave as approved (canonical JSON of its plan file)
+        lapsed_at    TEXT,                     -- when it stopped covering the wave (NULL: in force, or replaced)
+        lapse_reason TEXT,
+        changes      TEXT                      -- what changed since the approval before it
+    );
+    CREATE INDEX approvals_by_wave ON approvals(wave, id);
+    ALTER TABLE runs ADD COLUMN approval_id INTEGER;
+    CREATE TABLE verifications (
+        mailbox_id      INTEGER PRIMARY KEY REFERENCES mailboxes(id) ON DELETE CASCADE,
+        verified_at     TEXT NOT NULL,
+        deep            INTEGER NOT NULL DEFAULT 0,
+        matches         INTEGER NOT NULL,
+        source_messages INTEGER NOT NULL DEFAULT 0,
+        dest_messages   INTEGER NOT NULL DEFAULT 0,
+        missing         INTEGER NOT NULL DEFAULT 0,
+        duplicates      INTEGER NOT NULL DEFAULT 0,
+        flag_mismatches INTEGER NOT NULL DEFAULT 0,
+        date_mismatches INTEGER NOT NULL DEFAULT 0,
+        content_mismatches INTEGER NOT NULL DEFAULT 0,
+        folder_problems INTEGER NOT NULL DEFAULT 0,
+        error           TEXT
+    );
+    INSERT INTO approvals(wave, plan_hash, approved_by, approved_at)
+        SELECT substr(object, 6), substr(detail, length(detail) - 15), actor, at FROM events
+        WHERE action = 'approve' AND object LIKE 'wave/%' ORDER BY id;
+    UPDATE approvals SET
+        plan_hash = (SELECT w.plan_hash FROM waves w WHERE w.id = approvals.wave),
+        plan_file = (SELECT w.plan_file FROM waves w WHERE w.id = approvals.wave),
+        doc = (SELECT w.doc FROM waves w WHERE w.id = approvals.wave)
+        WHERE id IN (SELECT MAX(id) FROM approvals GROUP BY wave)
+        AND EXISTS (SELECT 1 FROM waves w WHERE w.id = approvals.wave AND w.plan_hash IS NOT NULL
+                    AND substr(w.plan_hash, 1, 16) = approvals.plan_hash);
+    UPDATE approvals SET
+        lapsed_at = (SELECT w.recorded_at FROM waves w WHERE w.id = approvals.wave),
+        lapse_reason = 'the plan was generated again (before govmigrate recorded what changed)'
+        WHERE id IN (SELECT MAX(id) FROM approvals GROUP BY wave)
+        AND EXISTS (SELECT 1 FROM waves w WHERE w.id = approvals.wave AND w.plan_hash IS NULL
+                    AND w.recorded_at >= approvals.approved_at);
+    UPDATE runs SET approval_id = (SELECT MAX(a.id) FROM approvals a
+                                   WHERE a.wave = runs.wave AND a.approved_at <= runs.started_at);
+    """),
+    # 12: phones: the PBX file errors that hold an extension, and the SIP passwords and voicemail PINs govmigrate
+    # makes, kept sealed (one set per phone, reused by every export and by the SIP checks). extensions.secret_file
+    # (migration 6) is read only for exports made before: the next export keeps what it names.
+    Migration("""
+    ALTER TABLE extensions ADD COLUMN held TEXT NOT NULL DEFAULT '[]';  -- JSON: "file:line: field: message" of each error that holds it
+    CREATE TABLE phone_secrets (
+        extension   TEXT NOT NULL,        -- "<dial plan>:<number>"
+        state       TEXT NOT NULL,        -- pending (made by an export not yet written) | current (in the last export's files)
+        generation  INTEGER NOT NULL,     -- 1 for the first set made; each --rotate-secrets makes the next
+        sip_secret  TEXT,                 -- the SIP password, sealed (AES-256-GCM, the key phones.secrets_key names)
+        pin         TEXT,                 -- a voicemail PIN made for a box without one, sealed likewise
+        key_id      TEXT NOT NULL,        -- which key sealed them (a fingerprint, never the key)
+        made_at     TEXT NOT NULL,
+        PRIMARY KEY (extension, state)
+    );
+    """),
+    # 13: a DNS cut-over that never strands a domain, and a rollback that loses no mail: the TTLs prepare lowered
+    # (for dns settle), what a rollback could not restore, and the copy back of mail that reached the central host
+    # after the switch (marks taken at the switch, the reverse copy's folders and messages).
+    Migration("""
+    ALTER TABLE dns_domains ADD COLUMN ttls TEXT;          -- JSON: "name TYPE" -> the TTL before prepare lowered it
+    ALTER TABLE dns_domains ADD COLUMN restored_at TEXT;   -- rollback: when the baseline was back on every server
+    ALTER TABLE dns_domains ADD COLUMN settled_at TEXT;    -- dns settle: when the TTLs were raised again
+    ALTER TABLE dns_domains ADD COLUMN unrestored TEXT;    -- JSON: what the rollback could not put back, and why
+    CREATE TABLE copy_back_marks (
+        mailbox_id  INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        dest_name   TEXT NOT NULL,             -- a central folder the forward copy writes to
+        uidvalidity INTEGER,                   -- its UIDVALIDITY when the switch was made
+        uidnext     INTEGER NOT NULL,          -- its UIDNEXT then: mail at or above it arrived after the switch
+        marked_at   TEXT NOT NULL,
+        PRIMARY KEY (mailbox_id, dest_name)
+    );
+    CREATE TABLE reverse_folders (
+        id                  INTEGER PRIMARY KEY,
+        mailbox_id          INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        central_name        TEXT NOT NULL,     -- the central folder read
+        ministry_name       TEXT NOT NULL,     -- the ministry folder written
+        folder_id           INTEGER,           -- the forward folder (folders.id) of the same pair
+        central_uidvalidity INTEGER,
+        dest_uidvalidity    INTEGER,           -- the ministry folder's
+        dest_uidnext        INTEGER,           -- the ministry folder's UIDNEXT as of the last copy back
+        last_copied_at      TEXT,
+        UNIQUE (mailbox_id, central_name)
+    );
+    CREATE TABLE reverse_messages (
+        folder_id   INTEGER NOT NULL REFERENCES reverse_folders(id) ON DELETE CASCADE,
+        src_uid     INTEGER NOT NULL,          -- the central UID
+        dest_uid    INTEGER,                   -- the ministry UID
+        fingerprint TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        flags       TEXT NOT NULL DEFAULT '',
+        state       TEXT NOT NULL,             -- pending | copied | failed
+        dest_uidnext_before INTEGER,           -- for pending rows: where the APPEND would land
+        error       TEXT,
+        PRIMARY KEY (folder_id, src_uid)
+    );
+    """),
+    # 14: what users lose in other migrations: mail rules, out-of-office replies, shared folders (their access
+    # lists) and delegates. The inventory counts them (phase inventory: to-move | cannot-move); a sync records
+    # what it did with each (phase sync: moved | held | not-moved | failed), with a digest of what it wrote to
+    # the central host, so a later pass writes only what changed and never overwrites what others changed there.
+    Migration("""
+    CREATE TABLE mailbox_settings (
+        mailbox_id  INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        phase       TEXT NOT NULL,             -- inventory | sync
+        kind        TEXT NOT NULL,             -- rule | vacation | sharing | delegate
+        name        TEXT NOT NULL,             -- the rule's name, "out of office", "folder → user", the delegate
+        state       TEXT NOT NULL,
+        reason      TEXT NOT NULL DEFAULT '',  -- for people: what it became, or why not
+        target      TEXT,                      -- sync: where it went (script, folder and identifier)
+        digest      TEXT,                      -- sync: what was written there (sha256), to see changes
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (mailbox_id, phase, kind, name)
+    );
+    """),
+    # 15: what users do between passes. A folder keeps the source's own id for it where the source has one
     # (EWS FolderId: the same folder after a rename). A record whose source message left its folder keeps its
     # copy's place until a pass moves it (the message arrived in another folder) or removes it (a pass that
     # carries deletions): vanished_at. A copy moved on the central host is recorded pending in its new folder

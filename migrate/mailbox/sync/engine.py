@@ -333,6 +333,8 @@ class SyncEngine:
                 settle_orphans(store, dest, mailbox)
             if source.server.type == "ews" and not options.dry_run:
                 self._groupware(mailbox, src, report, store)
+            if not self.options.dry_run:
+                self._settings(mailbox, source, src, dest, report, store)
         except (imaplib.IMAP4.abort, ConnectionError, TimeoutError, EOFError, ssl.SSLError) as exc:
             # A connection failure that slipped past the per-call translation (e.g. inside a generator):
             # still a lost connection, still worth a reconnect and a resume.
@@ -345,6 +347,13 @@ class SyncEngine:
                         close()
                     except Exception:
                         pass
+
+    def _settings(self, mailbox: MailboxRow, source: Source, src: Any, dest: Any, report: MailboxReport,
+                  store: Any) -> None:
+        """Mail rules, out-of-office, shared folders and delegates (migrate.mailbox.settings), after the mail."""
+        from migrate.mailbox.settings import settings_pass
+
+        report.settings = settings_pass(self.project, self.sources, self.central, store, mailbox, source, src, dest)
 
     def _groupware(self, mailbox: MailboxRow, src: Any, report: MailboxReport, store: Any) -> None:
         """Calendars and contacts of an Exchange mailbox (migrate.mailbox.groupware), after its mail."""

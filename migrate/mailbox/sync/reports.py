@@ -107,6 +107,8 @@ class MailboxReport:
     appended: tuple | None = None
     #: Exchange calendars and contacts (migrate.mailbox.groupware.GroupwareReport), one per kind.
     groupware: list = field(default_factory=list)
+    #: Mail rules, out-of-office, shared folders and delegates (migrate.mailbox.settings.SettingsReport).
+    settings: Any = None
 
     @property
     def copied(self) -> int:

@@ -7,8 +7,10 @@ trunk, noted and not taken.
 
 from __future__ import annotations
 
+from migrate.core.errors import Problem
 from migrate.voip.pbx.conf import ConfFile, Section
 from migrate.voip.pbx.records import (
+    LEFT_OUT,
     NUMBER_RE,
     Findings,
     Record,
@@ -34,24 +36,29 @@ _HASH_ONLY = ("holds only an MD5 hash of the password ({what}), no clear passwor
 
 def read_pjsip(conf: ConfFile, findings: Findings) -> list[Record]:
     objects: dict[str, dict[str, Section]] = {}
+    #: Sections left out, by name: an endpoint that names one of them as its auth or aor is held.
+    bad: dict[str, Problem] = {}
     for section in conf.sections:
         if section.template:
             continue
         option = section.get("type")
         if option is None or not option.value:
-            findings.error(section.at, "type", f"[{section.name}] has no type= (endpoint, auth, aor, ...); "
-                                               "the file is left out")
+            bad[section.name] = findings.error(
+                section.at, "type", f"[{section.name}] has no type= (endpoint, auth, aor, ...); the section is "
+                                    f"{LEFT_OUT}", concerns=[section.name])
             continue
         kind = option.value.lower()
         if kind not in PJSIP_TYPES:
-            findings.error(option.at, "type", f"[{section.name}] has type={option.value}, which is not a pjsip "
-                                              "object type; the file is left out")
+            bad[section.name] = findings.error(
+                option.at, "type", f"[{section.name}] has type={option.value}, which is not a pjsip object type; the "
+                                   f"section is {LEFT_OUT}", concerns=[section.name])
             continue
         same = objects.setdefault(kind, {})
         if section.name in same:
-            findings.error(section.at, f"[{section.name}]",
-                           f"a second type={kind} [{section.name}]; the first is at {same[section.name].at}; the "
-                           "file is left out")
+            bad[section.name] = findings.error(
+                section.at, f"[{section.name}]", f"a second type={kind} [{section.name}]: the first, at "
+                                                 f"{same[section.name].at}, is taken and this one left out",
+                concerns=[section.name])
             continue
         same[section.name] = section
     transports = {name: s.value("protocol").lower() or "udp" for name, s in objects.get("transport", {}).items()}
@@ -81,14 +88,16 @@ def read_pjsip(conf: ConfFile, findings: Findings) -> list[Record]:
         if option:
             auth_name = option.value.split(",")[0].strip()
             auth = auths.get(auth_name)
-            if auth is None:
+            _hold(findings, name, auth, bad.get(auth_name))
+            if auth is not None:
+                _take_auth(record, auth, findings)
+            elif auth_name not in bad:
                 findings.warning(option.at, "auth", f"endpoint {name} names auth [{auth_name}], which no file "
                                                     "read defines; it has no secret here")
-            else:
-                _take_auth(record, auth, findings)
         option = endpoint.get("aors")
         for aor_name in (a.strip() for a in (option.value.split(",") if option else [])):
             aor = aors.get(aor_name)
+            _hold(findings, name, aor, bad.get(aor_name))
             if aor is None:
                 continue
             record.places.append(aor.at)
@@ -100,6 +109,14 @@ def read_pjsip(conf: ConfFile, findings: Findings) -> list[Record]:
                 record.keep(opt.key, opt.value, repeats=opt.key.lower() in REPEATING)
         records.append(record)
     return records
+
+
+def _hold(findings: Findings, number: str, section: Section | None, problem: Problem | None = None) -> None:
+    """Hold extension ``number`` for the errors of a section it is made of whose name is not its number (an auth
+    or aor; errors in a section named by the number hold it already), and for a section it names that was left
+    out."""
+    for error in ([*section.errors] if section is not None else []) + ([problem] if problem else []):
+        findings.hold(number, error)
 
 
 def _take_auth(record: Record, auth: Section, findings: Findings) -> None:
@@ -173,8 +190,8 @@ def read_sip(conf: ConfFile, findings: Findings) -> list[Record]:
             if opt.key.lower() not in used:
                 record.keep(opt.key, opt.value, repeats=opt.key.lower() in REPEATING)
         records.append(record)
-    duplicate_in_file(records, findings)
-    return records
+    return duplicate_in_file(records, findings, last_wins=True,
+                             why=" (chan_sip applies the sections of one name in order: the later one wins)")
 
 
 VOICEMAIL_SPECIAL = frozenset({"general", "zonemessages"})
@@ -208,5 +225,4 @@ def read_voicemail(conf: ConfFile, findings: Findings) -> list[Record]:
             record.keep("voicemail_pager", pager)
             record.keep("voicemail_options", options)
             records.append(record)
-    duplicate_in_file(records, findings, what="mailbox")
-    return records
+    return duplicate_in_file(records, findings, what="mailbox")

@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from migrate.voip.pbx.records import Findings, Place
+from migrate.core.errors import Problem
+from migrate.voip.pbx.records import LEFT_OUT, Findings, Place
 from migrate.voip.pbx.textfile import read_text
 
 
@@ -33,6 +34,9 @@ class Section:
     inherits: list[str] = field(default_factory=list)
     #: Inherited options first (in the order of the templates), then the section's own.
     options: list[Option] = field(default_factory=list)
+    #: Errors in the section (a line that cannot be read, a template that is not there): they hold the
+    #: extension the section belongs to.
+    errors: list[Problem] = field(default_factory=list)
 
     def get(self, key: str) -> Option | None:
         """The last value of an option (later lines override earlier and inherited ones)."""
@@ -58,6 +62,8 @@ class ConfFile:
 #: Where the lines after a broken section header go (the error is said once, at the header).
 _BROKEN = Section("(broken)", Place("", None))
 _HEADER_RE = re.compile(r"^\[([^\]]*)\](.*)$")
+#: The name a header that does not close still gives ("[2002" → 2002), to hold that extension.
+_BROKEN_NAME_RE = re.compile(r"^\[\s*([^\]\(\s]*)")
 _DIRECTIVE_RE = re.compile(r"^#\s*(\w+)\s*(.*)$")
 
 
@@ -111,7 +117,8 @@ class _Parser:
             else:
                 self._option(line, at, current)
         if in_block:
-            self.findings.error(Place(shown, None), "comment", "a block comment ';--' is never closed with '--;'")
+            self.findings.error(Place(shown, None), "comment", "a block comment ';--' is never closed with '--;': "
+                                                               "everything after it is read as a comment")
         return current
 
     def _directive(self, line: str, at: Place, path: Path, current: Section | None,
@@ -152,11 +159,13 @@ class _Parser:
     def _header(self, line: str, at: Place) -> Section | None:
         match = _HEADER_RE.match(line)
         if not match:
-            self.findings.error(at, "[section]", "the section header does not close with ']'; the file is left out")
+            guess = _BROKEN_NAME_RE.match(line)
+            self.findings.error(at, "[section]", f"the section header does not close with ']'; the section is "
+                                                 f"{LEFT_OUT}", concerns=[guess.group(1) if guess else None])
             return _BROKEN
         name = match.group(1).strip()
         if not name:
-            self.findings.error(at, "[section]", "a section header without a name; the file is left out")
+            self.findings.error(at, "[section]", f"a section header without a name; the section is {LEFT_OUT}")
             return _BROKEN
         rest = match.group(2).strip()
         section = Section(name, at)
@@ -164,8 +173,8 @@ class _Parser:
         if rest.startswith("("):
             end = rest.find(")")
             if end < 0:
-                self.findings.error(at, f"[{name}]", "the section's options '(' do not close with ')'; the file is "
-                                                     "left out")
+                self.findings.error(at, f"[{name}]", f"the section's options '(' do not close with ')'; the section "
+                                                     f"is {LEFT_OUT}", concerns=[name])
                 return _BROKEN
             for flag in (f.strip() for f in rest[1:end].split(",")):
                 if flag == "!":
@@ -175,16 +184,17 @@ class _Parser:
                 elif flag:
                     templates = self.by_name.get(flag)
                     if not templates:
-                        self.findings.error(at, f"[{name}]",
-                                            f"inherits from [{flag}], which is not defined before it; the file is "
-                                            "left out")
+                        section.errors.append(self.findings.error(
+                            at, f"[{name}]", f"inherits from [{flag}], which is not defined before it; read without "
+                                             "it", concerns=[name]))
                         continue
                     section.inherits.append(flag)
                     section.options.extend(templates[-1].options)
         if append:
             existing = self.by_name.get(name)
             if not existing:
-                self.findings.error(at, f"[{name}]", "(+) adds to a section, but none of this name comes before it")
+                self.findings.error(at, f"[{name}]", "(+) adds to a section, but none of this name comes before it; "
+                                                     f"the section is {LEFT_OUT}", concerns=[name])
                 return _BROKEN
             return existing[-1]
         self.by_name.setdefault(name, []).append(section)
@@ -196,19 +206,18 @@ class _Parser:
         # Never quote the line: it may be "secret=...".
         key = line[:equals].strip() if equals >= 0 else ""
         if current is None:
-            self.findings.error(at, key or "(line)", "a setting outside any [section]; the file is left out")
+            self.findings.error(at, key or "(line)", f"a setting outside any [section]; {LEFT_OUT}")
             return
         if current is _BROKEN:
             return
-        if equals < 0:
-            self.findings.error(at, f"[{current.name}]", "a line without '=' in a section; the file is left out")
+        if equals < 0 or not key:
+            what = "a line without '='" if equals < 0 else "a setting without a name before '='"
+            current.errors.append(self.findings.error(at, f"[{current.name}]", f"{what} in a section; the line is "
+                                                                               f"{LEFT_OUT}", concerns=[current.name]))
             return
         value = line[equals + 1:]
         if value.startswith(">"):
             value = value[1:]
-        if not key:
-            self.findings.error(at, f"[{current.name}]", "a setting without a name before '='")
-            return
         current.options.append(Option(key, value.strip(), at))
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from migrate.voip.pbx.records import Findings, Place
+from migrate.voip.pbx.records import LEFT_OUT, Findings, Place
 
 
 @dataclass
@@ -26,9 +27,12 @@ class Row:
         return ""
 
 
-def read_table(text: str, shown: str, findings: Findings) -> tuple[list[str], list[Row]] | None:
-    """Header and rows, or None after an error. A row whose cell count differs from the header's is an error,
-    as FreePBX's own importer refuses it ("Header row and data row count do not match")."""
+def read_table(text: str, shown: str, findings: Findings, *,
+               concerns: Callable[[dict[str, str]], str | None] | None = None) -> tuple[list[str], list[Row]] | None:
+    """Header and rows, or None after an error that leaves nothing to read (no header, not CSV). A row whose
+    cell count differs from the header's is an error, as FreePBX's own importer refuses it ("Header row and data
+    row count do not match"): that row is left out, and the extension ``concerns`` names from its cells (as far
+    as they go) is held."""
     lines = text.split("\n")
     delimiter = _sniff(lines)
     reader = csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter)
@@ -52,9 +56,11 @@ def read_table(text: str, shown: str, findings: Findings) -> tuple[list[str], li
                     seen.add(name)
                 continue
             if len(cells) != len(header):
+                partial = {name: value.strip() for name, value in zip(header, cells, strict=False) if name}
                 findings.error(Place(shown, line), "",
-                               f"this row has {len(cells)} cells and the header {len(header)}; the file is left "
-                               "out (FreePBX's importer refuses such a file too)")
+                               f"this row has {len(cells)} cells and the header {len(header)} (FreePBX's importer "
+                               f"refuses such a row too); {LEFT_OUT}",
+                               concerns=[concerns(partial) if concerns else None])
                 continue
             named: dict[str, str] = {}
             unnamed: dict[int, str] = {}

@@ -17,6 +17,7 @@ import phonenumbers
 
 from migrate.voip.pbx.csvtable import read_table
 from migrate.voip.pbx.records import (
+    LEFT_OUT,
     NUMBER_RE,
     DidRoute,
     Findings,
@@ -41,7 +42,7 @@ _TECH_OF_DRIVER = {"chan_pjsip": "pjsip", "chan_sip": "sip"}
 
 
 def read_extensions(text: str, shown: str, findings: Findings) -> list[Record]:
-    table = read_table(text, shown, findings)
+    table = read_table(text, shown, findings, concerns=lambda cells: cells.get("extension"))
     if table is None:
         return []
     header, rows = table
@@ -59,7 +60,7 @@ def read_extensions(text: str, shown: str, findings: Findings) -> list[Record]:
             continue
         if not NUMBER_RE.match(number):
             findings.error(row.at, "extension", f"{number!r} is not an extension number (FreePBX accepts digits "
-                                                "only); the file is left out")
+                                                f"only); this row is {LEFT_OUT}")
             continue
         record = Record(FORMAT, number, row.at)
         record.set("name", row.get("name"))
@@ -102,8 +103,7 @@ def read_extensions(text: str, shown: str, findings: Findings) -> list[Record]:
         for column, value in row.unnamed.items():
             record.keep(f"column {column}", value.strip())
         records.append(record)
-    duplicate_in_file(records, findings)
-    return records
+    return duplicate_in_file(records, findings)
 
 
 # ---------------------------------------------------------------------------------------------------- DIDs
@@ -127,7 +127,7 @@ def e164(raw: str, region: str) -> str | None:
 
 
 def read_dids(text: str, shown: str, findings: Findings, region: str) -> list[DidRoute]:
-    table = read_table(text, shown, findings)
+    table = read_table(text, shown, findings, concerns=lambda cells: _extension_of(cells.get("destination", "")))
     if table is None:
         return []
     header, rows = table
@@ -147,21 +147,23 @@ def read_dids(text: str, shown: str, findings: Findings, region: str) -> list[Di
             findings.note(row.at, "extension", f"a route for any DID (no DID number) to {destination!r}; "
                                                "not carried to an extension")
             continue
+        target = _extension_of(destination)
         if raw.startswith("_") or re.search(r"[XNZxnz.!\[]", raw):
-            findings.error(row.at, "extension", f"DID {raw!r} is a dial pattern, not a number; the file is left out")
+            findings.error(row.at, "extension", f"DID {raw!r} is a dial pattern, not a number; this row is "
+                                                f"{LEFT_OUT}", concerns=[target])
             continue
         did = e164(raw, region)
         if did is None:
             findings.error(row.at, "extension", f"DID {raw!r} is not a valid number in region {region} (+{code}); "
-                                                "the file is left out")
+                                                f"this row is {LEFT_OUT}", concerns=[target])
             continue
         key = f"{did}/{cid}"
         if key in first:
             findings.error(row.at, "extension",
                            f"DID {did}{' for caller ID ' + cid if cid else ''} is routed twice in this file: here "
-                           f"and at {first[key].origin}; the file is left out")
+                           f"and at {first[key].origin}; the route at {first[key].origin} is taken",
+                           concerns=[first[key].target or _extension_of(first[key].destination), target])
             continue
-        target = _extension_of(destination)
         if cid:
             findings.note(row.at, "cidnum", f"DID {did} routes only calls from caller ID {cid!r} here; such "
                                             "caller-ID routes are not carried")
@@ -171,7 +173,7 @@ def read_dids(text: str, shown: str, findings: Findings, region: str) -> list[Di
             what = f"the voicemail of extension {vm}" if vm else repr(destination or "nowhere")
             findings.note(row.at, "destination", f"DID {did} goes to {what}, not to an extension; kept as a "
                                                  "note, not carried")
-        first[key] = DidRoute(did, target, row.at, key)
+        first[key] = DidRoute(did, target, row.at, key, destination)
         routes.append(first[key])
     return routes
 

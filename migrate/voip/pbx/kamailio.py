@@ -17,6 +17,7 @@ import re
 
 from migrate.voip.pbx.csvtable import read_table
 from migrate.voip.pbx.records import (
+    LEFT_OUT,
     NUMBER_RE,
     Findings,
     Place,
@@ -49,30 +50,34 @@ def read_dbtext(text: str, shown: str, findings: Findings) -> list[Record]:
             return []
         columns.append((match.group(1).lower(), kind))
     rows: list[tuple[Place, dict[str, str]]] = []
+    names = [name for name, _ in columns]
     for index in range(header_line + 1, len(lines)):
         line = lines[index].rstrip("\r")
         if not line:
             continue
         at = Place(shown, index + 1)
         fields = _split(line)
+        # The user name as far as the row can be read, to hold that extension (never a message's text).
+        user = dict(zip(names, fields or _split(line, lenient=True), strict=False)).get("username", "").strip()
         if fields is None:
             findings.error(at, "", "a backslash that is not one of db_text's escapes (\\: \\\\ \\n \\r \\t \\0); "
-                                   "Kamailio refuses such a table; the file is left out")
+                                   f"Kamailio refuses such a row; {LEFT_OUT}", concerns=[user])
             continue
         if len(fields) != len(columns):
-            findings.error(at, "", f"this row has {len(fields)} fields and the header {len(columns)} columns; the "
-                                   "file is left out")
+            findings.error(at, "", f"this row has {len(fields)} fields and the header {len(columns)} columns; "
+                                   f"{LEFT_OUT}", concerns=[user])
             continue
-        cells = {}
-        for (name, kind), value in zip(columns, fields, strict=True):
-            if kind == "int" and value and not re.fullmatch(r"-?[0-9]+", value):
-                findings.error(at, name, "not an integer in an int column; the file is left out")
-            cells[name] = value
-        rows.append((at, cells))
+        bad = [name for (name, kind), value in zip(columns, fields, strict=True)
+               if kind == "int" and value and not re.fullmatch(r"-?[0-9]+", value)]
+        if bad:
+            findings.error(at, bad[0], f"not an integer in an int column; this row is {LEFT_OUT}", concerns=[user])
+            continue
+        rows.append((at, dict(zip(names, fields, strict=True))))
     return _records("kamailio-dbtext", [c for c, _ in columns], rows, shown, findings)
 
 
-def _split(line: str) -> list[str] | None:
+def _split(line: str, *, lenient: bool = False) -> list[str] | None:
+    """A db_text row's fields; None when it holds a backslash db_text does not know (``lenient``: kept as it is)."""
     fields: list[str] = []
     current: list[str] = []
     i = 0
@@ -80,7 +85,11 @@ def _split(line: str) -> list[str] | None:
         ch = line[i]
         if ch == "\\":
             if i + 1 >= len(line) or line[i + 1] not in _ESCAPES:
-                return None
+                if not lenient:
+                    return None
+                current.append(ch)
+                i += 1
+                continue
             current.append(_ESCAPES[line[i + 1]])
             i += 2
             continue
@@ -95,7 +104,7 @@ def _split(line: str) -> list[str] | None:
 
 
 def read_csv(text: str, shown: str, findings: Findings) -> list[Record]:
-    table = read_table(text, shown, findings)
+    table = read_table(text, shown, findings, concerns=lambda cells: cells.get("username"))
     if table is None:
         return []
     header, rows = table
@@ -112,7 +121,7 @@ def _records(fmt: str, header: list[str], rows: list[tuple[Place, dict[str, str]
         cells = {k: v.strip() for k, v in cells.items()}
         user = cells.get("username", "")
         if not user:
-            findings.error(at, "username", "a subscriber without a username; the file is left out")
+            findings.error(at, "username", f"a subscriber without a username; this row is {LEFT_OUT}")
             continue
         if not NUMBER_RE.match(user):
             findings.note(at, "username", f"subscriber {user!r} is not an extension number; not taken")
@@ -144,5 +153,4 @@ def _records(fmt: str, header: list[str], rows: list[tuple[Place, dict[str, str]
             if name not in USED:
                 record.keep(name, value)
         records.append(record)
-    duplicate_in_file(records, findings, what="subscriber")
-    return records
+    return duplicate_in_file(records, findings, what="subscriber")

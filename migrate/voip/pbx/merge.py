@@ -27,8 +27,26 @@ dids                every DIDs file (freepbx-dids), in input order
 
 Two secrets, PINs or voicemail e-mails that differ are a warning naming both places (never the values).
 
-Families: kamailio-dbtext and kamailio-csv are one family (``kamailio``); every other format is its own. The
-same number twice within a family is one extension defined twice: an error, and the later file is left out.
+Families: kamailio-dbtext and kamailio-csv are one family (``kamailio``); every other format is its own.
+
+Errors, and which definition is taken
+-------------------------------------
+A bad row or section is an error naming its file, line and field; it is left out and the rest of the file is
+read. The extension an error concerns (the row's or section's number, the extension a bad DID row routes to) is
+*held*: it is recorded with the reason, and neither exported nor cut over until the file is fixed or the
+operator overrides it (``--force --reason``). Where a number is defined twice, both places are named and one
+definition is taken:
+
+=====================================================  ===========================================================
+defined twice                                          taken
+=====================================================  ===========================================================
+in one sip.conf                                        the later section (chan_sip applies a peer's sections in
+                                                       order, so the later values win)
+in one file of any other format, or one DIDs file      the first
+in two files of one family                             the one of the file listed first under ``pbx: inputs``
+in two ministries that share a dial plan               the one of the source listed first in the project file;
+                                                       the other source's is left out
+=====================================================  ===========================================================
 """
 
 from __future__ import annotations
@@ -39,10 +57,10 @@ from pathlib import Path
 
 from migrate.core.config import Project, Source
 from migrate.core.errors import Problem, UsageError
-from migrate.voip.model import Extension, PbxInventory
+from migrate.voip.model import PHONE, Extension, PbxInventory, line_kind
 from migrate.voip.pbx import asterisk, freepbx, kamailio
 from migrate.voip.pbx.conf import parse_conf
-from migrate.voip.pbx.records import FileRead, Findings, Place, Record
+from migrate.voip.pbx.records import FileRead, Findings, Place, Record, held_numbers, held_suffix
 from migrate.voip.pbx.textfile import read_text
 
 ORDER: dict[str, tuple[str, ...]] = {
@@ -69,16 +87,26 @@ _CONF_READERS = {"pjsip": asterisk.read_pjsip, "sip": asterisk.read_sip, "voicem
 
 @dataclass
 class SourcePbx(PbxInventory):
-    """A source's PBX inventory that still knows its files, so that a file can be left out afterwards (a
-    number another ministry of the same dial plan defines) and the rest merged again."""
+    """A source's PBX inventory that still knows its files, so that a number another ministry of the same dial
+    plan defines can be left out (or held) afterwards and the rest merged again."""
 
     dial_plan: str = ""
     reads: list[FileRead] = field(default_factory=list, repr=False, compare=False)
+    #: Numbers another source of the dial plan takes: every record of them is left out here.
+    taken_elsewhere: set[str] = field(default_factory=set, repr=False, compare=False)
+    #: Errors found across files or sources (not by one file's reader), and the numbers they hold.
+    cross: list[Problem] = field(default_factory=list, repr=False, compare=False)
+    cross_held: dict[str, list[Problem]] = field(default_factory=dict, repr=False, compare=False)
+
+    def hold(self, number: str, problem: Problem) -> None:
+        self.cross.append(problem)
+        self.cross_held.setdefault(number, []).append(problem)
 
 
 def read_pbx(project: Project, source: Source) -> PbxInventory:
     """Every PBX input of ``source``, read and merged into one Extension per number. Never raises for what is
-    in the files: every finding is a Problem in the inventory (errors leave their whole file out)."""
+    in the files: every finding is a Problem in the inventory (an error leaves its row or section out, and holds
+    the extension it concerns)."""
     inventory = SourcePbx(source.id, dial_plan=project.config.dial_plan(source))
     if source.pbx is None:
         return inventory
@@ -88,7 +116,7 @@ def read_pbx(project: Project, source: Source) -> PbxInventory:
         path = project.resolve_path(pbx_input.path)
         inventory.reads.append(read_input(path, pbx_input.path, pbx_input.format, pbx_input.encoding,
                                           region=region, base_dir=project.base_dir, already_read=already))
-    _reject_duplicates(inventory.reads)
+    _same_family(inventory)
     _assemble(inventory)
     return inventory
 
@@ -125,49 +153,50 @@ def read_input(path: Path, shown: str, fmt: str, encoding: str = "auto", *, regi
             else:
                 raise ValueError(f"unknown PBX input format {fmt!r}")
     read.problems = findings.problems
+    read.held = findings.held
     return read
 
 
-def _reject_duplicates(reads: list[FileRead]) -> None:
-    """A number (or DID route) a file of the same family already defines: the later file is left out."""
-    seen: dict[tuple[str, str], Place] = {}
-    for read in reads:
-        if read.rejected:
-            continue
+def _same_family(inventory: SourcePbx) -> None:
+    """A number (or DID route) a file of the same family already defines: the earlier file's is taken, the later
+    one left out with an error naming both; the extension is held."""
+    seen: dict[tuple[str, str], tuple[Place, str | None]] = {}
+    for read in inventory.reads:
         if read.format == "freepbx-dids":
-            keys = [(route.key, route.origin, f"DID {route.did}") for route in read.dids]
-            verb = "routed"
+            items = [(r.key, r.origin, r.target, read.left_out_routes, "extension",
+                      f"DID {r.did} is already routed at {{first}}; the route there is taken and this one left out")
+                     for r in read.dids]
         else:
-            keys = [(r.number, r.origin, f"extension {r.number}") for r in read.records]
-            verb = "defined"
-        for key, at, what in keys:
-            first = seen.get((read.family, key))
-            if first is not None:
-                read.rejected_by.append(Problem(
-                    at.file, at.line, "number" if verb == "defined" else "extension",
-                    f"{what} is already {verb} at {first}; this file is left out"))
-        if not read.rejected_by:
-            for key, at, _ in keys:
-                seen[(read.family, key)] = at
+            items = [(r.number, r.origin, r.number, read.left_out, "number",
+                      f"extension {r.number} is already defined at {{first}}; the one there is taken and this one "
+                      "left out") for r in read.records]
+        for key, origin, number, left_out, field_name, message in items:
+            first = seen.setdefault((read.family, key), (origin, number))
+            if first[0] is origin:
+                continue
+            left_out.add(key)
+            held = held_numbers([first[1], number])
+            problem = Problem(origin.file, origin.line, field_name, message.format(first=first[0]) + held_suffix(held))
+            inventory.cross.append(problem)
+            for n in held:
+                inventory.cross_held.setdefault(n, []).append(problem)
 
 
 def _assemble(inventory: SourcePbx) -> None:
     """(Re)build the inventory's extensions, problems and file counts from its reads."""
-    problems: list[Problem] = []
-    for read in inventory.reads:
-        problems.extend(read.problems)
-        problems.extend(read.rejected_by)
-    accepted = [read for read in inventory.reads if not read.rejected]
+    problems: list[Problem] = [p for read in inventory.reads for p in read.problems] + inventory.cross
     grouped: dict[str, list[Record]] = {}
-    for read in accepted:
-        for record in read.records:
-            grouped.setdefault(record.number, []).append(record)
+    for read in inventory.reads:
+        for record in read.taken_records:
+            if record.number not in inventory.taken_elsewhere:
+                grouped.setdefault(record.number, []).append(record)
     extensions = {number: _merge(records, inventory, problems) for number, records in grouped.items()}
     counts: dict[str, int] = {}
     for read in inventory.reads:
-        counts[read.file] = counts.get(read.file, 0) + (0 if read.rejected else len(read.records))
-    for read in accepted:
-        for route in read.dids:
+        counts[read.file] = counts.get(read.file, 0) + sum(
+            1 for r in read.taken_records if r.number not in inventory.taken_elsewhere)
+    for read in inventory.reads:
+        for route in read.taken_routes:
             if route.target is None:
                 continue
             extension = extensions.get(route.target)
@@ -180,7 +209,15 @@ def _assemble(inventory: SourcePbx) -> None:
                 extension.dids.append(route.did)
             extension.origins.append(str(route.origin))
             counts[read.file] = counts.get(read.file, 0) + 1
-    device_files = [read.file for read in accepted if read.family in DEVICE_FAMILIES]
+    holds: dict[str, list[Problem]] = {}
+    for source in [*(read.held for read in inventory.reads), inventory.cross_held]:
+        for number, errors in source.items():
+            holds.setdefault(number, []).extend(e for e in errors if e not in holds.get(number, []))
+    for number, errors in holds.items():
+        if number in extensions:
+            extensions[number].held = [str(e) for e in errors]
+    device_files = list(dict.fromkeys(read.file for read in inventory.reads
+                                      if read.family in DEVICE_FAMILIES and read.taken_records))
     for number, records in grouped.items():
         extension = extensions[number]
         first = records[0].origin
@@ -189,7 +226,7 @@ def _assemble(inventory: SourcePbx) -> None:
             problems.append(Problem(first.file, first.line, "number",
                                     f"mailbox {extension.voicemail_box or number} has no extension in "
                                     f"{', '.join(device_files)}; kept as an extension without a phone", "warning"))
-        if extension.secret is None and "secret_form" not in extension.extra:
+        if extension.secret is None and "secret_form" not in extension.extra and line_kind(extension.tech) == PHONE:
             problems.append(Problem(first.file, first.line, "secret",
                                     f"extension {number} has no SIP secret in any file; `voip export` will need "
                                     "--new-secrets for it", "warning"))
@@ -233,10 +270,10 @@ def _merge(records: list[Record], inventory: SourcePbx, problems: list[Problem])
 
 
 def check_dial_plans(inventories: list[PbxInventory], project: Project) -> list[Problem]:
-    """The same number in two ministries that share a dial plan: an error naming both places. The file of the
-    source listed later in the project file is left out (every such file of it that defines the number), and
-    that inventory is merged again without it; the problems are also added to that inventory's problems.
-    Returns the problems found."""
+    """The same number in two ministries that share a dial plan: an error naming both places. The source listed
+    first in the project file keeps its extension, held until one of the files is fixed; every definition of the
+    number in the later source is left out, and that inventory is merged again without it. The problems are
+    added to both inventories' problems; returns them."""
     order = {source.id: i for i, source in enumerate(project.config.sources)}
     plans: dict[str, list[PbxInventory]] = {}
     for inventory in inventories:
@@ -250,43 +287,45 @@ def check_dial_plans(inventories: list[PbxInventory], project: Project) -> list[
         if len(members) < 2:
             continue
         members.sort(key=lambda inv: order.get(inv.source_id, len(order)))
-        owner: dict[str, tuple[str, str]] = {}
+        owner: dict[str, tuple[PbxInventory, Extension]] = {}
         for inventory in members:
-            clashes = [e for e in inventory.extensions if e.number in owner]
-            if clashes:
-                found.extend(_leave_out(inventory, clashes, owner, plan))
-            for extension in inventory.extensions:
-                owner.setdefault(extension.number, (inventory.source_id, extension.origins[0]
-                                                    if extension.origins else inventory.source_id))
+            for extension in list(inventory.extensions):
+                if extension.number in owner:
+                    found.extend(_clash(owner[extension.number], (inventory, extension), plan))
+                else:
+                    owner[extension.number] = (inventory, extension)
+        for inventory in {id(m): m for m in members}.values():
+            if isinstance(inventory, SourcePbx):
+                _assemble(inventory)
     return found
 
 
-def _leave_out(inventory: PbxInventory, clashes: list[Extension], owner: dict[str, tuple[str, str]],
-               plan: str) -> list[Problem]:
-    def message(number: str) -> str:
-        source_id, where = owner[number]
-        return (f"extension {number} is also defined by source {source_id} at {where}, and both number in dial "
-                f"plan {plan!r}; this file is left out")
+def _where(extension: Extension) -> tuple[str, int | None]:
+    file, _, line = (extension.origins[0] if extension.origins else "").rpartition(":")
+    return file or extension.source_id, int(line) if line.isdigit() else None
 
-    found: list[Problem] = []
-    numbers = {e.number for e in clashes}
-    if isinstance(inventory, SourcePbx):
-        for read in inventory.reads:
-            if read.rejected:
-                continue
-            for record in read.records:
-                if record.number in numbers:
-                    problem = Problem(record.origin.file, record.origin.line, "number", message(record.number))
-                    read.rejected_by.append(problem)
-                    found.append(problem)
-        _assemble(inventory)
-        return found
-    # An inventory built elsewhere: its files cannot be merged again, so the clashing extensions go.
-    for extension in clashes:
-        file, _, line = (extension.origins[0] if extension.origins else "").rpartition(":")
-        problem = Problem(file or inventory.source_id, int(line) if line.isdigit() else None, "number",
-                          message(extension.number))
-        inventory.problems.append(problem)
-        found.append(problem)
-    inventory.extensions = [e for e in inventory.extensions if e.number not in numbers]
-    return found
+
+def _clash(kept: tuple[PbxInventory, Extension], dropped: tuple[PbxInventory, Extension],
+           plan: str) -> list[Problem]:
+    (first, ext1), (later, ext2) = kept, dropped
+    number = ext1.number
+    (file1, line1), (file2, line2) = _where(ext1), _where(ext2)
+    at1, at2 = f"{file1}:{line1}" if line1 else file1, f"{file2}:{line2}" if line2 else file2
+    left = Problem(file2, line2, "number",
+                   f"extension {number} is also defined by source {first.source_id} at {at1}, and both number in "
+                   f"dial plan {plan!r}: the one of source {first.source_id} is taken (held) and this one left out")
+    held = Problem(file1, line1, "number",
+                   f"extension {number} is also defined by source {later.source_id} at {at2}, and both number in "
+                   f"dial plan {plan!r}: this one is taken and held until one of the files is fixed")
+    if isinstance(later, SourcePbx):
+        later.taken_elsewhere.add(number)
+        later.cross.append(left)
+    else:  # an inventory built elsewhere: its files cannot be merged again, so the clashing extension goes
+        later.problems.append(left)
+        later.extensions = [e for e in later.extensions if e is not ext2]
+    if isinstance(first, SourcePbx):
+        first.hold(number, held)
+    else:
+        first.problems.append(held)
+        ext1.held.append(str(held))
+    return [left, held]

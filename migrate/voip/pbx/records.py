@@ -7,6 +7,7 @@ A reader never decides what wins between files; it only says what its own file h
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from migrate.core.errors import Problem
@@ -107,22 +108,40 @@ class DidRoute:
     target: str | None
     origin: Place
     key: str            # what makes the route unique in FreePBX: the DID and the caller ID it matches
+    #: The destination as the file gives it ("from-did-direct,2001,1").
+    destination: str = ""
 
 
 class Findings:
-    """The problems of one file (and the files it includes), each with its place and field."""
+    """The problems of one file (and the files it includes), each with its place and field, and the extensions
+    an error concerns: those are *held* (kept, but neither exported nor cut over until the file is fixed or the
+    operator decides)."""
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        #: Extension number → the errors that hold it.
+        self.held: dict[str, list[Problem]] = {}
 
-    def error(self, at: Place, field: str, message: str) -> None:
-        self.problems.append(Problem(at.file, at.line, field, message, "error"))
+    def error(self, at: Place, field: str, message: str, *, concerns: Iterable[str | None] = ()) -> Problem:
+        """An error; ``concerns``: the extension numbers it holds (None and non-numbers are ignored), named at
+        the end of the message."""
+        numbers = held_numbers(concerns)
+        problem = Problem(at.file, at.line, field, message + held_suffix(numbers), "error")
+        self.problems.append(problem)
+        for number in numbers:
+            self.held.setdefault(number, []).append(problem)
+        return problem
 
     def warning(self, at: Place, field: str, message: str) -> None:
         self.problems.append(Problem(at.file, at.line, field, message, "warning"))
 
     def note(self, at: Place, field: str, message: str) -> None:
         self.problems.append(Problem(at.file, at.line, field, message, "note"))
+
+    def hold(self, number: str, problem: Problem) -> None:
+        """Hold an extension for an error said elsewhere (a section whose template or auth was wrong)."""
+        if NUMBER_RE.match(number) and problem not in self.held.get(number, []):
+            self.held.setdefault(number, []).append(problem)
 
     def extend(self, problems: list[Problem]) -> None:
         self.problems.extend(problems)
@@ -132,10 +151,26 @@ class Findings:
         return any(p.severity == "error" for p in self.problems)
 
 
+def held_numbers(concerns: Iterable[str | None]) -> list[str]:
+    """The extension numbers among ``concerns``, once each (None and other names are not extensions)."""
+    return list(dict.fromkeys(n for n in concerns if n and NUMBER_RE.match(n)))
+
+
+def held_suffix(numbers: list[str]) -> str:
+    """How an error ends that holds extensions: "; extension 2001 is held"."""
+    if not numbers:
+        return ""
+    return f"; extension {' and '.join(numbers)} {'is' if len(numbers) == 1 else 'are'} held"
+
+
+#: How an error on one row or section ends: the rest of the file is kept.
+LEFT_OUT = "left out (the rest of the file is read)"
+
+
 @dataclass
 class FileRead:
-    """One input file read by its reader: what it holds, and what is wrong with it. A file with an error
-    contributes nothing (``rejected``)."""
+    """One input file read by its reader: what it holds, and what is wrong with it. A bad row or section is left
+    out with an error; everything else of the file is taken. The extensions an error concerns are ``held``."""
 
     file: str
     format: str
@@ -144,36 +179,44 @@ class FileRead:
     problems: list[Problem] = field(default_factory=list)
     #: Resolved paths read for this input (itself and what it includes).
     paths: list[str] = field(default_factory=list)
-    #: Set when the file is left out because of another file (a number defined twice).
-    rejected_by: list[Problem] = field(default_factory=list)
+    #: Extension number → the errors (of this file) that hold it.
+    held: dict[str, list[Problem]] = field(default_factory=dict)
+    #: Records (by number) and DID routes (by key) that another file defines first: left out.
+    left_out: set[str] = field(default_factory=set)
+    left_out_routes: set[str] = field(default_factory=set)
 
     @property
     def family(self) -> str:
         return FAMILY[self.format]
 
     @property
-    def rejected(self) -> bool:
-        return bool(self.rejected_by) or any(p.severity == "error" for p in self.problems)
+    def taken_records(self) -> list[Record]:
+        return [r for r in self.records if r.number not in self.left_out]
 
     @property
-    def taken(self) -> int:
-        if self.rejected:
-            return 0
-        if self.format == "freepbx-dids":
-            return sum(1 for route in self.dids if route.target)
-        return len(self.records)
+    def taken_routes(self) -> list[DidRoute]:
+        return [r for r in self.dids if r.key not in self.left_out_routes]
 
 
-def duplicate_in_file(records: list[Record], findings: Findings, what: str = "extension") -> None:
-    """The same number twice within one file: an error at the second, naming the first."""
+def duplicate_in_file(records: list[Record], findings: Findings, what: str = "extension", *,
+                      last_wins: bool = False, why: str = "") -> list[Record]:
+    """The same number twice within one file: an error at the second naming the first and saying which is
+    taken; the extension is held. Returns the records without the ones not taken. ``last_wins``: the later
+    definition is taken (as chan_sip applies a peer's sections in order); else the first."""
     first: dict[str, Record] = {}
+    dropped: set[int] = set()
     for record in records:
-        if record.number in first:
-            findings.error(record.origin, "number",
-                           f"{what} {record.number} is defined twice: here and at {first[record.number].origin}; "
-                           "the file is left out")
-        else:
+        earlier = first.get(record.number)
+        if earlier is None:
             first[record.number] = record
+            continue
+        taken, other = (record, earlier) if last_wins else (earlier, record)
+        findings.error(record.origin, "number",
+                       f"{what} {record.number} is defined twice: here and at {earlier.origin}; the one at "
+                       f"{taken.origin} is taken{why}", concerns=[record.number])
+        dropped.add(id(other))
+        first[record.number] = taken
+    return [r for r in records if id(r) not in dropped]
 
 
 _PROTOCOLS = ("udp", "tcp", "tls", "wss", "ws")
@@ -207,13 +250,20 @@ def callerid_name(value: str) -> str:
 
 def check_email(value: str, record: Record, field: str, findings: Findings) -> None:
     """A voicemail e-mail must be addresses (Asterisk sends the message there). One that is not is kept and
-    said in a warning, which does not quote it if it holds the record's secret (a value in the wrong column)."""
+    said in a warning; one that holds the record's secret (a value in the wrong column) is neither kept nor
+    quoted."""
     bad = [part for part in re.split(r"[,;|]", value) if part.strip() and not is_email(part.strip())]
     if not bad:
         return
     secrets = [s.reveal() for s in (record.fields.get("secret"), record.fields.get("voicemail_pin"))
                if isinstance(s, Secret)]
-    shown = "the value is" if any(s and s in value for s in secrets) else f"{value!r} is"
-    findings.warning(record.at.get(field, record.origin), field,
-                     f"{shown} not an e-mail address (extension {record.number}); kept, but voicemail cannot be "
-                     "sent there and it cannot link the extension to a mail user")
+    at = record.at.get(field, record.origin)
+    if any(s and s in value for s in secrets):
+        # A secret in the wrong column: neither quoted nor kept (it would reach the store and every listing).
+        record.fields.pop(field, None)
+        record.at.pop(field, None)
+        findings.warning(at, field, f"the value is not an e-mail address (extension {record.number}) and holds the "
+                                    "record's secret: not kept")
+        return
+    findings.warning(at, field, f"{value!r} is not an e-mail address (extension {record.number}); kept, but voicemail "
+                                "cannot be sent there and it cannot link the extension to a mail user")

@@ -7,7 +7,9 @@ response comes (timeout, connection, TLS, a malformed response) and returns any 
 plain words.
 
 A 503 with Retry-After is tried once more after ``min(Retry-After, retry_after_limit)``; a Retry-After over
-the limit is not waited for, and a 503 without one is final.
+the limit is not waited for, and a 503 without one is final. A REGISTER answered 423 (Interval Too Brief) is
+sent once more with the Min-Expires the registrar asked for (RFC 3261 §10.2.8), and said so in the result; a 3xx
+ends the registration with the Contacts it points to in the result, for the caller to follow or report.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from migrate.voip.sip.message import (
     new_branch,
     new_call_id,
     new_tag,
+    printable,
 )
 from migrate.voip.sip.transport import (
     DEFAULT_TIMERS,
@@ -84,6 +87,10 @@ class RegisterResult:
     unregistered: bool | None = None
     #: After unregister(): why it did not get 200.
     unregister_error: str | None = None
+    #: The Min-Expires of a 423 the registration was sent again with (RFC 3261 §10.2.8).
+    min_expires: int | None = None
+    #: A 3xx's Contact URIs: where the registrar redirected the registration.
+    redirect: list[str] = field(default_factory=list)
     #: Our own Contact URI (what the registrar lists for the user after a 200).
     contact: str | None = None
     #: The transport failure that ended it (a SipError subclass), None when the server answered.
@@ -184,7 +191,7 @@ class SipClient:
         assert reg is not None
         started = time.monotonic()
         challenge: Challenge | None = None
-        stale_answered = busy_retried = False
+        stale_answered = busy_retried = brief_retried = False
         try:
             while True:
                 response = self._register_once(reg, expires, challenge)
@@ -204,6 +211,14 @@ class SipClient:
                 elif response.status == 503 and not busy_retried:
                     busy_retried = True
                     self._wait_if_busy(response)
+                elif response.status == 423 and expires > 0 and not brief_retried:
+                    brief_retried = True
+                    expires = self._longer_expiry(response, expires)
+                    result.min_expires = expires
+                elif 300 <= response.status < 400:
+                    result.redirect = self._contacts(response)
+                    raise _Stop(f"redirected: {response.status} {response.reason[:80]}".strip() + " to "
+                                + (", ".join(result.redirect) or "nowhere (no Contact)"))
                 else:
                     raise _Stop(self._refusal(response, answered=challenge is not None))
         except _Stop as stop:
@@ -237,6 +252,22 @@ class SipClient:
                                     proxy=proxy)
         except DigestRefused as exc:
             raise _Stop(f"no usable challenge: {exc}")
+
+    @staticmethod
+    def _longer_expiry(response: SipResponse, expires: int) -> int:
+        """The Min-Expires a 423 asks for (RFC 3261 §10.2.8); _Stop when it gives none longer than ours."""
+        minimum = _seconds(response.header("Min-Expires"))
+        if minimum is None or minimum <= expires:
+            said = f"Min-Expires {minimum}" if minimum is not None else "no Min-Expires"
+            raise _Stop(f"423 Interval Too Brief with {said}: nothing longer to ask for than Expires {expires}")
+        return minimum
+
+    @staticmethod
+    def _contacts(response: SipResponse) -> list[str]:
+        try:
+            return [str(a.uri) for v in response.headers("Contact") for a in sipmessage.Address.parse_many(v)]
+        except ValueError:
+            return [printable(v) for v in response.headers("Contact")]
 
     def _wait_if_busy(self, response: SipResponse) -> None:
         wait, note = self._busy(response)
