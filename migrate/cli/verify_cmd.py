@@ -27,8 +27,9 @@ def command(app: App, users: tuple[str, ...], source_id: str | None, everything:
     duplicates, wrong flags and wrong dates are found independently of govmigrate's own records.
     Extra mail on the central host that did not come from the source (new mail after cut-over) is
     reported but is not a mismatch. Copies of messages deleted or moved away at the source since
-    (stale) and central folders whose source folder is gone (orphaned) are differences. Each mailbox's result is kept in the state store: `report` shows
-    the last one per ministry, wave and mailbox (its data consistency).
+    (stale) and central folders whose source folder is gone (orphaned) are differences. Each mailbox's
+    result is kept in the state store: `report` shows the last one per ministry, wave and mailbox (its
+    data consistency).
     """
     project, store, mailboxes = select_mailboxes(app, users, source_id, everything)
     with progress_for(app, "verify", unit="items") as sink:

@@ -81,7 +81,7 @@ class ImapFolderSync(FolderSync):
                       for uid, m in sorted(meta.items()) if uid not in records or records[uid].state == "failed"]
         ctx.found(copy_items)
         if copy_items and not ctx.dry:
-            ctx.src.examine(w.src_info.name)   # other folders were read since
+            ctx.src.reopen(w.src_info.name)   # other folders may have been read since
         moved_before = w.fr.moved
         next_uid = self.copier.copy(state, w.dest_name, w.dest_status, copy_items, w.fr, w.dest_available, pool)
         if w.fr.moved != moved_before and state is not None:
