@@ -327,6 +327,21 @@ def test_moves_renames_deletions_and_flags_between_passes_end_exact_on_imap(imap
     assert seen["messages_stale"] == 0
 
 
+def test_a_folder_deleted_at_the_source_and_not_yet_carried_is_a_difference_on_its_own(imap_lab):
+    """Nothing but an empty folder deleted at the source between the prestage and a delta (which keeps it on the
+    central host): verify says the mailboxes differ, by that orphaned folder alone, until the final pass."""
+    lab, ws, box, wave = imap_lab
+    run_pass(ws, wave, "prestage")
+    ImapUser(lab.sources["health"].server, box.login).delete_folder("Empty Folder")
+    run_pass(ws, wave, "delta")
+    assert "Empty Folder" in central_view(lab, box.email)
+    differs = verify(ws, box.email, int(ExitCode.PARTIAL))
+    assert not differs["matches"] and differs["orphaned_folders"] == 1
+    assert (differs["deleted_at_source"], differs["missing"], differs["duplicates"]) == (0, 0, 0)
+    run_pass(ws, wave, "final")
+    assert verify(ws, box.email)["matches"]
+
+
 @pytest.mark.parametrize(("capability", "point"), [(None, "after-move:1"), (NO_MOVE, "mid-move:1")],
                          ids=["move", "copy-and-expunge"])
 def test_a_final_pass_killed_at_a_move_resumes_exactly(tmp_path, capability, point):
