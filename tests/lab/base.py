@@ -56,7 +56,10 @@ def wait_for_port(port: int, *, timeout: float = 15.0, proc: subprocess.Popen | 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise LabError(f"{what} exited with status {proc.returncode} during start-up\n{log_excerpt(log)}")
+            said = log_excerpt(log.with_suffix(".stdout")) if log is not None else ""
+            raise LabError(f"{what} exited with status {proc.returncode} during start-up\n{log_excerpt(log)}"
+                           + (f"\nits own output:\n{said}" if log is not None and log.with_suffix(".stdout").exists()
+                              else ""))
         try:
             with socket.create_connection((LOOPBACK, port), timeout=0.5) as sock:
                 if greeting is None:

@@ -310,9 +310,27 @@ service stats {{
         self._write_users()
         if c.master_user:
             (self.root / "master-users").write_text(f"{c.master_user}:{{PLAIN}}{c.master_password}\n")
-        self.conf_path.write_text(self._render())
-        self.process = ServerProcess([binary, "-F", "-c", str(self.conf_path)], log=self.log_path,
-                                     what=f"dovecot ({c.name})")
+        for attempt in range(3):
+            self.conf_path.write_text(self._render())
+            self.process = ServerProcess([binary, "-F", "-c", str(self.conf_path)], log=self.log_path,
+                                         what=f"dovecot ({c.name})")
+            try:
+                self._wait_for_listeners()
+                break
+            except LabError as exc:
+                self.process.stop()
+                if attempt == 2 or "in use" not in str(exc):
+                    raise
+                # A port picked free was taken meanwhile (another test's client got it as its own port): the
+                # server cannot listen there; it starts again on ports picked afresh.
+                self.port = free_port()
+                self.tls_port = free_port() if self.certs else None
+                self.sieve_port = free_port() if c.sieve else None
+                self.lmtp_port = free_port() if c.sieve else None
+        return self
+
+    def _wait_for_listeners(self) -> None:
+        c = self.config
         wait_for_port(self.port, proc=self.process.proc, log=self.log_path, what=f"dovecot ({c.name})",
                       greeting=b"* OK")
         if self.tls_port:
@@ -322,7 +340,6 @@ service stats {{
                           what=f"dovecot ({c.name}) ManageSieve", greeting=b'"IMPLEMENTATION"')
             wait_for_port(self.lmtp_port, proc=self.process.proc, log=self.log_path,
                           what=f"dovecot ({c.name}) LMTP", greeting=b"220 ")
-        return self
 
     def _write_sendmail(self) -> None:
         """What Pigeonhole sends (vacation replies, redirects) lands in ``outbox/`` as one file each: the
