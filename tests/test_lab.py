@@ -87,14 +87,33 @@ def test_central_host_has_special_use_folders(central_server):
         client.logout()
 
 
-def test_a_server_that_fails_to_start_reports_its_log():
-    """A port already taken: Dovecot cannot bind, and the error carries Dovecot's own words."""
+def test_a_server_that_fails_to_start_reports_its_log(monkeypatch):
+    """A port taken every time: Dovecot cannot bind, and after its tries the error carries Dovecot's own words."""
+    import tests.lab.dovecot as dovecot
+
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        server = DovecotServer(DovecotConfig(name="broken"))
-        server.port = squatter.getsockname()[1]
+        taken = squatter.getsockname()[1]
+        monkeypatch.setattr(dovecot, "free_port", lambda: taken)
+        server = DovecotServer(DovecotConfig(name="broken", tls=False, sieve=False))
         with pytest.raises(LabError) as info:
             server.start()
         server.cleanup()
     assert "Address already in use" in str(info.value)
+
+
+def test_a_port_taken_between_its_pick_and_the_start_is_picked_again():
+    """Another test's connection can get a port the lab picked free before Dovecot binds it: the server starts
+    again on fresh ports instead of failing the test."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        server = DovecotServer(DovecotConfig(name="retried"))
+        server.port = squatter.getsockname()[1]
+        try:
+            server.start()
+            assert server.port != squatter.getsockname()[1] and server.process.proc.poll() is None
+        finally:
+            server.stop()
+            server.cleanup()
