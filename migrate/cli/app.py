@@ -15,11 +15,11 @@ from rich.text import Text
 from migrate.core.errors import MigrateError, Problem
 from migrate.core.printable import printable
 from migrate.core.secrets import RedactingWriter
-from migrate.core.workspace import Workspace, open_workspace
 
 if TYPE_CHECKING:
     from migrate.core.config import Project
     from migrate.core.store import Store
+    from migrate.core.workspace import Workspace
 
 
 class _Console(Console):
@@ -66,6 +66,10 @@ class App:
     @property
     def workspace(self) -> Workspace:
         if self._workspace is None:
+            # Imported here: the project file's models and the store are for commands that open the workspace,
+            # not for --help or --version (each command should start in well under a third of a second).
+            from migrate.core.workspace import open_workspace
+
             self._workspace = open_workspace(self.workspace_dir)
         return self._workspace
 
