@@ -93,3 +93,17 @@ def test_plain_reasons_for_what_the_engine_records():
                                                     "refused it: too big)")
     assert plain_reason("something new entirely") == "something new entirely"
     assert plain_reason(None) is None
+
+
+def test_copied_is_never_shown_beyond_what_the_source_holds(tmp_path, govmigrate):
+    """A source that shrank since the copies were counted (a restored backup, a pass that was cut off before it
+    could record its deletions): the helpdesk sees at most "copied N of N", never more copied than there is."""
+    ws = workspace(tmp_path, govmigrate)
+    store = scenario.workspace_store(ws)
+    try:
+        store.record_mailbox_sync(store.mailbox("jane.doe@health.gov.bz").id, result="ok", src_messages=21,
+                                  src_bytes=21_000, copied_messages=27, copied_bytes=27_000, failed_messages=0)
+    finally:
+        store.close()
+    view = status(govmigrate, ws, "jane.doe@health.gov.bz")
+    assert (view["messages_copied"], view["messages_total"]) == (21, 21)

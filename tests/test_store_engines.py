@@ -307,6 +307,36 @@ def test_a_newer_schema_is_refused(engine):
         engine()
 
 
+def test_what_a_sync_records_of_users_moves_renames_and_deletions_is_fenced(store):
+    """A host that lost the mailbox (a newer token was taken) can record no move, no rename, no deletion and no
+    acceptance any more; its holder can, and a move is both records in one transaction."""
+    from migrate.core.errors import ClaimLost
+    from migrate.core.store import Fence
+
+    mailbox_id = _mailbox(store)
+    inbox = store.ensure_folder(mailbox_id, "INBOX", "INBOX", subscribed=True)
+    reports = store.ensure_folder(mailbox_id, "Reports", "Reports", subscribed=True)
+    store.record_copied(inbox.id, [(7, None, 70, "fp-7", 1000, "\\Seen")])
+    store.record_failed(inbox.id, 8, None, "fp-8", 10, "refused")
+    lost = store.fenced(Fence(mailbox_id, store.take_fence(mailbox_id)))
+    holder = store.fenced(Fence(mailbox_id, store.take_fence(mailbox_id)))
+    writes = [lambda s: s.mark_vanished(inbox.id, [7]),
+              lambda s: s.record_pending(reports.id, [(3, None, "fp-7", 1000, "\\Seen")], 1,
+                                         moved_from=[(inbox.id, "7")]),
+              lambda s: s.record_moved(reports.id, [(3, None, 12, "fp-7", 1000, "\\Seen")], inbox.id, [7]),
+              lambda s: s.rename_dest_folders(mailbox_id, "Reports", "Reports 2025", "/"),
+              lambda s: s.accept_not_copied(mailbox_id, "accepted by the ministry")]
+    for write in writes:
+        with pytest.raises(ClaimLost):
+            write(lost)
+    assert [r.src_uid for r in store.message_records(inbox.id) if r.state == "copied"] == [7]
+    for write in writes:
+        write(holder)
+    assert [r.src_uid for r in store.message_records(inbox.id) if r.state == "copied"] == []
+    [moved] = store.message_records(reports.id)
+    assert (moved.src_uid, moved.dest_uid, moved.state, moved.moved_from_folder) == (3, 12, "copied", None)
+    assert {f.dest_name for f in store.folders(mailbox_id)} == {"INBOX", "Reports 2025"}
+    assert [m.accepted for m in store.failed_messages(mailbox_id)] == ["accepted by the ministry"]
 def test_every_approval_is_kept_with_how_it_lapsed_and_each_run_names_its_approval(store):
     mid = _mailbox(store)
     store.record_wave("pilot", position=0, plan_file="plans/pilot.yaml", doc={"mailboxes": ["a@health.gov.bz"]})

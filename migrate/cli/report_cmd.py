@@ -123,6 +123,10 @@ def render_record(app: App, record: WaveRecord) -> None:
                               if not m.verified_current else "matched" if m.verified.matches
                               else plural(m.verified.differences, "difference") if not m.verified.error else "failed")}
                 for m in record.mailboxes])
+    for m in record.mailboxes:
+        for n in m.not_copied:
+            app.out.print(f"  {m.email}: not copied ({n['folder']}): {n['why']}"
+                          + (f" — accepted: {n['accepted']}" if n["accepted"] else ""), markup=False, highlight=False)
     left = [{"email": m.email, **s} for m in record.mailboxes for s in m.settings_not_moved]
     if left:
         emit_table(app, "rules, out-of-office, shared folders and delegates not moved or moved switched off "
@@ -165,7 +169,10 @@ def render(app: App, r: ProgrammeReport) -> None:
     f = r.forecast
     out.print(f"{r.programme}: {t.done:,} of {t.to_migrate:,} mailboxes done, "
               f"{human_bytes(t.bytes_moved) or '0 B'} of {human_bytes(t.bytes_total) or '0 B'} moved, "
-              f"{t.failed:,} failed; planned completion: {_when(r.completion, zone)}"
+              f"{t.failed:,} failed"
+              + (f", {plural(t.messages_not_copied, 'message')} not copied (govmigrate status USER names them)"
+                 if t.messages_not_copied else "")
+              + f"; planned completion: {_when(r.completion, zone)}"
               + (f" ({r.completion.note})" if r.completion.note else "")
               + f"; forecast: {f.headline}" + (f", done {_at(f.forecast_end)}" if f.forecast_end else ""),
               style="bold", markup=False, highlight=False)

@@ -38,13 +38,16 @@ NEXT_PASS = {"prestage": "delta", "delta": "final", "final": None}
 @click.option("--reason", metavar="TEXT", help="With --force, for a step whose gate it overrides: why (recorded).")
 @click.option("--again", is_flag=True,
               help="Repeat a delta or final pass also on mailboxes that completed it (e.g. before a late cut-over).")
+@click.option("--carry-deletes", is_flag=True,
+              help="A delta pass also removes from the central host what users deleted at the source (messages "
+                   "and folders govmigrate copied); the final pass always does. Default: sync.carry_deletes_in_delta.")
 @click.option("--workers", "queued", is_flag=True,
               help="Queue the pass's mailboxes for `govmigrate worker` processes (on this or other hosts sharing "
                    "the project's PostgreSQL state store) and follow their progress, instead of copying here.")
 @output_options(csv=False)
 @pass_app
 def command(app: App, wave: str, pass_name: str | None, step_name: str | None, dry_run: bool, force: bool,
-            reason: str | None, again: bool, queued: bool, fmt: str) -> StepResult:
+            reason: str | None, again: bool, carry_deletes: bool, queued: bool, fmt: str) -> StepResult:
     """Run WAVE of the approved plan: pre-flight, then one pass of the sync engine over its mailboxes.
 
     The wave must be approved as its file stands (exit 6 otherwise). Pre-flight checks that every
@@ -55,6 +58,10 @@ def command(app: App, wave: str, pass_name: str | None, step_name: str | None, d
     at the same time is refused (exit 7). Each mailbox's state moves planned → prestaging →
     prestaged → delta-synced → final-synced, or to failed with the reason (retried by the next run);
     every change is in `govmigrate log`. Exits 1 if any mailbox failed or was skipped.
+
+    Every pass carries what users moved and renamed at the source; the final pass also carries what
+    they deleted (a delta pass with --carry-deletes). A mailbox with more messages not copied than
+    sync.bad_item_limit allows is not final-synced unless --force --reason TEXT accepts them.
 
     With --workers the pass is queued in the state store and `govmigrate worker` processes copy it, on
     any number of hosts; this command shows their progress and ends when every mailbox is done or failed.
@@ -67,14 +74,21 @@ def command(app: App, wave: str, pass_name: str | None, step_name: str | None, d
     as_json = fmt == "json"
     if queued and dry_run:
         raise UsageError("--workers queues a real pass; a dry run is shown by this host alone (drop --workers)")
-    if step_name and (pass_name or queued):
-        raise UsageError("--step names a step other than a sync pass: it goes without --pass and --workers")
+    if step_name and (pass_name or queued or carry_deletes):
+        raise UsageError("--step names a step other than a sync pass: it goes without --pass, --workers and "
+                         "--carry-deletes")
+    if carry_deletes and queued:
+        raise UsageError("--carry-deletes is not passed on to workers; set sync.carry_deletes_in_delta in the project "
+                         "file for a queued delta pass")
     with wave_run(app, wave, dry_run=dry_run) as wr:
         if step_name:
             chosen: Step | None = step_named(step_name)
         else:
             wr.check_plan()
             pass_chosen = lifecycle.next_pass(wr.mailboxes()) if pass_name is None else pass_name
+            if carry_deletes and pass_chosen == "prestage":
+                raise UsageError("--carry-deletes goes with a delta pass (a prestage has nothing to delete, a final "
+                                 "pass always carries deletions)")
             chosen = sync_step(pass_chosen, queued=queued) if pass_chosen else None
         if chosen is None:
             app.info(f"wave {wave}: nothing left to do: every mailbox has completed the final pass "
@@ -83,7 +97,8 @@ def command(app: App, wave: str, pass_name: str | None, step_name: str | None, d
             if as_json:
                 emit_json(as_dict(result))
             return result
-        options = StepOptions(again=again, force=force, reason=reason)
+        options = StepOptions(again=again, force=force, reason=reason,
+                              params={"carry_deletes": True} if carry_deletes else {})
         result = run_with_progress(app, wr, chosen, options)
     if as_json:
         emit_json(as_dict(result))
@@ -194,7 +209,8 @@ def render(app: App, result: StepResult) -> None:
         if o.stopped:
             verdict = "stopped (resumes)"
         elif o.ok:
-            verdict = "ok"
+            verdict = "ok" + (f", {o.not_copied} not copied" if o.not_copied else "") \
+                + (f" ({o.accepted} not copied accepted: {result.force_reason})" if o.accepted else "")
         else:
             verdict = f"failed: {o.error}"
         row = {"mailbox": o.email, "state": o.before if dry or o.before == o.after else f"{o.before} → {o.after}",
@@ -218,6 +234,10 @@ def render(app: App, result: StepResult) -> None:
     title = f"wave {result.wave}: {step_title(result)}" + (" — dry run: nothing was changed" if dry else "")
     if rows:
         emit_table(app, title, columns, rows)
+    for o in result.outcomes:
+        if o.ok and o.over_limit:
+            app.info(f"{o.email}: {o.error}; the final pass needs them copied, within the limit, or accepted "
+                     "(--force --reason)")
     if result.already:
         app.info(f"{len(result.already)} mailbox(es) already past this pass: "
                  + ", ".join(f"{e} ({w})" for e, w in result.already[:5]) + (" ..." if len(result.already) > 5 else ""))
@@ -262,6 +282,9 @@ def summary(result: StepResult) -> str:
         more.append(f"{locked} held by another process")
     if result.blocked:
         more.append(f"{len(result.blocked)} skipped")
+    over = sum(1 for o in result.outcomes if o.over_limit and o.ok)
+    if over:
+        more.append(f"{over} with more messages not copied than sync.bad_item_limit allows")
     return summary_line(f"wave {result.wave}: {what}" + (" (dry run)" if dry else ""),
                         mailboxes=len(result.outcomes) + len(result.forced_out), messages=messages, nbytes=nbytes,
                         seconds=result.seconds, failed=len(result.failed) + len(result.forced_out), dry_run=dry,

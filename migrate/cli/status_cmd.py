@@ -74,9 +74,14 @@ def render(app: App, v: StatusView) -> None:
     total = f"{v.messages_total}" if v.messages_total is not None else "?"
     line("copied", f"{v.messages_copied} of {total} messages ({human_bytes(v.bytes_copied)} of "
                    f"{human_bytes(v.bytes_total) or '?'})"
-         + (f"; {v.messages_refused} not copied" if v.messages_refused else ""))
+         + (f"; {v.messages_refused} not copied" if v.messages_refused else "")
+         + (f" ({v.messages_accepted} accepted)" if v.messages_accepted else ""))
+    if v.messages_stale:
+        line("", f"  {v.messages_stale} copies of messages the user deleted at the source since are still on the "
+                 "central host; the final pass removes them")
     for m in v.messages_not_copied:
-        line("", f"  not copied ({m['folder']}): {m['why']}")
+        line("", f"  not copied ({m['folder']}): {m['why']}"
+             + (f" — accepted: {m['accepted']}" if m.get("accepted") else ""))
     for m in v.messages_not_migrated:
         line("", f"  not migrated ({m['folder']}): {m['why']}")
     line("last sync", f"{v.last_sync_at} ({v.last_sync_result})" + (f" on {v.last_sync_host}" if v.last_sync_host

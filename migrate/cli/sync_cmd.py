@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 @click.option("--all", "everything", is_flag=True, help="Every mailbox of every source.")
 @click.option("--dry-run", is_flag=True, help="Show what would be copied; change nothing anywhere.")
 @click.option("--propagate-deletes", is_flag=True,
-              help="Remove from the central host what was deleted at the source since the last pass "
-                   "(only messages govmigrate itself copied).")
+              help="Remove from the central host what was deleted at the source since the last pass: messages "
+                   "and folders govmigrate itself copied. Moves and renames are carried without it.")
 @output_options(csv=False)
 @pass_app
 def command(app: App, users: tuple[str, ...], source_id: str | None, everything: bool, dry_run: bool,
@@ -62,7 +62,8 @@ def _nothing_happened(row: dict, dry_run: bool) -> bool:
     if dry_run:
         return not row["would_copy"] and not row["flag_updates"] and not row["created_folders"]
     return not (row["copied"] or row["flag_updates"] or row["deleted"] or row["refused"] or row["reconciled"]
-                or row["resumed"] or row["created_folders"])
+                or row["resumed"] or row["created_folders"] or row["moved"] or row["folders_renamed"]
+                or row["folders_deleted"])
 
 
 def summary(reports: list[MailboxReport], seconds: float, *, dry_run: bool) -> str:
@@ -87,7 +88,7 @@ def report_rows(reports: list[MailboxReport], dry_run: bool) -> list[dict]:
         row = {
             "mailbox": r.email, "source": r.source_id,
             "result": ("failed: " + (r.error or "")) if not r.ok else ("ok" if r.complete else "incomplete"),
-            "folders": len([f for f in r.folders if f.dest]),
+            "folders": len([f for f in r.folders if f.dest and not f.deleted_at_source]),
             "created_folders": sum(1 for f in r.folders if f.created),
             "source_messages": r.src_messages, "source_bytes": r.src_bytes,
             "copied": r.copied, "copied_bytes": r.copied_bytes,
@@ -95,6 +96,7 @@ def report_rows(reports: list[MailboxReport], dry_run: bool) -> list[dict]:
             "resumed": sum(f.resumed for f in r.folders),
             "flag_updates": sum(f.flag_updates for f in r.folders),
             "deleted": sum(f.deleted for f in r.folders),
+            "moved": r.moved,
             "refused": r.failed_messages, "folder_errors": r.folder_errors,
             "keywords_encoded": r.keywords_encoded,
             "seconds": round(r.seconds, 2),
@@ -106,6 +108,11 @@ def report_rows(reports: list[MailboxReport], dry_run: bool) -> list[dict]:
             [{"folder": f.source, "message": m, "error": why} for f in r.folders for m, why in f.failed]
         row["renamed_folders"] = [{"source": f.source, "dest": f.dest, "why": f.note}
                                   for f in r.folders if f.note]
+        # What the user did to folders at the source since the last pass, as carried to the central host.
+        row["folders_renamed"] = [{"from": f.renamed_from, "to": f.source, "dest": f.dest,
+                                   "dest_from": f.renamed_dest_from} for f in r.folders if f.renamed_from]
+        row["folders_deleted"] = [{"folder": f.source, "dest": f.dest, "removed": f.removed, "kept": f.kept}
+                                  for f in r.folders if f.deleted_at_source]
         row["folder_warnings"] = [{"folder": f.source, "warning": w} for f in r.folders for w in f.warnings]
         row["not_migrated"] = [{"folder": f.source, "item": m, "why": why} for f in r.folders
                                for m, why in f.not_migrated]
@@ -124,15 +131,15 @@ def render(app: App, reports: list[MailboxReport], *, dry_run: bool, as_json: bo
         return
     for row in rows:
         row["size"] = human_bytes(row["source_bytes"])
-        row["moved"] = human_bytes(row["copied_bytes"])
+        row["volume"] = human_bytes(row["copied_bytes"])
         if dry_run:
             row["would"] = f"{row['would_copy']} ({human_bytes(row['would_copy_bytes'])})"
     columns = [("mailbox", "mailbox"), ("result", "result"), ("source_messages", "messages>"), ("size", "size>")]
     if dry_run:
         columns += [("would", "would copy>"), ("created_folders", "new folders>"), ("flag_updates", "flag updates>")]
     else:
-        columns += [("copied", "copied>"), ("moved", "moved>"), ("flag_updates", "flags>"),
-                    ("refused", "refused>"), ("seconds", "seconds>")]
+        columns += [("copied", "copied>"), ("volume", "volume>"), ("moved", "moved>"), ("flag_updates", "flags>"),
+                    ("deleted", "deleted>"), ("refused", "refused>"), ("seconds", "seconds>")]
     shown = rows
     if len(rows) > QUIET_ROWS_LIMIT:
         # A nightly pass over thousands of mailboxes: the table lists those where something happened (rendering
@@ -148,6 +155,15 @@ def render(app: App, reports: list[MailboxReport], *, dry_run: bool, as_json: bo
             app.out.print(f"  {row['mailbox']}: {what}{p['error']}", markup=False, highlight=False)
         for w in row["folder_warnings"]:
             app.warn(f"{row['mailbox']}: {w['folder']}: {w['warning']}")
+        for f in row["folders_renamed"]:
+            app.out.print(f"  {row['mailbox']}: folder {f['from']} renamed {f['to']} at the source"
+                          + (f"; {f['dest_from']} renamed {f['dest']} on the central host" if f["dest_from"] else ""),
+                          markup=False, highlight=False)
+        for f in row["folders_deleted"]:
+            app.out.print(f"  {row['mailbox']}: folder {f['folder']} deleted at the source"
+                          + ("; deleted on the central host" if f["removed"] else "")
+                          + (f"; kept on the central host: {f['kept']}" if f["kept"] else ""),
+                          markup=False, highlight=False)
         for n in row["not_migrated"]:
             app.out.print(f"  {row['mailbox']}: {n['folder']}: {n['item']}: {n['why']}", markup=False,
                           highlight=False)

@@ -25,8 +25,10 @@ def command(app: App, users: tuple[str, ...], source_id: str | None, everything:
     Messages are matched by content (size and first 8 KiB; --deep: every byte), so missing messages,
     duplicates, wrong flags and wrong dates are found independently of govmigrate's own records.
     Extra mail on the central host that did not come from the source (new mail after cut-over) is
-    reported but is not a mismatch. Each mailbox's result is kept in the state store: `report` shows
-    the last one per ministry, wave and mailbox (its data consistency).
+    reported but is not a mismatch. Copies of messages deleted or moved away at the source since
+    (stale) and central folders whose source folder is gone (orphaned) are differences. Each mailbox's
+    result is kept in the state store: `report` shows the last one per ministry, wave and mailbox (its
+    data consistency).
     """
     from migrate.mailbox.verify import verify_mailboxes
 
@@ -41,6 +43,7 @@ def command(app: App, users: tuple[str, ...], source_id: str | None, everything:
                                   "duplicates": f.duplicates, "flag_mismatches": f.flag_mismatches,
                                   "date_mismatches": f.date_mismatches, "content_mismatches": f.content_mismatches,
                                   "dest_folder_missing": f.dest_folder_missing, "not_subscribed": f.not_subscribed,
+                                  "stale": f.deleted_at_source, "orphaned": f.orphaned,
                                   "unexportable": f.unexportable, "not_migrated": f.not_migrated,
                                   "error": f.error} for f in r.folders
                                  if not f.matches or f.unexportable or f.not_migrated],
@@ -56,6 +59,7 @@ def command(app: App, users: tuple[str, ...], source_id: str | None, everything:
                    [("mailbox", "mailbox"), ("result", "result"), ("source_messages", "source>"),
                     ("dest_messages", "central>"), ("missing", "missing>"), ("duplicates", "duplicates>"),
                     ("flag_mismatches", "flags>"), ("date_mismatches", "dates>"),
+                    ("deleted_at_source", "stale>"), ("orphaned_folders", "orphaned>"),
                     ("other_mail", "other mail>")], rows)
         for row in rows:
             for f in row["folders"]:
@@ -71,6 +75,13 @@ def command(app: App, users: tuple[str, ...], source_id: str | None, everything:
                 if f["dest_folder_missing"]:
                     app.out.print(f"  {row['mailbox']}: {f['source']}: folder {f['dest']} missing on the central host",
                                   markup=False, highlight=False)
+                if f["orphaned"]:
+                    app.out.print(f"  {row['mailbox']}: {f['source']}: gone at the source; folder {f['dest']} is still "
+                                  "on the central host", markup=False, highlight=False)
+                if f["stale"]:
+                    app.out.print(f"  {row['mailbox']}: {f['source']}: {f['stale']} copies of messages deleted or moved "
+                                  "away at the source are still on the central host (a pass carrying deletions "
+                                  "removes them)", markup=False, highlight=False)
                 if f["not_subscribed"]:
                     app.out.print(f"  {row['mailbox']}: {f['source']}: not subscribed on the central host",
                                   markup=False, highlight=False)

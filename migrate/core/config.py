@@ -476,6 +476,12 @@ class SyncTuning(Strict):
     #: With a shared store (several hosts): how long a lock, claim or connection slot of a host lasts without
     #: renewal; a host that dies releases its mailboxes and slots within this time.
     lease_seconds: float = Field(30.0, ge=2, le=600)
+    #: Delta passes also carry deletions (the final pass and the cut-over's last delta always do).
+    carry_deletes_in_delta: bool = False
+    #: Per mailbox, how many messages may stay not copied (refused by the central host, or that the source
+    #: cannot export) when it becomes final-synced; more need ``run --pass final --force --reason`` (as
+    #: Exchange's BadItemLimit).
+    bad_item_limit: int = Field(0, ge=0, le=1_000_000)
 
 
 class NameServer(Strict):

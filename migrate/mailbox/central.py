@@ -1,8 +1,9 @@
 """The central host side of a mailbox: its folders, and the writes the sync engine makes there.
 
 One ``Destination`` per user session. It appends in batches (MULTIAPPEND with LITERAL+ when offered,
-else one APPEND at a time), streams large messages, carries flag changes, and reads fingerprints for
-reconciliation. The central host must offer UIDPLUS: without APPENDUID the engine could not know where a
+else one APPEND at a time), streams large messages, carries flag changes, moves copies between folders (MOVE,
+RFC 6851, else COPY and expunge), renames and deletes folders with their subscriptions, and reads fingerprints
+for reconciliation. The central host must offer UIDPLUS: without APPENDUID the engine could not know where a
 message landed, and could not resume exactly. ``CentralServer`` is the one way every command opens the host.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from migrate.core.config import Project
+from migrate.core.crashpoints import crashpoint
 from migrate.core.errors import (
     AuthenticationFailed,
     ConnectFailed,
@@ -48,7 +50,9 @@ from migrate.mailbox.protocol import (
     list_folders,
     multiappend,
     store_flags,
+    uid_copy,
     uid_expunge,
+    uid_move,
 )
 
 log = logging.getLogger(__name__)
@@ -191,6 +195,87 @@ class Destination:
         self.select(folder)
         store_flags(self.client, uids, "+", ["\\Deleted"])
         uid_expunge(self.client, uids)
+
+    @guarded
+    def move(self, folder: str, uids: list[int], target: str) -> dict[int, int]:
+        """Move messages of ``folder`` to ``target``: UID in ``folder`` → UID in ``target``, for those moved (a
+        UID no longer there is not). UID MOVE where the central host offers it (one atomic command); otherwise
+        UID COPY, then the copied originals flagged \\Deleted and expunged by UID (UIDPLUS), never anything else."""
+        self.select(folder)
+        if self.session.has("MOVE"):
+            return uid_move(self.client, uids, target)
+        moved = uid_copy(self.client, uids, target)
+        crashpoint("mid-move")
+        if moved:
+            store_flags(self.client, list(moved), "+", ["\\Deleted"])
+            uid_expunge(self.client, list(moved))
+        return moved
+
+    def _unselect_if(self, name: str) -> None:
+        """Leave ``name`` (or a folder below it) before it is renamed or deleted."""
+        sep = self.session.separator
+        selected = self._selected
+        if selected is not None and (selected == name or (sep and selected.startswith(name + sep))):
+            if self.session.has("UNSELECT"):
+                self.client.unselect_folder()
+            else:  # never CLOSE: it would expunge what the user flagged \Deleted there
+                self.client.select_folder("INBOX", readonly=True)
+            self._selected = None
+
+    def _subscriptions(self, name: str) -> list[str]:
+        """``name`` and the folders below it that are subscribed (whether or not they exist)."""
+        sep = self.session.separator
+        found = list(self.client.list_sub_folders("", name))
+        if sep:
+            found += list(self.client.list_sub_folders("", name + sep + "*"))
+        return sorted({n for _flags, _delim, n in found})
+
+    @guarded
+    def rename_folder(self, old: str, new: str) -> None:
+        """RENAME ``old`` (and the folders below it) to ``new``; their subscriptions go with them (IMAP leaves
+        them behind). Raises CommandFailed when the host refuses (``new`` exists, say)."""
+        subscribed = self._subscriptions(old)
+        self._unselect_if(old)
+        try:
+            self.client.rename_folder(old, new)
+        except Exception as exc:
+            error = describe_failure(exc, self.session.endpoint)
+            if error.transient:
+                raise error
+            raise CommandFailed("RENAME", "NO", error.message) from None
+        for name in subscribed:
+            renamed = new + name[len(old):]
+            self.client.unsubscribe_folder(name)
+            self.client.subscribe_folder(renamed)
+        self._folders = None
+
+    @guarded
+    def delete_folder(self, name: str) -> None:
+        """DELETE ``name`` and UNSUBSCRIBE it (IMAP leaves the subscription behind)."""
+        self._unselect_if(name)
+        try:
+            self.client.delete_folder(name)
+        except Exception as exc:
+            error = describe_failure(exc, self.session.endpoint)
+            if error.transient:
+                raise error
+            raise CommandFailed("DELETE", "NO", error.message) from None
+        if name in self._subscriptions(name):
+            self.client.unsubscribe_folder(name)
+        self._folders = None
+
+    @guarded
+    def set_subscribed(self, name: str, subscribed: bool) -> None:
+        if subscribed:
+            self.client.subscribe_folder(name)
+        else:
+            self.client.unsubscribe_folder(name)
+        self._folders = None
+
+    @guarded
+    def has_children(self, name: str) -> bool:
+        sep = self.session.separator
+        return bool(sep) and any(n != name for _f, _d, n in self.client.list_folders("", name + sep + "*"))
 
     # -- reads for reconciliation and verification ----------------------------------------------------
 

@@ -41,10 +41,19 @@ from exchangelib.extended_properties import ExtendedProperty
 from exchangelib.fields import ExtendedPropertyField, FieldPath
 from exchangelib.folders import Folder
 from exchangelib.items import ID_ONLY, Item, Message
-from exchangelib.properties import DistinguishedFolderId, FolderId, ItemId, Mailbox
+from exchangelib.properties import (
+    ENTRY_ID,
+    EWS_ID,
+    AlternateId,
+    DistinguishedFolderId,
+    FolderId,
+    ItemId,
+    Mailbox,
+)
 from exchangelib.protocol import Protocol
-from exchangelib.services import FindFolder, FindItem, GetFolder, GetItem, SyncFolderItems
+from exchangelib.services import ConvertId, FindFolder, FindItem, GetFolder, GetItem, SyncFolderItems
 from exchangelib.services.common import EWSService
+from exchangelib.version import Version
 
 import migrate
 from migrate.core.config import EwsServer
@@ -66,6 +75,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TNS = "http://schemas.microsoft.com/exchange/services/2006/types"
+MNS = "http://schemas.microsoft.com/exchange/services/2006/messages"
 #: Distinguished mail folders and the IMAP special-use attribute each becomes (the inbox has none).
 WELL_KNOWN = {"inbox": None, "sentitems": "\\Sent", "deleteditems": "\\Trash", "drafts": "\\Drafts",
               "junkemail": "\\Junk"}
@@ -220,9 +230,13 @@ class _ParseWhole:
     second of CPU, with the GIL held, per 5 MB of MIME. These services never stream, so the body is already
     in memory; lxml gets it whole."""
 
-    @classmethod
-    def _get_soap_parts(cls, response):
-        return super()._get_soap_parts(response=_WholeBody(response.content))
+    def _get_soap_parts(self, response):
+        header, body = super()._get_soap_parts(response=_WholeBody(response.content))
+        policy = self.protocol.retry_policy
+        if response.status_code == 200 and body is not None and isinstance(policy, _BoundedFaultTolerance) \
+                and not _busy_inside(body):
+            policy.answered()      # a normal answer (no busy one inside it) ends a run of back-offs
+        return header, body
 
     @staticmethod
     def _get_exception(code, text, msg_xml=None, rule_errors=None):
@@ -257,9 +271,38 @@ class _RawGetItem(_ParseWhole, GetItem):
         return elem
 
 
+class _RawConvertId(_ParseWhole, ConvertId):
+    """How the server's version is asked (exchangelib's Version.guess, with this module's parsing)."""
+
+
+def _guess_version(protocol: Protocol) -> Version:
+    """exchangelib's ``Version.guess``: a minimal request whose answer's SOAP header carries the server's version
+    (a request naming a version the server does not have is tried with the next older one)."""
+    protocol.config.version = Version(build=None, api_version=ConvertId.supported_api_versions()[0])
+    try:
+        list(_RawConvertId(protocol=protocol).call([AlternateId(id="DUMMY", format=EWS_ID, mailbox="DUMMY")],
+                                                   ENTRY_ID))
+    except ews_errors.ResponseMessageError:
+        if not protocol.config.version.build:
+            raise          # no answer at all (a lost connection is one of these): the caller says why
+    if not protocol.config.version.build:
+        raise ews_errors.TransportError("No valid version headers found in response")
+    return protocol.config.version
+
+
 class _RawSyncFolderItems(_ParseWhole, SyncFolderItems):
     def _elem_to_obj(self, elem):
         return elem.tag.rsplit("}", 1)[-1], elem
+
+
+def _busy_inside(body: Any) -> bool:
+    """An HTTP 200 that is a busy answer all the same: a response message ErrorServerBusy, or one whose MessageXml
+    names an inner ErrorServerBusy (Exchange's two shapes of throttling inside a response)."""
+    for code in body.iter(f"{{{MNS}}}ResponseCode"):
+        if (code.text or "").strip() == "ErrorServerBusy":
+            return True
+    return any(v.get("Name") == "InnerErrorResponseCode" and (v.text or "").strip() == "ErrorServerBusy"
+               for v in body.iter(f"{{{TNS}}}Value"))
 
 
 def _distinguished(name: str, email: str) -> Folder:
@@ -347,10 +390,14 @@ class _BoundedFaultTolerance(FaultTolerance):
     def raise_response_errors(self, response: Any) -> None:
         if response.status_code == 401:
             raise AuthRefused(f"HTTP 401 from {response.url}", offered_schemes(response.headers))
-        if response.status_code == 200:
-            with self._busy_lock:
-                self.busy = 0                      # a normal answer ends a run of back-offs
+        # HTTP 200 is not yet a normal answer: Exchange also throttles inside one (ErrorServerBusy in a response
+        # message). The parsed response decides (:meth:`answered`, from ``_ParseWhole``).
         return super().raise_response_errors(response)
+
+    def answered(self) -> None:
+        """The server answered normally (no busy answer in it): a run of back-offs ends."""
+        with self._busy_lock:
+            self.busy = 0
 
     def blocked_for(self) -> float:
         """Seconds this server still asked every client to keep quiet (0: none)."""
@@ -525,6 +572,16 @@ class EwsSource:
                     # Proxies and CA bundles from the environment must not override the project file.
                     session.trust_env = False
                     return session
+
+                @property
+                def version(self):
+                    # exchangelib asks the server's version with its own ConvertId, which neither honours a
+                    # BackOffMilliseconds inside a response message nor tells the budget a normal answer came.
+                    if not self.config.version or not self.config.version.build:
+                        with self._version_lock:
+                            if not self.config.version or not self.config.version.build:
+                                self.config.version = _guess_version(self)
+                    return self.config.version
 
             self._config = Configuration(service_endpoint=self._url, credentials=self._credentials,
                                          auth_type=NTLM if self.server.auth == "ntlm" else BASIC,
@@ -917,6 +974,11 @@ class EwsMailbox:
         if read_changed:
             result.updates.extend(self._get_items(read_changed))
         return result
+
+    def items_by_id(self, item_ids: list[str]) -> list[EwsItem]:
+        """The items of ``item_ids`` the mailbox still holds (deleted ones are left out), as SyncFolderItems
+        describes them."""
+        return self._get_items(item_ids) if item_ids else []
 
     def _get_items(self, item_ids: list[str]) -> list[EwsItem]:
         elems = self._call("read items", lambda: list(_RawGetItem(account=self.account).call(

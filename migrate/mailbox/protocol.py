@@ -23,6 +23,7 @@ from imapclient.response_parser import parse_fetch_response, parse_response
 from migrate.mailbox.keywords import SESSION_FLAGS, flag_list
 
 _APPENDUID_RE = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
+_COPYUID_RE = re.compile(rb"\[COPYUID (\d+) ([0-9:,]+) ([0-9:,]+)\]", re.IGNORECASE)
 
 
 class CommandFailed(Exception):
@@ -497,3 +498,43 @@ def uid_expunge(client: IMAPClient, uids: Iterable[int]) -> None:
     with exchange(client):
         tag = client._imap._command("UID", "EXPUNGE", uid_set(uids))
         _complete(client, "EXPUNGE", tag)
+
+
+def uid_move(client: IMAPClient, uids: Iterable[int], folder: str) -> dict[int, int]:
+    """``UID MOVE <uids> <folder>`` (RFC 6851) from the selected folder: source UID → its UID in ``folder``, from
+    the COPYUID the server sends (RFC 4315). UIDs no longer there are not moved and not in the answer. A move
+    the server made without saying where (messages expunged, no COPYUID) is a RemoteError for the caller to
+    settle from its records."""
+    imap = client._imap
+    imap.untagged_responses.pop("COPYUID", None)
+    imap.untagged_responses.pop("EXPUNGE", None)
+    with exchange(client):
+        tag = imap._command("UID", "MOVE", uid_set(uids), quote_mailbox(folder).decode("ascii"))
+        data = _complete(client, "MOVE", tag)
+    copied = [b"[COPYUID " + c + b"]" for c in imap.untagged_responses.pop("COPYUID", []) or [] if c]
+    expunged = imap.untagged_responses.pop("EXPUNGE", None)
+    moved = _copyuid([*copied, *data])
+    if expunged and not moved:
+        raise CommandFailed("MOVE", "OK", "the server moved messages without saying where (no COPYUID)")
+    return moved
+
+
+def uid_copy(client: IMAPClient, uids: Iterable[int], folder: str) -> dict[int, int]:
+    """``UID COPY <uids> <folder>`` from the selected folder: source UID → its UID in ``folder`` (COPYUID)."""
+    with exchange(client):
+        tag = client._imap._command("UID", "COPY", uid_set(uids), quote_mailbox(folder).decode("ascii"))
+        data = _complete(client, "COPY", tag)
+    return _copyuid(data)
+
+
+def _copyuid(data) -> dict[int, int]:
+    """Source UID → destination UID, from every COPYUID response code in ``data``."""
+    out: dict[int, int] = {}
+    for item in data or ():
+        text = item if isinstance(item, bytes) else (item[0] if isinstance(item, tuple) else b"")
+        for m in _COPYUID_RE.finditer(text or b""):
+            sources = parse_uid_set(m.group(2).decode())
+            targets = parse_uid_set(m.group(3).decode())
+            if len(sources) == len(targets):
+                out.update(zip(sources, targets, strict=True))
+    return out

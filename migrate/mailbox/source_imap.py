@@ -48,6 +48,7 @@ class ImapSourceMailbox:
 
     @guarded
     def examine(self, name: str) -> dict:
+        self._selected = None                  # a failed EXAMINE leaves no folder selected (RFC 3501, 6.3.1)
         try:
             info = self.client.select_folder(name, readonly=True)
         except Exception as exc:
@@ -57,6 +58,11 @@ class ImapSourceMailbox:
             raise FolderFailed(f"cannot open source folder {name!r}: {error.message}")
         self._selected = name
         return info
+
+    def reopen(self, name: str) -> None:
+        """Select ``name`` again for reading unless it is the folder selected now (read last, nothing since)."""
+        if self._selected != name:
+            self.examine(name)
 
     @guarded
     def metadata(self, first_uid: int = 1) -> dict[int, MessageMeta]:

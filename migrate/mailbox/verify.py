@@ -3,10 +3,13 @@
 Independent of the sync engine's records for what it counts: both servers are read afresh and messages
 are matched by content fingerprint as multisets, so a missing message, a duplicate, a wrong flag or a
 wrong date is found even if the state store were wrong. The records are only used to explain extra
-messages on the destination: ones the engine copied that were since deleted at the source are reported
-as such; others arrived by other means (new mail after the MX cut-over) and are not a mismatch.
-``deep`` also compares every matched pair's full bytes. Each mailbox's result (counts of each kind of
-difference) is recorded in the store, replacing the one before, for the reports' data consistency.
+messages on the destination: copies the engine made of messages since deleted (or moved away) at the source
+are *stale*, a difference until a pass carrying deletions removes them; others arrived by other means (new
+mail after the MX cut-over) and are not a mismatch. The folder sets are compared too: a central folder the
+engine copied into whose source folder is gone (renamed or deleted there, and not yet carried) is an
+*orphaned* folder, a difference. ``deep`` also compares every matched pair's full bytes. Each mailbox's result
+(counts of each kind of difference) is recorded in the store, replacing the one before, for the reports' data
+consistency.
 """
 
 from __future__ import annotations
@@ -66,16 +69,21 @@ class FolderCheck:
     unexportable: list[str] = field(default_factory=list)
     #: Exchange items not migrated by policy (a contact or note kept in a mail folder): listed, not counted.
     not_migrated: list[str] = field(default_factory=list)
+    #: Stale copies: what the engine copied of messages since deleted or moved away at the source, still here.
     deleted_at_source: int = 0
     other_mail: int = 0
     dest_folder_missing: bool = False
     not_subscribed: bool = False
+    #: The source folder is gone (renamed or deleted there) and this central folder the engine copied into is
+    #: still here.
+    orphaned: bool = False
     error: str | None = None
 
     @property
     def matches(self) -> bool:
         return not (self.missing or self.duplicates or self.flag_mismatches or self.date_mismatches
-                    or self.content_mismatches or self.dest_folder_missing or self.not_subscribed or self.error)
+                    or self.content_mismatches or self.dest_folder_missing or self.not_subscribed
+                    or self.deleted_at_source or self.orphaned or self.error)
 
 
 @dataclass
@@ -97,7 +105,9 @@ class MailboxCheck:
         out["dest_messages"] = sum(f.dest_messages for f in self.folders)
         out["deleted_at_source"] = sum(f.deleted_at_source for f in self.folders)
         out["other_mail"] = sum(f.other_mail for f in self.folders)
-        out["folder_problems"] = sum(1 for f in self.folders if f.dest_folder_missing or f.not_subscribed or f.error)
+        out["folder_problems"] = sum(1 for f in self.folders if f.dest_folder_missing or f.not_subscribed or f.error
+                                     or f.orphaned)
+        out["orphaned_folders"] = sum(1 for f in self.folders if f.orphaned)
         return out
 
 
@@ -172,6 +182,7 @@ class Verifier:
                     self._compare(src, dest, mapping.source, mapping.dest, state, fc, ews=source.server.type == "ews")
                 except MigrateError as exc:
                     fc.error = exc.message
+            check.folders.extend(self._orphans(dest, recorded, mappings, dest_folders))
             if source.server.type == "ews":
                 check.groupware = self._groupware(src, mailbox)
         except MigrateError as exc:
@@ -184,6 +195,28 @@ class Verifier:
                     except Exception:
                         pass
         return check
+
+    def _orphans(self, dest: Destination, recorded: dict, mappings: list, dest_folders: dict) -> list[FolderCheck]:
+        """The central folders the engine copied into whose source folder is gone, with the copies left in them."""
+        mapped = {m.dest for m in mappings if m.dest}
+        listed = {m.source.name for m in mappings}
+        out = []
+        for name, state in recorded.items():
+            if name in listed or state.dest_name in mapped or state.dest_name not in dest_folders:
+                continue
+            copies = {r.dest_uid for r in self.store.message_records(state.id) if r.state == "copied" and r.dest_uid}
+            fc = FolderCheck(name, state.dest_name, orphaned=True)
+            try:
+                dest.select(state.dest_name)
+                here = set(_imap_messages(dest.client, None))
+            except MigrateError as exc:
+                fc.error = exc.message
+                here = set()
+            fc.dest_messages = len(here)
+            fc.deleted_at_source = len(copies & here)
+            fc.other_mail = len(here - copies)
+            out.append(fc)
+        return out
 
     def _groupware(self, src, mailbox: MailboxRow) -> list:
         from migrate.mailbox.dav import DavTarget

@@ -54,6 +54,8 @@ class Counts:
     messages_moved: int = 0
     bytes_total: int = 0
     bytes_moved: int = 0
+    #: Messages not copied (refused by the central host, or that the source cannot export), accepted or not.
+    messages_not_copied: int = 0
 
     def add(self, m: MailboxInfo) -> None:
         self.mailboxes += 1
@@ -75,6 +77,7 @@ class Counts:
             self.bytes_total += m.size or 0
         self.messages_moved += m.row.copied_messages
         self.bytes_moved += m.row.copied_bytes
+        self.messages_not_copied += m.row.failed_messages
 
     @property
     def to_migrate(self) -> int:
@@ -462,7 +465,7 @@ def as_json(report: ProgrammeReport) -> dict[str, Any]:
 
 
 CSV_COLUMNS = ("level", "id", "name", "mailboxes", "done", "in_progress", "planned", "unplanned", "failed",
-               "skipped", "messages_moved", "messages_total", "gb_moved", "gb_total", "bytes_moved", "bytes_total",
+               "skipped", "messages_moved", "messages_total", "messages_not_copied", "gb_moved", "gb_total", "bytes_moved", "bytes_total",
                "domains", "domains_cut_over", "phones", "phones_moved", "calendar_items", "calendar_copied",
                "contacts", "contacts_copied", "window", "approval", "estimated_completion", "completion_status", "note",
                "forecast", "schedule", "days_late", "verified_matched", "verified_differing", "not_verified")

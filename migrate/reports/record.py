@@ -203,7 +203,7 @@ def _mailbox_record(store: Store, mailbox, check: VerificationRow | None = None)
             reached[by_state[new]] = event.at
         if new == lifecycle.FAILED:
             last_failure, failed_at = match.group(3) or "failed", event.at
-    not_copied = [{"folder": m.folder, "size": m.size, "why": m.error}
+    not_copied = [{"folder": m.folder, "size": m.size, "why": m.error, "accepted": m.accepted}
                   for m in store.failed_messages(mailbox.id)]
     current = check is not None and not (mailbox.last_sync_at and check.verified_at < mailbox.last_sync_at)
     settings = store.settings(mailbox.id, "sync")

@@ -157,6 +157,11 @@ class StatusView:
     messages_not_migrated: list[dict[str, Any]] = field(default_factory=list)
     #: Exchange calendars and contacts: per kind, where they went (DAV collection or export file) and counts.
     groupware: list[dict[str, Any]] = field(default_factory=list)
+    #: Copies on the central host of messages the user deleted (or moved away) at the source since they were
+    #: copied, left there until a pass carrying deletions (the final pass) removes them; not in messages_copied.
+    messages_stale: int = 0
+    #: Of messages_refused, those someone accepted leaving behind (a final pass forced with a reason).
+    messages_accepted: int = 0
     #: A rolled-back cut-over: the mail copied back to the ministry server (messages, bytes), and what was not.
     copied_back: dict[str, Any] | None = None
     #: Mail rules, out-of-office, shared folders and delegates as the last sync left them: kind, name, state,
@@ -191,15 +196,24 @@ def domain_phase(state: str) -> str:
     return "not-switched"
 
 
-def _state_text(mailbox: MailboxRow, domain: str, phase: str) -> str:
-    """The mailbox's state in plain words, true to where its domain's switch stands."""
+def _state_text(mailbox: MailboxRow, domain: str, phase: str, not_copied: int = 0, accepted: int = 0) -> str:
+    """The mailbox's state in plain words, true to where its domain's switch stands; once the final pass is past,
+    the messages it could not copy are said there too."""
     if mailbox.state == lifecycle.FINAL_SYNCED and phase == "switched":
         return (f"All mail copied in the final pass; the switch of {domain} has begun (its MX points at the central "
                 "host) and is not finished: new mail may arrive on either server until it is.")
     if mailbox.state == lifecycle.FINAL_SYNCED and phase in ("switching-back", "rolled-back"):
         return (f"The switch of {domain} was rolled back: the user works on the ministry server again; mail that "
                 "reached the central host meanwhile is copied back there.")
-    return STATE_TEXT.get(mailbox.state, mailbox.state)
+    text = STATE_TEXT.get(mailbox.state, mailbox.state)
+    if not_copied and mailbox.state in lifecycle.MOVED:
+        left = (f"{not_copied} message(s) could not be copied (listed below"
+                + (f"; {accepted} accepted to stay behind" if accepted else "") + ")")
+        if mailbox.state == lifecycle.FINAL_SYNCED:
+            return (f"Copied in the final pass, except {left}; waiting for the switch of the domain to the central "
+                    "host.")
+        return f"{text} Except: {left}."
+    return text
 
 
 def _wave_info(store: Store, wave_id: str | None) -> WaveInfo | None:
@@ -228,13 +242,17 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         reason_text = ("The inventory could not measure this mailbox, so it is in no wave yet. "
                        + (plain_reason(info.inventory_error) or ""))
     extensions = store.extensions(mailbox_id=mailbox.id)
+    total = info.messages if info else mailbox.src_messages
+    not_copied = store.failed_messages(mailbox.id)
+    accepted = sum(1 for m in not_copied if m.accepted is not None)
     domain_state = dns_row.state if dns_row else "unchanged"
     phase = domain_phase(domain_state)
     mx_central = mx_at_central(domain_state, dns_row.unrestored if dns_row else None)
     return StatusView(
         email=mailbox.email, login=mailbox.login, display_name=mailbox.display_name,
         ministry=info.ministry if info else mailbox.source_id, source_id=mailbox.source_id,
-        flags=sorted(mailbox.flags), state=mailbox.state, state_text=_state_text(mailbox, domain, phase),
+        flags=sorted(mailbox.flags), state=mailbox.state,
+        state_text=_state_text(mailbox, domain, phase, len(not_copied), accepted),
         reason=reason, reason_text=reason_text, wave=wave, cutover_wave=cutover_wave,
         phones=[{"extension": e.number, "dial_plan": e.dial_plan, "name": e.name, "dids": list(e.dids),
                  "voicemail": e.voicemail_box, "voicemail_email": e.voicemail_email, "state": e.state,
@@ -244,9 +262,13 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         domain=domain, domain_state=domain_state, domain_phase=phase, mx_at_central=mx_central,
         switched_at=dns_row.switched_at if dns_row else None,
         mx_now=mx_now(dns_row.changes, mx_central) if dns_row else None,
-        messages_copied=mailbox.copied_messages, messages_total=info.messages if info else mailbox.src_messages,
+        # Never more copied than the source holds: what is counted apart (stale) or was measured before the
+        # source shrank is not shown as copied beyond it.
+        messages_copied=min(mailbox.copied_messages, total) if total is not None else mailbox.copied_messages,
+        messages_total=total, messages_stale=store.copied_totals(mailbox.id, stale=True)[0],
+        messages_accepted=accepted,
         bytes_copied=mailbox.copied_bytes, bytes_total=info.size if info else mailbox.src_bytes,
-        messages_refused=mailbox.failed_messages, last_sync_at=mailbox.last_sync_at,
+        messages_refused=len(not_copied), last_sync_at=mailbox.last_sync_at,
         last_sync_result=mailbox.last_sync_result, last_sync_host=mailbox.last_sync_host,
         next_steps=next_steps(mailbox, wave, cutover_wave, domain, phase) + phone_steps(extensions, wave),
         events=[{"at": e.at, "action": e.action, "detail": e.detail, "actor": e.actor}
@@ -278,7 +300,7 @@ def _settings(store: Store, mailbox: MailboxRow, phase: str) -> list[dict[str, A
 
 
 def _not_copied(store: Store, mailbox: MailboxRow, state: str) -> list[dict[str, Any]]:
-    return [{"folder": m.folder, "size": m.size, "why": m.error}
+    return [{"folder": m.folder, "size": m.size, "why": m.error, "accepted": m.accepted}
             for m in store.failed_messages(mailbox.id, state)[:MAX_NOT_COPIED]]
 
 

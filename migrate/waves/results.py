@@ -97,6 +97,13 @@ class Outcome:
     seconds: float = 0.0
     #: The migration host that copied it (a pass queued for workers on several hosts).
     host: str | None = None
+    #: Messages not copied (refused by the central host, or that the source cannot export) that nobody accepted
+    #: leaving behind, after this pass; and whether that is more than the project file's sync.bad_item_limit
+    #: (the pass then ends in part: exit 1; a final pass leaves the mailbox failed unless forced with a reason).
+    not_copied: int = 0
+    over_limit: bool = False
+    #: Messages not copied that this pass's ``--force --reason`` accepted leaving behind.
+    accepted: int = 0
 
     @property
     def email(self) -> str:
@@ -174,6 +181,7 @@ class StepResult:
             return ExitCode.INTERRUPTED
         if any(o.locked for o in self.outcomes):
             return ExitCode.LOCKED
-        if self.failed or self.blocked or self.forced_out or self.incomplete:
+        if self.failed or self.blocked or self.forced_out or self.incomplete or any(o.over_limit
+                                                                                   for o in self.outcomes):
             return ExitCode.PARTIAL
         return ExitCode.OK

@@ -131,7 +131,8 @@ def _finish(run: WaveRun, step: Step, result: StepResult, outcome_text: str, sec
     if outcome_text in ("interrupted", "failed"):
         verdict = outcome_text
     else:
-        verdict = "partial" if result.failed or result.incomplete else "ok"
+        verdict = "partial" if result.failed or result.incomplete or any(o.over_limit for o in result.outcomes) \
+            else "ok"
     detail = detail or step.summary(result, outcome_text)
     run.store.finish_run(result.run_id, result=verdict, mailboxes=len(result.outcomes), messages=result.copied,
                          bytes_=result.copied_bytes, seconds=seconds, detail=detail)

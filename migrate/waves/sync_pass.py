@@ -63,14 +63,17 @@ class SyncPass(Step[MailboxRow]):
 
     def execute(self, run: WaveRun, result: StepResult, work: list[MailboxRow], options: StepOptions,
                 progress: ProgressSink, stop: threading.Event) -> None:
-        sync_pass(run, result, work, self.name, progress, stop)
+        sync_pass(run, result, work, self.name, progress, stop,
+                  carry_deletes=bool(options.params.get("carry_deletes")))
 
 
 def sync_pass(run: WaveRun, result: StepResult, work: list[MailboxRow], pass_name: str, progress: ProgressSink,
-              stop: threading.Event, *, target: str | None = None, failed_prior: str | None = None) -> None:
+              stop: threading.Event, *, target: str | None = None, failed_prior: str | None = None,
+              carry_deletes: bool = False) -> None:
     """One sync pass over ``work``, each mailbox moved to ``target`` (the pass's own by default) the moment its
     sync completes, or to failed with the reason (remembering ``failed_prior``, by default where a retry of
-    the pass resumes). The DNS cut-over's last delta uses it too."""
+    the pass resumes). The DNS cut-over's last delta uses it too (a final pass: it carries deletions).
+    ``carry_deletes``: a delta pass carries deletions too (``run --carry-deletes``)."""
 
     def sink(event: ProgressEvent) -> None:
         # The totals are the engine's (SyncEngine.expected): for a prestage, what the inventory measured of
@@ -82,18 +85,27 @@ def sync_pass(run: WaveRun, result: StepResult, work: list[MailboxRow], pass_nam
         progress(event)
 
     lifecycle_of = PassLifecycle(run.store, pass_name, work, dry_run=run.dry_run, stop=stop, target=target,
-                                 failed_prior=failed_prior)
-    options = SyncOptions.from_project(run.project, dry_run=run.dry_run, lock_dir=run.locks_dir)
+                                 failed_prior=failed_prior, bad_item_limit=run.project.config.sync.bad_item_limit,
+                                 accept=result.force_reason)
+    options = SyncOptions.for_pass(run.project, pass_name, carry_deletes=carry_deletes, dry_run=run.dry_run,
+                                   lock_dir=run.locks_dir)
     SyncEngine(run.project, run.store, options=options, progress=sink, stop=stop).run(
         work, on_start=lifecycle_of.start,
         on_report=lambda mailbox, report: run.record(result, lifecycle_of.end(mailbox, report)))
 
 
 class PassLifecycle:
-    """What a sync pass does to a mailbox's lifecycle state as its sync starts and ends."""
+    """What a sync pass does to a mailbox's lifecycle state as its sync starts and ends.
+
+    Messages not copied (refused by the central host, or that the source cannot export) do not fail a mailbox's
+    prestage or delta: it moves on, and the pass ends in part (exit 1) while more of them than
+    ``bad_item_limit`` are outstanding. A final pass leaves such a mailbox failed instead, unless the run was
+    forced with a reason (``accept``): the reason is then recorded with each of them, and the mailbox moves on.
+    """
 
     def __init__(self, store: Store, pass_name: str, work: list[MailboxRow], *, dry_run: bool,
-                 stop: threading.Event, target: str | None = None, failed_prior: str | None = None) -> None:
+                 stop: threading.Event, target: str | None = None, failed_prior: str | None = None,
+                 bad_item_limit: int = 0, accept: str | None = None) -> None:
         self.store = store
         self.pass_name = pass_name
         self.dry_run = dry_run
@@ -101,13 +113,15 @@ class PassLifecycle:
         self.target = target or lifecycle.PASS_TARGET[pass_name]
         self.failed_prior = failed_prior
         self.levels = {m.email: lifecycle.level(m) for m in work}
+        self.bad_item_limit = bad_item_limit
+        self.accept = accept
 
     def start(self, mailbox: MailboxRow) -> None:
         if not self.dry_run and self.pass_name == "prestage" and mailbox.state != lifecycle.PRESTAGING:
             self.store.set_mailbox_state(mailbox.id, lifecycle.PRESTAGING)
 
     def end(self, mailbox: MailboxRow, report: MailboxReport) -> Outcome:
-        outcome = Outcome(mailbox.email, mailbox.state, mailbox.state, report.ok and report.complete,
+        outcome = Outcome(mailbox.email, mailbox.state, mailbox.state, report.ok and _whole(report),
                           copied=report.copied, copied_bytes=report.copied_bytes,
                           would_copy=sum(f.to_copy for f in report.folders),
                           would_copy_bytes=sum(f.to_copy_bytes for f in report.folders),
@@ -120,6 +134,8 @@ class PassLifecycle:
             outcome.stopped, outcome.error = True, report.error
         elif not outcome.ok:
             outcome.error = report.error or incomplete(report)
+        elif report.ok:
+            self._not_copied(mailbox, report, outcome)
         if not self.dry_run and not outcome.stopped and not outcome.locked and not outcome.given_up:
             if outcome.ok:
                 self.store.set_mailbox_state(mailbox.id, self.target)
@@ -135,6 +151,39 @@ class PassLifecycle:
             row = self.store.mailbox(mailbox.email)
             outcome.after = row.state if row else mailbox.state
         return outcome
+
+    def _not_copied(self, mailbox: MailboxRow, report: MailboxReport, outcome: Outcome) -> None:
+        """Count the mailbox's messages not copied that nobody accepted, and apply the limit (class docstring)."""
+        if self.dry_run:
+            outstanding = [why for f in report.folders for _m, why in f.failed]
+        else:
+            outstanding = [m.error or "" for m in self.store.failed_messages(mailbox.id) if m.accepted is None]
+        outcome.not_copied = len(outstanding)
+        if len(outstanding) <= self.bad_item_limit:
+            return
+        final = self.target == lifecycle.FINAL_SYNCED
+        if final and self.accept:
+            if not self.dry_run:
+                outcome.accepted = self.store.accept_not_copied(mailbox.id, self.accept)
+                self.store.add_event(f"mailbox/{mailbox.email}", "not-copied-accepted",
+                                     f"{outcome.accepted} message(s) not copied accepted by the final pass: "
+                                     f"{self.accept}")
+            outcome.not_copied = 0
+            return
+        outcome.over_limit = True
+        what = (f"{len(outstanding)} message(s) not copied, more than sync.bad_item_limit ({self.bad_item_limit}) "
+                f"allows ({outstanding[0]})")
+        if final:
+            outcome.ok = False
+            outcome.error = (f"{what}; copy them, raise the limit, or accept them: govmigrate run WAVE --pass final "
+                             "--force --reason TEXT")
+        else:
+            outcome.error = what
+
+
+def _whole(report: MailboxReport) -> bool:
+    """Every folder and calendar synced (messages not copied are counted apart: PassLifecycle)."""
+    return not report.folder_errors and not any(g.failed or g.error for g in report.groupware)
 
 
 def incomplete(report: MailboxReport, refused: str = "could not be copied") -> str:

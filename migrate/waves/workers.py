@@ -209,12 +209,14 @@ class Worker:
                                  f"{self.holder} finishes it")
             with self._lock:
                 self.result.taken_over.append((mailbox.email, claim.lapsed_from))
-        lifecycle_of = PassLifecycle(self.store, claim.pass_name, [mailbox], dry_run=False, stop=self.stop)
+        lifecycle_of = PassLifecycle(self.store, claim.pass_name, [mailbox], dry_run=False, stop=self.stop,
+                                     bad_item_limit=self.project.config.sync.bad_item_limit)
         lifecycle_of.start(mailbox)
         with self._lock:
             self._copying[mailbox.email] = _Copying(claim.id, written_at=time.monotonic())
         try:
-            report = self.engine.sync_mailbox(mailbox)
+            report = self.engine.sync_mailbox(mailbox, SyncOptions.for_pass(
+                self.project, claim.pass_name, lock_dir=self.engine.options.lock_dir))
         finally:
             with self._lock:
                 self._copying.pop(mailbox.email, None)

@@ -66,7 +66,7 @@ class ServerVersion:
 EXCHANGE_2016 = ServerVersion()
 EXCHANGE_2010_SP2 = ServerVersion(14, 2, 247, 5, "Exchange2010_SP2")
 
-FAULT_KINDS = ("server_busy", "http_503", "connection_count", "unauthorized")
+FAULT_KINDS = ("server_busy", "busy_in_200", "http_503", "connection_count", "unauthorized")
 
 
 @dataclass
@@ -1092,6 +1092,17 @@ class EwsResponder:
     def delete_message(self, email: str, item_id: str) -> None:
         self.store.delete_message(email, item_id)
 
+    def move_message(self, email: str, item_id: str, to_path: tuple[str, ...]) -> str:
+        return self.store.move_message(email, item_id, to_path)
+
+    def create_folder(self, email: str, path: tuple[str, ...]) -> str:
+        return self.store.create_folder(email, path)
+
+    def rename_folder(self, email: str, path: tuple[str, ...], new_name: str) -> str:
+        return self.store.rename_folder(email, path, new_name)
+
+    def delete_folder(self, email: str, path: tuple[str, ...]) -> None:
+        self.store.delete_folder(email, path)
     # Inbox rules, out-of-office, folder permissions and delegates (tests.lab.ews_settings).
 
     def set_rules(self, email: str, rules: list) -> None:
@@ -1128,8 +1139,10 @@ class EwsResponder:
                back_off_ms: int = 50, retry_after: int = 1) -> None:
         """Answer the next ``count`` matching requests with ``fault``, then serve normally again.
 
-        server_busy: ErrorServerBusy SOAP fault with BackOffMilliseconds; http_503: HTTP 503 with Retry-After
-        (whole seconds, as HTTP allows); connection_count: ErrorExceededConnectionCount; unauthorized: HTTP 401.
+        server_busy: ErrorServerBusy SOAP fault with BackOffMilliseconds; busy_in_200: HTTP 200 whose response
+        message is ErrorServerBusy with BackOffMilliseconds in its MessageXml (Exchange's other shape); http_503:
+        HTTP 503 with Retry-After (whole seconds, as HTTP allows); connection_count: ErrorExceededConnectionCount;
+        unauthorized: HTTP 401. A large ``count`` makes a server that answers busy to everything.
         """
         if fault not in FAULT_KINDS:
             raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULT_KINDS)}")
@@ -1269,12 +1282,16 @@ class EwsResponder:
             return 500, self._soap_fault(SoapFault(
                 "ErrorServerBusy", "The server cannot service this request right now. Try again later.",
                 {"BackOffMilliseconds": str(fault.back_off_ms)})), None
-        # connection_count: Exchange answers in the operation's response message, not with a fault.
-        self._record(operation, mailbox, 200, "ErrorExceededConnectionCount", impersonated)
+        # busy_in_200 and connection_count: Exchange answers in the operation's response message, not with a fault.
+        if fault.kind == "busy_in_200":
+            failure = EwsFailure("ErrorServerBusy", "The server cannot service this request right now. Try again "
+                                 "later.", message_xml={"BackOffMilliseconds": str(fault.back_off_ms)})
+        else:
+            failure = EwsFailure("ErrorExceededConnectionCount", "You have exceeded the available concurrent "
+                                 "connections for your account. Try again once your other requests have completed.")
+        self._record(operation, mailbox, 200, failure.code, impersonated)
         response = _el(None, M, f"{operation}Response")
-        _message(_el(response, M, "ResponseMessages"), operation, EwsFailure(
-            "ErrorExceededConnectionCount", "You have exceeded the available concurrent connections for your "
-                                            "account. Try again once your other requests have completed."))
+        _message(_el(response, M, "ResponseMessages"), operation, failure)
         return 200, self._envelope(response), None
 
     def _api_version(self, header: ET.Element | None) -> int:

@@ -324,6 +324,7 @@ class LabStore:
     def __init__(self, mailboxes: list[CorpusMailbox]) -> None:
         self.lock = threading.RLock()
         self.seq = 0
+        self.sync_generation = 0
         self._item_serial = 0
         self.folders: dict[str, LabFolder] = {}
         self.items: dict[str, LabItem] = {}
@@ -397,6 +398,48 @@ class LabStore:
             item.folder.tombstones.append(item)
             item.folder.touch()
 
+    def move_message(self, email: str, item_id: str, to_path: tuple[str, ...]) -> str:
+        """A user moves an item to another folder: Exchange records a Delete in the folder it left and a Create,
+        with a new ItemId, in the one it arrives in (a move between folders is not an update). Returns the id."""
+        with self.lock:
+            item = self._live_item(email, item_id)
+            target = self.mailbox(email).folder(*to_path)
+            self.delete_message(email, item_id)
+            moved = self._append(target, item.message, item.flags, item.item_class)
+            moved.importance = item.importance
+            return moved.item_id
+
+    def create_folder(self, email: str, path: tuple[str, ...]) -> str:
+        """A new mail folder (and any missing parent) by display path below Top of Information Store."""
+        with self.lock:
+            box = self.mailbox(email)
+            folder = box.top
+            for name in path:
+                folder = box._child(folder, name)
+            return folder.folder_id
+
+    def rename_folder(self, email: str, path: tuple[str, ...], new_name: str) -> str:
+        """A user renames a folder: its display name changes, its FolderId (and its items' ids) stay."""
+        with self.lock:
+            folder = self.mailbox(email).folder(*path)
+            folder.name = new_name
+            folder.touch()
+            return folder.folder_id
+
+    def delete_folder(self, email: str, path: tuple[str, ...]) -> None:
+        """A user deletes a folder for good (Shift+Delete): it, the folders below it and their items are gone."""
+        with self.lock:
+            box = self.mailbox(email)
+            folder = box.folder(*path)
+            for gone in [folder, *folder.descendants()]:
+                for item in gone.items:
+                    self.items.pop(item.item_id, None)
+                box.folders_by_id.pop(gone.folder_id, None)
+                self.folders.pop(gone.folder_id, None)
+            if folder.parent is not None:
+                folder.parent.children.remove(folder)
+                folder.parent.touch()
+
     def _live_item(self, email: str, item_id: str) -> LabItem:
         item = self.items.get(item_id)
         if item is None or not item.alive or item.mailbox is not self.mailbox(email):
@@ -405,20 +448,27 @@ class LabStore:
 
     # -- SyncFolderItems --------------------------------------------------------------------------------
 
-    @staticmethod
-    def sync_token(folder: LabFolder, seq: int) -> str:
-        return _b64(f"lab-sync|{folder.folder_id}|{seq}")
+    def sync_token(self, folder: LabFolder, seq: int) -> str:
+        return _b64(f"lab-sync|{folder.folder_id}|{seq}|{self.sync_generation}")
 
-    @staticmethod
-    def parse_sync_token(folder: LabFolder, token: str) -> int:
-        """The sequence number a state was issued at; ``ValueError`` if it is not ours or not this folder's."""
+    def parse_sync_token(self, folder: LabFolder, token: str) -> int:
+        """The sequence number a state was issued at; ``ValueError`` if it is not ours, not this folder's, or
+        issued before :meth:`reject_sync_states`."""
         try:
-            kind, folder_id, seq = base64.b64decode(token.strip(), validate=True).decode().split("|")
+            kind, folder_id, seq, generation = base64.b64decode(token.strip(), validate=True).decode().split("|")
         except Exception:
             raise ValueError("malformed sync state") from None
         if kind != "lab-sync" or folder_id != folder.folder_id:
             raise ValueError("sync state belongs to another folder")
+        if int(generation) != self.sync_generation:
+            raise ValueError("sync state no longer valid")
         return int(seq)
+
+    def reject_sync_states(self) -> None:
+        """Every SyncFolderItems state issued so far is refused from now on (ErrorInvalidSyncStateData), as
+        Exchange does after a mailbox move between databases or a server upgrade."""
+        with self.lock:
+            self.sync_generation += 1
 
     def changes_since(self, folder: LabFolder, since: int, max_changes: int
                       ) -> tuple[list[tuple[str, LabItem]], int, bool]:

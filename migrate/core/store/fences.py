@@ -86,6 +86,8 @@ class FencedStore:
         "record_copied", "record_failed", "record_not_migrated", "update_message_flags", "delete_message_records",
         "record_keyword_names", "record_groupware_items", "record_groupware_pass", "record_throughput",
         "record_mailbox_sync", "set_mailbox_state", "add_event", "forget_orphans", "record_settings",
+        # What users did between passes: moves, renames and deletions carried, messages accepted left behind.
+        "record_moved", "mark_vanished", "rename_dest_folders", "accept_not_copied",
     })
 
     def __init__(self, store: FenceStore, fence: Fence) -> None:

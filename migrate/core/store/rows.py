@@ -154,6 +154,8 @@ class FolderState:
     last_synced_at: str | None
     #: The destination folder's UIDNEXT as of the last pass: messages at or above it are news to the store.
     dest_uidnext: int | None = None
+    #: The source's own id of the folder where it has one (EWS FolderId), which a rename keeps.
+    source_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,15 @@ class MessageRecord:
     state: str
     dest_uidnext_before: int | None
     error: str | None
+    #: When the source message was found gone from its folder while its copy stays on the central host, until
+    #: a pass moves the copy (the message arrived in another folder) or removes it (a pass carrying deletions).
+    vanished_at: str | None = None
+    #: A pending move: the folder record and source key (as text) of the copy this record's message is moved
+    #: from on the central host.
+    moved_from_folder: int | None = None
+    moved_from_key: str | None = None
+    #: A message not copied that someone accepted leaving behind (why: a final pass forced with this reason).
+    accepted: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +203,8 @@ class NotCopiedRow:
     src_item: str | None
     size: int
     error: str | None
+    #: Why someone accepted leaving it behind (None: still outstanding).
+    accepted: str | None = None
 
 
 @dataclass(frozen=True)

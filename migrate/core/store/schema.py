@@ -476,6 +476,20 @@ MIGRATIONS: list[Migration] = [
         PRIMARY KEY (mailbox_id, phase, kind, name)
     );
     """),
+    # 15: what users do between passes. A folder keeps the source's own id for it where the source has one
+    # (EWS FolderId: the same folder after a rename). A record whose source message left its folder keeps its
+    # copy's place until a pass moves it (the message arrived in another folder) or removes it (a pass that
+    # carries deletions): vanished_at. A copy moved on the central host is recorded pending in its new folder
+    # with the record it came from (moved_from_*), so a kill mid-move resumes exactly. A message not copied
+    # that someone accepted leaving behind (a final pass forced with a reason) keeps that reason: accepted.
+    Migration("""
+    ALTER TABLE folders ADD COLUMN source_key TEXT;
+    ALTER TABLE messages ADD COLUMN vanished_at TEXT;
+    ALTER TABLE messages ADD COLUMN moved_from_folder INTEGER;
+    ALTER TABLE messages ADD COLUMN moved_from_key TEXT;
+    ALTER TABLE messages ADD COLUMN accepted TEXT;
+    CREATE INDEX messages_vanished ON messages(folder_id) WHERE vanished_at IS NOT NULL;
+    """),
 ]
 
 

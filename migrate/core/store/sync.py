@@ -20,20 +20,22 @@ from migrate.core.store.rows import (
 class SyncStore(StoreBase):
     _FOLDER_COLS = ("id, mailbox_id, source_name, dest_name, source_uidvalidity, dest_uidvalidity, "
                     "source_uidnext, source_modseq, source_messages, source_bytes, sync_state, subscribed, note, "
-                    "last_synced_at, dest_uidnext")
+                    "last_synced_at, dest_uidnext, source_key")
 
     def folders(self, mailbox_id: int) -> list[FolderState]:
         return [FolderState(*r[:11], bool(r[11]), *r[12:]) for r in self._query(
             f"SELECT {self._FOLDER_COLS} FROM folders WHERE mailbox_id = ? ORDER BY source_name", (mailbox_id,))]
 
     def ensure_folder(self, mailbox_id: int, source_name: str, dest_name: str, *, subscribed: bool,
-                      note: str | None = None) -> FolderState:
+                      note: str | None = None, source_key: str | None = None) -> FolderState:
+        """The folder's record, made or brought up to date; ``source_key``: the source's own id of it (EWS)."""
         with self.tx() as c:
             c.execute(
-                "INSERT INTO folders(mailbox_id, source_name, dest_name, subscribed, note) VALUES (?,?,?,?,?) "
-                "ON CONFLICT(mailbox_id, source_name) DO UPDATE SET dest_name=excluded.dest_name, "
-                "subscribed=excluded.subscribed, note=excluded.note",
-                (mailbox_id, source_name, dest_name, int(subscribed), note))
+                "INSERT INTO folders(mailbox_id, source_name, dest_name, subscribed, note, source_key) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT(mailbox_id, source_name) DO UPDATE SET "
+                "dest_name=excluded.dest_name, subscribed=excluded.subscribed, note=excluded.note, "
+                "source_key=COALESCE(excluded.source_key, folders.source_key)",
+                (mailbox_id, source_name, dest_name, int(subscribed), note, source_key))
             row = c.execute(f"SELECT {self._FOLDER_COLS} FROM folders WHERE mailbox_id = ? AND source_name = ?",
                             (mailbox_id, source_name)).fetchone()
         return FolderState(*row[:11], bool(row[11]), *row[12:])
@@ -41,7 +43,7 @@ class SyncStore(StoreBase):
     def update_folder(self, folder_id: int, **fields: Any) -> None:
         allowed = {"source_uidvalidity", "dest_uidvalidity", "source_uidnext", "source_modseq",
                    "source_messages", "source_bytes", "sync_state", "last_synced_at", "dest_name", "note",
-                   "subscribed", "dest_uidnext"}
+                   "subscribed", "dest_uidnext", "source_name", "source_key"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown folder fields: {unknown}")
@@ -61,23 +63,52 @@ class SyncStore(StoreBase):
             c.execute("DELETE FROM messages WHERE folder_id = ?", (folder_id,))
             c.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
 
-    _MSG_COLS = "src_uid, src_item, dest_uid, fingerprint, size, flags, state, dest_uidnext_before, error"
+    def rename_dest_folders(self, mailbox_id: int, old: str, new: str, separator: str) -> None:
+        """The central host renamed ``old`` to ``new`` (and every folder below it): the records follow."""
+        with self.tx() as c:
+            rows = c.execute("SELECT id, dest_name FROM folders WHERE mailbox_id = ?", (mailbox_id,)).fetchall()
+            below = old + separator
+            c.executemany("UPDATE folders SET dest_name = ? WHERE id = ?",
+                          [(new + name[len(old):], fid) for fid, name in rows
+                           if name == old or (separator and name.startswith(below))])
+
+    _MSG_COLS = ("src_uid, src_item, dest_uid, fingerprint, size, flags, state, dest_uidnext_before, error, "
+                 "vanished_at, moved_from_folder, moved_from_key, accepted")
 
     def message_records(self, folder_id: int) -> list[MessageRecord]:
         return [MessageRecord(*r) for r in self._query(
             f"SELECT {self._MSG_COLS} FROM messages WHERE folder_id = ?", (folder_id,))]
 
     def record_pending(self, folder_id: int, rows: Iterable[tuple[int | None, str | None, str, int, str]],
-                       dest_uidnext_before: int | None) -> None:
-        """Before an APPEND: (src_uid, src_item, fingerprint, size, flags) per message, state pending."""
-        self._put_messages(folder_id, [(uid, item, None, fp, size, flags, "pending", dest_uidnext_before, None)
-                                       for uid, item, fp, size, flags in rows])
+                       dest_uidnext_before: int | None,
+                       moved_from: Iterable[tuple[int, str]] | None = None) -> None:
+        """Before an APPEND: (src_uid, src_item, fingerprint, size, flags) per message, state pending. Before a
+        move on the central host, ``moved_from`` gives per row the folder record and source key (as text) of the
+        copy being moved; :meth:`record_moved` completes it."""
+        rows = list(rows)
+        origins = list(moved_from) if moved_from is not None else [(None, None)] * len(rows)
+        self._put_messages(folder_id, [(uid, item, None, fp, size, flags, "pending", dest_uidnext_before, None,
+                                        None, origin, origin_key, None)
+                                       for (uid, item, fp, size, flags), (origin, origin_key)
+                                       in zip(rows, origins, strict=True)])
 
     def record_copied(self, folder_id: int, rows: Iterable[tuple[int | None, str | None, int | None, str,
                                                                    int, str]]) -> None:
         """(src_uid, src_item, dest_uid, fingerprint, size, flags) per message now on the destination."""
         self._put_messages(folder_id, [(uid, item, dest_uid, fp, size, flags, "copied", None, None)
                                        for uid, item, dest_uid, fp, size, flags in rows])
+
+    def record_moved(self, folder_id: int, rows: Iterable[tuple[int | None, str | None, int | None, str, int,
+                                                                  str]],
+                     origin_folder_id: int, origin_keys: Iterable[int | str]) -> None:
+        """A move on the central host, in one transaction: the copies now in ``folder_id`` (rows as
+        :meth:`record_copied`) and the records of where they were (``origin_keys`` of ``origin_folder_id``)
+        gone."""
+        with self.tx():
+            origin = list(origin_keys)
+            self.delete_message_records(origin_folder_id, [k for k in origin if isinstance(k, int)],
+                                        [k for k in origin if isinstance(k, str)])
+            self.record_copied(folder_id, rows)
 
     def record_failed(self, folder_id: int, src_uid: int | None, src_item: str | None, fingerprint: str,
                       size: int, error: str) -> None:
@@ -92,14 +123,18 @@ class SyncStore(StoreBase):
 
     def _put_messages(self, folder_id: int, rows: list[tuple[Any, ...]]) -> None:
         """Store whole message records (src_uid, src_item, dest_uid, fingerprint, size, flags, state,
-        dest_uidnext_before, error), each replacing the record of the same source UID or item id."""
-        columns = "src_uid, src_item, dest_uid, fingerprint, size, flags, state, dest_uidnext_before, error"
+        dest_uidnext_before, error[, vanished_at, moved_from_folder, moved_from_key, accepted]), each replacing
+        the record of the same source UID or item id (what is left out is cleared)."""
+        columns = self._MSG_COLS
+        width = len(columns.split(", "))
+        rows = [tuple(r) + (None,) * (width - len(r)) for r in rows]
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns.split(", "))
+        marks = ",".join("?" * (width + 1))
         with self.tx() as c:
             for key, keyed in (("src_uid", [r for r in rows if r[0] is not None]),
                                ("src_item", [r for r in rows if r[0] is None])):
                 c.executemany(
-                    f"INSERT INTO messages(folder_id, {columns}) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                    f"INSERT INTO messages(folder_id, {columns}) VALUES ({marks}) "
                     f"ON CONFLICT(folder_id, {key}) WHERE {key} IS NOT NULL DO UPDATE SET {updates}",
                     [(folder_id, *r) for r in keyed])
 
@@ -117,6 +152,33 @@ class SyncStore(StoreBase):
                           [(folder_id, u) for u in src_uids])
             c.executemany("DELETE FROM messages WHERE folder_id = ? AND src_item = ?",
                           [(folder_id, i) for i in src_items])
+
+    def mark_vanished(self, folder_id: int, src_uids: Iterable[int] = (), src_items: Iterable[str] = (), *,
+                      vanished: bool = True) -> None:
+        """The source messages of these records left their folder (``vanished``), or are back (False)."""
+        stamp = now() if vanished else None
+        test = "vanished_at IS NULL" if vanished else "vanished_at IS NOT NULL"
+        with self.tx() as c:
+            c.executemany(f"UPDATE messages SET vanished_at = ? WHERE folder_id = ? AND src_uid = ? AND {test}",
+                          [(stamp, folder_id, u) for u in src_uids])
+            c.executemany(f"UPDATE messages SET vanished_at = ? WHERE folder_id = ? AND src_item = ? AND {test}",
+                          [(stamp, folder_id, i) for i in src_items])
+
+    def vanished_records(self, mailbox_id: int) -> list[tuple[int, MessageRecord]]:
+        """(folder id, record) of every copy on the central host whose source message left its folder."""
+        cols = ", ".join(f"m.{c}" for c in self._MSG_COLS.split(", "))
+        return [(r[0], MessageRecord(*r[1:])) for r in self._query(
+            f"SELECT m.folder_id, {cols} FROM messages m JOIN folders f ON f.id = m.folder_id "
+            "WHERE f.mailbox_id = ? AND m.vanished_at IS NOT NULL AND m.state = 'copied' "
+            "ORDER BY m.folder_id, m.dest_uid", (mailbox_id,))]
+
+    def accept_not_copied(self, mailbox_id: int, reason: str) -> int:
+        """Someone decided the mailbox's messages not copied (still outstanding) may stay behind, for ``reason``;
+        returns how many."""
+        with self.tx() as c:
+            return c.execute("UPDATE messages SET accepted = ? WHERE state = 'failed' AND accepted IS NULL AND "
+                             "folder_id IN (SELECT id FROM folders WHERE mailbox_id = ?)",
+                             (redact(reason), mailbox_id)).rowcount
 
     def record_keyword_names(self, names: dict[str, str]) -> None:
         """Keywords shortened to the central host's limit → the category or keyword each stands for."""
@@ -142,9 +204,13 @@ class SyncStore(StoreBase):
             "WHERE f.mailbox_id = ? GROUP BY f.id HAVING COUNT(*) > COALESCE(f.source_messages, 0)",
             (mailbox_id,))}
 
-    def copied_totals(self, mailbox_id: int) -> tuple[int, int]:
+    def copied_totals(self, mailbox_id: int, *, stale: bool = False) -> tuple[int, int]:
+        """(messages, bytes) copied whose source message is where the copy is; ``stale``: instead, the copies
+        still on the central host of messages that left their folder at the source (deleted, or moved and not
+        yet carried)."""
         row = self._query("SELECT COUNT(*), COALESCE(SUM(m.size), 0) FROM messages m JOIN folders f "
-                          "ON f.id = m.folder_id WHERE f.mailbox_id = ? AND m.state = 'copied'", (mailbox_id,))[0]
+                          "ON f.id = m.folder_id WHERE f.mailbox_id = ? AND m.state = 'copied' AND "
+                          f"m.vanished_at IS {'NOT ' if stale else ''}NULL", (mailbox_id,))[0]
         # PostgreSQL's SUM of a BIGINT is a NUMERIC (a Decimal in Python): numbers leave the store typed.
         return int(row[0]), int(row[1])
 
@@ -152,7 +218,7 @@ class SyncStore(StoreBase):
         """Messages not copied, with why: ``failed`` (refused or unexportable) or ``skipped`` (not migrated by
         policy)."""
         return [NotCopiedRow(*r) for r in self._query(
-            "SELECT f.source_name, m.src_uid, m.src_item, m.size, m.error FROM messages m "
+            "SELECT f.source_name, m.src_uid, m.src_item, m.size, m.error, m.accepted FROM messages m "
             "JOIN folders f ON f.id = m.folder_id WHERE f.mailbox_id = ? AND m.state = ? "
             "ORDER BY f.source_name, m.src_uid, m.src_item", (mailbox_id, state))]
 

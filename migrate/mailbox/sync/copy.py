@@ -1,5 +1,7 @@
 """Copying what is new: batches fetched from the source and appended to the central host (one MULTIAPPEND, or
-one by one to find a refused message), large messages streamed, each batch recorded pending then copied."""
+one by one to find a refused message), large messages streamed, each batch recorded pending then copied. A new
+message that is a copy already on the central host, whose source message the user moved here, is moved there
+instead (:mod:`migrate.mailbox.sync.moves`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from migrate.mailbox.fingerprint import PREFIX, fingerprint
 from migrate.mailbox.protocol import Appendable, CommandFailed
 from migrate.mailbox.source_imap import ImapSourceMailbox
 from migrate.mailbox.sync.context import PassContext
+from migrate.mailbox.sync.moves import Move, MovePool, Mover
 from migrate.mailbox.sync.reports import FolderReport, Item, Key, cols, flagstr
 from migrate.mailbox.unexportable import Unreadable
 
@@ -22,6 +25,7 @@ log = logging.getLogger(__package__)  # the engine's one logger, migrate.mailbox
 class Copier:
     def __init__(self, ctx: PassContext) -> None:
         self.ctx = ctx
+        self.mover = Mover(ctx)
 
     def _batches(self, items: list[Item]) -> Iterator[list[Item]]:
         options = self.ctx.options
@@ -43,8 +47,10 @@ class Copier:
             yield batch
 
     def copy(self, state: FolderState | None, dest_name: str, dest_status: dict[str, int], items: list[Item],
-             fr: FolderReport, dest_available: dict[str, list[tuple[int, tuple]]]) -> int:
-        """Copy ``items`` in batches; returns the destination's UIDNEXT as far as this pass knows it."""
+             fr: FolderReport, dest_available: dict[str, list[tuple[int, tuple]]],
+             pool: MovePool | None = None) -> int:
+        """Copy ``items`` in batches; returns the destination's UIDNEXT as far as this pass knows it. ``pool``:
+        the copies whose message left its folder at the source; one of them that is a new item here is moved."""
         ctx = self.ctx
         store = ctx.store
         next_uid = dest_status.get("UIDNEXT") or 1
@@ -60,7 +66,7 @@ class Copier:
         for batch in self._batches(items):
             ctx.check_stop()
             if len(batch) == 1 and batch[0].size > ctx.options.stream_threshold and not ctx.is_ews:
-                next_uid = self._copy_streamed(state, dest_name, batch[0], next_uid, fr)
+                next_uid = self._copy_streamed(state, dest_name, batch[0], next_uid, fr, pool)
                 continue
             bodies = self._fetch(batch)
             for item in batch:
@@ -77,6 +83,7 @@ class Copier:
                 ctx.limiter.consume(fetched)
             ready: list[tuple[Item, bytes, str]] = []
             matched = []
+            moves: list[Move] = []
             for item in batch:
                 raw = bodies.get(item.key)
                 if raw is None:
@@ -87,10 +94,17 @@ class Copier:
                     uid, dest_flags = slot.pop(0)
                     matched.append((*cols(item.key), uid, fp, len(raw), flagstr(dest_flags)))
                     continue
+                origin = pool.take(fp) if pool else None
+                if origin is not None:
+                    moves.append(Move(item, fp, len(raw), origin))
+                    continue
                 ready.append((item, raw, fp))
             if matched:
                 store.record_copied(state.id, matched)
                 fr.reconciled += len(matched)
+            if moves:
+                lost, next_uid = self.mover.move(state, dest_name, moves, next_uid, fr)
+                ready.extend((m.item, bodies[m.item.key], m.fingerprint) for m in lost)  # type: ignore[misc]
             if not ready:
                 continue
             store.record_pending(state.id, [(*cols(i.key), fp, len(raw), flagstr(i.flags))
@@ -158,7 +172,7 @@ class Copier:
         return self.ctx.src.bodies([int(i.key) for i in batch])  # type: ignore[misc]
 
     def _copy_streamed(self, state: FolderState, dest_name: str, item: Item, next_uid: int,
-                       fr: FolderReport) -> int:
+                       fr: FolderReport, pool: MovePool | None = None) -> int:
         ctx = self.ctx
         src: ImapSourceMailbox = ctx.src
         with ctx.large:
@@ -168,6 +182,13 @@ class Copier:
             except StopIteration:
                 return next_uid
             fp = fingerprint(item.size, first[:PREFIX])
+            origin = pool.take(fp) if pool else None
+            if origin is not None:
+                # Moved here at the source: its first piece named it; the rest is never read, nor appended again.
+                lost, next_uid = self.mover.move(state, dest_name, [Move(item, fp, item.size, origin)], next_uid, fr)
+                if not lost:
+                    chunks.close()
+                    return next_uid
             ctx.store.record_pending(state.id, [(*cols(item.key), fp, item.size, flagstr(item.flags))], next_uid)
 
             def stream() -> Iterator[bytes]:

@@ -156,7 +156,10 @@ class SyncEngine:
                 out[m.email] = (None, None)
         return out
 
-    def sync_mailbox(self, mailbox: MailboxRow) -> MailboxReport:
+    def sync_mailbox(self, mailbox: MailboxRow, options: SyncOptions | None = None) -> MailboxReport:
+        """Sync one mailbox (``options``: this mailbox's, where they differ from the run's: a worker's claims
+        belong to different passes)."""
+        options = options or self.options
         source = self.project.source(mailbox.source_id)
         report = MailboxReport(mailbox.email, source.id)
         started = time.monotonic()
@@ -167,7 +170,7 @@ class SyncEngine:
         self.progress(ProgressEvent("start", mailbox.email, total_messages=expected_messages,
                                     total_bytes=expected_bytes))
         lock = None
-        if self.options.lock_dir is not None and not self.options.dry_run:
+        if options.lock_dir is not None and not options.dry_run:
             lock = self._mailbox_lock(mailbox)
             try:
                 lock.acquire()
@@ -186,7 +189,7 @@ class SyncEngine:
                 store = self.store.fenced(self._fence(mailbox, lock))
             with slots, self.limits.central():
                 attempt_no = 0
-                for attempt in retrying(f"sync {mailbox.email}", attempts=self.options.attempts, initial=1.0,
+                for attempt in retrying(f"sync {mailbox.email}", attempts=options.attempts, initial=1.0,
                                         maximum=30.0):
                     with attempt:
                         attempt_no += 1
@@ -195,8 +198,8 @@ class SyncEngine:
                         report = MailboxReport(mailbox.email, source.id, attempts=attempt_no)
                         if self.stop.is_set():
                             raise Stopped()
-                        self._sync_once(mailbox, source, report, store, lost)
-            if not self.options.dry_run:
+                        self._sync_once(mailbox, source, report, store, lost, options)
+            if not options.dry_run:
                 report.seconds = time.monotonic() - started
                 self._record(mailbox, report, store)
         except Stopped:
@@ -215,7 +218,7 @@ class SyncEngine:
             if lock is not None:
                 lock.release()
         report.seconds = time.monotonic() - started
-        if not self.options.dry_run and not report.ok and not report.given_up:
+        if not options.dry_run and not report.ok and not report.given_up:
             try:
                 self._record(mailbox, report, store)
             except ClaimLost as exc:
@@ -299,6 +302,7 @@ class SyncEngine:
         if report.copied and report.seconds > 0:
             store.record_throughput(mailbox.source_id, report.copied, report.copied_bytes, report.seconds)
         detail = (f"copied {report.copied} messages ({report.copied_bytes} bytes)"
+                  + (f", moved {report.moved} between folders" if report.moved else "")
                   + (f", {report.failed_messages} refused" if report.failed_messages else "")
                   + (f", {report.keywords_encoded} with keywords encoded as IMAP atoms"
                      if report.keywords_encoded else "")
@@ -309,7 +313,7 @@ class SyncEngine:
     # -- one pass over one mailbox ------------------------------------------------------------------------
 
     def _sync_once(self, mailbox: MailboxRow, source: Source, report: MailboxReport, store: Any,
-                   lost: threading.Event) -> None:
+                   lost: threading.Event, options: SyncOptions) -> None:
         """One attempt at the mailbox; ``store`` is fenced for it (a real pass), ``lost`` set when this host is
         found to have lost the mailbox."""
         dest: LazyDestination | None = None
@@ -318,7 +322,7 @@ class SyncEngine:
             src = self.sources.open(source, mailbox.email, mailbox.login)
             folders = folder_list(src)
             dest = self.central.lazy(mailbox.email)
-            ctx = PassContext(store=store, options=self.options, mailbox=mailbox, source=source, src=src,
+            ctx = PassContext(store=store, options=options, mailbox=mailbox, source=source, src=src,
                               dest=dest, report=report, progress=self.progress, stop=self.stop, large=self._large,
                               limiter=self._limiters.get(source.id),
                               max_keyword=self.project.config.central.max_keyword_length, lost=lost,
@@ -327,7 +331,7 @@ class SyncEngine:
             if isinstance(store, FencedStore):
                 ctx.check_stop()
                 settle_orphans(store, dest, mailbox)
-            if source.server.type == "ews" and not self.options.dry_run:
+            if source.server.type == "ews" and not options.dry_run:
                 self._groupware(mailbox, src, report, store)
             if not self.options.dry_run:
                 self._settings(mailbox, source, src, dest, report, store)

@@ -1,22 +1,42 @@
-"""One folder of an IMAP source: read it in full, or only what changed since the last pass (CONDSTORE), then
-reconcile, copy, carry flags and deletions, and record where the folder stands."""
+"""One folder of an IMAP source: read it in full, or only what changed since the last pass (CONDSTORE), reconcile
+and mark what left it; then copy (or move) what is new, carry flags, and record where the folder stands."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from migrate.core.store import FolderState, MessageRecord, now
 from migrate.mailbox.folders import SourceFolderInfo
 from migrate.mailbox.source_imap import ImapSourceMailbox, MessageMeta
 from migrate.mailbox.sync.folder_sync import FolderSync
-from migrate.mailbox.sync.reports import FolderReport, Item, Key
+from migrate.mailbox.sync.moves import MovePool
+from migrate.mailbox.sync.reports import FolderReport, Item, Key, record_key
 
 log = logging.getLogger(__package__)  # the engine's one logger, migrate.mailbox.sync
 
 
+@dataclass
+class ImapWork:
+    """One IMAP folder as read, for :meth:`ImapFolderSync.apply`."""
+
+    src_info: SourceFolderInfo
+    state: FolderState | None
+    dest_name: str
+    status: dict[str, int]
+    fr: FolderReport
+    dest_status: dict[str, int]
+    records: dict[Key, MessageRecord]
+    dest_available: dict[str, list[tuple[int, tuple[str, ...]]]]
+    uidvalidity: int | None
+    meta: dict[int, MessageMeta]
+    flags: dict[Key, tuple[str, ...]]
+    encoded: set[Key]
+
+
 class ImapFolderSync(FolderSync):
-    def sync(self, src_info: SourceFolderInfo, state: FolderState | None, dest_name: str,
-             pre_existing: bool, status: dict[str, int], fr: FolderReport) -> None:
+    def read(self, src_info: SourceFolderInfo, state: FolderState | None, dest_name: str,
+             pre_existing: bool, status: dict[str, int], fr: FolderReport) -> ImapWork:
         ctx = self.ctx
         src: ImapSourceMailbox = ctx.src
         info = src.examine(src_info.name)
@@ -47,18 +67,30 @@ class ImapFolderSync(FolderSync):
             # No record of this folder but the destination already has mail in it: state lost, UIDVALIDITY
             # changed, or mail that arrived by other means. Match by fingerprint before copying anything.
             records = self.reconciler.reconcile_folder(state, dest_name, records, src.fingerprints(), meta, fr)
-            src.examine(src_info.name)
         else:
             dest_available = self.reconciler.unknown_on_dest(state, dest_name, dest_status, records)
-        copy_items = [Item(uid, m.size, flags[uid], m.internaldate, uid in encoded) for uid, m in sorted(meta.items())
-                      if uid not in records or records[uid].state == "failed"]
+        self.changes.vanished(state, records, set(meta))
+        return ImapWork(src_info, state, dest_name, status, fr, dest_status, records, dest_available, uidvalidity,
+                        meta, flags, encoded)
+
+    def apply(self, work: ImapWork, pool: MovePool | None = None) -> None:
+        ctx = self.ctx
+        w = work
+        state, records, meta = w.state, w.records, w.meta
+        copy_items = [Item(uid, m.size, w.flags[uid], m.internaldate, uid in w.encoded)
+                      for uid, m in sorted(meta.items()) if uid not in records or records[uid].state == "failed"]
         ctx.found(copy_items)
-        next_uid = self.copier.copy(state, dest_name, dest_status, copy_items, fr, dest_available)
-        self.changes.carry_flags(state, dest_name, records, flags, fr, encoded)
-        self.changes.vanished(state, dest_name, records, set(meta), fr)
+        if copy_items and not ctx.dry:
+            ctx.src.reopen(w.src_info.name)   # other folders may have been read since
+        moved_before = w.fr.moved
+        next_uid = self.copier.copy(state, w.dest_name, w.dest_status, copy_items, w.fr, w.dest_available, pool)
+        if w.fr.moved != moved_before and state is not None:
+            records = {record_key(r): r for r in ctx.store.message_records(state.id)}   # the copies moved here
+        self.changes.carry_flags(state, w.dest_name, records, w.flags, w.fr, w.encoded)
         if not ctx.dry and state is not None:
-            ctx.store.update_folder(state.id, source_uidvalidity=uidvalidity, source_uidnext=status.get("UIDNEXT"),
-                                    source_modseq=status.get("HIGHESTMODSEQ"), source_messages=len(meta),
+            ctx.store.update_folder(state.id, source_uidvalidity=w.uidvalidity,
+                                    source_uidnext=w.status.get("UIDNEXT"),
+                                    source_modseq=w.status.get("HIGHESTMODSEQ"), source_messages=len(meta),
                                     source_bytes=sum(m.size for m in meta.values()), last_synced_at=now(),
                                     dest_uidnext=next_uid)
 
@@ -85,7 +117,7 @@ class ImapFolderSync(FolderSync):
         if any(uid < uidnext and uid not in records for uid in changed):
             return None                              # a message the records do not know: read everything
         new = src.metadata(uidnext) if any(uid >= uidnext for uid in changed) else {}
-        below = [uid for uid in records if uid < uidnext]
+        below = [uid for uid, r in records.items() if uid < uidnext and r.vanished_at is None]
         present: set[int] | None = None
         if info.get(b"EXISTS") != len(below) + len(new):
             present = src.uids()

@@ -9,7 +9,7 @@ from collections import defaultdict
 from migrate.core.store import FolderState, MessageRecord
 from migrate.mailbox.source_imap import MessageMeta
 from migrate.mailbox.sync.context import PassContext
-from migrate.mailbox.sync.reports import FolderReport, Key, flagstr, record_key
+from migrate.mailbox.sync.reports import FolderReport, Key, flagstr, record_key, split_keys
 
 log = logging.getLogger(__package__)  # the engine's one logger, migrate.mailbox.sync
 
@@ -66,7 +66,10 @@ class Reconciler:
 
     def reconcile_pending(self, state: FolderState | None, dest_name: str, records: dict[Key, MessageRecord],
                           fr: FolderReport) -> dict[Key, MessageRecord]:
-        """A crash between APPEND and its record left rows pending: find where they landed, if they did."""
+        """A crash between APPEND (or MOVE) and its record left rows pending: find where they landed, if they did.
+        A pending move found in its new folder completes as :class:`migrate.mailbox.sync.moves.Mover` would
+        have: what is left of the copy where it was (a COPY whose expunge never came) is expunged, and the record
+        of it goes in the same transaction as the new one."""
         ctx = self.ctx
         pending = [r for r in records.values() if r.state == "pending"]
         if not pending or state is None:
@@ -74,23 +77,42 @@ class Reconciler:
         since = min(r.dest_uidnext_before or 1 for r in pending)
         mapped = {r.dest_uid for r in records.values() if r.state == "copied" and r.dest_uid}
         available = self.dest_multiset(dest_name, mapped, since)
-        found, missing = [], []
+        found, moved, missing = [], [], []
         for r in sorted(pending, key=lambda r: (str(type(record_key(r))), record_key(r))):
             slot = available.get(r.fingerprint)
             if slot:
                 uid, _flags = slot.pop(0)
-                found.append((r.src_uid, r.src_item, uid, r.fingerprint, r.size, r.flags))
+                (moved if r.moved_from_folder is not None else found).append(
+                    (r, (r.src_uid, r.src_item, uid, r.fingerprint, r.size, r.flags)))
             else:
                 missing.append(r)
-        fr.resumed += len(found)
+        fr.resumed += len(found) + len(moved)
+        fr.moved += len(moved)
         if not ctx.dry:
-            ctx.store.record_copied(state.id, found)
-            ctx.store.delete_message_records(state.id, [r.src_uid for r in missing if r.src_uid is not None],
-                                             [r.src_item for r in missing if r.src_item is not None])
+            ctx.store.record_copied(state.id, [row for _r, row in found])
+            self._complete_moves(state, moved)
+            ctx.store.delete_message_records(state.id, *split_keys(record_key(r) for r in missing))
         log.info("%s: %s: %d interrupted copies found on the destination, %d to copy again",
-                 ctx.mailbox.email, dest_name, len(found), len(missing))
+                 ctx.mailbox.email, dest_name, len(found) + len(moved), len(missing))
         return {record_key(r): r for r in ctx.store.message_records(state.id)} if not ctx.dry else {
             k: r for k, r in records.items() if r.state != "pending"}
+
+    def _complete_moves(self, state: FolderState, moved: list[tuple[MessageRecord, tuple]]) -> None:
+        ctx = self.ctx
+        folders = {f.id: f for f in ctx.store.folders(ctx.mailbox.id)} if moved else {}
+        by_origin: dict[int, list[tuple[MessageRecord, tuple]]] = defaultdict(list)
+        for r, row in moved:
+            by_origin[r.moved_from_folder].append((r, row))  # type: ignore[index]
+        for origin_id, rows in by_origin.items():
+            origin = folders.get(origin_id)
+            keys = [_origin_key(r.moved_from_key, ctx.is_ews) for r, _row in rows]
+            if origin is not None and origin.dest_name in ctx.dest.folders():
+                left = {record_key(o): o.dest_uid for o in ctx.store.message_records(origin_id)}
+                uids = [left[k] for k in keys if left.get(k)]
+                if uids:
+                    ctx.hold()
+                    ctx.dest.expunge(origin.dest_name, uids)   # a UID already moved away is not there: no-op
+            ctx.store.record_moved(state.id, [row for _r, row in rows], origin_id, keys)
 
     def reconcile_folder(self, state: FolderState | None, dest_name: str, records: dict[Key, MessageRecord],
                          src_fps: dict[int, tuple[str, int]], meta: dict[int, MessageMeta],
@@ -112,3 +134,8 @@ class Reconciler:
         log.info("%s: %s: %d messages already on the destination matched by fingerprint",
                  ctx.mailbox.email, dest_name, len(matched))
         return {record_key(r): r for r in ctx.store.message_records(state.id)}
+
+
+def _origin_key(text: str | None, ews: bool) -> Key:
+    """A pending move's origin key as stored (text) → the source key it was: an EWS item id, or an IMAP UID."""
+    return (text or "") if ews else int(text or 0)

@@ -16,6 +16,8 @@ Key = int | str  # IMAP source UID, or EWS item id
 @dataclass
 class SyncOptions:
     dry_run: bool = False
+    #: Carry deletions: remove from the central host the copies of messages deleted at the source, and the
+    #: folders deleted there (only what govmigrate copied). Moves and renames are carried by every pass.
     propagate_deletes: bool = False
     #: A batch is fetched with one FETCH and appended with one MULTIAPPEND.
     batch_bytes: int = 2_000_000
@@ -36,6 +38,16 @@ class SyncOptions:
         return cls(batch_bytes=int(tuning.batch_bytes), batch_messages=tuning.batch_messages,
                    stream_threshold=int(tuning.stream_threshold), workers=tuning.workers, **kwargs)
 
+    @classmethod
+    def for_pass(cls, project: Project, pass_name: str, *, carry_deletes: bool = False,
+                 **kwargs: Any) -> SyncOptions:
+        """A wave pass's options: the final pass (and the cut-over's last delta, a final pass too) carries
+        deletions; a delta pass when the project file (``sync.carry_deletes_in_delta``) or ``carry_deletes``
+        (``run --carry-deletes``) says so; a prestage never needs to (nothing was copied before it)."""
+        carry = pass_name == "final" or (pass_name == "delta" and (
+            carry_deletes or project.config.sync.carry_deletes_in_delta))
+        return cls.from_project(project, propagate_deletes=carry, **kwargs)
+
 
 @dataclass
 class FolderReport:
@@ -50,7 +62,19 @@ class FolderReport:
     #: Copies an interrupted pass made and could not record (its pending records), found on the destination.
     resumed: int = 0
     flag_updates: int = 0
+    #: Copies removed because their source message was deleted (a pass carrying deletions).
     deleted: int = 0
+    #: Copies moved into this folder on the central host: their message was moved here at the source.
+    moved: int = 0
+    #: The folder's name at the source before the user renamed it (and its central name before, if it changed).
+    renamed_from: str | None = None
+    renamed_dest_from: str | None = None
+    #: The folder was deleted at the source: its copies are removed (a pass carrying deletions) and the central
+    #: folder deleted too when nothing else is in it (``removed``).
+    deleted_at_source: bool = False
+    removed: bool = False
+    #: Why the central folder of a folder deleted at the source stays (it holds mail govmigrate did not copy).
+    kept: str | None = None
     #: Messages copied or re-flagged whose keywords (Exchange categories) had to be encoded as atoms.
     keywords_encoded: int = 0
     to_copy: int = 0          # dry-run: would copy
@@ -99,6 +123,10 @@ class MailboxReport:
         return sum(len(f.failed) for f in self.folders)
 
     @property
+    def moved(self) -> int:
+        return sum(f.moved for f in self.folders)
+
+    @property
     def keywords_encoded(self) -> int:
         return sum(f.keywords_encoded for f in self.folders)
 
@@ -113,11 +141,15 @@ class MailboxReport:
             not any(g.failed or g.error for g in self.groupware)
 
 
-
-
 def cols(key: Key) -> tuple[int | None, str | None]:
     """A key as the store's (src_uid, src_item) columns."""
     return (key, None) if isinstance(key, int) else (None, key)
+
+
+def split_keys(keys) -> tuple[list[int], list[str]]:
+    """Keys as the store takes them: (IMAP source UIDs, EWS item ids)."""
+    keys = list(keys)
+    return [k for k in keys if isinstance(k, int)], [k for k in keys if isinstance(k, str)]
 
 
 def record_key(record: MessageRecord) -> Key:

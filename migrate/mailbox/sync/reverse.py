@@ -36,7 +36,7 @@ from migrate.mailbox.source_imap import ImapSourceMailbox
 from migrate.mailbox.sync.context import PassContext
 from migrate.mailbox.sync.engine import SyncEngine
 from migrate.mailbox.sync.folder_sync import FolderSync
-from migrate.mailbox.sync.reports import FolderReport, Item, MailboxReport, record_key
+from migrate.mailbox.sync.reports import FolderReport, Item, MailboxReport, SyncOptions, record_key
 
 log = logging.getLogger(__package__)
 
@@ -103,7 +103,7 @@ class CopyBack(SyncEngine):
         """Calendars and contacts are not copied back (README, "What the copy back cannot cover")."""
 
     def _sync_once(self, mailbox: MailboxRow, source: Source, report: MailboxReport, store: Any,
-                   lost: threading.Event) -> None:
+                   lost: threading.Event, options: SyncOptions) -> None:
         if not isinstance(source.server, ImapServer):
             raise RemoteError(f"{source.id} is an Exchange server: govmigrate copies mail back to IMAP ministry "
                               "servers only; the messages that arrived on the central host stay there (listed by "
@@ -114,7 +114,7 @@ class CopyBack(SyncEngine):
             central = ImapSourceMailbox(self.central.open(mailbox.email).session)
             ministry = LazyDestination(None, None, mailbox.email,
                                        opener=lambda: self._ministry(source, mailbox))
-            ctx = PassContext(store=ReverseRecords(self.store), options=self.options, mailbox=mailbox,  # type: ignore[arg-type]
+            ctx = PassContext(store=ReverseRecords(self.store), options=options, mailbox=mailbox,  # type: ignore[arg-type]
                               source=source, src=central, dest=ministry, report=report, progress=self.progress,
                               stop=self.stop, large=self._large, limiter=self._limiters.get(source.id),
                               max_keyword=self.project.config.central.max_keyword_length, lost=lost)
