@@ -51,6 +51,13 @@ PHASES: dict[str, list[str]] = {
     "store commits": ["migrate.core.store.base:Sqlite.commit", "migrate.core.store.base:Engine.commit",
                       "migrate.core.store.base:Postgres.commit"],
     "mailbox lock": ["migrate.core.locks:Lock.__enter__"],
+    "settings pass": ["migrate.mailbox.settings:settings_pass"],
+    "sieve session": ["migrate.mailbox.sieve:ManageSieve.__init__"],
+    "sieve listing": ["migrate.mailbox.sieve:ManageSieve.listing"],
+    "acl reads": ["migrate.mailbox.acl:read_imap", "migrate.mailbox.acl:central_acl"],
+    "groupware pass": ["migrate.mailbox.groupware:GroupwarePass.run"],
+    "pre-flight": ["migrate.waves.preflight:preflight"],
+    "central access check": ["migrate.mailbox.central:CentralServer.check_access"],
 }
 
 _lock = threading.Lock()
