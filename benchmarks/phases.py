@@ -54,7 +54,8 @@ PHASES: dict[str, list[str]] = {
     "settings pass": ["migrate.mailbox.settings:settings_pass"],
     "sieve session": ["migrate.mailbox.sieve:ManageSieve.__init__"],
     "sieve listing": ["migrate.mailbox.sieve:ManageSieve.listing"],
-    "acl reads": ["migrate.mailbox.acl:read_imap", "migrate.mailbox.acl:central_acl"],
+    "acl reads": ["migrate.mailbox.acl:read_imap", "migrate.mailbox.acl:central_acl",
+                  "migrate.mailbox.protocol:getacl_many"],
     "groupware pass": ["migrate.mailbox.groupware:GroupwarePass.run"],
     "pre-flight": ["migrate.waves.preflight:preflight"],
     "central access check": ["migrate.mailbox.central:CentralServer.check_access"],
@@ -165,12 +166,13 @@ def _counting(fn, command: str):
 
 
 def _count_raw_commands() -> None:
-    """protocol.py writes some commands itself (MULTIAPPEND, streamed APPEND, ...): count those writes too."""
+    """protocol.py writes some commands itself (MULTIAPPEND, streamed APPEND, pipelined GETACLs): count those
+    too (a pipelined batch as one, GETACL_MANY: one round trip)."""
     try:
         from migrate.mailbox import protocol
     except ImportError:
         return
-    for name in ("multiappend", "append_stream"):
+    for name in ("multiappend", "append_stream", "getacl_many"):
         fn = getattr(protocol, name, None)
         if fn is None:
             continue
