@@ -8,8 +8,9 @@ A wrapped function that calls another wrapped one counts in both (``session open
 ``login``), so the ``of which`` phases are listed beside what holds them. IMAP commands are also counted by name
 (round trips). A name that no longer exists in the engine is skipped, so the breakdown survives refactoring.
 
-``BENCH_LAUNCHED`` (the launcher's ``time.time()``) gives the process start: interpreter start and imports
-until the command begins.
+``BENCH_LAUNCHED`` (the launcher's ``time.time()``) gives the process start (the interpreter's); ``imports`` is the
+command line's own (``migrate.cli.main``); what a command imports itself counts in ``command``. The timers
+import nothing: a module with timed functions is patched when the command first imports it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.abc
 import json
 import os
 import resource
@@ -48,8 +50,7 @@ PHASES: dict[str, list[str]] = {
     "store transactions": ["migrate.core.store.base:StoreBase.tx"],
     "store statements": ["migrate.core.store.base:Sqlite.execute", "migrate.core.store.base:Sqlite.executemany",
                          "migrate.core.store.base:Postgres.execute", "migrate.core.store.base:Postgres.executemany"],
-    "store commits": ["migrate.core.store.base:Sqlite.commit", "migrate.core.store.base:Engine.commit",
-                      "migrate.core.store.base:Postgres.commit"],
+    "store commits": ["migrate.core.store.base:Engine.commit"],
     "mailbox lock": ["migrate.core.locks:Lock.__enter__"],
     "settings pass": ["migrate.mailbox.settings:settings_pass"],
     "sieve session": ["migrate.mailbox.sieve:ManageSieve.__init__"],
@@ -111,18 +112,18 @@ def _timed_context(phase: str, fn):
     return wrapper
 
 
-def _install() -> list[str]:
-    """Wraps every phase's functions that exist; returns those that do not."""
-    import imaplib
+_missing: list[str] = []
+#: Raw writes of protocol.py counted as commands (a pipelined batch as one round trip).
+RAW_COMMANDS = {"multiappend": "MULTIAPPEND", "append_stream": "APPEND", "getacl_many": "GETACL_MANY"}
 
-    missing = []
+
+def _patch(module) -> None:
+    """Wraps the phase functions that ``module`` defines (and counts its raw commands); copies that modules
+    imported before made with ``from module import name`` are replaced too."""
     for phase, targets in PHASES.items():
         for target in targets:
             module_name, _, qualname = target.partition(":")
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError:
-                missing.append(target)
+            if module_name != module.__name__:
                 continue
             owner: object = module
             *path, name = qualname.split(".")
@@ -131,19 +132,63 @@ def _install() -> list[str]:
                     owner = getattr(owner, part)
                 original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
             except (AttributeError, KeyError):
-                missing.append(target)
+                _missing.append(target)
                 continue
             # contextlib.contextmanager's wrapper is a function named helper around the generator function.
             is_context = hasattr(original, "__wrapped__") and \
                 getattr(getattr(original, "__code__", None), "co_name", "") == "helper"
             wrapped = _timed_context(phase, original) if is_context else _timed(phase, original)
-            setattr(owner, name, wrapped)
-            if not isinstance(owner, type):
-                # `from module import name` made copies: replace them too.
-                for other in list(sys.modules.values()):
-                    if getattr(other, "__name__", "").startswith("migrate.") and \
-                            getattr(other, name, None) is original:
-                        setattr(other, name, wrapped)
+            if module.__name__ == "migrate.mailbox.protocol" and name in RAW_COMMANDS:
+                wrapped = _counting(wrapped, RAW_COMMANDS[name])
+            _replace(owner, name, original, wrapped)
+    if module.__name__ == "migrate.mailbox.protocol":
+        for name, command in RAW_COMMANDS.items():
+            fn = getattr(module, name, None)
+            if fn is not None and not hasattr(fn, "_phases_counted"):
+                _replace(module, name, fn, _counting(fn, command))
+
+
+def _replace(owner: object, name: str, original, wrapped) -> None:
+    setattr(owner, name, wrapped)
+    if not isinstance(owner, type):
+        for other in list(sys.modules.values()):
+            if getattr(other, "__name__", "").startswith("migrate.") and getattr(other, name, None) is original:
+                setattr(other, name, wrapped)
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patches a target module right after it is first imported: the timers import nothing themselves, so the
+    command loads what it would load without them."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in self.names:
+            return None
+        for finder in sys.meta_path:
+            if finder is self:
+                continue
+            spec = getattr(finder, "find_spec", lambda *a: None)(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                execute = spec.loader.exec_module
+
+                def exec_module(module, _execute=execute):
+                    _execute(module)
+                    _patch(module)
+                spec.loader.exec_module = exec_module
+                return spec
+        return None
+
+
+def _install() -> None:
+    import imaplib
+
+    names = {t.partition(":")[0] for targets in PHASES.values() for t in targets} | {"migrate.mailbox.protocol"}
+    for name in sorted(names):
+        if name in sys.modules:
+            _patch(sys.modules[name])
+    sys.meta_path.insert(0, _PatchOnImport({n for n in names if n not in sys.modules}))
 
     command = imaplib.IMAP4._command
 
@@ -153,7 +198,6 @@ def _install() -> list[str]:
         return command(self, name, *args)
 
     imaplib.IMAP4._command = counted
-    return missing
 
 
 def _counting(fn, command: str):
@@ -162,25 +206,8 @@ def _counting(fn, command: str):
         with _lock:
             _commands[command] += 1
         return fn(*args, **kwargs)
+    counting._phases_counted = True
     return counting
-
-
-def _count_raw_commands() -> None:
-    """protocol.py writes some commands itself (MULTIAPPEND, streamed APPEND, pipelined GETACLs): count those
-    too (a pipelined batch as one, GETACL_MANY: one round trip)."""
-    try:
-        from migrate.mailbox import protocol
-    except ImportError:
-        return
-    for name in ("multiappend", "append_stream", "getacl_many"):
-        fn = getattr(protocol, name, None)
-        if fn is None:
-            continue
-
-        setattr(protocol, name, _counting(fn, name.upper()))
-        for other in list(sys.modules.values()):
-            if getattr(other, "__name__", "").startswith("migrate.") and getattr(other, name, None) is fn:
-                setattr(other, name, getattr(protocol, name))
 
 
 def main(argv: list[str]) -> int:
@@ -190,11 +217,8 @@ def main(argv: list[str]) -> int:
     started = time.time()
     import_start = time.perf_counter()
     from migrate.cli import main as cli_main
-    importlib.import_module("migrate.mailbox.sync")   # what a sync pass imports anyway, before the timers go in
-    importlib.import_module("migrate.waves.sync_pass")
     imports = time.perf_counter() - import_start
-    missing = _install()
-    _count_raw_commands()
+    _install()
     code = 0
     wall_start = time.perf_counter()
     try:
@@ -210,7 +234,7 @@ def main(argv: list[str]) -> int:
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
         "phases": {p: {"s": round(s, 4), "calls": _calls[p]} for p, s in _seconds.items()},
         "imap_commands": dict(_commands.most_common()),
-        "not_found": missing,
+        "not_found": sorted(set(_missing)),
     }
     out.write_text(json.dumps(result, indent=1))
     return code
