@@ -59,6 +59,8 @@ test: setup
 demo: setup
 	$(PY) -m tests.lab.demo
 
+# `make bench` runs every benchmark, `make bench BENCH="delta final"` some; BENCH_SCALE=0.1 shrinks the corpora.
+# Each record is printed as one JSON line: govmigrate's figure beside its anchor's from the same run (README).
 bench: setup bench-packages
 	$(PY) -m benchmarks $(BENCH)
 

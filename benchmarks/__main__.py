@@ -1,7 +1,9 @@
 """``python -m benchmarks [NAME ...]``: run the benchmarks (every ``benchmarks/bench_*.py``) and print figures.
 
-Each benchmark module has ``run() -> dict`` which starts what it needs in the test lab, prints its
-figures as it goes, and returns them; the last line printed is one JSON object of all figures.
+Each benchmark module has ``run()``, which starts what it needs in the test lab, prints its figures for people as
+it goes, and returns its records: a list of dicts, each govmigrate's figure beside its anchor's from the same run
+(:func:`benchmarks.figures.compare`), or one dict of figures. As each benchmark ends, each of its records is
+printed as one JSON line (``{"bench": ..., ...}``), so a long run that fails late keeps what it measured.
 """
 
 from __future__ import annotations
@@ -21,15 +23,12 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(names)}", file=sys.stderr)
         return 2
-    if not chosen:
-        print("no benchmarks yet")
-        return 0
-    figures: dict[str, object] = {}
     for name in chosen:
         print(f"== benchmark: {name}", flush=True)
         module = importlib.import_module(f"benchmarks.bench_{name}")
-        figures.update(module.run())
-    print(json.dumps(figures, sort_keys=True))
+        records = module.run()
+        for record in records if isinstance(records, list) else [{"bench": name, **records}]:
+            print(json.dumps(record), flush=True)
     return 0
 
 

@@ -1,10 +1,12 @@
-"""Login benchmark: what one mailbox login costs the source server, and so the floor of a no-change pass.
+"""Login benchmark: what one mailbox login costs each server, and so the floor of a no-change pass.
 
 A no-change pass must log into every source mailbox (IMAP cannot say a mailbox is unchanged without a login),
-so the source servers' CPU per login bounds how fast such a pass can be. govmigrate's own connect and
-master-user LOGIN against a lab ministry Dovecot, 400 times one after the other, nothing else: the machine's
-CPU from /proc/stat, the client's from getrusage, the server's the difference (run it on an idle machine).
-The last line printed is one JSON object.
+so the servers' CPU per login bounds how fast such a pass can be. govmigrate's own connect and master-user LOGIN
+against a lab ministry Dovecot and against the lab's central host, 400 times one after the other, nothing else:
+the client's CPU from getrusage, the server's from /proc (the CPU of that Dovecot's process tree, so other work
+on the machine does not count; its wall time does). :func:`login_floor` is the same measurement for the no-change benchmarks (``final``, ``scale``), made
+in their own run against their own servers: the floor of a pass is the logins it makes to each server (counted
+by the phase timers) times that server's CPU per login, over this machine's cores.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import resource
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.lab import corpus, scenario
@@ -23,10 +26,32 @@ ROUNDS = 400
 MAILBOXES = 5000
 
 
-def _machine_cpu() -> float:
-    with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")   # all but idle and iowait
+def server_cpu(master_pid: int) -> float:
+    """CPU seconds of a Dovecot instance: its master and every live process under it (auth, login, imap), each
+    with what its exited children used (the kernel adds a child's time to its parent's when the parent reaps it).
+    Counted per process tree, so other work on the machine does not count."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        parents[pid] = int(fields[1])
+        times[pid] = sum(int(v) for v in fields[11:15]) / tick   # utime, stime, cutime, cstime
+    total = 0.0
+    for pid, spent in times.items():
+        p = pid
+        while p > 1 and p != master_pid:
+            p = parents.get(p, 0)
+        if p == master_pid:
+            total += spent
+    return total
 
 
 def _client_cpu() -> float:
@@ -34,19 +59,72 @@ def _client_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _measure(rounds: int, once) -> tuple[float, float, float]:
+def _measure(rounds: int, once, master_pid: int) -> tuple[float, float, float]:
     """(wall, client CPU, server CPU) seconds per round."""
-    wall, client, machine = time.monotonic(), _client_cpu(), _machine_cpu()
+    wall, client, server = time.monotonic(), _client_cpu(), server_cpu(master_pid)
     for i in range(rounds):
         once(i)
-    wall, client, machine = time.monotonic() - wall, _client_cpu() - client, _machine_cpu() - machine
-    return wall / rounds, client / rounds, max(0.0, machine - client) / rounds
+    time.sleep(0.2)   # the last sessions' processes end and are reaped
+    wall, client, server = time.monotonic() - wall - 0.2, _client_cpu() - client, server_cpu(master_pid) - server
+    return wall / rounds, client / rounds, server / rounds
 
 
-def run() -> dict:
+@dataclass(frozen=True)
+class LoginCost:
+    """One server's login, per login: wall seconds one after the other, client CPU, server CPU."""
+    wall: float
+    client_cpu: float
+    server_cpu: float
+    tls_server_cpu: float = 0.0
+    tls_client_cpu: float = 0.0
+
+
+def login_costs(ws: Path, logins: dict[str, tuple[DovecotServer, list[str]]],
+                rounds: int = ROUNDS) -> dict[str, LoginCost]:
+    """Per server (``central`` or a source id, with its lab server): connect + master-user LOGIN + LOGOUT
+    ``rounds`` times, as the workspace ``ws``'s project file reaches it, as the users given in turn."""
     from migrate.core.config import load_project
     from migrate.mailbox import imap
 
+    project = load_project(ws / "migration.yaml")
+    costs: dict[str, LoginCost] = {}
+    for server_id, (lab_server, users) in logins.items():
+        assert lab_server.process is not None
+        master = lab_server.process.proc.pid
+        if server_id == "central":
+            endpoint = imap.Endpoint.from_config(project.config.central.imap, base_dir=project.base_dir,
+                                                 label="central host")
+            creds = imap.credentials_for_central(project.config.central, project)
+        else:
+            server = project.source(server_id).server
+            endpoint = imap.Endpoint.from_config(server, base_dir=project.base_dir, label=server_id)
+            creds = imap.credentials_for_source(server, project)
+
+        def login(i: int, endpoint=endpoint, creds=creds, users=users) -> None:
+            client = imap.connect(endpoint)
+            imap.authenticate(client, creds, users[i % len(users)], None, endpoint)
+            client.logout()
+
+        def tls_only(_i: int, endpoint=endpoint) -> None:
+            imap.connect(endpoint).logout()
+
+        _measure(20, login, master)  # warm up
+        wall, client, server = _measure(rounds, login, master)
+        _, tls_client, tls_server = _measure(rounds // 4, tls_only, master)
+        costs[server_id] = LoginCost(wall, client, server, tls_server, tls_client)
+    return costs
+
+
+def floor_s(logins_made: dict[str, int], costs: dict[str, LoginCost], *, with_client: bool = False) -> float:
+    """The floor of a pass that made ``logins_made[server]`` logins: their servers' CPU (and, ``with_client``, the
+    client's own CPU per login, which runs on the same machine here) spread over this machine's cores."""
+    cores = os.cpu_count() or 1
+    total = sum(n * (costs[s].server_cpu + (costs[s].client_cpu if with_client else 0.0))
+                for s, n in logins_made.items() if n)
+    return total / cores
+
+
+def run() -> dict:
     boxes = corpus.ministry(seed="login", domain="health.gov.bz", users=50, messages=2,
                             sizes=corpus.SizeProfile(((1.0, 1_000, 2_000),)), edge_cases=False, pilot=0, vip=0)
     source = DovecotServer(modern_source("health")).start()
@@ -56,33 +134,24 @@ def run() -> dict:
         ws = Path(tempfile.mkdtemp(prefix="govmigrate-login-")) / "ws"
         scenario.write_workspace(ws, Lab({"health": LabSource("health", "Ministry of Health", "health.gov.bz", source,
                                                               boxes)}, center))
-        project = load_project(ws / "migration.yaml")
-        server = project.source("health").server
-        endpoint = imap.Endpoint.from_config(server, base_dir=project.base_dir, label="health")
-        creds = imap.credentials_for_source(server, project)
-
-        def login(i: int) -> None:
-            client = imap.connect(endpoint)
-            imap.authenticate(client, creds, boxes[i % len(boxes)].login, None, endpoint)
-            client.logout()
-
-        def tls_only(_i: int) -> None:
-            imap.connect(endpoint).logout()
-
-        _measure(20, login)  # warm up
-        login_wall, login_client, login_server = _measure(ROUNDS, login)
-        tls_wall, tls_client, tls_server = _measure(ROUNDS, tls_only)
+        costs = login_costs(ws, {"health": (source, [b.login for b in boxes]),
+                                 "central": (center, [b.email for b in boxes])})
     finally:
         center.cleanup()
         source.cleanup()
     cores = os.cpu_count() or 1
-    floor = MAILBOXES * login_server / cores
-    print(f"connect + master-user LOGIN + LOGOUT, {ROUNDS} times: {login_wall * 1000:.1f} ms each; server CPU "
-          f"{login_server * 1000:.1f} ms, client CPU {login_client * 1000:.1f} ms per login")
-    print(f"of which TLS connect + LOGOUT alone: server CPU {tls_server * 1000:.1f} ms, client "
-          f"{tls_client * 1000:.1f} ms ({tls_wall * 1000:.1f} ms each)")
-    print(f"floor of a no-change pass over {MAILBOXES} mailboxes from the source servers' logins alone, on "
-          f"{cores} cores: {floor:.1f} s")
-    return {"login_server_cpu_ms": round(login_server * 1000, 2), "login_client_cpu_ms": round(login_client * 1000, 2),
-            "login_tls_server_cpu_ms": round(tls_server * 1000, 2),
-            "login_nochange_floor_5000_s": round(floor, 1)}
+    src, cen = costs["health"], costs["central"]
+    floor = floor_s({"health": MAILBOXES}, costs)
+    for name, c in (("source", src), ("central host", cen)):
+        print(f"{name}: connect + master-user LOGIN + LOGOUT, {ROUNDS} times: {c.wall * 1000:.1f} ms each; server "
+              f"CPU {c.server_cpu * 1000:.1f} ms, client CPU {c.client_cpu * 1000:.1f} ms per login (TLS connect + "
+              f"LOGOUT alone: server {c.tls_server_cpu * 1000:.1f} ms, client {c.tls_client_cpu * 1000:.1f} ms)")
+    print(f"floor of a no-change pass over {MAILBOXES} mailboxes (one source login each, no central login) from the "
+          f"source servers' logins alone, on {cores} cores: {floor:.1f} s; with the client's CPU on the same "
+          f"machine: {floor_s({'health': MAILBOXES}, costs, with_client=True):.1f} s")
+    return {"login_server_cpu_ms": round(src.server_cpu * 1000, 2), "login_client_cpu_ms": round(src.client_cpu * 1000, 2),
+            "login_tls_server_cpu_ms": round(src.tls_server_cpu * 1000, 2),
+            "central_login_server_cpu_ms": round(cen.server_cpu * 1000, 2),
+            "central_login_client_cpu_ms": round(cen.client_cpu * 1000, 2),
+            "login_nochange_floor_5000_s": round(floor, 1),
+            "login_nochange_floor_5000_with_client_s": round(floor_s({"health": MAILBOXES}, costs, with_client=True), 1)}

@@ -12,14 +12,14 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from migrate.core.errors import MigrateError, Problem
+from migrate.core.errors import Problem
 from migrate.core.printable import printable
 from migrate.core.secrets import RedactingWriter
-from migrate.core.workspace import Workspace, open_workspace
 
 if TYPE_CHECKING:
     from migrate.core.config import Project
     from migrate.core.store import Store
+    from migrate.core.workspace import Workspace
 
 
 class _Console(Console):
@@ -66,6 +66,10 @@ class App:
     @property
     def workspace(self) -> Workspace:
         if self._workspace is None:
+            # Imported here: the project file's models and the store are for commands that open the workspace,
+            # not for --help or --version (each command should start in well under a third of a second).
+            from migrate.core.workspace import open_workspace
+
             self._workspace = open_workspace(self.workspace_dir)
         return self._workspace
 
@@ -82,12 +86,12 @@ class App:
         if self._store is None:
             # The project file says where the store is when several hosts share one; a command that needs
             # no project (status, log, report) still works on a broken project file that names no shared store.
-            try:
+            # A project file that names no shared store is not validated for it: the workspace's state.db is the
+            # store, and a command that reads only the store (log, inventory show) starts without the project
+            # file's models.
+            project = None
+            if self.workspace.names_shared_state():
                 project = self.project
-            except MigrateError:
-                if self.workspace.names_shared_state():
-                    raise
-                project = None
             self._store = self.workspace.open_store(project)
         return self._store
 

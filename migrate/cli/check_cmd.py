@@ -5,9 +5,7 @@ from __future__ import annotations
 import click
 
 from migrate.cli.app import App, pass_app
-from migrate.core.config import user_password_problems
 from migrate.core.errors import ValidationFailed
-from migrate.core.userlist import read_user_list
 
 
 @click.command()
@@ -19,6 +17,9 @@ def command(app: App) -> None:
     error (in a PBX file too: a bad row, a number defined twice), 1 if there are only warnings. A
     secret reference that does not resolve yet (an unset variable) is only a warning here.
     """
+    from migrate.core.config import user_password_problems
+    from migrate.core.userlist import read_user_list
+
     ws = app.workspace
     project = ws.load_project()  # raises ValidationFailed (exit 2) with every problem listed
     problems = list(project.warnings)

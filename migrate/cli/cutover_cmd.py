@@ -4,6 +4,7 @@ phones: two wave steps (the DNS switch, the phone registration) run one after th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,9 +13,9 @@ from migrate.cli.output import emit_json, emit_table, output_options
 from migrate.cli.run_cmd import as_dict, render, run_with_progress, wave_run
 from migrate.cli.sip_cmd import phone_doc, print_phone_step, print_report
 from migrate.core.errors import ExitCode, Interrupted, UsageError
-from migrate.waves.results import StepResult
-from migrate.waves.step import StepOptions
-from migrate.waves.table import step
+
+if TYPE_CHECKING:
+    from migrate.waves.results import StepResult
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ def command(app: App, wave: str, dry_run: bool, force: bool, reason: str | None,
     (exit 8, nothing changes) while any check fails, unless --force with --reason. `govmigrate sip
     confirm --wave WAVE` then records that the wave's DIDs route to the platform.
     """
+    from migrate.waves.results import StepResult
+    from migrate.waves.step import StepOptions
+    from migrate.waves.table import step
+
     options = StepOptions(force=force, reason=reason)
     with wave_run(app, wave, dry_run=dry_run) as wr:
         wr.check_plan()

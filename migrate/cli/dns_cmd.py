@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
 from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_json, emit_table, output_options, plain
 from migrate.cli.run_cmd import run_with_progress, wave_run
 from migrate.core.errors import Finished, MigrateError, UsageError
-from migrate.dns.changes import ChangeSet, plan_domain
-from migrate.dns.checks import FAIL, PASS, WARN, DomainReport, check_domains
-from migrate.dns.client import DnsClient, dns_section
-from migrate.dns.prepare import Prepared, prepare_domain
-from migrate.waves.results import StepResult
-from migrate.waves.step import StepOptions
-from migrate.waves.table import step
 
-STATUS_STYLE = {PASS: "green", WARN: "yellow", FAIL: "bold red"}
+if TYPE_CHECKING:
+    from migrate.dns.changes import ChangeSet
+    from migrate.dns.checks import DomainReport
+    from migrate.dns.prepare import Prepared
+    from migrate.waves.results import StepResult
+
+
+#: By a check's status (migrate.dns.checks' PASS, WARN, FAIL; spelled out so that --help needs no dnspython).
+STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
 
 @click.group()
@@ -102,6 +102,9 @@ def check(app: App, domains: tuple[str, ...], wave: str | None, fmt: str) -> Fin
     Records the cut-over creates are "not yet" (warn) before the MX points at the central host and
     missing (fail) after. Changes nothing. Exits 1 if any check failed.
     """
+    from migrate.dns.checks import FAIL, PASS, WARN, check_domains
+    from migrate.dns.client import DnsClient, dns_section
+
     section = dns_section(app.project)
     chosen = selected_domains(app, domains, wave)
     client = DnsClient(section, app.project.base_dir)
@@ -118,6 +121,8 @@ def check(app: App, domains: tuple[str, ...], wave: str | None, fmt: str) -> Fin
 
 
 def _print_report(app: App, report: DomainReport) -> None:
+    from rich.table import Table
+
     title = plain(f"{report.domain}" + (f" (zone {report.zone})" if report.zone and report.zone.rstrip('.') != report.domain
                                          else ""))
     table = Table(title=title, title_justify="left")
@@ -144,6 +149,9 @@ def plan(app: App, wave: str, fmt: str) -> None:
     as wanted are left out. Apart from SPF, whose v=spf1 string alone is replaced, each RRset is replaced
     whole. Changes nothing.
     """
+    from migrate.dns.changes import plan_domain
+    from migrate.dns.client import DnsClient, dns_section
+
     section = dns_section(app.project)
     chosen = wave_domains(app, wave)
     doc: dict[str, Any] = {"wave": wave, "cutover_ttl": section.cutover_ttl, "domains": []}
@@ -160,6 +168,8 @@ def plan(app: App, wave: str, fmt: str) -> None:
 
 
 def _print_changeset(app: App, cs: ChangeSet) -> None:
+    from rich.table import Table
+
     domain = cs.domain.rstrip(".")
     if not cs:
         app.out.print(plain(f"{domain}: nothing to change (it already publishes the central host's records)"))
@@ -193,6 +203,9 @@ def prepare(app: App, wave: str, fmt: str) -> None:
     or a record changed meanwhile changes nothing and exits 9; a change not served by every server
     within propagation_timeout exits 10; an unreachable primary exits 4.
     """
+    from migrate.dns.client import DnsClient, dns_section
+    from migrate.dns.prepare import prepare_domain
+
     section = dns_section(app.project)
     chosen = wave_domains(app, wave)
     doc: dict[str, Any] = {"wave": wave, "cutover_ttl": section.cutover_ttl, "domains": []}
@@ -225,6 +238,8 @@ def prepare(app: App, wave: str, fmt: str) -> None:
 
 
 def _print_prepared(app: App, p: Prepared) -> None:
+    from rich.table import Table
+
     if p.lowered:
         table = Table(title=plain(f"{p.domain}: TTL lowered on {len(p.lowered)} RRset"
                                   f"{'s' if len(p.lowered) != 1 else ''}"), title_justify="left")
@@ -259,6 +274,10 @@ def rollback(app: App, wave: str, fmt: str) -> StepResult:
     it sends only what is missing and copies back only what is new. Takes the wave's lock (exit 7 while a
     cut-over of it runs). Exits 1 when records or mailboxes are left, each listed.
     """
+    from migrate.waves.results import StepResult
+    from migrate.waves.step import StepOptions
+    from migrate.waves.table import step
+
     with wave_run(app, wave, dry_run=False) as wr:
         if not wr.domains():
             wr.check_plan(approval=False)
@@ -302,6 +321,9 @@ def settle(app: App, wave: str, force: bool, reason: str | None, fmt: str) -> St
     until every authoritative server serves it. Before dns.settle_after (3 days by default) the gate refuses
     (exit 8) unless --force with --reason. Domains whose cut-over is not done are listed and left (exit 1).
     """
+    from migrate.waves.step import StepOptions
+    from migrate.waves.table import step
+
     with wave_run(app, wave, dry_run=False) as wr:
         result = run_with_progress(app, wr, step("settle"), StepOptions(force=force, reason=reason), label="settle")
     if fmt == "json":

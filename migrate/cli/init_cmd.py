@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from migrate.cli.app import App, pass_app
-from migrate.core.workspace import init_workspace
 
 
 @click.command()
@@ -20,6 +19,8 @@ def command(app: App, directory: Path | None) -> None:
     plans/ and reports/ directories, and an empty state store. An existing workspace is never
     overwritten.
     """
+    from migrate.core.workspace import init_workspace
+
     ws = init_workspace(directory or app.workspace_dir)
     app.info(f"created workspace {ws.root}")
     app.info(f"  {ws.project_file.name}  the project file: edit it for your central host and ministries")

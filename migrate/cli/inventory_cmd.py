@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -10,18 +10,10 @@ from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_csv, emit_json, emit_table, human_bytes, output_options
 from migrate.cli.progress import progress_for
 from migrate.core.errors import Finished
-from migrate.core.store import MIGRATED_KINDS
-from migrate.reports.inventory import (
-    CSV_COLUMNS,
-    FOLDER_CSV_COLUMNS,
-    SourceSection,
-    as_json,
-    csv_rows,
-    folder_csv_rows,
-    grand_totals,
-    load_inventory,
-    probe_lines,
-)
+
+if TYPE_CHECKING:
+    from migrate.reports.inventory import SourceSection
+
 
 MAILBOX_COLUMNS = [("email", "mailbox"), ("status", "status"), ("folders", "folders>"),
                    ("messages", "messages>"), ("size", "size>"), ("largest", "largest>"), ("oldest", "oldest"),
@@ -128,6 +120,7 @@ def mail(app: App, source_ids: tuple[str, ...], fmt: str) -> Finished:
     exits 1.
     """
     from migrate.mailbox.inventory import run_inventory
+    from migrate.reports.inventory import load_inventory
 
     project, store = app.project, app.store
     chosen = list(source_ids) or None
@@ -162,6 +155,8 @@ def show(app: App, source_ids: tuple[str, ...], folders: bool, fmt: str) -> None
     One table per ministry with the server probe's findings and totals; --json gives everything
     (folders included), --csv one row per mailbox (with --folders, one row per folder).
     """
+    from migrate.reports.inventory import load_inventory
+
     chosen = list(source_ids) or None
     if chosen:
         for sid in chosen:
@@ -173,6 +168,15 @@ def show(app: App, source_ids: tuple[str, ...], folders: bool, fmt: str) -> None
 
 
 def _render(app: App, sections: list[SourceSection], fmt: str, *, with_folders: bool) -> None:
+    from migrate.reports.inventory import (
+        CSV_COLUMNS,
+        FOLDER_CSV_COLUMNS,
+        as_json,
+        csv_rows,
+        folder_csv_rows,
+        grand_totals,
+    )
+
     if fmt == "json":
         emit_json(as_json(sections))
     elif fmt == "csv":
@@ -191,6 +195,9 @@ def _render(app: App, sections: list[SourceSection], fmt: str, *, with_folders: 
 
 
 def _table(app: App, section: SourceSection, *, with_folders: bool) -> None:
+    from migrate.core.store import MIGRATED_KINDS
+    from migrate.reports.inventory import probe_lines
+
     out = app.out
     out.print(f"{section.ministry} ({section.id})", markup=False, highlight=False, style="bold")
     for line in probe_lines(section.probe):

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from migrate.cli.app import App
-from migrate.core.config import Project
 from migrate.core.errors import UsageError
-from migrate.core.registry import register_users
-from migrate.core.store import MailboxRow, Store
-from migrate.mailbox.sync import selected_mailboxes
+
+if TYPE_CHECKING:
+    from migrate.core.config import Project
+    from migrate.core.store import MailboxRow, Store
+
 
 
 def select_mailboxes(app: App, users: tuple[str, ...], source_id: str | None,
                      everything: bool) -> tuple[Project, Store, list[MailboxRow]]:
+    from migrate.core.registry import register_users
+    from migrate.mailbox.sync import selected_mailboxes
+
     chosen = sum(bool(x) for x in (users, source_id, everything))
     if chosen != 1:
         raise UsageError("name the mailboxes: USER... (email or login), or --source ID, or --all")

@@ -16,7 +16,6 @@ from migrate.core.errors import ExitCode, MigrateError, ValidationFailed
 from migrate.core.logs import quiet_dependency_warnings, setup_logging
 from migrate.core.printable import printable
 from migrate.core.secrets import redact
-from migrate.core.workspace import default_workspace_dir
 
 log = logging.getLogger(__name__)
 # Before any command's module (and so any dependency) is imported.
@@ -146,7 +145,9 @@ def cli(ctx: click.Context, workspace: Path | None, quiet: bool, verbose: int, l
     each wave (prestage, delta and final passes), cut over DNS, and report progress. Everything is
     recorded in the workspace's state store, and every step can be re-run to resume.
     """
-    app = App(workspace_dir=workspace or default_workspace_dir(), quiet=quiet, verbose=verbose,
+    # GOVMIGRATE_WORKSPACE reaches `workspace` through the option's envvar; else the current directory (as
+    # migrate.core.workspace.default_workspace_dir, not imported here: it brings the project file's models).
+    app = App(workspace_dir=workspace or Path("."), quiet=quiet, verbose=verbose,
               log_json=log_json, traceback=show_traceback)
     ctx.obj = app
     ctx.call_on_close(app.close)

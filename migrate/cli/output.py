@@ -14,7 +14,6 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import click
-from rich.table import Table
 from rich.text import Text
 
 from migrate.cli.app import App
@@ -84,6 +83,8 @@ def emit_table(app: App, title: str | None, columns: Sequence[tuple[str, str]], 
                *, footer: dict[str, Any] | None = None, no_wrap: Collection[str] = ()) -> None:
     """``columns``: (key, heading) pairs; headings ending in '>' are right-aligned numbers, which never wrap,
     nor do the columns named in ``no_wrap``."""
+    from rich.table import Table  # here: a command that prints no table need not load it
+
     table = Table(title=plain(title) if title else None, show_footer=footer is not None, title_justify="left")
     for key, heading in columns:
         right = heading.endswith(">")

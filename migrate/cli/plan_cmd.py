@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_json, emit_table, human_bytes, output_options
 from migrate.core.errors import Finished, UsageError, ValidationFailed
-from migrate.core.registry import register_users
-from migrate.core.store import Store
-from migrate.mailbox.sync import selected_mailboxes
-from migrate.plans.catalog import Catalog
-from migrate.plans.edits import approval_status, approve_wave, diff_plan, move_mailbox
-from migrate.plans.estimate import format_hours
-from migrate.plans.generate import generate_plan
-from migrate.plans.planfiles import Plan, load_plan
+
+if TYPE_CHECKING:
+    from migrate.core.store import Store
+    from migrate.plans.catalog import Catalog
+    from migrate.plans.planfiles import Plan
+
 
 
 @click.group()
@@ -30,6 +28,9 @@ def command() -> None:
 
 
 def _context(app: App) -> tuple[Any, Store, Catalog]:
+    from migrate.core.registry import register_users
+    from migrate.plans.catalog import Catalog
+
     project, store = app.project, app.store
     for problem in register_users(project, store).problems:
         app.warn(str(problem))
@@ -37,6 +38,8 @@ def _context(app: App) -> tuple[Any, Store, Catalog]:
 
 
 def _plan(app: App) -> tuple[Any, Store, Catalog, Plan]:
+    from migrate.plans.planfiles import load_plan
+
     project, store, catalog = _context(app)
     return project, store, catalog, load_plan(app.workspace.plans_dir, project, store, catalog)
 
@@ -47,6 +50,8 @@ def _window(data) -> str:
 
 
 def wave_rows(plan: Plan, store: Store) -> list[dict[str, Any]]:
+    from migrate.plans.edits import approval_status
+
     rows = []
     for wave_id in [*plan.order, *sorted(set(plan.waves) - set(plan.order))]:
         wp = plan.waves[wave_id]
@@ -74,6 +79,8 @@ def wave_rows(plan: Plan, store: Store) -> list[dict[str, Any]]:
 
 
 def _print_waves(app: App, rows: list[dict[str, Any]], title: str) -> None:
+    from migrate.plans.estimate import format_hours
+
     table = []
     for r in rows:
         table.append({**r, "size": human_bytes(r.get("bytes")),
@@ -105,6 +112,9 @@ def generate(app: App, replace: bool, first_date, days_between: int, fmt: str) -
     throughput and a warning when it will not fit its window. Mailboxes flagged skip, or that the
     inventory could not measure, are left out with the reason (exit 1 if any could not be measured).
     """
+    from migrate.plans.generate import generate_plan
+    from migrate.plans.planfiles import load_plan
+
     project, store = app.project, app.store
     result = generate_plan(project, store, app.workspace.plans_dir, replace=replace,
                            first_date=first_date.date() if first_date else None, days_between=days_between)
@@ -233,6 +243,8 @@ def diff(app: App, wave: str | None, fmt: str) -> None:
     Mailboxes added and removed (and the wave they moved from or to), changed windows, titles,
     handling, notes and cut-over domains, and whether each wave's approval still holds.
     """
+    from migrate.plans.edits import diff_plan
+
     _project, store, _catalog, plan = _plan(app)
     diffs = [d for d in diff_plan(plan, store) if wave is None or d.wave == wave]
     if wave is not None and not diffs:
@@ -264,6 +276,8 @@ def approve(app: App, waves: tuple[str, ...]) -> None:
     The file's hash, who approved (GOVMIGRATE_ACTOR or your login name) and when go into the state
     store and the event log. A run refuses a wave that is not approved, or whose file changed since.
     """
+    from migrate.plans.edits import approval_status, approve_wave
+
     _project, store, catalog, plan = _plan(app)
     for wave_id in waves:
         plan.wave(wave_id)
@@ -294,6 +308,9 @@ def move(app: App, user: str, to_wave: str) -> None:
     The mailbox leaves its current wave (or the excluded list); every wave whose cut-over domains
     change with it is rewritten too. The changed waves must be approved again before they run.
     """
+    from migrate.mailbox.sync import selected_mailboxes
+    from migrate.plans.edits import move_mailbox
+
     project, store, catalog, plan = _plan(app)
     found, unknown = selected_mailboxes(store, users=[user])
     if unknown or len(found) != 1:

@@ -5,28 +5,19 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from migrate.cli.app import App, pass_app
-from migrate.cli.html import render_programme, render_wave
 from migrate.cli.output import emit_csv, emit_json, emit_table, human_bytes, output_options
 from migrate.core.errors import UsageError
-from migrate.core.store import now
-from migrate.core.timezones import Zone
-from migrate.plans.catalog import Catalog
-from migrate.reports.history import burn_up, failure_groups
-from migrate.reports.programme import (
-    CSV_COLUMNS,
-    Completion,
-    Counts,
-    ProgrammeReport,
-    as_json,
-    build_report,
-    csv_rows,
-)
-from migrate.reports.record import MILESTONES, WaveRecord, record_json, wave_record
-from migrate.reports.words import plural
+
+if TYPE_CHECKING:
+    from migrate.core.timezones import Zone
+    from migrate.reports.programme import Completion, Counts, ProgrammeReport
+    from migrate.reports.record import WaveRecord
+
 
 #: ``--html`` given without a file name.
 DEFAULT_FILE = "<default>"
@@ -56,12 +47,20 @@ def command(app: App, fmt: str, html: str | None, wave_id: str | None) -> None:
     nothing from the network. --wave WAVE gives that wave's record instead (its approval history
     and the approval each run ran under). Reads the state store only.
     """
+    from migrate.core.store import now
+    from migrate.plans.catalog import Catalog
+    from migrate.reports.history import burn_up, failure_groups
+    from migrate.reports.programme import CSV_COLUMNS, as_json, build_report, csv_rows
+    from migrate.reports.record import record_json, wave_record
+
     if html is not None and fmt != "table":
         raise UsageError("--html writes a file; it does not go with --json or --csv")
     zone = app.project.zone
     if wave_id is not None:
         record = wave_record(app.store, wave_id)
         if html is not None:
+            from migrate.cli.html import render_wave  # jinja2 and pygal: for the HTML reports only
+
             line = next((w for w in build_report(app.project, app.store).waves if w.id == wave_id), None)
             text = render_wave(record, workspace=app.workspace.root, generated_at=now(), zone=zone, line=line)
             _write(app, html, f"wave-{wave_id}", text)
@@ -73,6 +72,8 @@ def command(app: App, fmt: str, html: str | None, wave_id: str | None) -> None:
     today = zone.now()
     report = build_report(app.project, app.store, today=today)
     if html is not None:
+        from migrate.cli.html import render_programme
+
         mailboxes = Catalog(app.project, app.store).in_sources()
         text = render_programme(report, burn_up(app.store, report, mailboxes, zone=zone, now=today),
                                 failure_groups(report.failures), workspace=app.workspace.root, zone=zone,
@@ -98,6 +99,9 @@ def _write(app: App, html: str, stem: str, text: str) -> None:
 
 
 def render_record(app: App, record: WaveRecord) -> None:
+    from migrate.reports.record import MILESTONES
+    from migrate.reports.words import plural
+
     approval = {"approved": f"approved by {record.approved_by} at {record.approved_at} (hash {record.plan_hash})",
                 "lapsed": "approval lapsed", "not approved": "not approved"}[record.approval_state]
     app.out.print(f"wave {record.wave}: {record.title}; window {record.window}; {approval}", markup=False,
@@ -156,6 +160,8 @@ def _when(c: Completion, zone: Zone) -> str:
 
 
 def render(app: App, r: ProgrammeReport) -> None:
+    from migrate.reports.words import plural
+
     out = app.out
     zone = app.project.zone
     _at = zone.show_iso

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,14 +15,12 @@ from migrate.cli.output import emit_json, emit_table, human_bytes, output_option
 from migrate.cli.progress import print_summary, progress_for, summary_line
 from migrate.core import lifecycle
 from migrate.core.errors import Interrupted, PreflightFailed, UsageError
-from migrate.core.registry import register_users
-from migrate.plans.planfiles import load_plan
-from migrate.waves import runner
-from migrate.waves.context import WaveRun
-from migrate.waves.results import Gate, StepResult
-from migrate.waves.step import PLURAL, Step, StepOptions
-from migrate.waves.table import step as step_named
-from migrate.waves.table import sync_step
+
+if TYPE_CHECKING:
+    from migrate.waves.context import WaveRun
+    from migrate.waves.results import Gate, StepResult
+    from migrate.waves.step import Step, StepOptions
+
 
 NEXT_PASS = {"prestage": "delta", "delta": "final", "final": None}
 
@@ -68,6 +66,11 @@ def command(app: App, wave: str, pass_name: str | None, step_name: str | None, d
     With --workers the pass is queued in the state store and `govmigrate worker` processes copy it, on
     any number of hosts; this command shows their progress and ends when every mailbox is done or failed.
     """
+    from migrate.waves.results import StepResult
+    from migrate.waves.step import StepOptions
+    from migrate.waves.table import step as step_named
+    from migrate.waves.table import sync_step
+
     as_json = fmt == "json"
     if queued and dry_run:
         raise UsageError("--workers queues a real pass; a dry run is shown by this host alone (drop --workers)")
@@ -112,6 +115,10 @@ def command(app: App, wave: str, pass_name: str | None, step_name: str | None, d
 def wave_run(app: App, wave: str, *, dry_run: bool) -> Iterator[WaveRun]:
     """A run of ``wave`` with the user lists registered and the plan loaded; the wave's lock (taken by the
     runner) is released when the block ends. Shared by every command that runs a wave step."""
+    from migrate.core.registry import register_users
+    from migrate.plans.planfiles import load_plan
+    from migrate.waves.context import WaveRun
+
     project, store = app.project, app.store
     for problem in register_users(project, store).problems:
         app.warn(str(problem))
@@ -124,6 +131,8 @@ def run_with_progress(app: App, wr: WaveRun, step: Step, options: StepOptions, *
                       label: str | None = None) -> StepResult:
     """One step through the runner, as a person at a terminal follows it: the gate's progress and findings
     (listed when it refuses, exit 8), then the step's progress. Shared by run, cutover, sip and voip."""
+    from migrate.waves import runner
+
     what = label or (f"{step.name} pass" if step.name in lifecycle.PASSES else step.name)
     gate_label = f"{wr.wave_id}: {step.gate_label}"
     try:
@@ -156,6 +165,8 @@ def run_with_progress(app: App, wr: WaveRun, step: Step, options: StepOptions, *
 
 def print_gate(app: App, gate: Gate, step: Step) -> None:
     """The gate's findings, one line per reason with everything it concerns."""
+    from migrate.waves.step import PLURAL
+
     by_message: dict[str, list[str]] = {}
     for f in gate.findings:
         by_message.setdefault(f"{f.severity}|{f.message}", []).append(f.item or "")
@@ -282,6 +293,8 @@ def summary(result: StepResult) -> str:
 
 def render_items(app: App, result: StepResult) -> None:
     """A step over extensions or domains: one row per item, then the summary."""
+    from migrate.waves.step import PLURAL
+
     rows = [{"item": o.item, "state": o.before if o.before == o.after else f"{o.before} → {o.after}",
              "result": "ok" if o.ok else f"failed: {o.error}"} for o in result.outcomes]
     rows += [{"item": key, "state": "", "result": f"skipped: {why}"} for key, why in result.blocked]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import click
 
@@ -10,10 +11,11 @@ from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_json, emit_table, output_options
 from migrate.cli.progress import progress_for
 from migrate.cli.run_cmd import run_with_progress, wave_run
-from migrate.voip.checks import SipCheckReport, run_checks, select_extensions
-from migrate.waves.results import StepResult
-from migrate.waves.step import StepOptions
-from migrate.waves.table import step
+
+if TYPE_CHECKING:
+    from migrate.voip.checks import SipCheckReport
+    from migrate.waves.results import StepResult
+
 
 #: How each result reads in the tables (plain words: colour is not the only signal).
 MARK = {"pass": "pass", "note": "pass (note)", "warn": "WARN", "fail": "FAIL", "skip": "skipped",
@@ -43,6 +45,10 @@ def check(app: App, wave: str | None, numbers: tuple[str, ...], fmt: str) -> Ste
     a phone" (virtual, or moved by hand); each is stored and is an event. Changes no extension's state
     (govmigrate cutover does). Exits 1 if any check failed, warned or was skipped.
     """
+    from migrate.voip.checks import run_checks, select_extensions
+    from migrate.waves.step import StepOptions
+    from migrate.waves.table import step
+
     result: StepResult | SipCheckReport
     if wave is not None:
         with wave_run(app, wave, dry_run=False) as wr:
@@ -103,6 +109,9 @@ def confirm(app: App, wave_id: str, force: bool, reason: str | None, fmt: str) -
     extension of the wave is not registered (govmigrate cutover WAVE registers them), unless --force
     with --reason. The wave must be approved as it stands (exit 6); its lock is taken (exit 7).
     """
+    from migrate.waves.step import StepOptions
+    from migrate.waves.table import step
+
     with wave_run(app, wave_id, dry_run=False) as wr:
         result = run_with_progress(app, wr, step("sip-confirm"), StepOptions(force=force, reason=reason),
                                    label="confirm")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_json, emit_table, human_bytes, output_options
-from migrate.core import lifecycle
 from migrate.core.errors import UsageError
-from migrate.reports.status import StatusView, find_users, status_view
+
+if TYPE_CHECKING:
+    from migrate.reports.status import StatusView
+
 
 
 @click.command()
@@ -22,6 +26,8 @@ def command(app: App, user: str, fmt: str) -> None:
     the total and the last sync, any failure in plain words, and what happens next. Reads the state
     store only; several matches are listed for you to pick one.
     """
+    from migrate.reports.status import find_users, status_view
+
     as_json = fmt == "json"
     store = app.store
     matches = find_users(store, user)
@@ -136,6 +142,8 @@ def _settings(line, v: StatusView) -> None:
 
 def _domain_text(v: StatusView) -> str:
     """Where the user's domain's mail goes, in the helpdesk's words."""
+    from migrate.core import lifecycle
+
     mx = f"; MX {', '.join(v.mx_now)}" if v.mx_now else ""
     if v.domain_state == "rollback-incomplete":
         where = "the central host" if v.mx_at_central else "the ministry server"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,7 +12,10 @@ from migrate.cli.mailboxes import select_mailboxes
 from migrate.cli.output import emit_json, emit_table, human_bytes, output_options
 from migrate.cli.progress import print_summary, progress_for, summary_line
 from migrate.core.errors import Finished
-from migrate.mailbox.sync import MailboxReport, SyncEngine, SyncOptions
+
+if TYPE_CHECKING:
+    from migrate.mailbox.sync import MailboxReport
+
 
 
 @click.command()
@@ -32,6 +36,8 @@ def command(app: App, users: tuple[str, ...], source_id: str | None, everything:
     faithful copy (same bytes, flags, dates and folders) and no duplicates. New mail that reached the
     central host by other means is never touched. Exits 1 if any mailbox, folder or message failed.
     """
+    from migrate.mailbox.sync import SyncEngine, SyncOptions
+
     project, store, mailboxes = select_mailboxes(app, users, source_id, everything)
     options = SyncOptions.from_project(project, dry_run=dry_run, propagate_deletes=propagate_deletes,
                                        lock_dir=app.workspace.locks_dir)

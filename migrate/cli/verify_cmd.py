@@ -9,7 +9,6 @@ from migrate.cli.mailboxes import select_mailboxes
 from migrate.cli.output import emit_json, emit_table, output_options
 from migrate.cli.progress import progress_for
 from migrate.core.errors import Finished
-from migrate.mailbox.verify import verify_mailboxes
 
 
 @click.command()
@@ -31,6 +30,8 @@ def command(app: App, users: tuple[str, ...], source_id: str | None, everything:
     result is kept in the state store: `report` shows the last one per ministry, wave and mailbox (its
     data consistency).
     """
+    from migrate.mailbox.verify import verify_mailboxes
+
     project, store, mailboxes = select_mailboxes(app, users, source_id, everything)
     with progress_for(app, "verify", unit="items") as sink:
         results = verify_mailboxes(project, store, mailboxes, deep=deep, progress=sink)

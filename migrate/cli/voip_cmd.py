@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,10 +13,11 @@ from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_json, emit_table, output_options
 from migrate.cli.run_cmd import run_with_progress, wave_run
 from migrate.voip.export import FORMATS
-from migrate.waves.provision import Export
-from migrate.waves.results import StepResult
-from migrate.waves.step import StepOptions
-from migrate.waves.table import step
+
+if TYPE_CHECKING:
+    from migrate.waves.provision import Export
+    from migrate.waves.results import StepResult
+
 
 
 @click.group()
@@ -60,6 +62,9 @@ def export(app: App, wave_id: str, fmt_name: str, out: Path | None, new_secrets:
     Nothing is written and nothing changes state when it is refused. Exporting again rewrites the files
     with the same passwords; extensions already provisioned keep their state.
     """
+    from migrate.waves.step import StepOptions
+    from migrate.waves.table import step
+
     options = StepOptions(force=force, reason=reason,
                           params={"format": fmt_name, "out": out, "new_secrets": new_secrets,
                                   "rotate_secrets": rotate_secrets, "algorithm": algorithm})

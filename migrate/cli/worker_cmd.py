@@ -10,7 +10,6 @@ from migrate.cli.app import App, pass_app
 from migrate.cli.output import emit_json, emit_table, human_bytes, output_options
 from migrate.cli.progress import print_summary, progress_for
 from migrate.core.errors import Finished, Interrupted
-from migrate.waves.workers import Worker, check_threads
 
 
 @click.command()
@@ -34,6 +33,8 @@ def command(app: App, sources: tuple[str, ...], threads: int | None, drain: bool
     central host's hold across all workers. Ctrl-C or SIGTERM stops after the batches in flight; the
     unfinished mailboxes go back to the queue. Exits 1 if any mailbox it copied failed.
     """
+    from migrate.waves.workers import Worker, check_threads
+
     project, store = app.project, app.store  # the users were registered by the run that queued the pass
     stop = threading.Event()
     with progress_for(app, f"worker {threads or ''}".strip()) as sink:

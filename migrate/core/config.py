@@ -28,7 +28,6 @@ from migrate.core.secrets import SecretRef, parse_ref
 from migrate.core.timezones import Zone, zone_named
 from migrate.core.yamlsrc import Located, dotted, load_yaml_file, pydantic_problems
 
-PROJECT_FILE = "migration.yaml"
 SCHEMA_VERSION = 1
 
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from migrate.core.errors import UsageError
-from migrate.core.store import MailboxRow, Store
+
+if TYPE_CHECKING:
+    from migrate.core.store import MailboxRow, Store
 
 NEW = "new"
 PLANNED = "planned"

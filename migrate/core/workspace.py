@@ -7,10 +7,17 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from migrate.core.config import PROJECT_FILE, Project, load_project
 from migrate.core.errors import WorkspaceError
 from migrate.core.store import STATE_FILE, Store, open_store
+
+if TYPE_CHECKING:
+    from migrate.core.config import Project
+
+#: The project file of a workspace. (Here, not in migrate.core.config: knowing where it is must not cost the
+#: import of the project file's models, which commands that only read the store do not need.)
+PROJECT_FILE = "migration.yaml"
 
 EXAMPLE_USERS = {
     "users/health.csv": (
@@ -54,6 +61,8 @@ class Workspace:
         return self.root / ".locks"
 
     def load_project(self) -> Project:
+        from migrate.core.config import load_project
+
         return load_project(self.project_file)
 
     def open_store(self, project: Project | None = None) -> Store:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migrate.core.config import DnsSection
-from migrate.dns.client import DnsClient
 from migrate.dns.records import RRset, absolute, relative
 from migrate.dns.targets import Target, targets
+
+if TYPE_CHECKING:  # dnspython's query machinery (httpcore, trio) is for the commands that talk DNS, not for status
+    from migrate.dns.client import DnsClient
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,11 @@ def from_exchange(folder: str, perms: Iterable[FolderPermission]) -> list[Grant]
 
 def read_imap(client: Any, folder: str, owner: str) -> list[Grant]:
     """A source folder's access list (GETACL), without the owner's own entry."""
-    entries = client.getacl(folder)
+    return grants_of(folder, client.getacl(folder), owner)
+
+
+def grants_of(folder: str, entries: Iterable[tuple[Any, Any]], owner: str) -> list[Grant]:
+    """A folder's access list as GETACL gave it ((identifier, rights) pairs), without the owner's own entry."""
     out = []
     for who, rights in entries:
         who = who.decode("utf-8", "replace") if isinstance(who, bytes) else str(who)

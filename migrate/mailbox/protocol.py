@@ -18,6 +18,7 @@ from imapclient import IMAPClient
 from imapclient.datetime_util import datetime_to_INTERNALDATE
 from imapclient.imap_utf7 import decode as utf7_decode
 from imapclient.imap_utf7 import encode as utf7_encode
+from imapclient.response_lexer import TokenSource
 from imapclient.response_parser import parse_fetch_response, parse_response
 
 from migrate.mailbox.keywords import SESSION_FLAGS, flag_list
@@ -269,6 +270,62 @@ def list_folders(client: IMAPClient, capabilities: frozenset[str], *, with_statu
             filled.append(f)
         folders = filled
     return folders
+
+
+def _unquoted(token: str) -> str:
+    """A mailbox name as the lexer gives it (a quoted string keeps its quotes and escapes) → its text."""
+    if len(token) >= 2 and token[0] == token[-1] == '"':
+        return re.sub(r'\\(.)', r"\1", token[1:-1])
+    return token
+
+
+def getacl_many(client: IMAPClient, folders: Sequence[str]) -> dict[str, list[tuple[str, str]] | CommandFailed]:
+    """GETACL (RFC 4314) of every folder in ``folders``, pipelined: every command goes out in one write before
+    the first reply is read, one round trip for the lot instead of one per folder. Folder → its (identifier,
+    rights) entries, or the CommandFailed the server answered for it; every reply is read before this returns,
+    so the session stays in step. Each reply is read up to its own tagged response; should a server answer for
+    another folder than asked (commands run out of order), the folders are asked again one at a time."""
+    imap = client._imap
+    tags: list[tuple[str, bytes]] = []
+    lines = []
+    for name in folders:
+        tag = imap._new_tag()
+        imap.tagged_commands[tag] = None
+        tags.append((name, tag))
+        lines.append(tag + b" GETACL " + quote_mailbox(name) + b"\r\n")
+    out: dict[str, list[tuple[str, str]] | CommandFailed] = {}
+    in_order = True
+    with exchange(client):
+        imap.untagged_responses.pop("ACL", None)
+        if lines:
+            imap.send(b"".join(lines))
+        for name, tag in tags:
+            typ, data = imap._command_complete("GETACL", tag)
+            replies = imap.untagged_responses.pop("ACL", [])
+            if typ != "OK":
+                out[name] = CommandFailed("GETACL", typ, _text(data))
+                continue
+            parts = [p.decode("utf-8", "replace") if isinstance(p, bytes) else str(p)
+                     for p in TokenSource(replies)] if replies else []
+            if not parts or _unquoted(parts[0]) != utf7_encode(name).decode("ascii", "replace"):
+                in_order = False
+                continue
+            out[name] = [(parts[i], parts[i + 1]) for i in range(1, len(parts) - 1, 2)]
+    if not in_order:
+        out = {}
+        for name in folders:
+            try:
+                with exchange(client):
+                    try:
+                        entries = client.getacl(name)
+                    except IMAPClient.Error as exc:  # NO or BAD: the session is in step
+                        raise CommandFailed("GETACL", "NO", str(exc)) from exc
+            except CommandFailed as exc:
+                out[name] = exc
+                continue
+            out[name] = [(w.decode("utf-8", "replace") if isinstance(w, bytes) else str(w),
+                          r.decode("ascii", "replace") if isinstance(r, bytes) else str(r)) for w, r in entries]
+    return out
 
 
 def folder_status(client: IMAPClient, name: str, items: Sequence[str]) -> dict[str, int]:

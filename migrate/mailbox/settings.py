@@ -20,14 +20,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.core.config import ImapServer, Project, Source
 from migrate.core.errors import LoginFailed, MigrateError, RemoteError, TransientError
 from migrate.core.store import MailboxRow, SettingRow
-from migrate.mailbox import acl, keywords, sieve
+from migrate.mailbox import acl, keywords, protocol, sieve
 from migrate.mailbox.exchange_rules import SCRIPT, Context, Outcome, translate
 from migrate.mailbox.imap import describe_failure
 
@@ -104,10 +104,12 @@ class SourceReader:
         self.source = source
         self.opener = opener
 
-    def read(self, src: Any, login: str) -> SourceSettings:
+    def read(self, src: Any, login: str, folders: list | None = None) -> SourceSettings:
+        """``folders``: the IMAP source's folders as a pass just listed them ((info, listed) pairs); None: listed
+        here."""
         found = SourceSettings()
         if isinstance(self.source.server, ImapServer):
-            self._imap(src, login, found)
+            self._imap(src, login, found, folders)
         else:
             self._ews(src, found)
         return found
@@ -121,7 +123,7 @@ class SourceReader:
             for kind in kinds:
                 found.errors[kind] = exc.message
 
-    def _imap(self, src: Any, login: str, found: SourceSettings) -> None:
+    def _imap(self, src: Any, login: str, found: SourceSettings, folders: list | None = None) -> None:
         server = self.source.server
         assert isinstance(server, ImapServer)
         if server.sieve_port is None or self.opener is None:
@@ -140,12 +142,19 @@ class SourceReader:
             return
 
         def grants() -> None:
+            names = [info.name for info, _listed in (src.folders() if folders is None else folders)]
+            try:
+                # One round trip for every folder's access list, not one per folder (a nightly pass reads them
+                # all again for every mailbox).
+                entries = protocol.getacl_many(session.client, names)
+            except Exception as exc:
+                raise RemoteError(f"GETACL: {exc}")
             out = []
-            for info, _listed in src.folders():
-                try:
-                    out += acl.read_imap(session.client, info.name, login)
-                except Exception as exc:
-                    raise RemoteError(f"GETACL {info.name}: {exc}")
+            for name in names:
+                got = entries[name]
+                if isinstance(got, protocol.CommandFailed):
+                    raise RemoteError(f"GETACL {name}: {got.status} {got.text}")
+                out += acl.grants_of(name, got, login)
             found.grants = out
         self._guarded(("sharing",), found, grants)
 
@@ -183,7 +192,7 @@ class SourceReader:
 class Planner:
     """Decides, for one mailbox, what each of its settings becomes (shared by the inventory and the sync)."""
 
-    def __init__(self, project: Project, source: Source, email: str, logins: dict[str, str],
+    def __init__(self, project: Project, source: Source, email: str, logins: Mapping[str, str],
                  folder_map: dict[str, str] | None = None, now: dt.datetime | None = None) -> None:
         self.project = project
         self.source = source
@@ -350,8 +359,10 @@ class SettingsPass:
     """One mailbox's settings onto the central host, after its mail (same source session, same lock)."""
 
     def __init__(self, store: Any, mailbox: MailboxRow, planner: Planner, reader: SourceReader, src: Any,
-                 dest: Any, central_sieve: Callable[[], sieve.ManageSieve] | None) -> None:
+                 dest: Any, central_sieve: Callable[[], sieve.ManageSieve] | None, *,
+                 folders: list | None = None) -> None:
         self.store = store
+        self.folders = folders
         self.planner = planner
         self.reader = reader
         self.src = src
@@ -362,7 +373,7 @@ class SettingsPass:
     def run(self) -> SettingsReport:
         report = SettingsReport()
         before = {(r.kind, r.name): r for r in self.store.settings(self.mailbox.id, "sync")}
-        found = self.reader.read(self.src, self.mailbox.login)
+        found = self.reader.read(self.src, self.mailbox.login, self.folders)
         kinds_done: set[str] = set()
         report.items += [_unknown(k, why) for k, why in found.errors.items()]
         kinds_done.update(found.errors)
@@ -544,20 +555,45 @@ def central_opener(project: Project, central: Any, email: str) -> Callable[[], s
     return lambda: sieve.ManageSieve(sieve.sieve_endpoint(central.endpoint, port), central.credentials(), email)
 
 
+class _LoginsOnDemand(Mapping):
+    """The source's login → address map, read from the store the first time a name is looked up: most mailboxes
+    share no folder, and reading every user of the source for each mailbox of a pass was most of a nightly pass's
+    own work at 5,000 mailboxes."""
+
+    def __init__(self, store: Any, source: Source) -> None:
+        self._store, self._source = store, source
+        self._map: dict[str, str] | None = None
+
+    def _loaded(self) -> dict[str, str]:
+        if self._map is None:
+            self._map = logins(self._store, self._source)
+        return self._map
+
+    def __getitem__(self, key: str) -> str:
+        return self._loaded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+
 def logins(store: Any, source: Source) -> dict[str, str]:
     """The source's login names (lower case) → the users' addresses, as the user list gave them."""
     return {m.login.lower(): m.email for m in store.mailboxes(source_id=source.id)}
 
 
 def settings_pass(project: Project, sources: Any, central: Any, store: Any, mailbox: MailboxRow, source: Source,
-                  src: Any, dest: Any) -> SettingsReport:
-    """Move ``mailbox``'s settings after its mail (the sync engine's hook), record them, and say what changed."""
-    planner = Planner(project, source, mailbox.email, logins(store, source),
+                  src: Any, dest: Any, *, folders: list | None = None) -> SettingsReport:
+    """Move ``mailbox``'s settings after its mail (the sync engine's hook), record them, and say what changed;
+    ``folders``: the source's folders as the pass listed them."""
+    planner = Planner(project, source, mailbox.email, _LoginsOnDemand(store, source),
                       {f.source_name: f.dest_name for f in store.folders(mailbox.id)})
     reader = SourceReader(project, source, source_opener(project, sources, source, mailbox.email, mailbox.login))
     before = {(r.kind, r.name, r.state) for r in store.settings(mailbox.id, "sync")}
     report = SettingsPass(store, mailbox, planner, reader, src, dest,
-                          central_opener(project, central, mailbox.email)).run()
+                          central_opener(project, central, mailbox.email), folders=folders).run()
     after = {(i.kind, i.name, i.state) for i in report.items}
     if after != before:
         store.add_event(f"mailbox/{mailbox.email}", "settings", summary(report.items))

@@ -290,10 +290,13 @@ def _copied_back(store: Store, mailbox: MailboxRow) -> dict[str, Any] | None:
 
 
 def _settings(store: Store, mailbox: MailboxRow, phase: str) -> list[dict[str, Any]]:
+    rows = store.settings(mailbox.id, phase)
+    if not rows:  # the words live beside the IMAP and Sieve clients: imported only when there is a row to word
+        return []
     from migrate.mailbox.settings import STATE_WORDS
 
     return [{"kind": r.kind, "name": r.name, "state": r.state, "state_text": STATE_WORDS.get(r.state, r.state),
-             "reason": r.reason, "updated_at": r.updated_at} for r in store.settings(mailbox.id, phase)]
+             "reason": r.reason, "updated_at": r.updated_at} for r in rows]
 
 
 def _not_copied(store: Store, mailbox: MailboxRow, state: str) -> list[dict[str, Any]]:

@@ -101,12 +101,15 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from migrate.core.cells import FORMULA_STARTS, formula_safe
-from migrate.core.config import Project
 from migrate.core.errors import UsageError
 from migrate.core.secrets import Secret
 from migrate.voip.model import BY_HAND, PHONE, VIRTUAL, Extension, line_kind, line_text
+
+if TYPE_CHECKING:
+    from migrate.core.config import Project
 
 __all__ = ["ExportError", "ExportResult", "Rendered", "csv_text_cell", "dbtext_value", "generate_pin",
            "generate_secret", "ha1", "render_csv", "render_format", "render_freepbx", "render_kamailio", "write_all",

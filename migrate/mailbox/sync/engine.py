@@ -334,7 +334,7 @@ class SyncEngine:
             if source.server.type == "ews" and not options.dry_run:
                 self._groupware(mailbox, src, report, store)
             if not self.options.dry_run:
-                self._settings(mailbox, source, src, dest, report, store)
+                self._settings(mailbox, source, src, dest, report, store, folders)
         except (imaplib.IMAP4.abort, ConnectionError, TimeoutError, EOFError, ssl.SSLError) as exc:
             # A connection failure that slipped past the per-call translation (e.g. inside a generator):
             # still a lost connection, still worth a reconnect and a resume.
@@ -349,11 +349,13 @@ class SyncEngine:
                         pass
 
     def _settings(self, mailbox: MailboxRow, source: Source, src: Any, dest: Any, report: MailboxReport,
-                  store: Any) -> None:
-        """Mail rules, out-of-office, shared folders and delegates (migrate.mailbox.settings), after the mail."""
+                  store: Any, folders: list | None = None) -> None:
+        """Mail rules, out-of-office, shared folders and delegates (migrate.mailbox.settings), after the mail;
+        ``folders``: the source's folders as this pass listed them (not listed again for their access lists)."""
         from migrate.mailbox.settings import settings_pass
 
-        report.settings = settings_pass(self.project, self.sources, self.central, store, mailbox, source, src, dest)
+        report.settings = settings_pass(self.project, self.sources, self.central, store, mailbox, source, src, dest,
+                                        folders=folders)
 
     def _groupware(self, mailbox: MailboxRow, src: Any, report: MailboxReport, store: Any) -> None:
         """Calendars and contacts of an Exchange mailbox (migrate.mailbox.groupware), after its mail."""

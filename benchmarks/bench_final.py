@@ -1,0 +1,106 @@
+"""Final-pass benchmark: the last pass of a 500-mailbox wave, run while its users wait, govmigrate against
+isync's mbsync in the same run; then the no-change pass against the login floor.
+
+One ministry Dovecot with 500 mailboxes of 20 small messages each, planned into one wave (``inventory mail``,
+``plan generate``, ``plan approve``), its prestage and delta passes run (``govmigrate run WAVE --pass ...``); mbsync
+(8 processes, each a share of the mailboxes) copies the same mailboxes into its own central host. Then 1 % of the
+messages change flags and 1 % new ones arrive, and each tool runs its next pass: govmigrate the wave's final pass
+(pre-flight included, as a run does it), mbsync its sync. Records:
+
+* ``final``: govmigrate's final pass beside mbsync's (target: at most 0.5x), with the breakdown of
+  :mod:`benchmarks.phases`;
+* ``nochange-500``: ``sync --all`` over the wave's mailboxes with nothing changed, beside the floor that the
+  source server's logins put under it (:func:`benchmarks.bench_login.login_floor`: one source login per mailbox,
+  its server CPU measured in this run, over this machine's cores; target at most 1.3x), and beside mbsync's
+  no-change pass.
+
+``BENCH_SCALE`` scales the number of mailboxes (0.1: 50).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from benchmarks.bench_delta import MbsyncRun, change_source
+from benchmarks.bench_login import floor_s, login_costs
+from benchmarks.figures import compare, govmigrate_phases, govmigrate_run, scale, show_breakdown
+from tests.lab import corpus, scenario
+from tests.lab.dovecot import DovecotServer, central, modern_source
+from tests.lab.scenario import Lab, LabSource
+
+MAILBOXES = 500
+MESSAGES = 20
+SMALL = corpus.SizeProfile(((0.9, 1_000, 20_000), (0.1, 20_000, 100_000)))
+TARGET = 0.5
+FLOOR_TARGET = 1.3
+
+
+def run() -> list[dict]:
+    mailboxes = max(10, int(MAILBOXES * scale()))
+    boxes = corpus.ministry(seed="final", domain="health.gov.bz", users=mailboxes, messages=MESSAGES, sizes=SMALL,
+                            edge_cases=False, pilot=0, vip=0)
+    source = DovecotServer(modern_source("health")).start()
+    center = DovecotServer(central()).start()
+    tmp = Path(tempfile.mkdtemp(prefix="govmigrate-final-"))
+    mbsync = None
+    try:
+        source.load(boxes)
+        os.sync()
+        messages = sum(b.messages for b in boxes)
+        print(f"corpus: {len(boxes)} mailboxes, {messages} messages", flush=True)
+        ws = tmp / "ws"
+        scenario.write_workspace(ws, Lab({"health": LabSource("health", "Ministry of Health", "health.gov.bz",
+                                                              source, boxes)}, center),
+                                 waves={"max_mailboxes": mailboxes, "max_gb": 10_000})
+        text = (ws / "migration.yaml").read_text().replace("connections: 4", "connections: 8")
+        (ws / "migration.yaml").write_text(text)
+        for args in (("inventory", "mail"), ("plan", "generate", "--first-date", "2030-01-07"),
+                     ("plan", "approve", "wave-01"), ("run", "wave-01", "--pass", "prestage"),
+                     ("run", "wave-01", "--pass", "delta")):
+            wall, _, _, _ = govmigrate_run(ws, *args, ok=(0, 1))
+            print(f"govmigrate {' '.join(args)}: {wall:.1f}s", flush=True)
+        mbsync = MbsyncRun(source, boxes)
+        print(f"mbsync initial copy: {mbsync.run():.1f}s", flush=True)
+
+        changed, new = change_source(source, boxes, seed="final")
+        print(f"at the source: {changed} messages changed flags, {new} new messages arrived", flush=True)
+        final, _, final_cpu, _, phases = govmigrate_phases(ws, "run", "wave-01", "--pass", "final")
+        mbsync_final = mbsync.run()
+        print(f"final pass: govmigrate {final:.2f}s ({final_cpu:.1f} CPU-s), mbsync {mbsync_final:.2f}s, ratio "
+              f"{final / mbsync_final:.2f} (target <= {TARGET})", flush=True)
+        show_breakdown(phases)
+
+        # The nightly no-change pass is `sync --all`; its first run after the wave's passes also copies what a
+        # wave's pass leaves out by the project's rules, so the figure is the second run's.
+        govmigrate_run(ws, "sync", "--all")
+        quiet, _, quiet_cpu, _, quiet_phases = govmigrate_phases(ws, "sync", "--all")
+        mbsync_quiet = mbsync.run()
+        costs = login_costs(ws, {"health": (source, [b.login for b in boxes]),
+                                 "central": (center, [b.email for b in boxes])})
+        floor = floor_s({"health": len(boxes)}, costs)
+        floor_client = floor_s({"health": len(boxes)}, costs, with_client=True)
+        print(f"no-change pass over {len(boxes)} mailboxes: govmigrate {quiet:.2f}s ({quiet_cpu:.1f} CPU-s), login "
+              f"floor {floor:.2f}s (source server CPU {costs['health'].server_cpu * 1000:.1f} ms per login; "
+              f"{floor_client:.2f}s with the client's CPU), ratio {quiet / floor:.2f} (target <= {FLOOR_TARGET}); "
+              f"mbsync {mbsync_quiet:.2f}s", flush=True)
+        show_breakdown(quiet_phases)
+        return [compare("final", govmigrate_s=final, anchor="mbsync", anchor_s=mbsync_final, target=TARGET,
+                        cpu_s=round(final_cpu, 2), mailboxes=len(boxes), messages=messages, changed=changed,
+                        new=new, breakdown=phases),
+                compare(f"nochange-{len(boxes)}", govmigrate_s=quiet, anchor="login_floor", anchor_s=floor,
+                        target=FLOOR_TARGET, cpu_s=round(quiet_cpu, 2), mailboxes=len(boxes),
+                        login_floor_with_client_s=round(floor_client, 3),
+                        ratio_with_client=round(quiet / floor_client, 3), mbsync_s=round(mbsync_quiet, 3),
+                        source_login_server_cpu_ms=round(costs["health"].server_cpu * 1000, 2),
+                        source_login_client_cpu_ms=round(costs["health"].client_cpu * 1000, 2),
+                        central_login_server_cpu_ms=round(costs["central"].server_cpu * 1000, 2),
+                        breakdown=quiet_phases)]
+    finally:
+        if mbsync:
+            mbsync.cleanup()
+        center.cleanup()
+        source.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
