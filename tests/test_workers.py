@@ -151,15 +151,7 @@ def test_three_workers_one_killed_with_sigkill_finish_the_wave_exactly(shared_la
     finally:
         store.close()
 
-    verify = cli(ws, password, "verify", *members, "--deep", "--json")
-    assert verify.returncode == 0, verify.stdout + verify.stderr
-    for row in json.loads(verify.stdout):
-        assert row["matches"] and row["missing"] == 0 and row["duplicates"] == 0, row
-    for box in boxes:
-        if box.email in members:
-            folders = read_mailbox(lab.central, box.email).values()
-            assert (sum(len(f.messages) for f in folders), sum(len(m.raw) for f in folders for m in f.messages)) \
-                == (box.messages, box.size), box.email
+    _exact(lab, boxes, ws, password, members)
 
     status = cli(ws, password, "status", members[0])
     assert status.returncode == 0, status.stderr

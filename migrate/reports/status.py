@@ -13,7 +13,7 @@ from typing import Any
 
 from migrate.core import lifecycle
 from migrate.core.config import Project
-from migrate.core.store import MailboxRow, Store
+from migrate.core.store import MailboxRow, NotCopiedRow, Store
 from migrate.dns.changes import mx_now
 from migrate.plans.catalog import Catalog
 from migrate.plans.model import PlanWindow
@@ -273,8 +273,8 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         next_steps=next_steps(mailbox, wave, cutover_wave, domain, phase) + phone_steps(extensions, wave),
         events=[{"at": e.at, "action": e.action, "detail": e.detail, "actor": e.actor}
                 for e in store.events(obj=f"mailbox/{mailbox.email}", limit=events)],
-        messages_not_copied=_not_copied(store, mailbox, "failed"),
-        messages_not_migrated=_not_copied(store, mailbox, "skipped"),
+        messages_not_copied=_listed(not_copied),
+        messages_not_migrated=_listed(store.failed_messages(mailbox.id, "skipped")),
         groupware=[{"kind": g.kind, "location": g.location, "source_items": g.source_items, "copied": g.copied,
                     "failed": g.failed, "last_sync_at": g.last_sync_at} for g in store.groupware_summary(mailbox.id)],
         copied_back=_copied_back(store, mailbox),
@@ -299,9 +299,9 @@ def _settings(store: Store, mailbox: MailboxRow, phase: str) -> list[dict[str, A
              "reason": r.reason, "updated_at": r.updated_at} for r in rows]
 
 
-def _not_copied(store: Store, mailbox: MailboxRow, state: str) -> list[dict[str, Any]]:
+def _listed(messages: list[NotCopiedRow]) -> list[dict[str, Any]]:
     return [{"folder": m.folder, "size": m.size, "why": m.error, "accepted": m.accepted}
-            for m in store.failed_messages(mailbox.id, state)[:MAX_NOT_COPIED]]
+            for m in messages[:MAX_NOT_COPIED]]
 
 
 def next_steps(mailbox: MailboxRow, wave: WaveInfo | None, cutover_wave: str | None, domain: str,

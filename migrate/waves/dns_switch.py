@@ -117,6 +117,11 @@ def dns_findings(client: DnsClient, section: DnsSection, domain: str, *, force: 
     return found
 
 
+def _domains_text(result: StepResult) -> str:
+    """Each domain of a step's result with where it ended: ``health.gov.bz done, works.gov.bz switched``."""
+    return ", ".join(f"{d.domain} {d.after}" for d in result.domains) or "no domain"
+
+
 class DnsSwitch(Step[MailboxRow]):
     """The wave's cut-over: its cutover_domains switched, their mailboxes advanced and given a last delta."""
 
@@ -178,8 +183,8 @@ class DnsSwitch(Step[MailboxRow]):
         return f"cut-over of {count} mailbox(es)"
 
     def summary(self, result: StepResult, outcome_text: str) -> str:
-        domains = ", ".join(f"{d.domain} {d.after}" for d in result.domains) or "no domain"
-        return f"cut-over {outcome_text}: {domains}; {len(result.done)} mailbox(es) done, {len(result.failed)} failed"
+        return (f"cut-over {outcome_text}: {_domains_text(result)}; {len(result.done)} mailbox(es) done, "
+                f"{len(result.failed)} failed")
 
     def execute(self, run: WaveRun, result: StepResult, work: list[MailboxRow], options: StepOptions,
                 progress: ProgressSink, stop: threading.Event) -> None:
@@ -263,8 +268,7 @@ class DomainStep(Step[str]):
         return f"{self.verb} of {count} domain(s)"
 
     def summary(self, result: StepResult, outcome_text: str) -> str:
-        domains = ", ".join(f"{d.domain} {d.after}" for d in result.domains) or "no domain"
-        return f"{self.verb} {outcome_text}: {domains}"
+        return f"{self.verb} {outcome_text}: {_domains_text(result)}"
 
 
 class _DomainSwitch(DomainWork):

@@ -546,6 +546,15 @@ class _Context:
             raise EwsFailure("ErrorInvalidIdMalformed", "Id is malformed.")
 
 
+def _answered(response: ET.Element, failure: EwsFailure | None = None) -> ET.Element:
+    """A response that is its own response message (GetInboxRules, GetDelegate): its class and code on it."""
+    response.set("ResponseClass", "Error" if failure else "Success")
+    if failure is not None:
+        _el(response, M, "MessageText", failure.text)
+    _el(response, M, "ResponseCode", failure.code if failure else "NoError")
+    return response
+
+
 def _message(parent: ET.Element, operation: str, failure: EwsFailure | None = None) -> ET.Element:
     msg = _el(parent, M, f"{operation}ResponseMessage",
               ResponseClass=failure.response_class if failure else "Success")
@@ -838,12 +847,8 @@ class _Operations:
         try:
             box = self._addressed((req.findtext(f"{{{M}}}MailboxSmtpAddress") or "").strip())
         except EwsFailure as failure:
-            response.set("ResponseClass", "Error")
-            _el(response, M, "MessageText", failure.text)
-            _el(response, M, "ResponseCode", failure.code)
-            return response
-        response.set("ResponseClass", "Success")
-        _el(response, M, "ResponseCode", "NoError")
+            return _answered(response, failure)
+        _answered(response)
         _el(response, M, "OutlookRuleBlobExists", _bool(bool(box.rules)))
         if box.rules:
             ews_settings.render_rules(response, box)
@@ -867,12 +872,8 @@ class _Operations:
         try:
             box = self._addressed(address)
         except EwsFailure as failure:
-            response.set("ResponseClass", "Error")
-            _el(response, M, "MessageText", failure.text)
-            _el(response, M, "ResponseCode", failure.code)
-            return response
-        response.set("ResponseClass", "Success")
-        _el(response, M, "ResponseCode", "NoError")
+            return _answered(response, failure)
+        _answered(response)
         ews_settings.render_delegates(response, box)
         return response
 
