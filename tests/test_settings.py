@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.lab import corpus, scenario
+from tests.lab.base import free_port
 from tests.lab.ews_settings import LabDelegate, LabOof, LabPermission, LabRule
 
 pytestmark = pytest.mark.lab
@@ -187,7 +188,8 @@ def test_a_final_pass_carries_changes_and_leaves_what_others_changed_alone(govmi
                       '{ fileinto "Personal"; }\n', active=True)
     govmigrate("-w", ws, "sync", other.email)
     central.put_script(other.email, "mine", "keep;\n", active=True)
-    govmigrate("-w", ws, "sync", owner.email, other.email)
+    # Read within sync.settings_interval_hours: only --settings (or a final pass) reads them again now.
+    govmigrate("-w", ws, "sync", "--settings", owner.email, other.email)
 
     assert '"tender"' in central.scripts(owner.email)[1]["roundcube"]
     assert reader.email not in central.getacl(owner.email, "Projects")
@@ -195,6 +197,72 @@ def test_a_final_pass_carries_changes_and_leaves_what_others_changed_alone(govmi
     kept = _settings(_status(govmigrate, ws, other.email), "rule")
     assert [r["state"] for r in kept.values()] == ["not-moved"]
     assert "changed on the central host" in next(iter(kept.values()))["reason"]
+
+
+def _edit(ws: Path, change) -> None:
+    doc = yaml.safe_load((ws / "migration.yaml").read_text())
+    change(doc)
+    (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
+
+def _read_at(ws: Path, email: str, value: str | None) -> None:
+    """Set when the mailbox's settings were last read, as a restored backup or a clock gone back would."""
+    store = scenario.workspace_store(ws)
+    try:
+        with store.tx() as c:
+            c.execute("UPDATE mailboxes SET settings_read_at = ? WHERE email = ?", (value, email))
+    finally:
+        store.close()
+
+
+def test_a_pass_within_the_settings_interval_does_not_read_them_again_the_final_pass_does(govmigrate, imap_lab):
+    lab, ws, boxes = imap_lab
+    source, central = lab.sources["health"].server, lab.central
+    owner = boxes[0]
+    source.put_script(owner.login, "roundcube", FILING, active=True)
+    govmigrate("-w", ws, "inventory", "mail")
+    govmigrate("-w", ws, "plan", "generate", expect=None)
+    wave = next(w.stem for w in sorted((ws / "plans").glob("*.yaml"))
+                if owner.email in yaml.safe_load(w.read_text()).get("mailboxes", []))
+    govmigrate("-w", ws, "plan", "approve", wave)
+    govmigrate("-w", ws, "run", wave, "--pass", "prestage")
+    first = _status(govmigrate, ws, owner.email)["settings_read_at"]
+    assert first and '"budget"' in central.scripts(owner.email)[1]["roundcube"]
+    assert f"moved by the last sync that read them, {first}" in govmigrate("-w", ws, "status", owner.email).stdout
+
+    source.put_script(owner.login, "roundcube", FILING.replace('"budget"', '"tender"'), active=True)
+    govmigrate("-w", ws, "run", wave, "--pass", "delta")
+    assert '"budget"' in central.scripts(owner.email)[1]["roundcube"]       # read moments ago: left for now
+    assert _status(govmigrate, ws, owner.email)["settings_read_at"] == first
+    govmigrate("-w", ws, "run", wave, "--pass", "final")
+    assert '"tender"' in central.scripts(owner.email)[1]["roundcube"]       # the cut-over reads them whatever
+
+    # A stamp from the future (a store restored from another host's clock) is as good as none.
+    source.put_script(owner.login, "roundcube", FILING.replace('"budget"', '"minutes"'), active=True)
+    _read_at(ws, owner.email, "2999-01-01T00:00:00Z")
+    govmigrate("-w", ws, "sync", owner.email)
+    assert '"minutes"' in central.scripts(owner.email)[1]["roundcube"]
+
+
+def test_settings_interval_zero_reads_them_every_pass_and_a_failed_read_is_tried_again(govmigrate, imap_lab):
+    lab, ws, boxes = imap_lab
+    source, central = lab.sources["health"].server, lab.central
+    owner = boxes[0]
+    source.put_script(owner.login, "roundcube", FILING, active=True)
+    port = yaml.safe_load((ws / "migration.yaml").read_text())["sources"][0]["server"]["sieve_port"]
+    # ManageSieve unreachable: the rules are not known, and the next pass reads them whatever the interval.
+    _edit(ws, lambda d: d["sources"][0]["server"].update(sieve_port=free_port()))
+    govmigrate("-w", ws, "sync", owner.email)
+    assert _status(govmigrate, ws, owner.email)["settings_read_at"] is None
+    _edit(ws, lambda d: d["sources"][0]["server"].update(sieve_port=port))
+    govmigrate("-w", ws, "sync", owner.email)
+    assert '"budget"' in central.scripts(owner.email)[1]["roundcube"]
+    assert _status(govmigrate, ws, owner.email)["settings_read_at"]
+
+    _edit(ws, lambda d: d.setdefault("sync", {}).update(settings_interval_hours=0))
+    source.put_script(owner.login, "roundcube", FILING.replace('"budget"', '"tender"'), active=True)
+    govmigrate("-w", ws, "sync", owner.email)
+    assert '"tender"' in central.scripts(owner.email)[1]["roundcube"]
 
 
 def test_inventory_counts_rules_and_sharing_as_to_move_or_not(govmigrate, imap_lab):
@@ -321,7 +389,7 @@ def test_a_later_pass_carries_a_new_exchange_rule_and_an_out_of_office_turned_of
     responder.set_rules(box.email, [*RULES[:1], LabRule("Minutes", 5, {"ContainsSubjectStrings": ["minutes"]},
                                                         {"MoveToFolder": ("Personal",)})])
     responder.set_oof(box.email, LabOof("Disabled"))
-    govmigrate("-w", ws, "sync", box.email)
+    govmigrate("-w", ws, "sync", "--settings", box.email)
 
     _deliver(central, box.email, "minutes of the board", sender="a@mail.example")
     assert b"Subject: minutes of the board" in _subjects(central, box.email, "Personal")

@@ -128,7 +128,9 @@ SETTING_WORDS = {"rule": "mail rule", "vacation": "out-of-office", "sharing": "s
 def _settings(line, v: StatusView) -> None:
     """Mail rules, out-of-office, shared folders and delegates: what the last sync did with each (or, before any
     sync, what the inventory found), each in words the helpdesk can read to the user."""
-    rows, when = (v.settings, "moved by the last sync") if v.settings else (v.settings_inventory, "found by the inventory")
+    read = f" that read them, {v.settings_read_at}" if v.settings_read_at else ""
+    rows, when = (v.settings, f"moved by the last sync{read}") if v.settings \
+        else (v.settings_inventory, "found by the inventory")
     if not rows:
         return
     line("settings", f"Rules, out-of-office, shared folders and delegates ({when}):")

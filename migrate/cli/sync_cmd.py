@@ -26,21 +26,28 @@ if TYPE_CHECKING:
 @click.option("--propagate-deletes", is_flag=True,
               help="Remove from the central host what was deleted at the source since the last pass: messages "
                    "and folders govmigrate itself copied. Moves and renames are carried without it.")
+@click.option("--settings", "read_settings", is_flag=True,
+              help="Read the rules, out-of-office, shared folders and delegates again even where a sync read "
+                   "them less than sync.settings_interval_hours ago.")
 @output_options(csv=False)
 @pass_app
 def command(app: App, users: tuple[str, ...], source_id: str | None, everything: bool, dry_run: bool,
-            propagate_deletes: bool, fmt: str) -> Finished:
+            propagate_deletes: bool, read_settings: bool, fmt: str) -> Finished:
     """Copy mailboxes (USER: email address or login) into the central host.
 
     Incremental and resumable: run it once, twice, or after a crash, and the central host ends with a
     faithful copy (same bytes, flags, dates and folders) and no duplicates. New mail that reached the
     central host by other means is never touched. Exits 1 if any mailbox, folder or message failed.
+
+    Rules, out-of-office, shared folders and delegates are read again once sync.settings_interval_hours
+    (default 12) have passed since a sync last read them (--settings: now); a wave's final pass always does.
     """
     from migrate.mailbox.sync import SyncEngine, SyncOptions
 
     project, store, mailboxes = select_mailboxes(app, users, source_id, everything)
     options = SyncOptions.from_project(project, dry_run=dry_run, propagate_deletes=propagate_deletes,
-                                       lock_dir=app.workspace.locks_dir)
+                                       lock_dir=app.workspace.locks_dir,
+                                       **({"settings_max_age": None} if read_settings else {}))
     started = time.monotonic()
     with progress_for(app, "dry run" if dry_run else "sync") as sink:
         reports = SyncEngine(project, store, options=options, progress=sink).run(mailboxes)

@@ -482,6 +482,10 @@ class SyncTuning(Strict):
     #: cannot export) when it becomes final-synced; more need ``run --pass final --force --reason`` (as
     #: Exchange's BadItemLimit).
     bad_item_limit: int = Field(0, ge=0, le=1_000_000)
+    #: A pass other than the final reads a mailbox's rules, out-of-office, shared folders and delegates again
+    #: only once this long has passed since a sync last read them in full (0: every pass). The final pass always
+    #: reads them, and so does ``sync --settings``: the central host's copy acts only once mail arrives there.
+    settings_interval_hours: float = Field(12.0, ge=0, le=24 * 90)
 
 
 class NameServer(Strict):

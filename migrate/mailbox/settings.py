@@ -94,6 +94,14 @@ class SourceSettings:
     folder_names: dict[str, str] = field(default_factory=dict)
     #: kind → why it could not be read.
     errors: dict[str, str] = field(default_factory=dict)
+    #: Of ``errors``, the kinds the source does not offer at all (no ManageSieve port set, no IMAP ACL): no
+    #: later read would find more, unlike a read that failed.
+    not_offered: set[str] = field(default_factory=set)
+
+    @property
+    def failed(self) -> bool:
+        """Whether a kind the source offers could not be read."""
+        return bool(set(self.errors) - self.not_offered)
 
 
 class SourceReader:
@@ -130,6 +138,7 @@ class SourceReader:
             for kind in ("rule", "vacation"):
                 found.errors[kind] = ("not read: the source's ManageSieve port is not set "
                                       f"(sources[{self.source.id}].server.sieve_port)")
+                found.not_offered.add(kind)
         else:
             def scripts() -> None:
                 assert self.opener is not None
@@ -139,6 +148,7 @@ class SourceReader:
         session = src.session
         if not session.has("ACL"):
             found.errors["sharing"] = "not read: the server does not offer access lists (IMAP ACL, RFC 4314)"
+            found.not_offered.add("sharing")
             return
 
         def grants() -> None:
@@ -399,8 +409,10 @@ class SettingsPass:
         if found.delegates is not None:
             report.items += self.planner.delegates(found.delegates)
             kinds_done.add("delegate")
+        complete = not found.failed and not report.errors and not report.count("failed")
         self.store.record_settings(self.mailbox.id, "sync", kinds_done,
-                                   [i.row(self.mailbox.id, "sync") for i in report.items if i.kind in kinds_done])
+                                   [i.row(self.mailbox.id, "sync") for i in report.items if i.kind in kinds_done],
+                                   complete=complete)
         return report
 
     # -- scripts ------------------------------------------------------------------------------------------

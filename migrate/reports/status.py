@@ -167,6 +167,8 @@ class StatusView:
     #: Mail rules, out-of-office, shared folders and delegates as the last sync left them: kind, name, state,
     #: state_text (the helpdesk's words), reason.
     settings: list[dict[str, Any]] = field(default_factory=list)
+    #: When a sync last read them in full (None: never, or the last read failed: the next pass reads them).
+    settings_read_at: str | None = None
     #: The same as the inventory found them (to-move, cannot-move, unknown).
     settings_inventory: list[dict[str, Any]] = field(default_factory=list)
 
@@ -278,7 +280,8 @@ def status_view(project: Project, store: Store, mailbox: MailboxRow, *, events: 
         groupware=[{"kind": g.kind, "location": g.location, "source_items": g.source_items, "copied": g.copied,
                     "failed": g.failed, "last_sync_at": g.last_sync_at} for g in store.groupware_summary(mailbox.id)],
         copied_back=_copied_back(store, mailbox),
-        settings=_settings(store, mailbox, "sync"), settings_inventory=_settings(store, mailbox, "inventory"))
+        settings=_settings(store, mailbox, "sync"), settings_read_at=mailbox.settings_read_at,
+        settings_inventory=_settings(store, mailbox, "inventory"))
 
 
 def _copied_back(store: Store, mailbox: MailboxRow) -> dict[str, Any] | None:

@@ -49,7 +49,7 @@ class MailboxStore(StoreBase):
 
     _MAILBOX_COLS = ("id, source_id, email, login, display_name, flags, state, state_reason, wave, "
                      "last_sync_at, last_sync_result, src_messages, src_bytes, copied_messages, "
-                     "copied_bytes, failed_messages, prior_state, last_sync_host")
+                     "copied_bytes, failed_messages, prior_state, last_sync_host, settings_read_at")
 
     @staticmethod
     def _mailbox(row: Row) -> MailboxRow:

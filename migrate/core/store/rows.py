@@ -9,9 +9,23 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+STAMP = "%Y-%m-%dT%H:%M:%SZ"
+
 
 def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime(STAMP)
+
+
+def age_s(stamp: str | None, at: float) -> float | None:
+    """Seconds from the store's stamp ``stamp`` to ``at`` (seconds since the epoch); None for no stamp, one not
+    written by :func:`now`, or one later than ``at`` (a clock or a store gone back in time proves nothing)."""
+    if not stamp:
+        return None
+    try:
+        age = at - datetime.strptime(stamp, STAMP).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+    return age if age >= 0 else None
 
 
 def actor() -> str:
@@ -119,6 +133,8 @@ class MailboxRow:
     prior_state: str | None = None
     #: The migration host whose sync of it last ended (several hosts can work one plan).
     last_sync_host: str | None = None
+    #: When a sync last read its rules, out-of-office and sharing in full (None: never, or the last read failed).
+    settings_read_at: str | None = None
 
 
 @dataclass(frozen=True)

@@ -490,6 +490,11 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE messages ADD COLUMN accepted TEXT;
     CREATE INDEX messages_vanished ON messages(folder_id) WHERE vanished_at IS NOT NULL;
     """),
+    # 16: when a sync last read a mailbox's rules, out-of-office and sharing in full (every kind read, nothing
+    # failed): a pass other than the final reads them again only after sync.settings_interval_hours.
+    Migration("""
+    ALTER TABLE mailboxes ADD COLUMN settings_read_at TEXT;
+    """),
 ]
 
 

@@ -14,9 +14,12 @@ KINDS = ("rule", "vacation", "sharing", "delegate")
 
 
 class SettingsStore(StoreBase):
-    def record_settings(self, mailbox_id: int, phase: str, kinds: Iterable[str], rows: Iterable[SettingRow]) -> None:
+    def record_settings(self, mailbox_id: int, phase: str, kinds: Iterable[str], rows: Iterable[SettingRow], *,
+                        complete: bool = False) -> None:
         """Replace what is kept of ``kinds`` for the mailbox in ``phase`` with ``rows`` (one transaction): a
-        rule deleted at the source since the last pass is gone from the record too."""
+        rule deleted at the source since the last pass is gone from the record too. A sync says whether it read
+        and carried every kind without a failure (``complete``): the mailbox's ``settings_read_at`` is then now,
+        otherwise cleared, so the next pass reads them again whatever the interval."""
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
         kinds, rows = list(kinds), list(rows)
@@ -31,6 +34,9 @@ class SettingsStore(StoreBase):
                 "digest = excluded.digest, updated_at = excluded.updated_at",
                 [(mailbox_id, phase, r.kind, r.name, r.state, redact(r.reason), r.target, r.digest, stamp)
                  for r in rows])
+            if phase == "sync":
+                c.execute("UPDATE mailboxes SET settings_read_at = ? WHERE id = ?",
+                          (stamp if complete else None, mailbox_id))
 
     def settings(self, mailbox_id: int | None = None, phase: str | None = None) -> list[SettingRow]:
         """The rows kept, by mailbox, phase, kind and name (all mailboxes without ``mailbox_id``)."""

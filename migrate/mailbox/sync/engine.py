@@ -333,7 +333,7 @@ class SyncEngine:
                 settle_orphans(store, dest, mailbox)
             if source.server.type == "ews" and not options.dry_run:
                 self._groupware(mailbox, src, report, store)
-            if not self.options.dry_run:
+            if not self.options.dry_run and options.settings_due(mailbox.settings_read_at, time.time()):
                 self._settings(mailbox, source, src, dest, report, store, folders)
         except (imaplib.IMAP4.abort, ConnectionError, TimeoutError, EOFError, ssl.SSLError) as exc:
             # A connection failure that slipped past the per-call translation (e.g. inside a generator):

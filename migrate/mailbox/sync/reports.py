@@ -9,6 +9,7 @@ from typing import Any
 
 from migrate.core.config import Project
 from migrate.core.store import MessageRecord
+from migrate.core.store.rows import age_s
 
 Key = int | str  # IMAP source UID, or EWS item id
 
@@ -31,12 +32,23 @@ class SyncOptions:
     attempts: int = 5
     #: A lock directory (the workspace's); None disables per-mailbox locks (library use, tests).
     lock_dir: Any = None
+    #: Seconds: a mailbox's settings (rules, out-of-office, sharing, delegates) read in full less long ago than
+    #: this are not read again by this pass; None: read them whatever (the final pass, ``sync --settings``).
+    settings_max_age: float | None = None
 
     @classmethod
     def from_project(cls, project: Project, **kwargs: Any) -> SyncOptions:
         tuning = project.config.sync
+        kwargs.setdefault("settings_max_age", tuning.settings_interval_hours * 3600.0)
         return cls(batch_bytes=int(tuning.batch_bytes), batch_messages=tuning.batch_messages,
                    stream_threshold=int(tuning.stream_threshold), workers=tuning.workers, **kwargs)
+
+    def settings_due(self, read_at: str | None, now: float) -> bool:
+        """Whether this pass reads the settings of a mailbox last read in full at ``read_at`` (the store's UTC
+        stamp; ``now``: seconds since the epoch). A stamp in the future (a clock or a store gone back in time)
+        is as good as none."""
+        age = age_s(read_at, now)
+        return self.settings_max_age is None or age is None or age >= self.settings_max_age
 
     @classmethod
     def for_pass(cls, project: Project, pass_name: str, *, carry_deletes: bool = False,
@@ -46,6 +58,8 @@ class SyncOptions:
         (``run --carry-deletes``) says so; a prestage never needs to (nothing was copied before it)."""
         carry = pass_name == "final" or (pass_name == "delta" and (
             carry_deletes or project.config.sync.carry_deletes_in_delta))
+        if pass_name == "final":
+            kwargs.setdefault("settings_max_age", None)   # what users have set at the cut-over, read now
         return cls.from_project(project, propagate_deletes=carry, **kwargs)
 
 
