@@ -336,6 +336,52 @@ def test_preflight_lists_every_problem_before_copying_and_force_runs_the_rest(go
         central.cleanup()
 
 
+def _last_sync_at(ws: Path, email: str, stamp: str) -> None:
+    store = scenario.workspace_store(ws)
+    try:
+        with store.tx() as c:
+            c.execute("UPDATE mailboxes SET last_sync_at = ? WHERE email = ?", (stamp, email))
+    finally:
+        store.close()
+
+
+def test_preflight_of_a_later_pass_logs_in_only_where_no_recent_sync_did(govmigrate, tmp_path):
+    ws = tmp_path / "ws"
+    lab, boxes = scenario.small_lab(ws, seed="proven", users=2, messages=6)
+    try:
+        source = lab.sources["health"].server
+        g(govmigrate, ws, "inventory", "mail")
+        g(govmigrate, ws, "plan", "generate", expect=None)
+        g(govmigrate, ws, "plan", "move", boxes[1].email, "--to", "pilot")   # both in one wave
+        wave = "pilot"
+        g(govmigrate, ws, "plan", "approve", wave)
+        g(govmigrate, ws, "run", wave, "--pass", "prestage")
+        gone = next(b for b in boxes if b.email in wave_members(ws, wave))
+        source.users.pop(gone.login)            # the account is closed at the ministry after the prestage
+        source._write_users()
+        time.sleep(1.1)                         # Dovecot looks at a changed passwd-file at most once a second
+        # Its prestage logged in minutes ago: the pre-flight does not log in again; the pass fails the mailbox
+        # with the source's reason, and the others go on.
+        delta = run_json(govmigrate, ws, wave, "--pass", "delta", expect=int(ExitCode.PARTIAL))
+        after = {o["email"]: o["after"] for o in delta["mailboxes"]}
+        assert after == {gone.email: "failed", next(b.email for b in boxes if b is not gone): "delta-synced"}
+        assert "login" in json.loads(g(govmigrate, ws, "status", gone.email, "--json").stdout)["reason"]
+        # A last login long ago (or stamped in the future) proves nothing: the pre-flight logs in, and refuses.
+        for stamp in ("2020-01-01T00:00:00Z", "2999-01-01T00:00:00Z"):
+            _last_sync_at(ws, gone.email, stamp)
+            store = scenario.workspace_store(ws)
+            try:
+                with store.tx() as c:
+                    c.execute("UPDATE mailboxes SET last_sync_result = 'ok' WHERE email = ?", (gone.email,))
+            finally:
+                store.close()
+            refused = g(govmigrate, ws, "run", wave, "--pass", "delta", "--again",
+                        expect=int(ExitCode.PREFLIGHT))
+            assert f"{gone.email}: login at the source failed" in refused.stderr
+    finally:
+        lab.stop()
+
+
 def test_a_wave_from_an_exchange_source_runs_like_any_other(govmigrate, tmp_path):
     from tests.lab import corpus
 

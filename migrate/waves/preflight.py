@@ -2,8 +2,10 @@
 
 * The central host is reachable and its migration credentials resolve; if not, nothing can run.
 * Each source of the wave is reachable and its admin credentials resolve; if not, its mailboxes fail.
-* Per mailbox: the login at the source works (the way the sync will log in), and the destination
-  mailbox exists, which on the central host means the master-user (or SASL PLAIN) login for that
+* Per mailbox: the login at the source works (the way the sync will log in; not checked again for a mailbox
+  whose last sync logged in there within :data:`LOGIN_PROVEN_S`: a delta or final pass would log in twice
+  per mailbox, and a login refused since fails that mailbox in the pass, with its reason, as any pass does),
+  and the destination mailbox exists, which on the central host means the master-user (or SASL PLAIN) login for that
   address works: the central mail team provisions accounts, the migration only fills them.
 * Quota: GETQUOTAROOT on the central host's INBOX gives the STORAGE use and limit; the mail still to
   copy (the mailbox's size at the source as last measured, by the inventory or the last sync, minus what
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from migrate.core.config import ImapServer, Project, Source
 from migrate.core.errors import LoginFailed, MigrateError, RemoteError
@@ -25,6 +28,7 @@ from migrate.core.limits import ConnectionLimits
 from migrate.core.progress import ProgressEvent, ProgressSink, no_progress
 from migrate.core.retry import call_with_retry
 from migrate.core.store import MailboxRow
+from migrate.core.store.rows import age_s
 from migrate.core.units import human_bytes
 from migrate.mailbox.central import CentralServer
 from migrate.mailbox.imap import connect
@@ -33,6 +37,18 @@ from migrate.plans.catalog import Catalog
 from migrate.waves.results import Finding, Gate
 
 log = logging.getLogger(__name__)
+
+#: A mailbox whose last sync logged in at its source (it ended ok or partial) less long ago than this is not
+#: logged into again by the pre-flight.
+LOGIN_PROVEN_S = 24 * 3600.0
+
+
+def login_proven(mailbox: MailboxRow, now: float) -> bool:
+    """Whether ``mailbox``'s last sync logged in at the source within :data:`LOGIN_PROVEN_S` of ``now`` (seconds
+    since the epoch); a stamp in the future proves nothing."""
+    age = age_s(mailbox.last_sync_at, now)
+    return (age is not None and age < LOGIN_PROVEN_S
+            and (mailbox.last_sync_result or "").startswith(("ok", "partial")))
 
 
 class _SourceAccess:
@@ -84,6 +100,7 @@ def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], l
               for s in dict.fromkeys(m.source_id for m in mailboxes)}
     central_slots = limits.central()
     lock = threading.Lock()
+    now = time.time()
     progress(ProgressEvent("plan", total_messages=len(mailboxes)))
 
     def add(finding: Finding) -> None:
@@ -97,7 +114,7 @@ def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], l
         if src.error:
             add(Finding(mailbox.email, "source", src.error))
             failed = True
-        else:
+        elif not login_proven(mailbox, now):
             with src.slots:
                 try:
                     src.check_login(mailbox)
