@@ -214,6 +214,10 @@ service managesieve-login {{
     address = {LOOPBACK}
     port = {self.sieve_port}
   }}
+  # The same mode as imap-login below (a login process serves many connections): ManageSieve sessions are
+  # as many as IMAP sessions in a pass, and the lab's two login services should cost the same per session.
+  process_min_avail = 2
+  service_count = 0
 }}
 service lmtp {{
   inet_listener lmtp {{
