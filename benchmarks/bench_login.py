@@ -124,6 +124,26 @@ def floor_s(logins_made: dict[str, int], costs: dict[str, LoginCost], *, with_cl
     return total / cores
 
 
+def floor_record(bench: str, quiet_s: float, logins: dict[str, int], costs: dict[str, LoginCost], target: float,
+                 **extra) -> dict:
+    """The record of a no-change pass that took ``quiet_s`` over ``logins[source]`` mailboxes per source: beside the
+    floor of one login per mailbox at its source *and* one at the central host (``login_floor_s``, the anchor the
+    target is judged against, as issue 26 words it: "the floor for both servers' logins"), with the stricter floor
+    of the source logins alone beside it (a pass where nothing changed need not log in at the central host, and
+    govmigrate does not), and each with the client's own CPU per login added (it runs on the same cores here)."""
+    from benchmarks.figures import compare
+
+    both = {**logins, "central": sum(logins.values())}
+    source_floor = floor_s(logins, costs)
+    return compare(bench, govmigrate_s=quiet_s, anchor="login_floor", anchor_s=floor_s(both, costs), target=target,
+                   login_floor_with_client_s=round(floor_s(both, costs, with_client=True), 3),
+                   login_floor_source_only_s=round(source_floor, 3),
+                   ratio_source_only=round(quiet_s / source_floor, 3) if source_floor else None,
+                   met_source_only=quiet_s / source_floor <= target if source_floor else None,
+                   login_server_cpu_ms={n: round(c.server_cpu * 1000, 2) for n, c in costs.items()},
+                   login_client_cpu_ms={n: round(c.client_cpu * 1000, 2) for n, c in costs.items()}, **extra)
+
+
 def run() -> dict:
     boxes = corpus.ministry(seed="login", domain="health.gov.bz", users=50, messages=2,
                             sizes=corpus.SizeProfile(((1.0, 1_000, 2_000),)), edge_cases=False, pilot=0, vip=0)
