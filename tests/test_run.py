@@ -336,15 +336,6 @@ def test_preflight_lists_every_problem_before_copying_and_force_runs_the_rest(go
         central.cleanup()
 
 
-def _last_sync_at(ws: Path, email: str, stamp: str) -> None:
-    store = scenario.workspace_store(ws)
-    try:
-        with store.tx() as c:
-            c.execute("UPDATE mailboxes SET last_sync_at = ? WHERE email = ?", (stamp, email))
-    finally:
-        store.close()
-
-
 def test_preflight_of_a_later_pass_logs_in_only_where_no_recent_sync_did(govmigrate, tmp_path):
     ws = tmp_path / "ws"
     lab, boxes = scenario.small_lab(ws, seed="proven", users=2, messages=6)
@@ -368,18 +359,60 @@ def test_preflight_of_a_later_pass_logs_in_only_where_no_recent_sync_did(govmigr
         assert "login" in json.loads(g(govmigrate, ws, "status", gone.email, "--json").stdout)["reason"]
         # A last login long ago (or stamped in the future) proves nothing: the pre-flight logs in, and refuses.
         for stamp in ("2020-01-01T00:00:00Z", "2999-01-01T00:00:00Z"):
-            _last_sync_at(ws, gone.email, stamp)
-            store = scenario.workspace_store(ws)
-            try:
-                with store.tx() as c:
-                    c.execute("UPDATE mailboxes SET last_sync_result = 'ok' WHERE email = ?", (gone.email,))
-            finally:
-                store.close()
+            _set(ws, gone.email, last_sync_at=stamp, last_sync_result="ok")
             refused = g(govmigrate, ws, "run", wave, "--pass", "delta", "--again",
                         expect=int(ExitCode.PREFLIGHT))
             assert f"{gone.email}: login at the source failed" in refused.stderr
     finally:
         lab.stop()
+
+
+def test_preflight_of_a_later_pass_checks_the_quota_its_last_sync_left_on_the_central_host(govmigrate, tmp_path):
+    ws = tmp_path / "ws"
+    lab, boxes = scenario.small_lab(ws, seed="quota", users=1, messages=6,
+                                    central_kw={"quota_bytes": 51_200_000})   # 50,000 KiB
+    try:
+        box = boxes[0]
+        g(govmigrate, ws, "inventory", "mail")
+        g(govmigrate, ws, "plan", "generate", expect=None)
+        wave = next(p.stem for p in sorted((ws / "plans").glob("*.yaml"))
+                    if box.email in (yaml.safe_load(p.read_text()) or {}).get("mailboxes", []))
+        g(govmigrate, ws, "plan", "approve", wave)
+        g(govmigrate, ws, "run", wave, "--pass", "prestage")
+        [row] = [m for m in _store_rows(ws) if m.email == box.email]
+        assert row.central_quota_limit == 51_200_000 and 0 < row.central_quota_used < 51_200_000
+        assert row.central_quota_at == row.last_sync_at
+        # The central copy over its quota, as the prestage left it: the delta's pre-flight refuses from that figure,
+        # without logging in (the central host itself has room).
+        _set(ws, box.email, central_quota_used=51_200_001)
+        refused = g(govmigrate, ws, "run", wave, "--pass", "delta", expect=int(ExitCode.PREFLIGHT))
+        assert f"{box.email}: central quota too small" in refused.stderr
+        # A figure read long ago (or stamped in the future) is not used: the pre-flight logs in and reads it.
+        _set(ws, box.email, central_quota_at="2020-01-01T00:00:00Z")
+        g(govmigrate, ws, "run", wave, "--pass", "delta")
+        _set(ws, box.email, central_quota_at="2999-01-01T00:00:00Z")
+        g(govmigrate, ws, "run", wave, "--pass", "delta", "--again")
+    finally:
+        lab.stop()
+
+
+def _store_rows(ws: Path) -> list[MailboxRow]:
+    store = scenario.workspace_store(ws)
+    try:
+        return store.mailboxes()
+    finally:
+        store.close()
+
+
+def _set(ws: Path, email: str, **columns) -> None:
+    """Change a mailbox's row as a restored backup or another host's clock would have left it."""
+    store = scenario.workspace_store(ws)
+    try:
+        with store.tx() as c:
+            for column, value in columns.items():
+                c.execute(f"UPDATE mailboxes SET {column} = ? WHERE email = ?", (value, email))
+    finally:
+        store.close()
 
 
 def test_a_wave_from_an_exchange_source_runs_like_any_other(govmigrate, tmp_path):

@@ -322,6 +322,13 @@ class LazyDestination:
         if self._dest is not None:
             self._dest.close()
 
+    def quota_read(self) -> tuple[int | None, int | None] | None:
+        """The STORAGE quota, (used, limit), where this pass has logged in and the session still works; (None,
+        None) where the server sets no storage limit (or would not say); None where nothing was logged in."""
+        if self._dest is None or self._dest.broken:
+            return None
+        return storage_quota(self._dest.session) or (None, None)
+
 
 class CentralServer:
     """The central host as sync, verify and pre-flight open it: its endpoint, built once from the project file,

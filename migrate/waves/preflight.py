@@ -2,15 +2,19 @@
 
 * The central host is reachable and its migration credentials resolve; if not, nothing can run.
 * Each source of the wave is reachable and its admin credentials resolve; if not, its mailboxes fail.
-* Per mailbox: the login at the source works (the way the sync will log in; not checked again for a mailbox
-  whose last sync logged in there within :data:`LOGIN_PROVEN_S`: a delta or final pass would log in twice
-  per mailbox, and a login refused since fails that mailbox in the pass, with its reason, as any pass does),
-  and the destination mailbox exists, which on the central host means the master-user (or SASL PLAIN) login for that
-  address works: the central mail team provisions accounts, the migration only fills them.
+* Per mailbox: the login at the source works (the way the sync will log in), and the destination mailbox
+  exists, which on the central host means the master-user (or SASL PLAIN) login for that address works: the
+  central mail team provisions accounts, the migration only fills them.
 * Quota: GETQUOTAROOT on the central host's INBOX gives the STORAGE use and limit; the mail still to
   copy (the mailbox's size at the source as last measured, by the inventory or the last sync, minus what
   govmigrate already copied) must fit in what is free. A server without QUOTA, or a mailbox without a
   storage limit, passes; a mailbox of unknown size passes with a warning.
+
+A mailbox whose last sync ended ok (or partial) within :data:`LOGIN_PROVEN_S` has shown both logins work
+since: the pre-flight logs in at neither server for it (a delta or final pass logged into every mailbox
+twice), and checks the quota as that sync left it on the central host, where it logged in there in that time
+(nothing else writes into a mailbox before its cut-over; else it logs in to read it). A login refused since
+fails that mailbox in the pass, with the server's reason, as in any pass.
 
 Checks run in parallel within the connection limits of each source and of the central host.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import nullcontext
 
 from migrate.core.config import ImapServer, Project, Source
 from migrate.core.errors import LoginFailed, MigrateError, RemoteError
@@ -121,8 +126,9 @@ def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], l
                 except MigrateError as exc:
                     add(Finding(mailbox.email, "login", f"login at the source failed: {exc.message}"))
                     failed = True
-        with central_slots:
-            failed = not _check_central(mailbox, catalog, central, result, add) or failed
+        # A connection slot at the central host only where the check logs in there.
+        with central_slots if recorded_quota(mailbox, now) is None else nullcontext():
+            failed = not _check_central(mailbox, catalog, central, result, add, now) or failed
         progress(ProgressEvent("failed" if failed else "done", mailbox.email,
                                detail="pre-flight found a problem" if failed else ""))
 
@@ -136,18 +142,34 @@ def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], l
     return result
 
 
-def _check_central(mailbox: MailboxRow, catalog: Catalog, central: CentralServer, result: Gate, add) -> bool:
-    try:
-        quota = call_with_retry(f"central login of {mailbox.email}", lambda: central.quota(mailbox.email),
-                                attempts=2)
-    except LoginFailed as exc:
-        add(Finding(mailbox.email, "destination",
-                    f"no usable mailbox on the central host: the migration login for {mailbox.email} was refused "
-                    f"({exc.message}); the central mail team must create it"))
-        return False
-    except RemoteError as exc:
-        add(Finding(mailbox.email, "destination", f"central host: {exc.message}"))
-        return False
+def recorded_quota(mailbox: MailboxRow, now: float) -> tuple[int | None, int | None] | None:
+    """The central quota as ``mailbox``'s last sync left it, where that sync logged in at both servers within
+    :data:`LOGIN_PROVEN_S` and read it there in that time; None: the pre-flight must log in to know."""
+    age = age_s(mailbox.central_quota_at, now)
+    if not login_proven(mailbox, now) or age is None or age >= LOGIN_PROVEN_S:
+        return None
+    return mailbox.central_quota_used, mailbox.central_quota_limit
+
+
+def _check_central(mailbox: MailboxRow, catalog: Catalog, central: CentralServer, result: Gate, add,
+                   now: float) -> bool:
+    recorded = recorded_quota(mailbox, now)
+    quota: tuple[int, int] | None
+    if recorded is not None:
+        used, limit = recorded
+        quota = None if limit is None else (used or 0, limit)
+    else:
+        try:
+            quota = call_with_retry(f"central login of {mailbox.email}", lambda: central.quota(mailbox.email),
+                                    attempts=2)
+        except LoginFailed as exc:
+            add(Finding(mailbox.email, "destination",
+                        f"no usable mailbox on the central host: the migration login for {mailbox.email} was refused "
+                        f"({exc.message}); the central mail team must create it"))
+            return False
+        except RemoteError as exc:
+            add(Finding(mailbox.email, "destination", f"central host: {exc.message}"))
+            return False
     info = catalog.get(mailbox.email)
     if info is None or info.size is None:
         add(Finding(mailbox.email, "quota", "size unknown (not inventoried): the central quota was not checked",

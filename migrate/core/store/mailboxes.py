@@ -49,7 +49,8 @@ class MailboxStore(StoreBase):
 
     _MAILBOX_COLS = ("id, source_id, email, login, display_name, flags, state, state_reason, wave, "
                      "last_sync_at, last_sync_result, src_messages, src_bytes, copied_messages, "
-                     "copied_bytes, failed_messages, prior_state, last_sync_host, settings_read_at")
+                     "copied_bytes, failed_messages, prior_state, last_sync_host, settings_read_at, "
+                     "central_quota_used, central_quota_limit, central_quota_at")
 
     @staticmethod
     def _mailbox(row: Row) -> MailboxRow:
@@ -107,13 +108,20 @@ class MailboxStore(StoreBase):
             c.execute("UPDATE mailboxes SET wave = ?, updated_at = ? WHERE id = ?", (wave, now(), mailbox_id))
 
     def record_mailbox_sync(self, mailbox_id: int, *, result: str, src_messages: int, src_bytes: int,
-                            copied_messages: int, copied_bytes: int, failed_messages: int) -> None:
+                            copied_messages: int, copied_bytes: int, failed_messages: int,
+                            central_quota: tuple[int | None, int | None] | None = None) -> None:
+        """``central_quota``: (bytes used, limit) on the central host as this sync left it ((None, None): no
+        storage limit), where it logged in there; None leaves the last one read."""
+        stamp = now()
         with self.tx() as c:
             c.execute(
                 "UPDATE mailboxes SET last_sync_at=?, last_sync_result=?, src_messages=?, src_bytes=?, "
                 "copied_messages=?, copied_bytes=?, failed_messages=?, last_sync_host=?, updated_at=? WHERE id=?",
-                (now(), redact(result), src_messages, src_bytes, copied_messages, copied_bytes, failed_messages,
-                 host(), now(), mailbox_id))
+                (stamp, redact(result), src_messages, src_bytes, copied_messages, copied_bytes, failed_messages,
+                 host(), stamp, mailbox_id))
+            if central_quota is not None:
+                c.execute("UPDATE mailboxes SET central_quota_used=?, central_quota_limit=?, central_quota_at=? "
+                          "WHERE id=?", (central_quota[0], central_quota[1], stamp, mailbox_id))
 
     # -- inventory --------------------------------------------------------------------------------
 

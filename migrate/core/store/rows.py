@@ -135,6 +135,11 @@ class MailboxRow:
     last_sync_host: str | None = None
     #: When a sync last read its rules, out-of-office and sharing in full (None: never, or the last read failed).
     settings_read_at: str | None = None
+    #: The central host's STORAGE quota (bytes used, limit or None for none) as the last sync that logged in
+    #: there left it, and when (None: no sync has read it).
+    central_quota_used: int | None = None
+    central_quota_limit: int | None = None
+    central_quota_at: str | None = None
 
 
 @dataclass(frozen=True)

@@ -491,9 +491,14 @@ MIGRATIONS: list[Migration] = [
     CREATE INDEX messages_vanished ON messages(folder_id) WHERE vanished_at IS NOT NULL;
     """),
     # 16: when a sync last read a mailbox's rules, out-of-office and sharing in full (every kind read, nothing
-    # failed): a pass other than the final reads them again only after sync.settings_interval_hours.
+    # failed): a pass other than the final reads them again only after sync.settings_interval_hours. And the
+    # central host's STORAGE quota as the mailbox's last sync that logged in there left it (limit NULL: none):
+    # a later pass's pre-flight checks it without logging in again.
     Migration("""
     ALTER TABLE mailboxes ADD COLUMN settings_read_at TEXT;
+    ALTER TABLE mailboxes ADD COLUMN central_quota_used INTEGER;
+    ALTER TABLE mailboxes ADD COLUMN central_quota_limit INTEGER;
+    ALTER TABLE mailboxes ADD COLUMN central_quota_at TEXT;
     """),
 ]
 

@@ -298,7 +298,8 @@ class SyncEngine:
             mailbox.id, result=result,
             src_messages=report.src_messages if report.ok else (mailbox.src_messages or 0),
             src_bytes=report.src_bytes if report.ok else (mailbox.src_bytes or 0),
-            copied_messages=copied[0], copied_bytes=copied[1], failed_messages=failed)
+            copied_messages=copied[0], copied_bytes=copied[1], failed_messages=failed,
+            central_quota=report.central_quota if report.ok else None)
         if report.copied and report.seconds > 0:
             store.record_throughput(mailbox.source_id, report.copied, report.copied_bytes, report.seconds)
         detail = (f"copied {report.copied} messages ({report.copied_bytes} bytes)"
@@ -335,6 +336,10 @@ class SyncEngine:
                 self._groupware(mailbox, src, report, store)
             if not self.options.dry_run and options.settings_due(mailbox.settings_read_at, time.time()):
                 self._settings(mailbox, source, src, dest, report, store, folders)
+            if not self.options.dry_run:
+                # Where this pass logged in at the central host anyway: the quota it leaves, so that the next
+                # pass's pre-flight need not log in there to check it.
+                report.central_quota = dest.quota_read()
         except (imaplib.IMAP4.abort, ConnectionError, TimeoutError, EOFError, ssl.SSLError) as exc:
             # A connection failure that slipped past the per-call translation (e.g. inside a generator):
             # still a lost connection, still worth a reconnect and a resume.

@@ -123,6 +123,8 @@ class MailboxReport:
     groupware: list = field(default_factory=list)
     #: Mail rules, out-of-office, shared folders and delegates (migrate.mailbox.settings.SettingsReport).
     settings: Any = None
+    #: The central host's STORAGE quota after the pass, (used, limit or None), read where the pass logged in there.
+    central_quota: tuple[int | None, int | None] | None = None
 
     @property
     def copied(self) -> int:
