@@ -17,9 +17,12 @@ class ChangeCarrier:
         self.ctx = ctx
 
     def carry_flags(self, state: FolderState | None, dest_name: str, records: dict[Key, MessageRecord],
-                    current: dict[Key, tuple[str, ...]], fr: FolderReport, encoded: set[Key] = frozenset()) -> None:
+                    current: dict[Key, tuple[str, ...]], fr: FolderReport, encoded: set[Key] = frozenset(), *,
+                    record: bool = True) -> list[tuple]:
         """Three-way: only what changed at the source since the last pass is applied to the destination,
-        so flags the user changed on the central host are left alone."""
+        so flags the user changed on the central host are left alone. Returns the records' new flags, (flags,
+        src_uid, src_item) each; ``record=False``: the caller records them (with its own writes, in one
+        transaction)."""
         add: dict[frozenset[str], list[int]] = defaultdict(list)
         remove: dict[frozenset[str], list[int]] = defaultdict(list)
         updates = []
@@ -37,14 +40,16 @@ class ChangeCarrier:
                 remove[frozenset(before - now_flags)].append(rec.dest_uid)
             updates.append((flagstr(now_flags), *cols(key)))
         if not updates:
-            return
+            return []
         fr.flag_updates += len(updates)
         fr.keywords_encoded += sum(1 for u in updates if (u[1] if u[1] is not None else u[2]) in encoded)
         if self.ctx.dry or state is None:
-            return
+            return []
         self.ctx.hold()
         self.ctx.dest.change_flags(dest_name, add, remove)
-        self.ctx.store.update_message_flags(state.id, updates)
+        if record:
+            self.ctx.store.update_message_flags(state.id, updates)
+        return updates
 
     def vanished(self, state: FolderState | None, records: dict[Key, MessageRecord], present: set[Key]) -> None:
         """What left the folder at the source since the last pass, as the records say: a copy on the central host

@@ -86,13 +86,17 @@ class ImapFolderSync(FolderSync):
         next_uid = self.copier.copy(state, w.dest_name, w.dest_status, copy_items, w.fr, w.dest_available, pool)
         if w.fr.moved != moved_before and state is not None:
             records = {record_key(r): r for r in ctx.store.message_records(state.id)}   # the copies moved here
-        self.changes.carry_flags(state, w.dest_name, records, w.flags, w.fr, w.encoded)
+        flags = self.changes.carry_flags(state, w.dest_name, records, w.flags, w.fr, w.encoded, record=False)
         if not ctx.dry and state is not None:
-            ctx.store.update_folder(state.id, source_uidvalidity=w.uidvalidity,
-                                    source_uidnext=w.status.get("UIDNEXT"),
-                                    source_modseq=w.status.get("HIGHESTMODSEQ"), source_messages=len(meta),
-                                    source_bytes=sum(m.size for m in meta.values()), last_synced_at=now(),
-                                    dest_uidnext=next_uid)
+            # The flags carried and the folder's new state in one transaction (one commit per changed folder).
+            with ctx.store.tx():
+                if flags:
+                    ctx.store.update_message_flags(state.id, flags)
+                ctx.store.update_folder(state.id, source_uidvalidity=w.uidvalidity,
+                                        source_uidnext=w.status.get("UIDNEXT"),
+                                        source_modseq=w.status.get("HIGHESTMODSEQ"), source_messages=len(meta),
+                                        source_bytes=sum(m.size for m in meta.values()), last_synced_at=now(),
+                                        dest_uidnext=next_uid)
 
     def delta(self, src: ImapSourceMailbox, state: FolderState | None, records: dict[Key, MessageRecord],
               info: dict, status: dict[str, int]
