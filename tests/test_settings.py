@@ -265,6 +265,37 @@ def test_settings_interval_zero_reads_them_every_pass_and_a_failed_read_is_tried
     assert '"tender"' in central.scripts(owner.email)[1]["roundcube"]
 
 
+def _forget_settings(ws: Path) -> None:
+    """The store as it was before a pass recorded what it wrote (a crash between the two, a restored backup)."""
+    store = scenario.workspace_store(ws)
+    try:
+        with store.tx() as c:
+            c.execute("DELETE FROM mailbox_settings WHERE phase = 'sync'")
+    finally:
+        store.close()
+
+
+def test_a_script_written_by_a_pass_whose_record_was_lost_is_still_govmigrates(govmigrate, imap_lab):
+    lab, ws, boxes = imap_lab
+    source, central = lab.sources["health"].server, lab.central
+    owner = boxes[0]
+    source.put_script(owner.login, "roundcube", FILING, active=True)
+    govmigrate("-w", ws, "sync", owner.email)
+    written = central.scripts(owner.email)[1]["roundcube"]
+    _forget_settings(ws)
+    govmigrate("-w", ws, "sync", "--settings", owner.email)
+    rules = _settings(_status(govmigrate, ws, owner.email), "rule")
+    assert rules["roundcube: Budget into Projects"]["state"] == "moved"
+    assert central.scripts(owner.email)[1]["roundcube"] == written
+    # Changed there since, it is someone else's again: left as it is.
+    _forget_settings(ws)
+    central.put_script(owner.email, "roundcube", "keep;\n", active=True)
+    govmigrate("-w", ws, "sync", "--settings", owner.email)
+    assert central.scripts(owner.email)[1]["roundcube"] == "keep;\n"
+    assert _settings(_status(govmigrate, ws, owner.email), "rule")["roundcube: Budget into Projects"]["state"] \
+        == "not-moved"
+
+
 def test_inventory_counts_rules_and_sharing_as_to_move_or_not(govmigrate, imap_lab):
     lab, ws, boxes = imap_lab
     source = lab.sources["health"].server

@@ -467,8 +467,10 @@ class SettingsPass:
                     out.append(Item(item.kind, item.name, item.state, item.reason, target=name, digest=written))
             return out
 
-        if name in names:
-            there = sieve.digest(conn.get(name))
+        there = sieve.digest(conn.get(name)) if name in names else None
+        # A script there that is exactly what would be written is this one, whatever the record says (written by
+        # a pass whose record was lost: a crash between the two, a store restored from a backup).
+        if there is not None and there != written:
             if name not in ours:
                 return done("not-moved", f"a script named {name!r} already exists on the central host (not "
                                          "written by govmigrate); left as it is"), False
@@ -478,7 +480,7 @@ class SettingsPass:
         objection = conn.check(text)
         if objection is not None:
             return done("not-moved", f"the central host refuses the script: {objection}"), False
-        if name not in names or written != ours.get(name):
+        if there != written:
             conn.put(name, text)
         result = done()
         if not turn_on or active == name:
