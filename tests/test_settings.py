@@ -205,12 +205,12 @@ def _edit(ws: Path, change) -> None:
     (ws / "migration.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
-def _read_at(ws: Path, email: str, value: str | None) -> None:
-    """Set when the mailbox's settings were last read, as a restored backup or a clock gone back would."""
+def _in_store(ws: Path, sql: str, *params) -> None:
+    """Change the workspace's store as a restored backup, a clock gone back or a crash would have left it."""
     store = scenario.workspace_store(ws)
     try:
         with store.tx() as c:
-            c.execute("UPDATE mailboxes SET settings_read_at = ? WHERE email = ?", (value, email))
+            c.execute(sql, params)
     finally:
         store.close()
 
@@ -239,7 +239,7 @@ def test_a_pass_within_the_settings_interval_does_not_read_them_again_the_final_
 
     # A stamp from the future (a store restored from another host's clock) is as good as none.
     source.put_script(owner.login, "roundcube", FILING.replace('"budget"', '"minutes"'), active=True)
-    _read_at(ws, owner.email, "2999-01-01T00:00:00Z")
+    _in_store(ws, "UPDATE mailboxes SET settings_read_at = ? WHERE email = ?", "2999-01-01T00:00:00Z", owner.email)
     govmigrate("-w", ws, "sync", owner.email)
     assert '"minutes"' in central.scripts(owner.email)[1]["roundcube"]
 
@@ -265,16 +265,6 @@ def test_settings_interval_zero_reads_them_every_pass_and_a_failed_read_is_tried
     assert '"tender"' in central.scripts(owner.email)[1]["roundcube"]
 
 
-def _forget_settings(ws: Path) -> None:
-    """The store as it was before a pass recorded what it wrote (a crash between the two, a restored backup)."""
-    store = scenario.workspace_store(ws)
-    try:
-        with store.tx() as c:
-            c.execute("DELETE FROM mailbox_settings WHERE phase = 'sync'")
-    finally:
-        store.close()
-
-
 def test_a_script_written_by_a_pass_whose_record_was_lost_is_still_govmigrates(govmigrate, imap_lab):
     lab, ws, boxes = imap_lab
     source, central = lab.sources["health"].server, lab.central
@@ -282,13 +272,13 @@ def test_a_script_written_by_a_pass_whose_record_was_lost_is_still_govmigrates(g
     source.put_script(owner.login, "roundcube", FILING, active=True)
     govmigrate("-w", ws, "sync", owner.email)
     written = central.scripts(owner.email)[1]["roundcube"]
-    _forget_settings(ws)
+    _in_store(ws, "DELETE FROM mailbox_settings WHERE phase = 'sync'")      # the record of that pass lost
     govmigrate("-w", ws, "sync", "--settings", owner.email)
     rules = _settings(_status(govmigrate, ws, owner.email), "rule")
     assert rules["roundcube: Budget into Projects"]["state"] == "moved"
     assert central.scripts(owner.email)[1]["roundcube"] == written
     # Changed there since, it is someone else's again: left as it is.
-    _forget_settings(ws)
+    _in_store(ws, "DELETE FROM mailbox_settings WHERE phase = 'sync'")      # the record of that pass lost
     central.put_script(owner.email, "roundcube", "keep;\n", active=True)
     govmigrate("-w", ws, "sync", "--settings", owner.email)
     assert central.scripts(owner.email)[1]["roundcube"] == "keep;\n"
