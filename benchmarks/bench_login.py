@@ -4,9 +4,10 @@ A no-change pass must log into every source mailbox (IMAP cannot say a mailbox i
 so the servers' CPU per login bounds how fast such a pass can be. govmigrate's own connect and master-user LOGIN
 against a lab ministry Dovecot and against the lab's central host, 400 times one after the other, nothing else:
 the client's CPU from getrusage, the server's from /proc (the CPU of that Dovecot's process tree, so other work
-on the machine does not count; its wall time does). :func:`login_floor` is the same measurement for the no-change benchmarks (``final``, ``scale``), made
-in their own run against their own servers: the floor of a pass is the logins it makes to each server (counted
-by the phase timers) times that server's CPU per login, over this machine's cores.
+on the machine does not count; its wall time does). :func:`login_costs` is the same measurement for the no-change
+benchmarks (``final``, ``scale``), made in their own run against their own servers; :func:`floor_record` puts
+each pass beside its floor: a login per mailbox at its source and at the central host, times each server's CPU
+per login, over this machine's cores.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.figures import compare
 from tests.lab import corpus, scenario
 from tests.lab.dovecot import DovecotServer, central, modern_source
 from tests.lab.scenario import Lab, LabSource
@@ -131,8 +133,6 @@ def floor_record(bench: str, quiet_s: float, logins: dict[str, int], costs: dict
     target is judged against, as issue 26 words it: "the floor for both servers' logins"), with the stricter floor
     of the source logins alone beside it (a pass where nothing changed need not log in at the central host, and
     govmigrate does not), and each with the client's own CPU per login added (it runs on the same cores here)."""
-    from benchmarks.figures import compare
-
     both = {**logins, "central": sum(logins.values())}
     source_floor = floor_s(logins, costs)
     return compare(bench, govmigrate_s=quiet_s, anchor="login_floor", anchor_s=floor_s(both, costs), target=target,

@@ -100,11 +100,6 @@ def from_exchange(folder: str, perms: Iterable[FolderPermission]) -> list[Grant]
     return out
 
 
-def read_imap(client: Any, folder: str, owner: str) -> list[Grant]:
-    """A source folder's access list (GETACL), without the owner's own entry."""
-    return grants_of(folder, client.getacl(folder), owner)
-
-
 def grants_of(folder: str, entries: Iterable[tuple[Any, Any]], owner: str) -> list[Grant]:
     """A folder's access list as GETACL gave it ((identifier, rights) pairs), without the owner's own entry."""
     out = []

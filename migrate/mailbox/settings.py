@@ -370,9 +370,11 @@ class SettingsPass:
 
     def __init__(self, store: Any, mailbox: MailboxRow, planner: Planner, reader: SourceReader, src: Any,
                  dest: Any, central_sieve: Callable[[], sieve.ManageSieve] | None, *,
-                 folders: list | None = None) -> None:
+                 recorded: list[SettingRow], folders: list | None = None) -> None:
+        """``recorded``: what the last sync recorded of the mailbox's settings (the store's rows)."""
         self.store = store
         self.folders = folders
+        self.recorded = recorded
         self.planner = planner
         self.reader = reader
         self.src = src
@@ -382,7 +384,7 @@ class SettingsPass:
 
     def run(self) -> SettingsReport:
         report = SettingsReport()
-        before = {(r.kind, r.name): r for r in self.store.settings(self.mailbox.id, "sync")}
+        before = {(r.kind, r.name): r for r in self.recorded}
         found = self.reader.read(self.src, self.mailbox.login, self.folders)
         kinds_done: set[str] = set()
         report.items += [_unknown(k, why) for k, why in found.errors.items()]
@@ -605,9 +607,10 @@ def settings_pass(project: Project, sources: Any, central: Any, store: Any, mail
     planner = Planner(project, source, mailbox.email, _LoginsOnDemand(store, source),
                       {f.source_name: f.dest_name for f in store.folders(mailbox.id)})
     reader = SourceReader(project, source, source_opener(project, sources, source, mailbox.email, mailbox.login))
-    before = {(r.kind, r.name, r.state) for r in store.settings(mailbox.id, "sync")}
+    recorded = store.settings(mailbox.id, "sync")
+    before = {(r.kind, r.name, r.state) for r in recorded}
     report = SettingsPass(store, mailbox, planner, reader, src, dest,
-                          central_opener(project, central, mailbox.email), folders=folders).run()
+                          central_opener(project, central, mailbox.email), folders=folders, recorded=recorded).run()
     after = {(i.kind, i.name, i.state) for i in report.items}
     if after != before:
         store.add_event(f"mailbox/{mailbox.email}", "settings", summary(report.items))

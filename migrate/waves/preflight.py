@@ -126,9 +126,10 @@ def preflight(project: Project, catalog: Catalog, mailboxes: list[MailboxRow], l
                 except MigrateError as exc:
                     add(Finding(mailbox.email, "login", f"login at the source failed: {exc.message}"))
                     failed = True
+        recorded = recorded_quota(mailbox, now)
         # A connection slot at the central host only where the check logs in there.
-        with central_slots if recorded_quota(mailbox, now) is None else nullcontext():
-            failed = not _check_central(mailbox, catalog, central, result, add, now) or failed
+        with central_slots if recorded is None else nullcontext():
+            failed = not _check_central(mailbox, catalog, central, result, add, recorded) or failed
         progress(ProgressEvent("failed" if failed else "done", mailbox.email,
                                detail="pre-flight found a problem" if failed else ""))
 
@@ -152,8 +153,8 @@ def recorded_quota(mailbox: MailboxRow, now: float) -> tuple[int | None, int | N
 
 
 def _check_central(mailbox: MailboxRow, catalog: Catalog, central: CentralServer, result: Gate, add,
-                   now: float) -> bool:
-    recorded = recorded_quota(mailbox, now)
+                   recorded: tuple[int | None, int | None] | None) -> bool:
+    """``recorded``: the quota the mailbox's last sync read (:func:`recorded_quota`); None: log in to read it."""
     quota: tuple[int, int] | None
     if recorded is not None:
         used, limit = recorded

@@ -334,9 +334,9 @@ class SyncEngine:
                 settle_orphans(store, dest, mailbox)
             if source.server.type == "ews" and not options.dry_run:
                 self._groupware(mailbox, src, report, store)
-            if not self.options.dry_run and options.settings_due(mailbox.settings_read_at, time.time()):
-                self._settings(mailbox, source, src, dest, report, store, folders)
             if not self.options.dry_run:
+                if options.settings_due(mailbox.settings_read_at, time.time()):
+                    self._settings(mailbox, source, src, dest, report, store, folders)
                 # Where this pass logged in at the central host anyway: the quota it leaves, so that the next
                 # pass's pre-flight need not log in there to check it.
                 report.central_quota = dest.quota_read()
