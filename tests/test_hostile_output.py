@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from migrate.cli.app import App
-from migrate.cli.output import csv_cell, emit_table
+from migrate.cli.output import csv_cell, emit_table, plain_table
 from migrate.cli.progress import LiveProgress
 from migrate.core.progress import ProgressEvent
 from migrate.core.store import open_store
@@ -56,8 +56,18 @@ def test_hostile_folder_names_appear_exactly_in_the_folder_table(hostile, govmig
     ws, _ = hostile
     assert set(HOSTILE) <= _recorded_names(govmigrate, ws), "the server holds every name, and JSON keeps it"
     table = govmigrate("-w", ws, "inventory", "show", "--folders").stdout  # exit 0, not 70 (MarkupError)
-    cells = {line.split("│")[2].strip() for line in table.splitlines() if line.startswith("│")}
-    assert set(HOSTILE) <= cells
+    assert set(HOSTILE) <= set(_column(table, "folder"))
+
+
+def _column(table: str, heading: str) -> list[str]:
+    """One column of a plain table (what a command prints to a pipe), cut where the rule under the headings
+    puts it: names hold spaces, so splitting on them would not do."""
+    lines = table.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("-") and set(line) <= {"-", " "})
+    spans = [m.span() for m in re.finditer(r"-+", lines[at])]
+    names = [lines[at - 1][a:b].strip() for a, b in spans]
+    a, b = spans[names.index(heading)]
+    return [line[a:b].strip() for line in lines[at + 1:] if line.strip()]
 
 
 def test_csv_cells_that_could_be_formulas_start_with_a_quote_and_nothing_else_changes(hostile, govmigrate):
@@ -90,15 +100,18 @@ def test_lines_printed_for_people_keep_brackets_and_emoji_codes(hostile, govmigr
     assert first == f"{DISPLAY_NAME} <{box.email}>"
 
 
-def test_tables_show_data_literally_even_on_a_console_that_reads_markup(tmp_path):
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
+def test_tables_show_data_literally_even_on_a_console_that_reads_markup(tmp_path, terminal):
     buf = io.StringIO()
-    app = App(tmp_path, out=Console(file=buf, width=200))  # rich's defaults: markup and emoji codes on
+    # rich's defaults: markup and emoji codes on; on a terminal rich draws the table, to a pipe it is plain text.
+    app = App(tmp_path, out=Console(file=buf, width=200, force_terminal=terminal, color_system=None))
     emit_table(app, "folders of [bold]x[/]", [("folder", "folder"), ("n", "n>")],
                [{"folder": "Notes [/old]", "n": 1}, {"folder": "[gmail] :memo:", "n": None}],
                footer={"folder": "[/total]", "n": 1})
     out = buf.getvalue()
     for text in ("folders of [bold]x[/]", "Notes [/old]", "[gmail] :memo:", "[/total]"):
         assert text in out
+    assert ("│" in out) is terminal, out
 
 
 def test_live_progress_prints_a_hostile_failure_reason_literally(tmp_path):
@@ -169,3 +182,27 @@ def test_a_reader_that_reads_everything_changes_nothing(tmp_path):
     done = _pipe(ws, "--csv", "cat")
     assert (done.returncode, done.stderr) == (0, "")
     assert len(list(csv.DictReader(io.StringIO(done.stdout)))) >= 3
+
+
+def test_a_table_written_to_a_pipe_is_plain_aligned_columns_one_line_per_row(tmp_path):
+    buf = io.StringIO()
+    app = App(tmp_path, out=Console(file=buf, width=40))       # not a terminal, and narrower than the rows
+    long = "a-folder-name-much-longer-than-forty-columns-of-a-terminal"
+    emit_table(app, "folders", [("folder", "folder"), ("n", "messages>")],
+               [{"folder": "INBOX", "n": 7}, {"folder": "日本語", "n": 12_345}, {"folder": "two\nlines\x1b[2J", "n": None},
+                {"folder": long, "n": 1}],
+               footer={"folder": "total", "n": 12_353})
+    assert buf.getvalue().splitlines() == [
+        "folders",
+        "folder                                                      messages",
+        "----------------------------------------------------------  --------",
+        "INBOX                                                              7",
+        "日本語                                                         12345",   # three characters, six cells
+        "two\\nlines\\x1b[2J",
+        long + "         1",
+        "----------------------------------------------------------  --------",
+        "total                                                          12353",
+    ]
+    # Widths are terminal cells: the column is as wide as the widest name shows, not as its character count.
+    assert plain_table(None, [("f", "f"), ("n", "n>")], [{"f": "日本語", "n": 1}, {"f": "INBOX", "n": 2}]) == [
+        "f       n", "------  -", "日本語  1", "INBOX   2"]
