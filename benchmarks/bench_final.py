@@ -24,8 +24,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from benchmarks.bench_delta import MbsyncRun, change_source
-from benchmarks.bench_login import floor_record, login_costs
+from benchmarks.bench_delta import MbsyncRun, change_source, cpu_split
+from benchmarks.bench_login import ServersCpu, floor_record, login_costs
 from benchmarks.figures import compare, govmigrate_phases, govmigrate_run, scale, show_breakdown
 from tests.lab import corpus, scenario
 from tests.lab.dovecot import DovecotServer, central, modern_source
@@ -67,10 +67,13 @@ def run() -> list[dict]:
 
         changed, new = change_source(source, boxes, seed="final")
         print(f"at the source: {changed} messages changed flags, {new} new messages arrived", flush=True)
-        final, _, final_cpu, _, phases = govmigrate_phases(ws, "run", "wave-01", "--pass", "final")
-        mbsync_final = mbsync.run()
+        with ServersCpu({"source": source, "central": center}) as ours:
+            final, _, final_cpu, _, phases = govmigrate_phases(ws, "run", "wave-01", "--pass", "final")
+        with ServersCpu({"source": source, "central": mbsync.center}) as theirs:
+            mbsync_final = mbsync.run()
         print(f"final pass: govmigrate {final:.2f}s ({final_cpu:.1f} CPU-s), mbsync {mbsync_final:.2f}s, ratio "
               f"{final / mbsync_final:.2f} (target <= {TARGET})", flush=True)
+        cpu = cpu_split(final_cpu, ours, mbsync.cpu_s, theirs)
         show_breakdown(phases)
 
         # The nightly no-change pass is `sync --all`; its first run after the wave's passes also copies what a
@@ -92,7 +95,7 @@ def run() -> list[dict]:
         show_breakdown(quiet_phases)
         return [compare("final", govmigrate_s=final, anchor="mbsync", anchor_s=mbsync_final, target=TARGET,
                         cpu_s=round(final_cpu, 2), mailboxes=len(boxes), messages=messages, changed=changed,
-                        new=new, breakdown=phases),
+                        new=new, cpu_split=cpu, breakdown=phases),
                 record]
     finally:
         if mbsync:

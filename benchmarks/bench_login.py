@@ -56,6 +56,24 @@ def server_cpu(master_pid: int) -> float:
     return total
 
 
+class ServersCpu:
+    """The CPU each server's process tree used while the block ran (``with ServersCpu(...) as used:``, then
+    ``used.seconds``: name → CPU seconds), so a pass's record says what it cost the servers beside what it cost
+    the tool: on this machine the tool and both servers share two cores."""
+
+    def __init__(self, servers: dict[str, DovecotServer]) -> None:
+        self.pids = {name: server.process.proc.pid for name, server in servers.items()}
+        self.seconds: dict[str, float] = {}
+
+    def __enter__(self) -> ServersCpu:
+        self._before = {name: server_cpu(pid) for name, pid in self.pids.items()}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.2)   # the last sessions' processes end and are reaped
+        self.seconds = {name: round(server_cpu(pid) - self._before[name], 2) for name, pid in self.pids.items()}
+
+
 def _client_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
