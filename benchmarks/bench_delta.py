@@ -75,8 +75,8 @@ def cpu_split(tool_cpu: float, ours: ServersCpu, mbsync_cpu: float, theirs: Serv
     """CPU seconds of one pass of each tool: the tool's own and each server's (the same source, each tool's own
     central host), printed and kept in the record. The machine has two cores for all three: a pass's wall time
     cannot be less than their sum over the cores."""
-    split = {"govmigrate": {"tool": round(tool_cpu, 2), **ours.seconds},
-             "mbsync": {"tool": mbsync_cpu, **theirs.seconds}}
+    split = {name: {k: round(v, 2) for k, v in {"tool": tool, **servers.seconds}.items()}
+             for name, tool, servers in (("govmigrate", tool_cpu, ours), ("mbsync", mbsync_cpu, theirs))}
     for name, parts in split.items():
         print(f"  CPU of the pass, {name}: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
               + f"; together {sum(parts.values()):.2f} s", flush=True)
@@ -106,7 +106,7 @@ class MbsyncRun:
                 raise RuntimeError(f"mbsync failed: {err.decode(errors='replace')[-2000:]}")
         wall = time.monotonic() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.cpu_s = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2)
+        self.cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         return wall
 
     def cleanup(self) -> None:

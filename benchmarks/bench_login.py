@@ -59,10 +59,11 @@ def server_cpu(master_pid: int) -> float:
 class ServersCpu:
     """The CPU each server's process tree used while the block ran (``with ServersCpu(...) as used:``, then
     ``used.seconds``: name → CPU seconds), so a pass's record says what it cost the servers beside what it cost
-    the tool: on this machine the tool and both servers share two cores."""
+    the tool: on this machine the tool and both servers share two cores. ``servers``: name → lab server or the
+    pid of its master process."""
 
-    def __init__(self, servers: dict[str, DovecotServer]) -> None:
-        self.pids = {name: server.process.proc.pid for name, server in servers.items()}
+    def __init__(self, servers: dict[str, DovecotServer | int]) -> None:
+        self.pids = {name: s if isinstance(s, int) else s.process.proc.pid for name, s in servers.items()}
         self.seconds: dict[str, float] = {}
 
     def __enter__(self) -> ServersCpu:
@@ -71,7 +72,7 @@ class ServersCpu:
 
     def __exit__(self, *exc: object) -> None:
         time.sleep(0.2)   # the last sessions' processes end and are reaped
-        self.seconds = {name: round(server_cpu(pid) - self._before[name], 2) for name, pid in self.pids.items()}
+        self.seconds = {name: server_cpu(pid) - self._before[name] for name, pid in self.pids.items()}
 
 
 def _client_cpu() -> float:
@@ -81,12 +82,12 @@ def _client_cpu() -> float:
 
 def _measure(rounds: int, once, master_pid: int) -> tuple[float, float, float]:
     """(wall, client CPU, server CPU) seconds per round."""
-    wall, client, server = time.monotonic(), _client_cpu(), server_cpu(master_pid)
-    for i in range(rounds):
-        once(i)
-    time.sleep(0.2)   # the last sessions' processes end and are reaped
-    wall, client, server = time.monotonic() - wall - 0.2, _client_cpu() - client, server_cpu(master_pid) - server
-    return wall / rounds, client / rounds, server / rounds
+    with ServersCpu({"server": master_pid}) as used:
+        wall, client = time.monotonic(), _client_cpu()
+        for i in range(rounds):
+            once(i)
+        wall, client = time.monotonic() - wall, _client_cpu() - client
+    return wall / rounds, client / rounds, used.seconds["server"] / rounds
 
 
 @dataclass(frozen=True)

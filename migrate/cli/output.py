@@ -135,4 +135,3 @@ def plain_table(title: str | None, columns: Sequence[tuple[str, str]], rows: Seq
     if footer is not None:
         lines += [rule, line(grid[-1])]
     return lines
-
